@@ -1,0 +1,109 @@
+"""The `lookalike` command line: thin wrappers that parse options and call one library function each."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import LookalikeError
+
+
+class CLIError(click.ClickException):
+    """One line on stderr, exit code 2."""
+
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LookalikeError as exc:
+            raise CLIError(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; re-run the same command to resume", err=True)
+            sys.exit(130)
+
+
+def _keep_layers(value: str | None):
+    if value is None:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated layer indices, e.g. 0,2,4") from None
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="lookalike")
+def cli(verbose: int):
+    """lookalike: does the compressed model behave like the large model it replaces?
+
+    Export models to ONNX, bulk-embed corpora into HDF5 shards, and compare models on
+    prediction errors, data representation (kNN), data distribution (deep-kNN OOD) and
+    adversarial vulnerability, as Jaccard agreements between model pairs.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("onnxruntime", "root"):
+        if verbose < 2:
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+# --------------------------------------------------------------------------- export
+
+@cli.command()
+@click.argument("model")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["feature-extraction", "question-answering", "text-classification"]),
+              default="feature-extraction", show_default=True)
+@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Dynamic int8 quantisation.")
+@click.option("--per-channel", is_flag=True, help="Per-channel int8 weights (more accurate).")
+@click.option("--fp16", is_flag=True, help="float16 weights and activations (for GPU).")
+@click.option("--keep-layers", callback=lambda c, p, v: _keep_layers(v), help="Layer dropping: e.g. 0,2,4.")
+@click.option("--optimize", is_flag=True, help="ONNX Runtime transformer fusions (checked for parity after).")
+@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance for the fp32 graph.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUT_DIR.")
+def export(model, out_dir, task, quantize, per_channel, fp16, keep_layers, optimize, opset, atol, revision, overwrite):
+    """Export MODEL (hub id, local folder, or `minilm`) to a verified ONNX folder.
+
+    \b
+    Example:
+      lookalike export minilm runs/minilm
+      lookalike export minilm runs/minilm-int8 --quantize int8 --per-channel
+      lookalike export bert-base-uncased runs/bb-l6 --keep-layers 0,2,4,6,8,10
+    """
+    from .exporters import export as do_export
+    from .models import resolve_model
+
+    m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
+                  per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
+                  revision=revision)
+    summary = {"out_dir": str(out_dir), "task": m["task"], "variant": m["variant"]["description"],
+               "parameters": m["parameters"], "file_size": m["file_size"],
+               "parity_max_abs_diff": m["parity"]["max_abs_diff"], "variant_parity": m["variant_parity"]}
+    click.echo(json.dumps(summary, indent=2))
+
+
+def main():
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cli(prog_name="lookalike")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,552 @@
+"""Read every supported corpus format into one uniform stream of records.
+
+A record is `(id, text[, text_pair], label?)` plus, for extractive QA, the gold answers.
+For QA the model input is the pair (question, context), as BERT sees it in fine-tuning.
+Ids are stable: the id field when the format has one, else the record's 0-based position.
+Duplicate ids, missing fields, undecodable bytes and empty corpora are errors naming the
+file, the record and the field; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from ..errors import InputError
+
+FORMATS = (
+    "text", "jsonl", "json", "csv", "tsv", "parquet", "squad", "queries",
+    "newsqa-csv", "newsqa-json", "mrqa", "aclimdb", "imdb-tsv", "hf", "hf-disk",
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    text: str
+    text_pair: str | None = None
+    label: Any = None
+    answers: tuple[str, ...] = ()
+    answer_starts: tuple[int, ...] = ()
+    is_impossible: bool | None = None
+
+
+# --------------------------------------------------------------------------- opening files
+
+def _open_text(path: Path):
+    """Binary handle (gzip-aware): lines are decoded one by one so errors can name the line."""
+    if not path.exists():
+        raise InputError("no such file", path=path)
+    if path.is_dir():
+        raise InputError("is a folder, expected a file", path=path)
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without newline)."""
+    with _open_text(path) as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start} of the line",
+                                 path=path, record=f"line {lineno}") from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            yield lineno, line.rstrip("\r\n")
+
+
+def _read_json(path: Path) -> Any:
+    with _open_text(path) as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError("undecodable bytes (not UTF-8)", path=path, record=f"line {line}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {exc.lineno}") from None
+
+
+# --------------------------------------------------------------------------- format detection
+
+def _looks_like_hf_disk(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
+                              or (path / "state.json").exists())
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format from the path (and, for ambiguous suffixes, the first bytes)."""
+    p = Path(path)
+    if not p.exists():
+        if ":" in str(path) and not str(path).startswith((".", "/")):
+            return "hf"
+        raise InputError("no such file or folder", path=p)
+    if p.is_dir():
+        if (p / "queries.json").exists():
+            return "queries"
+        if _looks_like_hf_disk(p):
+            return "hf-disk"
+        if (p / "pos").is_dir() or (p / "neg").is_dir() or (p / "test" / "pos").is_dir() or (p / "train" / "pos").is_dir():
+            return "aclimdb"
+        raise InputError("folder is not a known corpus layout (queries.json/ground_truth.json, aclImdb "
+                         "pos/neg, or a saved Hugging Face dataset)", path=p)
+    name = p.name.lower()
+    stem = name[:-3] if name.endswith(".gz") else name
+    if stem.endswith((".jsonl", ".ndjson")):
+        for _, line in _lines(p):
+            if line.strip():
+                return "mrqa" if '"header"' in line[:200] else "jsonl"
+        return "jsonl"
+    if stem.endswith(".json"):
+        obj = _read_json(p)
+        if isinstance(obj, dict) and isinstance(obj.get("data"), list) and obj["data"]:
+            first = obj["data"][0]
+            if isinstance(first, dict) and "paragraphs" in first:
+                return "squad"
+            if isinstance(first, dict) and "storyId" in first:
+                return "newsqa-json"
+        if isinstance(obj, dict) and "queries" in obj:
+            return "queries"
+        return "json"
+    if stem.endswith(".csv"):
+        for _, line in _lines(p):
+            header = line.lower()
+            if "story_text" in header and "question" in header:
+                return "newsqa-csv"
+            break
+        return "csv"
+    if stem.endswith(".tsv"):
+        for _, line in _lines(p):
+            cells = line.split("\t")
+            if len(cells) == 2 and cells[1].strip().lstrip("-").isdigit():
+                return "imdb-tsv"
+            break
+        return "tsv"
+    if stem.endswith(".parquet"):
+        return "parquet"
+    return "text"
+
+
+# --------------------------------------------------------------------------- generic row mapping
+
+@dataclass(frozen=True)
+class Fields:
+    text: str = "text"
+    pair: str | None = None
+    id: str | None = None
+    label: str | None = None
+
+
+def _field(row: Mapping, name: str, path: Path, record: str, *, required: bool = True):
+    if name not in row:
+        if required:
+            have = ", ".join(sorted(map(str, row.keys()))[:12])
+            raise InputError(f"missing (record has: {have})", path=path, record=record, field=name)
+        return None
+    return row[name]
+
+
+def _from_row(row: Any, index: int, path: Path, record: str, fields: Fields) -> Record:
+    if not isinstance(row, Mapping):
+        raise InputError(f"expected an object, got {type(row).__name__}", path=path, record=record)
+    text = _field(row, fields.text, path, record)
+    if not isinstance(text, str):
+        raise InputError(f"expected a string, got {type(text).__name__}", path=path, record=record,
+                         field=fields.text)
+    pair = None
+    if fields.pair:
+        pair = _field(row, fields.pair, path, record)
+        if not isinstance(pair, str):
+            raise InputError(f"expected a string, got {type(pair).__name__}", path=path, record=record,
+                             field=fields.pair)
+    rid = str(index)
+    if fields.id:
+        value = _field(row, fields.id, path, record)
+        if value is None or value == "":
+            raise InputError("empty id", path=path, record=record, field=fields.id)
+        rid = str(value)
+    label = _field(row, fields.label, path, record) if fields.label else None
+    return Record(rid, text, pair, label)
+
+
+def _read_jsonl(path: Path, fields: Fields) -> Iterator[Record]:
+    index = 0
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
+        yield _from_row(row, index, path, f"line {lineno}", fields)
+        index += 1
+
+
+def _read_json_array(path: Path, fields: Fields) -> Iterator[Record]:
+    obj = _read_json(path)
+    if isinstance(obj, dict):  # {"data": [...]} or {"records": [...]}: the single list value
+        lists = [v for v in obj.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise InputError("expected a JSON array of records (or an object holding exactly one array)", path=path)
+        obj = lists[0]
+    if not isinstance(obj, list):
+        raise InputError("expected a JSON array of records", path=path)
+    for i, row in enumerate(obj):
+        yield _from_row(row, i, path, f"record {i}", fields)
+
+
+def _read_delimited(path: Path, fields: Fields, delimiter: str) -> Iterator[Record]:
+    def decoded():
+        for _, line in _lines(path):
+            yield line + "\n"
+
+    reader = csv.DictReader(decoded(), delimiter=delimiter)
+    for i, row in enumerate(reader):
+        lineno = reader.line_num
+        if None in row:
+            raise InputError(f"more cells than header columns ({len(reader.fieldnames or [])})", path=path,
+                             record=f"line {lineno}")
+        if any(v is None for v in row.values()):
+            missing = [k for k, v in row.items() if v is None]
+            raise InputError("fewer cells than header columns", path=path, record=f"line {lineno}",
+                             field=missing[0])
+        yield _from_row(row, i, path, f"line {lineno}", fields)
+
+
+def _read_parquet(path: Path, fields: Fields) -> Iterator[Record]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - pyarrow comes with `datasets`
+        raise InputError("reading Parquet needs pyarrow (pip install pyarrow)", path=path) from exc
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
+    i = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for row in batch.to_pylist():
+            yield _from_row(row, i, path, f"row {i}", fields)
+            i += 1
+
+
+def _read_text(path: Path, fields: Fields) -> Iterator[Record]:
+    for lineno, line in _lines(path):
+        yield Record(str(lineno - 1), line)
+
+
+# --------------------------------------------------------------------------- QA formats
+
+def _qa_record(path, record, qid, question, context, answers, starts, impossible, check_starts=True):
+    if check_starts:
+        for k, (a, s) in enumerate(zip(answers, starts)):
+            if s is not None and context[s: s + len(a)] != a:
+                raise InputError(f"answer_start {s} does not point at the answer text {a!r} in the context "
+                                 f"(found {context[s: s + len(a)]!r})", path=path, record=record,
+                                 field=f"answers[{k}].answer_start")
+    return Record(str(qid), question, context, None, tuple(answers),
+                  tuple(-1 if s is None else s for s in starts), impossible)
+
+
+def _read_squad(path: Path, fields: Fields) -> Iterator[Record]:
+    obj = _read_json(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
+        raise InputError("not a SQuAD file (no top-level 'data' list)", path=path, field="data")
+    for a, article in enumerate(obj["data"]):
+        for p, para in enumerate(article.get("paragraphs", [])):
+            context = _field(para, "context", path, f"data[{a}].paragraphs[{p}]")
+            for q, qa in enumerate(_field(para, "qas", path, f"data[{a}].paragraphs[{p}]")):
+                where = f"question {qa.get('id', f'data[{a}].paragraphs[{p}].qas[{q}]')}"
+                qid = _field(qa, "id", path, where)
+                question = _field(qa, "question", path, where)
+                answers = _field(qa, "answers", path, where)
+                impossible = bool(qa.get("is_impossible", False))
+                texts = [x["text"] for x in answers]
+                starts = [x.get("answer_start") for x in answers]
+                yield _qa_record(path, where, qid, question, context, texts, starts, impossible)
+
+
+def _read_queries(path: Path, fields: Fields) -> Iterator[Record]:
+    """The search-datasets layout: queries.json ({"queries": [{id, context, question}]}) + ground_truth.json."""
+    folder = path if path.is_dir() else path.parent
+    qpath = folder / "queries.json" if path.is_dir() else path
+    gpath = folder / "ground_truth.json"
+    queries = _read_json(qpath)
+    if not isinstance(queries, dict) or not isinstance(queries.get("queries"), list):
+        raise InputError("expected {\"queries\": [...]}", path=qpath, field="queries")
+    truth = _read_json(gpath) if gpath.exists() else {}
+    for i, q in enumerate(queries["queries"]):
+        where = f"record {i}"
+        qid = str(_field(q, "id", qpath, where))
+        question = _field(q, "question", qpath, f"question {qid}")
+        context = _field(q, "context", qpath, f"question {qid}")
+        gold = truth.get(qid, {}) if truth else {}
+        if truth and qid not in truth:
+            raise InputError("question has no ground truth", path=gpath, record=f"question {qid}")
+        answers = tuple(gold.get("answers", ()))
+        impossible = gold.get("is_impossible")
+        if impossible is None and truth:
+            impossible = len(answers) == 0
+        starts = []
+        for k, a in enumerate(answers):  # recover answer_start by locating the text (first occurrence)
+            s = context.find(a)
+            starts.append(s if s >= 0 else None)
+        yield _qa_record(gpath, f"question {qid}", qid, question, context, answers, starts, impossible,
+                         check_starts=False)
+
+
+def _spans_to_answers(context: str, spans: Iterable[tuple[int, int]]):
+    texts, starts = [], []
+    for s, e in spans:
+        texts.append(context[s:e])
+        starts.append(s)
+    return texts, starts
+
+
+def _read_newsqa_csv(path: Path, fields: Fields) -> Iterator[Record]:
+    """NewsQA CSV: the combined file (answer_char_ranges) or the split files (answer_token_ranges)."""
+    counts: dict[str, int] = {}
+
+    def rows():
+        def decoded():
+            for _, line in _lines(path):
+                yield line + "\n"
+        reader = csv.DictReader(decoded())
+        for row in reader:
+            yield reader.line_num, row
+    for lineno, row in rows():
+        where = f"line {lineno}"
+        story_id = _field(row, "story_id", path, where)
+        question = _field(row, "question", path, where)
+        context = _field(row, "story_text", path, where)
+        n = counts.get(story_id, 0)
+        counts[story_id] = n + 1
+        spans: list[tuple[int, int]] = []
+        if "answer_char_ranges" in row:
+            for worker in (row["answer_char_ranges"] or "").split("|"):
+                for rng in worker.split(","):
+                    if ":" in rng:
+                        s, e = rng.split(":")
+                        spans.append((int(s), int(e)))
+        elif "answer_token_ranges" in row:
+            tokens = context.split()
+            offsets, pos = [], 0
+            for tok in tokens:
+                pos = context.index(tok, pos)
+                offsets.append((pos, pos + len(tok)))
+                pos += len(tok)
+            for rng in (row["answer_token_ranges"] or "").split(","):
+                if ":" in rng:
+                    s, e = (int(x) for x in rng.split(":"))
+                    if not (0 <= s < e <= len(offsets)):
+                        raise InputError(f"token range {rng} outside the story ({len(offsets)} tokens)",
+                                         path=path, record=where, field="answer_token_ranges")
+                    spans.append((offsets[s][0], offsets[e - 1][1]))
+        else:
+            raise InputError("missing (need answer_char_ranges or answer_token_ranges)", path=path,
+                             record=where, field="answer_char_ranges")
+        spans = list(dict.fromkeys(spans))
+        texts, starts = _spans_to_answers(context, spans)
+        yield Record(f"{story_id}#{n}", question, context, None, tuple(texts), tuple(starts), not spans)
+
+
+def _read_newsqa_json(path: Path, fields: Fields, split: str | None = None) -> Iterator[Record]:
+    obj = _read_json(path)
+    for s, story in enumerate(obj.get("data", [])):
+        where = f"data[{s}]"
+        story_id = _field(story, "storyId", path, where)
+        if split and story.get("type") and story["type"] != split:
+            continue
+        context = _field(story, "text", path, where)
+        for q, question in enumerate(_field(story, "questions", path, where)):
+            qwhere = f"{where}.questions[{q}]"
+            text = _field(question, "q", path, qwhere)
+            consensus = question.get("consensus", {})
+            spans = [(consensus["s"], consensus["e"])] if "s" in consensus else []
+            texts, starts = _spans_to_answers(context, spans)
+            yield Record(f"{story_id}#{q}", text, context, None, tuple(texts), tuple(starts), not spans)
+
+
+def _read_mrqa(path: Path, fields: Fields) -> Iterator[Record]:
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
+        if "header" in row:
+            continue
+        where = f"line {lineno}"
+        context = _field(row, "context", path, where)
+        for qa in _field(row, "qas", path, where):
+            qid = _field(qa, "qid", path, where)
+            question = _field(qa, "question", path, f"question {qid}")
+            spans = []
+            for det in qa.get("detected_answers", []):
+                for s, e in det.get("char_spans", []):
+                    spans.append((s, e + 1))  # MRQA char spans are inclusive
+            texts, starts = _spans_to_answers(context, dict.fromkeys(spans))
+            if not texts:
+                texts = list(qa.get("answers", []))
+                starts = [None] * len(texts)
+            yield Record(str(qid), question, context, None, tuple(texts),
+                         tuple(-1 if x is None else x for x in starts), not texts)
+
+
+# --------------------------------------------------------------------------- IMDB
+
+def _read_imdb_tsv(path: Path, fields: Fields) -> Iterator[Record]:
+    index = 0
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        text, sep, label = line.rpartition("\t")
+        if not sep:
+            raise InputError("expected 'text<TAB>label'", path=path, record=f"line {lineno}", field="label")
+        try:
+            value = int(label)
+        except ValueError:
+            raise InputError(f"label {label!r} is not an integer", path=path, record=f"line {lineno}",
+                             field="label") from None
+        yield Record(str(index), text, None, value)
+        index += 1
+
+
+def _read_aclimdb(path: Path, fields: Fields, split: str | None = None) -> Iterator[Record]:
+    root = path
+    if not (root / "pos").is_dir() and not (root / "neg").is_dir():
+        root = path / (split or "test")
+        if not root.is_dir():
+            raise InputError(f"no '{split or 'test'}' split folder", path=path)
+    for label_name, label in (("neg", 0), ("pos", 1)):
+        folder = root / label_name
+        if not folder.is_dir():
+            continue
+
+        def key(p: Path):
+            head = p.stem.split("_")[0]
+            return (int(head) if head.isdigit() else 1 << 62, p.name)
+
+        for f in sorted(folder.glob("*.txt"), key=key):
+            try:
+                text = f.read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=f) from None
+            yield Record(f"{root.name}/{label_name}/{f.stem}", text, None, label)
+
+
+# --------------------------------------------------------------------------- Hugging Face datasets
+
+def _rows_from_hf(ds, path, fields: Fields) -> Iterator[Record]:
+    columns = set(ds.column_names)
+    if {"question", "context"} <= columns:
+        for i, row in enumerate(ds):
+            answers = row.get("answers") or {"text": [], "answer_start": []}
+            texts = list(answers.get("text", []))
+            starts = list(answers.get("answer_start", [None] * len(texts)))
+            yield _qa_record(path, f"row {i}", row.get("id", i), row["question"], row["context"], texts, starts,
+                             not texts)
+        return
+    if fields.text not in columns and "text" not in columns:
+        raise InputError(f"dataset has no text column (columns: {sorted(columns)})", path=path, field=fields.text)
+    if fields.label is None and "label" in columns:
+        fields = Fields(fields.text, fields.pair, fields.id, "label")
+    for i, row in enumerate(ds):
+        yield _from_row(row, i, path, f"row {i}", fields)
+
+
+def _read_hf(name: str, fields: Fields, split: str | None = None) -> Iterator[Record]:
+    """`name[:config]:split`, e.g. `squad_v2:validation` or `imdb:test` (needs the hub or its cache)."""
+    import datasets
+
+    parts = name.split(":")
+    if len(parts) == 1:
+        dname, config, dsplit = parts[0], None, split or "validation"
+    elif len(parts) == 2:
+        dname, config, dsplit = parts[0], None, parts[1]
+    else:
+        dname, config, dsplit = parts[0], parts[1], parts[2]
+    try:
+        ds = datasets.load_dataset(dname, config, split=dsplit)
+    except Exception as exc:
+        raise InputError(f"could not load Hugging Face dataset ({type(exc).__name__}: {str(exc)[:200]})",
+                         path=name) from None
+    yield from _rows_from_hf(ds, name, fields)
+
+
+def _read_hf_disk(path: Path, fields: Fields, split: str | None = None) -> Iterator[Record]:
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        key = split or ("test" if "test" in ds else next(iter(ds)))
+        ds = ds[key]
+    yield from _rows_from_hf(ds, path, fields)
+
+
+# --------------------------------------------------------------------------- entry point
+
+_READERS: dict[str, Callable[..., Iterator[Record]]] = {
+    "text": _read_text,
+    "jsonl": _read_jsonl,
+    "json": _read_json_array,
+    "csv": lambda p, f: _read_delimited(p, f, ","),
+    "tsv": lambda p, f: _read_delimited(p, f, "\t"),
+    "parquet": _read_parquet,
+    "squad": _read_squad,
+    "queries": _read_queries,
+    "newsqa-csv": _read_newsqa_csv,
+    "newsqa-json": _read_newsqa_json,
+    "mrqa": _read_mrqa,
+    "imdb-tsv": _read_imdb_tsv,
+    "aclimdb": _read_aclimdb,
+    "hf-disk": _read_hf_disk,
+}
+_SPLIT_AWARE = {"newsqa-json", "aclimdb", "hf-disk"}
+
+
+def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "text",
+                pair_field: str | None = None, id_field: str | None = None, label_field: str | None = None,
+                split: str | None = None, limit: int | None = None) -> Iterator[Record]:
+    """Yield the corpus's records in file order.
+
+    fmt: one of FORMATS, or None to detect it. The *_field options apply to jsonl/json/csv/tsv/parquet.
+    Raises InputError for an empty corpus or a duplicate id (after the rows before it were yielded).
+    """
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", path=path)
+    fields = Fields(text_field, pair_field, id_field, label_field)
+    if fmt == "hf":
+        records = _read_hf(str(path), fields, split)
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise InputError("no such file or folder", path=p)
+        reader = _READERS[fmt]
+        records = reader(p, fields, split) if fmt in _SPLIT_AWARE else reader(p, fields)
+    seen: set[str] = set()
+    n = 0
+    for rec in records:
+        if rec.id in seen:
+            raise InputError(f"duplicate id {rec.id!r}", path=path, record=f"record {n}",
+                             field=id_field or "id")
+        seen.add(rec.id)
+        yield rec
+        n += 1
+        if limit is not None and n >= limit:
+            return
+    if n == 0:
+        raise InputError("empty corpus: no records", path=path)
+
+
+def count_records(path: str | Path, fmt: str | None = None, **options) -> int:
+    """Number of records (one full pass; used for progress totals)."""
+    return sum(1 for _ in read_corpus(path, fmt, **options))

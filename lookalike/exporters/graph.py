@@ -1,0 +1,84 @@
+"""ONNX graph edits: pooled outputs, ORT transformer fusions, int8 and fp16 variants."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def add_pooling_outputs(path: Path) -> None:
+    """Add `cls` (B×H, first token) and `mean` (B×H, mask-weighted mean) outputs to a feature-extraction graph.
+
+    The engine then fetches only B×H floats per batch instead of the whole B×L×H hidden state.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    hidden = next(o for o in g.output if o.name == "last_hidden_state")
+    dim = hidden.type.tensor_type.shape.dim[2]
+    g.initializer.extend([
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "lk_zero"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "lk_axis1"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "lk_axis2"),
+        numpy_helper.from_array(np.array(1e-9, dtype=np.float32), "lk_eps"),
+    ])
+    g.node.extend([
+        helper.make_node("Gather", ["last_hidden_state", "lk_zero"], ["cls"], axis=1, name="lk_cls"),
+        helper.make_node("Cast", ["attention_mask"], ["lk_mask_f"], to=TensorProto.FLOAT, name="lk_cast"),
+        helper.make_node("Unsqueeze", ["lk_mask_f", "lk_axis2"], ["lk_mask3"], name="lk_unsq"),
+        helper.make_node("Mul", ["last_hidden_state", "lk_mask3"], ["lk_masked"], name="lk_mul"),
+        helper.make_node("ReduceSum", ["lk_masked", "lk_axis1"], ["lk_sum"], keepdims=0, name="lk_sum"),
+        helper.make_node("ReduceSum", ["lk_mask_f", "lk_axis1"], ["lk_count"], keepdims=1, name="lk_cnt"),
+        helper.make_node("Max", ["lk_count", "lk_eps"], ["lk_count_safe"], name="lk_max"),
+        helper.make_node("Div", ["lk_sum", "lk_count_safe"], ["mean"], name="lk_div"),
+    ])
+    for name in ("cls", "mean"):
+        out = helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch_size", None])
+        out.type.tensor_type.shape.dim[1].CopyFrom(dim)
+        g.output.append(out)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def optimize_transformer(path: Path, config) -> None:
+    """ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu...) in place."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+    model_type = "bert" if config.model_type != "distilbert" else "bert"
+    opt = optimize_model(str(path), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=1,
+                         use_gpu=False)
+    log.info("ORT fusions: %s", opt.get_fused_operator_statistics())
+    opt.save_model_to_file(str(path))
+
+
+def quantize_int8(path: Path, *, per_channel: bool = False, fused: bool = False) -> None:
+    """Dynamic int8 quantisation of the weights (activations quantised at run time), in place."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_suffix(".int8.onnx")
+    extra = {}
+    if fused:
+        # fused contrib ops lose type info; without a default the quantiser cannot type their outputs
+        extra["DefaultTensorType"] = onnx.TensorProto.FLOAT
+    quantize_dynamic(str(path), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8,
+                     extra_options=extra)
+    tmp.replace(path)
+
+
+def to_fp16(path: Path) -> None:
+    """float16 weights and activations, float32 inputs/outputs kept (for GPU execution)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path))
+    model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    onnx.save(model, str(path))

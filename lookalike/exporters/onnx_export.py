@@ -1,0 +1,394 @@
+"""Export a BERT-family model to a verified ONNX model folder, optionally compressed.
+
+Output folder: `model.onnx`, the tokenizer files, `config.json` and `lookalike.json` (the manifest).
+The folder is built under a temporary name and renamed at the end, so a half-written export
+never looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ExportError, ModelError
+from . import graph
+
+log = logging.getLogger(__name__)
+
+TASKS = ("feature-extraction", "question-answering", "text-classification")
+MANIFEST = "lookalike.json"
+MODEL_FILE = "model.onnx"
+FORMAT_VERSION = 1
+
+# Varied lengths on purpose: padding, truncation-free short inputs and a long one.
+PARITY_TEXTS = [
+    "A short one.",
+    "The quick brown fox jumps over the lazy dog while the cat watches from the window sill.",
+    "Compressed models are assumed to be miniature versions of the large models they replace; "
+    "we check this assumption on prediction errors, data representation, data distribution and "
+    "vulnerability to adversarial attacks, using nearest neighbours and out-of-distribution detection.",
+    "Why?",
+]
+PARITY_PAIRS = [
+    ("Who wrote it?", "The report was written by the committee in 1998 and published a year later."),
+    ("What is the capital of France?", "Paris is the capital and most populous city of France."),
+    ("How many layers?", "BERT-base has twelve layers; BERT-large has twenty-four."),
+    ("When?", "Never."),
+]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _auto_class(task: str):
+    import transformers
+
+    return {
+        "feature-extraction": transformers.AutoModel,
+        "question-answering": transformers.AutoModelForQuestionAnswering,
+        "text-classification": transformers.AutoModelForSequenceClassification,
+    }[task]
+
+
+def _load_source(model: str, task: str, revision: str | None):
+    """Tokenizer and PyTorch model for `task` from a local folder or a hub id."""
+    import transformers
+
+    local = Path(model)
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise ModelError(f"{local}: not a Hugging Face model folder (no config.json)")
+        has_tok = any((local / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
+        if not has_tok:
+            raise ModelError(f"{local}: model folder has no tokenizer (tokenizer.json or vocab.txt)")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True)
+    except Exception as exc:
+        raise ModelError(f"{model}: could not load a tokenizer ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not tokenizer.is_fast:
+        raise ModelError(f"{model}: no fast tokenizer (the engine needs offsets and batched tokenization)")
+    try:
+        torch_model = _auto_class(task).from_pretrained(model, revision=revision)
+    except ValueError as exc:
+        raise ModelError(f"{model}: architecture not supported for task {task!r} ({str(exc)[:200]})") from None
+    except OSError as exc:
+        raise ModelError(f"{model}: could not load the model ({str(exc)[:200]})") from None
+    torch_model.eval()
+    return tokenizer, torch_model
+
+
+def _layer_list(model):
+    """The nn.ModuleList of encoder layers and the config attribute counting them."""
+    base = model.base_model
+    for owner in ("encoder", "transformer"):
+        sub = getattr(base, owner, None)
+        if sub is not None and hasattr(sub, "layer"):
+            attr = "n_layers" if hasattr(model.config, "n_layers") else "num_hidden_layers"
+            return sub, attr
+    raise ModelError(f"layer dropping: cannot find the encoder layers of {type(model).__name__}")
+
+
+def drop_layers(model, keep: Sequence[int]):
+    """Keep only the encoder layers `keep` (0-based, in order) of a Hugging Face BERT-family model."""
+    import torch
+
+    owner, attr = _layer_list(model)
+    n = len(owner.layer)
+    keep = list(keep)
+    if not keep:
+        raise ModelError("--keep-layers: keep at least one layer")
+    bad = [i for i in keep if not 0 <= i < n]
+    if bad or len(set(keep)) != len(keep) or keep != sorted(keep):
+        raise ModelError(f"--keep-layers {keep}: need distinct increasing indices in 0..{n - 1}")
+    owner.layer = torch.nn.ModuleList([owner.layer[i] for i in keep])
+    setattr(model.config, attr, len(keep))
+    return model
+
+
+def _torch_outputs(torch_model, tokenizer, task: str) -> tuple[dict, dict[str, np.ndarray]]:
+    import torch
+
+    if task == "question-answering":
+        q, c = zip(*PARITY_PAIRS)
+        enc = tokenizer(list(q), list(c), padding=True, return_tensors="pt")
+    else:
+        enc = tokenizer(PARITY_TEXTS, padding=True, return_tensors="pt")
+    accepted = inspect.signature(torch_model.forward).parameters
+    enc = {k: v for k, v in enc.items() if k in accepted}
+    with torch.no_grad():
+        out = torch_model(**enc)
+    feeds = {k: v.numpy() for k, v in enc.items()}
+    if task == "feature-extraction":
+        hidden = out.last_hidden_state.numpy()
+        mask = feeds["attention_mask"][..., None].astype(np.float32)
+        ref = {"cls": hidden[:, 0], "mean": (hidden * mask).sum(1) / mask.sum(1)}
+    elif task == "question-answering":
+        m = feeds["attention_mask"].astype(bool)
+        ref = {"start_logits": np.where(m, out.start_logits.numpy(), 0),
+               "end_logits": np.where(m, out.end_logits.numpy(), 0)}
+    else:
+        ref = {"logits": out.logits.numpy()}
+    return feeds, ref
+
+
+def _onnx_outputs(path: Path, feeds: dict, task: str) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    feed = {k: v.astype(np.int64) for k, v in feeds.items() if k in names}
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
+    if task == "feature-extraction":
+        return {"cls": outs["cls"].astype(np.float32), "mean": outs["mean"].astype(np.float32)}
+    if task == "question-answering":
+        m = feeds["attention_mask"].astype(bool)
+        return {k: np.where(m, outs[k].astype(np.float32), 0) for k in ("start_logits", "end_logits")}
+    return {"logits": outs["logits"].astype(np.float32)}
+
+
+def _compare(ref: dict, got: dict) -> dict:
+    result = {}
+    for k in ref:
+        diff = float(np.max(np.abs(ref[k] - got[k])))
+        result[f"max_abs_diff_{k}"] = diff
+        if ref[k].ndim == 2 and k in ("cls", "mean", "logits"):
+            a, b = ref[k], got[k]
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            result[f"mean_cosine_{k}"] = float(cos.mean())
+    if "logits" in ref:
+        result["argmax_agreement"] = float((ref["logits"].argmax(1) == got["logits"].argmax(1)).mean())
+    result["max_abs_diff"] = max(v for k, v in result.items() if k.startswith("max_abs_diff_"))
+    return result
+
+
+def _source_revision(model: str, torch_model) -> str:
+    local = Path(model)
+    if local.exists():
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (local / name).exists():
+                return "sha256:" + sha256_file(local / name)
+        return "local"
+    return getattr(torch_model.config, "_commit_hash", None) or "unknown"
+
+
+def _export_graph(source: str, tmp: Path, task: str, opset: int, torch_model, tokenizer) -> str:
+    """optimum's exporter; torch.onnx only for architectures optimum does not register."""
+    from optimum.exporters.onnx import main_export
+
+    try:
+        main_export(source, tmp, task=task, opset=opset, do_validation=False, library_name="transformers",
+                    local_files_only=Path(source).exists())
+        return "optimum"
+    except (ValueError, KeyError) as exc:
+        if "not supported" not in str(exc) and "is not supported" not in str(exc):
+            raise
+        # optimum knows a fixed list of architectures; a custom BERT-like encoder still traces with torch.onnx.
+        log.warning("optimum cannot export %s (%s); falling back to torch.onnx", source, str(exc)[:120])
+    import torch
+
+    names = list(tokenizer("a", "b", return_tensors="pt").keys()) if task == "question-answering" else \
+        list(tokenizer("a", return_tensors="pt").keys())
+    enc = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
+    outputs = {"feature-extraction": ["last_hidden_state"], "question-answering": ["start_logits", "end_logits"],
+               "text-classification": ["logits"]}[task]
+    dyn = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+    for o in outputs:
+        dyn[o] = {0: "batch_size", 1: "sequence_length"} if o != "logits" else {0: "batch_size"}
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, *args):
+            out = self.m(**dict(zip(names, args)))
+            return tuple(out[o] for o in outputs)
+
+    torch.onnx.export(Wrapped(torch_model), tuple(enc[n] for n in names), str(tmp / MODEL_FILE),
+                      input_names=names, output_names=outputs, dynamic_axes=dyn, opset_version=opset, dynamo=False)
+    torch_model.config.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return "torch.onnx"
+
+
+def _count_params(torch_model) -> int:
+    return int(sum(p.numel() for p in torch_model.parameters()))
+
+
+def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *, opset: int = 18,
+           optimize: bool = False, quantize: str | None = None, per_channel: bool = False, fp16: bool = False,
+           keep_layers: Sequence[int] | None = None, overwrite: bool = False, atol: float = 1e-4,
+           revision: str | None = None) -> dict:
+    """Export `model` (hub id or folder) for `task` into `out_dir` and return the manifest.
+
+    optimize: ONNX Runtime transformer fusions. quantize: None or "int8" (dynamic). fp16: float16 weights.
+    keep_layers: encoder layer indices to keep (layer dropping). atol: export parity tolerance (fp32 graph).
+    """
+    if task not in TASKS:
+        raise ExportError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    if quantize not in (None, "int8"):
+        raise ExportError(f"unknown quantization {quantize!r} (known: int8)")
+    if quantize and fp16:
+        raise ExportError("choose one of --quantize int8 and --fp16")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not (out_dir / MANIFEST).exists():
+            if out_dir.is_dir() and not any(out_dir.iterdir()):
+                pass
+            else:
+                raise ExportError(f"{out_dir}: exists and is not a lookalike export; refusing to overwrite")
+        elif not overwrite:
+            raise ExportError(f"{out_dir}: an export already exists there (use --overwrite to replace it)")
+
+    t0 = time.perf_counter()
+    tokenizer, torch_model = _load_source(model, task, revision)
+    revision_id = _source_revision(model, torch_model)
+    source_feeds, source_ref = _torch_outputs(torch_model, tokenizer, task)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        source = model
+        if keep_layers is not None:
+            n_before = len(_layer_list(torch_model)[0].layer)
+            drop_layers(torch_model, keep_layers)
+            source = str(tmp / "hf-pruned")
+            torch_model.save_pretrained(source)
+            tokenizer.save_pretrained(source)
+            log.info("dropped layers: kept %s of %d", list(keep_layers), n_before)
+        onnx_dir = tmp / "onnx"
+        onnx_dir.mkdir()
+        exporter = _export_graph(source, onnx_dir, task, opset, torch_model, tokenizer)
+        path = onnx_dir / MODEL_FILE
+        if task == "feature-extraction":
+            graph.add_pooling_outputs(path)
+        if optimize:
+            graph.optimize_transformer(path, torch_model.config)
+        feeds, ref = _torch_outputs(torch_model, tokenizer, task)
+        parity = _compare(ref, _onnx_outputs(path, feeds, task))
+        parity["atol"] = atol
+        parity["passed"] = parity["max_abs_diff"] <= atol
+        if not parity["passed"]:
+            raise ExportError(f"parity check failed: ONNX vs PyTorch max abs diff {parity['max_abs_diff']:.3g} "
+                              f"> {atol:g} (outputs: {', '.join(ref)})")
+        if quantize == "int8":
+            graph.quantize_int8(path, per_channel=per_channel, fused=optimize)
+        if fp16:
+            graph.to_fp16(path)
+        variant = {"quantize": quantize, "per_channel": per_channel if quantize else None, "fp16": fp16,
+                   "keep_layers": list(keep_layers) if keep_layers is not None else None, "optimized": optimize}
+        variant["description"] = describe_variant(variant)
+        variant_parity = None
+        if quantize or fp16 or keep_layers is not None:
+            try:
+                variant_parity = _compare(source_ref, _onnx_outputs(path, source_feeds, task))
+            except Exception as exc:  # fp16 graphs may need a GPU provider to run
+                variant_parity = {"skipped": f"{type(exc).__name__}: {str(exc)[:160]}"}
+        tokenizer.save_pretrained(onnx_dir)
+        torch_model.config.save_pretrained(onnx_dir)
+        manifest = _manifest(model, revision_id, task, opset, path, torch_model, variant, parity, variant_parity,
+                             exporter, time.perf_counter() - t0)
+        (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(onnx_dir, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s -> %s (%s)", model, out_dir, manifest["variant"]["description"])
+    return manifest
+
+
+def describe_variant(v: dict) -> str:
+    parts = []
+    if v.get("keep_layers") is not None:
+        parts.append(f"layers {','.join(map(str, v['keep_layers']))}")
+    if v.get("quantize"):
+        parts.append(f"int8 dynamic{' per-channel' if v.get('per_channel') else ''}")
+    if v.get("fp16"):
+        parts.append("fp16")
+    if v.get("optimized"):
+        parts.append("ORT-fused")
+    return ", ".join(parts) or "fp32"
+
+
+def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant, parity, variant_parity, exporter,
+              seconds):
+    import onnx
+    import onnxruntime
+    import optimum
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    proto = onnx.load(str(path), load_external_data=False)
+    cfg = torch_model.config
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None)
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layers", None)
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", None)
+    m = {
+        "format_version": FORMAT_VERSION,
+        "source": {"model": str(model), "revision": revision_id, "architecture": type(torch_model).__name__,
+                   "model_type": cfg.model_type},
+        "task": task,
+        "opset": opset,
+        "exporter": exporter,
+        "file": MODEL_FILE,
+        "file_size": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "inputs": [i.name for i in proto.graph.input],
+        "outputs": [o.name for o in proto.graph.output],
+        "hidden_size": hidden,
+        "num_layers": layers,
+        "num_heads": heads,
+        "vocab_size": getattr(cfg, "vocab_size", None),
+        "max_position_embeddings": getattr(cfg, "max_position_embeddings", 512),
+        "parameters": _count_params(torch_model),
+        "variant": variant,
+        "parity": parity,
+        "variant_parity": variant_parity,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "export_seconds": round(seconds, 2),
+        "versions": {"lookalike": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "optimum": getattr(optimum, "__version__", "?"), "onnxruntime": onnxruntime.__version__,
+                     "onnx": onnx.__version__},
+    }
+    if task == "text-classification":
+        m["labels"] = {int(k): v for k, v in cfg.id2label.items()}
+    return m
+
+
+def load_manifest(model_dir: str | Path, task: str | None = None) -> dict:
+    """The manifest of an export folder; ModelError if the folder is not an export (or not for `task`)."""
+    model_dir = Path(model_dir)
+    mpath = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: no such model folder")
+    if not mpath.exists():
+        raise ModelError(f"{model_dir}: not a lookalike export (no {MANIFEST}; make one with `lookalike export`)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{mpath}: invalid JSON at line {exc.lineno}") from None
+    if not (model_dir / manifest.get("file", MODEL_FILE)).exists():
+        raise ModelError(f"{model_dir}: manifest names {manifest.get('file')} but it is missing")
+    if task is not None and manifest.get("task") != task:
+        raise ModelError(f"{model_dir}: exported for task {manifest.get('task')!r}, this command needs {task!r} "
+                         f"(re-export with --task {task})")
+    return manifest

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny random BERT-family models with the real MiniLM WordPiece vocabulary, the packaged
+MiniLM itself, and the real dataset samples in ../shared/data. Nothing here touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+from lookalike.models import minilm_path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if not SHARED.exists():  # CI: a clean clone with shared/ beside it
+    SHARED = Path(os.environ.get("LOOKALIKE_SHARED_DATA", SHARED))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.exists():
+        pytest.fail(f"real dataset samples not found at {SHARED} (set LOOKALIKE_SHARED_DATA)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    return minilm_path()
+
+
+def build_tiny(out: Path, kind: str, *, layers: int = 2, hidden: int = 32, family: str = "bert", seed: int = 0,
+               num_labels: int = 2) -> Path:
+    """A random-weight model of the given head with the real MiniLM WordPiece tokenizer."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_path())
+    if family == "bert":
+        cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                      num_attention_heads=2, intermediate_size=hidden * 2,
+                                      max_position_embeddings=512)
+    else:
+        cfg = transformers.DistilBertConfig(vocab_size=tok.vocab_size, dim=hidden, n_layers=layers, n_heads=2,
+                                            hidden_dim=hidden * 2, max_position_embeddings=512)
+    if kind == "text-classification":
+        cfg.num_labels = num_labels
+        cfg.id2label = {0: "negative", 1: "positive"} if num_labels == 2 else {i: f"L{i}" for i in range(num_labels)}
+        cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+    cls = {"feature-extraction": transformers.AutoModel,
+           "question-answering": transformers.AutoModelForQuestionAnswering,
+           "text-classification": transformers.AutoModelForSequenceClassification,
+           "fill-mask": transformers.AutoModelForMaskedLM}[kind]
+    model = cls.from_config(cfg)
+    model.eval()
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """{name: HF folder} for tiny random models: encoders of 2 and 4 layers, QA, classifier, MLM, DistilBERT."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "bert2": build_tiny(root / "bert2", "feature-extraction", layers=2, hidden=32, seed=1),
+        "bert4": build_tiny(root / "bert4", "feature-extraction", layers=4, hidden=64, seed=2),
+        "qa": build_tiny(root / "qa", "question-answering", layers=2, hidden=32, seed=3),
+        "cls": build_tiny(root / "cls", "text-classification", layers=2, hidden=32, seed=4),
+        "mlm": build_tiny(root / "mlm", "fill-mask", layers=2, hidden=32, seed=5),
+        "distil": build_tiny(root / "distil", "feature-extraction", layers=3, hidden=32, family="distilbert", seed=6),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """ONNX exports of the tiny models (feature-extraction, QA, classification)."""
+    from lookalike.exporters import export
+
+    root = tmp_path_factory.mktemp("tiny-exports")
+    out = {}
+    for name, task in (("bert2", "feature-extraction"), ("bert4", "feature-extraction"),
+                       ("qa", "question-answering"), ("cls", "text-classification")):
+        export(str(tiny_models[name]), root / name, task)
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_export(minilm_dir, tmp_path_factory) -> Path:
+    from lookalike.exporters import export
+
+    out = tmp_path_factory.mktemp("minilm") / "fp32"
+    export(str(minilm_dir), out, "feature-extraction")
+    return out

@@ -1,0 +1,132 @@
+"""Exports checked against PyTorch with an independent computation, loaded by a plain InferenceSession."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import transformers
+
+from lookalike.errors import ExportError, ModelError
+from lookalike.exporters import export, load_manifest
+
+TEXTS = ["hello world", "a considerably longer sentence about compressed models and their large teachers", "x"]
+
+
+def _ort(path):
+    return ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _feeds(sess, enc):
+    names = {i.name for i in sess.get_inputs()}
+    return {k: v.numpy().astype(np.int64) for k, v in enc.items() if k in names}
+
+
+def test_feature_extraction_parity(tiny_models, tiny_exports):
+    src, out = tiny_models["bert2"], tiny_exports["bert2"]
+    m = load_manifest(out, "feature-extraction")
+    assert m["parity"]["passed"] and m["parity"]["max_abs_diff"] < 1e-4
+    assert {"input_ids", "attention_mask"} <= set(m["inputs"]) and {"cls", "mean", "last_hidden_state"} <= set(m["outputs"])
+    assert m["num_layers"] == 2 and m["hidden_size"] == 32 and len(m["sha256"]) == 64
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    ref_model = transformers.AutoModel.from_pretrained(src).eval()
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = ref_model(**enc).last_hidden_state.numpy()
+    sess = _ort(out)
+    cls, mean, lhs = sess.run(["cls", "mean", "last_hidden_state"], _feeds(sess, enc))
+    np.testing.assert_allclose(cls, hidden[:, 0], atol=1e-4)
+    mask = enc["attention_mask"].numpy()[..., None]
+    np.testing.assert_allclose(mean, (hidden * mask).sum(1) / mask.sum(1), atol=1e-4)
+    np.testing.assert_allclose(lhs[mask[..., 0] == 1], hidden[mask[..., 0] == 1], atol=1e-4)
+
+
+def test_qa_and_classification_parity(tiny_models, tiny_exports):
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_exports["qa"])
+    enc = tok(["who?", "what is it?"], ["it is a cat", "nobody knows who did it, really"], padding=True,
+              return_tensors="pt")
+    ref = transformers.AutoModelForQuestionAnswering.from_pretrained(tiny_models["qa"]).eval()
+    with torch.no_grad():
+        out = ref(**enc)
+    sess = _ort(tiny_exports["qa"])
+    start, end = sess.run(["start_logits", "end_logits"], _feeds(sess, enc))
+    m = enc["attention_mask"].numpy() == 1
+    np.testing.assert_allclose(start[m], out.start_logits.numpy()[m], atol=1e-4)
+    np.testing.assert_allclose(end[m], out.end_logits.numpy()[m], atol=1e-4)
+
+    manifest = load_manifest(tiny_exports["cls"], "text-classification")
+    assert manifest["labels"] == {"0": "negative", "1": "positive"} or manifest["labels"] == {0: "negative", 1: "positive"}
+    ref = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_models["cls"]).eval()
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = ref(**enc).logits.numpy()
+    sess = _ort(tiny_exports["cls"])
+    np.testing.assert_allclose(sess.run(["logits"], _feeds(sess, enc))[0], logits, atol=1e-4)
+
+
+def test_variants_int8_and_layer_drop(tiny_models, tmp_path):
+    src = tiny_models["bert4"]
+    fp32 = export(str(src), tmp_path / "fp32")
+    int8 = export(str(src), tmp_path / "int8", quantize="int8", per_channel=True)
+    dropped = export(str(src), tmp_path / "l02", keep_layers=[0, 2])
+    assert int8["file_size"] < fp32["file_size"] / 2
+    assert dropped["file_size"] < fp32["file_size"] and dropped["num_layers"] == 2
+    assert dropped["parameters"] < fp32["parameters"]
+    assert 0.5 < int8["variant_parity"]["mean_cosine_cls"] <= 1.0001
+    assert int8["variant"]["description"] == "int8 dynamic per-channel"
+    # independent reference for layer dropping: rebuild the pruned encoder by hand
+    tok = transformers.AutoTokenizer.from_pretrained(src)
+    model = transformers.AutoModel.from_pretrained(src).eval()
+    model.encoder.layer = torch.nn.ModuleList([model.encoder.layer[0], model.encoder.layer[2]])
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        cls_ref = model(**enc).last_hidden_state[:, 0].numpy()
+    sess = _ort(tmp_path / "l02")
+    np.testing.assert_allclose(sess.run(["cls"], _feeds(sess, enc))[0], cls_ref, atol=1e-4)
+    sess = _ort(tmp_path / "int8")
+    assert sess.run(["cls"], _feeds(sess, enc))[0].shape == cls_ref.shape
+
+
+def test_optimized_and_distilbert(tiny_models, tmp_path):
+    m = export(str(tiny_models["bert2"]), tmp_path / "opt", optimize=True)
+    assert m["parity"]["passed"] and m["variant"]["optimized"]
+    d = export(str(tiny_models["distil"]), tmp_path / "distil", keep_layers=[0, 2])
+    assert d["num_layers"] == 2 and d["parity"]["passed"]
+    assert "token_type_ids" not in d["inputs"]
+
+
+@pytest.mark.slow
+def test_minilm_family(minilm_dir, minilm_export, tmp_path):
+    fp32 = load_manifest(minilm_export)
+    assert fp32["parity"]["max_abs_diff"] < 1e-4 and fp32["hidden_size"] == 384 and fp32["num_layers"] == 6
+    int8 = export(str(minilm_dir), tmp_path / "int8", quantize="int8", per_channel=True)
+    assert int8["file_size"] < fp32["file_size"] / 3
+    assert int8["variant_parity"]["mean_cosine_cls"] > 0.95
+    st = transformers.AutoModel.from_pretrained(minilm_dir).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_export)
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref = st(**enc).last_hidden_state[:, 0].numpy()
+    sess = _ort(minilm_export)
+    np.testing.assert_allclose(sess.run(["cls"], _feeds(sess, enc))[0], ref, atol=1e-4)
+
+
+def test_bad_inputs(tiny_models, tiny_exports, tmp_path):
+    with pytest.raises(ExportError, match="unknown task"):
+        export(str(tiny_models["bert2"]), tmp_path / "x", "summarization")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not a lookalike export"):
+        export(str(tiny_models["bert2"]), tmp_path / "taken")
+    with pytest.raises(ExportError, match="--overwrite"):
+        export(str(tiny_models["bert2"]), tiny_exports["bert2"])
+    with pytest.raises(ModelError, match="keep-layers"):
+        export(str(tiny_models["bert2"]), tmp_path / "y", keep_layers=[0, 5])
+    with pytest.raises(ModelError, match="not a lookalike export"):
+        load_manifest(tiny_models["bert2"])
+    with pytest.raises(ModelError, match="needs 'question-answering'"):
+        load_manifest(tiny_exports["bert2"], "question-answering")
+    assert not list(tmp_path.glob(".*tmp-*"))  # failed exports leave nothing half-written
