@@ -100,6 +100,61 @@ def export(model, out_dir, task, quantize, per_channel, fp16, keep_layers, optim
     click.echo(json.dumps(summary, indent=2))
 
 
+# --------------------------------------------------------------------------- embed
+
+def reader_options(f):
+    """The corpus reader options shared by every command that reads a corpus."""
+    import functools
+
+    from .data import FORMATS
+
+    opts = [
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                     help="Corpus format (detected from the path when omitted)."),
+        click.option("--text-field", default="text", show_default=True, help="JSONL/JSON/CSV/Parquet text field."),
+        click.option("--pair-field", default=None, help="Second text field (sentence pairs)."),
+        click.option("--id-field", default=None, help="Id field (default: row number)."),
+        click.option("--split", default=None, help="Split for aclImdb folders, NewsQA JSON, saved HF datasets."),
+        click.option("--limit", type=int, default=None, help="Only the first N records."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("corpus")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@reader_options
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True)
+@click.option("--max-length", type=int, default=512, show_default=True, help="Longer inputs are truncated (counted).")
+@click.option("--batch-tokens", type=int, default=None, help="Padded tokens per batch [CPU 8192, CUDA 65536].")
+@click.option("--shard-rows", type=int, default=10000, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--normalize", is_flag=True, help="L2-normalise the stored vectors.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [physical cores].")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
+def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, split, limit, pooling, max_length,
+          batch_tokens, shard_rows, dtype, normalize, device, threads, progress):
+    """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable).
+
+    \b
+    Example:
+      lookalike embed runs/minilm ../shared/data/imdb/imdb_1k.tsv runs/imdb-minilm
+      lookalike embed runs/minilm ../shared/data/squad2_dev500 runs/squad-minilm --max-length 384
+    Re-running the same command after a crash continues from the last complete shard.
+    """
+    from .engine import embed as do_embed
+
+    stats = do_embed(model_dir, corpus, out_dir, fmt=fmt, text_field=text_field, pair_field=pair_field,
+                     id_field=id_field, split=split, limit=limit, pooling=pooling, max_length=max_length,
+                     batch_tokens=batch_tokens, shard_rows=shard_rows, dtype=dtype, normalize=normalize,
+                     device=device, threads=threads, progress=progress)
+    click.echo(json.dumps(stats, indent=2))
+
+
 def main():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="lookalike")

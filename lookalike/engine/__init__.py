@@ -1,0 +1,9 @@
+"""Engine: ONNX Runtime batch inference that streams pooled embeddings into HDF5 stores."""
+
+from .batching import token_budget_batches, tokenize
+from .pipeline import embed
+from .runtime import OnnxModel, available_devices, resolve_device
+from .store import Store, StoreWriter, align, open_store
+
+__all__ = ["OnnxModel", "Store", "StoreWriter", "align", "available_devices", "embed", "open_store",
+           "resolve_device", "token_budget_batches", "tokenize"]

@@ -1,0 +1,256 @@
+"""The embedding pipeline: records -> tokenized windows -> token-budget batches -> ONNX Runtime -> HDF5 shards.
+
+Three stages overlap through bounded queues: a producer thread reads and tokenizes, the calling thread
+runs inference (ONNX Runtime releases the GIL), a writer thread assembles shards and writes them.
+Windows never cross a shard boundary and shard boundaries are fixed multiples of `shard_rows`, so a
+resumed run redoes exactly the shards that were not recorded and produces the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..data import read_corpus
+from ..errors import InputError, ModelError
+from .batching import Batch, token_budget_batches, tokenize
+from .runtime import OnnxModel
+from .store import StoreWriter
+
+log = logging.getLogger(__name__)
+
+POOL_OUTPUTS = {"cls": "cls", "mean": "mean"}
+
+
+def corpus_fingerprint(path: str | Path) -> str:
+    """Size and the first MiB of each file: cheap, and changes when the corpus does."""
+    p = Path(path)
+    if not p.exists():
+        return f"name:{path}"
+    h = hashlib.sha256()
+    files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+    for f in files:
+        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+        h.update(str(f.stat().st_size).encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class _Window:
+    start: int
+    ids: list[str]
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    n_empty: int
+    batches: list[Batch]
+
+
+class _Done:
+    pass
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def default_batch_tokens(device: str) -> int:
+    return 65536 if device == "cuda" else 8192
+
+
+def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt: str | None = None,
+          text_field: str = "text", pair_field: str | None = None, id_field: str | None = None,
+          split: str | None = None, limit: int | None = None, pooling: str = "cls", max_length: int = 512,
+          batch_tokens: int | None = None, shard_rows: int = 10000, sort_window: int = 2048,
+          dtype: str = "float32", normalize: bool = False, device: str = "auto", threads: int | None = None,
+          progress: bool | None = None, model: OnnxModel | None = None,
+          on_shard: Callable[[int], None] | None = None) -> dict:
+    """Embed every record of `corpus` with the export in `model_dir` into the store `out_dir`; return stats.
+
+    Re-running after a crash resumes from the last complete shard; other settings into the same
+    `out_dir` are refused. `model` lets callers reuse a loaded OnnxModel.
+    """
+    if pooling not in POOL_OUTPUTS:
+        raise InputError(f"unknown pooling {pooling!r} (cls or mean)")
+    if dtype not in ("float32", "float16"):
+        raise InputError(f"unknown dtype {dtype!r} (float32 or float16)")
+    if shard_rows < 1 or sort_window < 1:
+        raise InputError("--shard-rows and the sort window must be positive")
+    model = model or OnnxModel(model_dir, device=device, threads=threads)
+    if model.manifest["task"] != "feature-extraction":
+        raise ModelError(f"{model.dir}: exported for {model.manifest['task']!r}; embedding needs a "
+                         "feature-extraction export (lookalike export MODEL OUT --task feature-extraction)")
+    output = POOL_OUTPUTS[pooling]
+    if output not in model.output_names:
+        raise ModelError(f"{model.dir}: the ONNX graph has no {output!r} output (re-export it with lookalike)")
+    max_length = min(max_length, model.max_positions)
+    batch_tokens = batch_tokens or default_batch_tokens(model.device)
+    if batch_tokens < max_length:
+        raise InputError(f"--batch-tokens {batch_tokens} is smaller than --max-length {max_length}")
+    config = {"model_sha256": model.sha256, "model_source": model.manifest["source"]["model"],
+              "variant": model.manifest["variant"]["description"], "pooling": pooling, "max_length": max_length,
+              "dtype": dtype, "normalize": normalize, "shard_rows": shard_rows, "sort_window": sort_window,
+              "corpus": str(corpus), "corpus_fingerprint": corpus_fingerprint(corpus), "format": fmt or "auto",
+              "text_field": text_field, "pair_field": pair_field or "", "id_field": id_field or "",
+              "split": split or "", "limit": limit if limit is not None else -1}
+    writer = StoreWriter(out_dir, config, model.hidden_size)
+    if writer.complete:
+        log.info("%s: store already complete, nothing to do", out_dir)
+        return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
+                "n_truncated": writer.manifest.get("n_truncated", 0)}
+    resumed_from = writer.rows_done
+    options = dict(text_field=text_field, pair_field=pair_field, id_field=id_field, split=split, limit=limit)
+    total = None
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if progress:
+        total = sum(1 for _ in read_corpus(corpus, fmt, **options))
+
+    stop = threading.Event()
+    q_tok: queue.Queue = queue.Queue(maxsize=3)
+    q_out: queue.Queue = queue.Queue(maxsize=3)
+    stats = {"real_tokens": 0, "padded_tokens": 0, "batches": 0, "n_empty": 0}
+
+    def producer():
+        try:
+            records = read_corpus(corpus, fmt, **options)
+            for _ in range(resumed_from):
+                if next(records, None) is None:
+                    raise InputError(f"corpus has fewer rows than the {resumed_from} already stored; it changed "
+                                     "since the store was started", path=corpus)
+            window, start = [], resumed_from
+
+            def flush():
+                enc = tokenize(model.tokenizer, window, max_length)
+                batches = token_budget_batches(enc, batch_tokens, model.pad_id)
+                return _Window(start, [r.id for r in window], enc.n_tokens, enc.truncated,
+                               sum(1 for r in window if not r.text and not r.text_pair), batches)
+
+            for rec in records:
+                window.append(rec)
+                room = min(sort_window, shard_rows - start % shard_rows)
+                if len(window) == room:
+                    if not _put(q_tok, flush(), stop):
+                        return
+                    start += len(window)
+                    window = []
+            if window:
+                _put(q_tok, flush(), stop)
+            _put(q_tok, _Done(), stop)
+        except BaseException as exc:  # hand every failure to the caller's thread
+            _put(q_tok, _Failed(exc), stop)
+
+    writer_error: list[BaseException] = []
+
+    def write():
+        bar = None
+        try:
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, initial=resumed_from, unit="rows", desc="embed", dynamic_ncols=True,
+                           file=sys.stderr)
+            t0 = time.perf_counter()
+            buf_ids: list[str] = []
+            buf_emb: list[np.ndarray] = []
+            buf_nt: list[np.ndarray] = []
+            buf_tr: list[np.ndarray] = []
+            rows_in_shard = 0
+            while True:
+                item = q_out.get()
+                if isinstance(item, _Done):
+                    break
+                win, emb = item
+                buf_ids.extend(win.ids)
+                buf_emb.append(emb)
+                buf_nt.append(win.n_tokens)
+                buf_tr.append(win.truncated)
+                rows_in_shard += len(win.ids)
+                if bar is not None:
+                    bar.update(len(win.ids))
+                    bar.set_postfix(tok_s=f"{stats['real_tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f}")
+                if rows_in_shard == shard_rows:
+                    writer.write_shard(buf_ids, np.concatenate(buf_emb), np.concatenate(buf_nt),
+                                       np.concatenate(buf_tr))
+                    if on_shard:
+                        on_shard(len(writer.manifest["shards"]))
+                    buf_ids, buf_emb, buf_nt, buf_tr, rows_in_shard = [], [], [], [], 0
+            if buf_ids:
+                writer.write_shard(buf_ids, np.concatenate(buf_emb), np.concatenate(buf_nt), np.concatenate(buf_tr))
+            writer.finalize()
+        except BaseException as exc:
+            writer_error.append(exc)
+            stop.set()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    t_start = time.perf_counter()
+    producer_thread = threading.Thread(target=producer, name="lookalike-tokenize", daemon=True)
+    writer_thread = threading.Thread(target=write, name="lookalike-write", daemon=True)
+    producer_thread.start()
+    writer_thread.start()
+    out_dtype = np.float16 if dtype == "float16" else np.float32
+    try:
+        while True:
+            item = q_tok.get()
+            if isinstance(item, _Failed):
+                raise item.exc
+            if isinstance(item, _Done):
+                break
+            emb = np.empty((len(item.ids), model.hidden_size), dtype=np.float32)
+            for b in item.batches:
+                (vec,) = model.run([output], b.input_ids, b.attention_mask, b.token_type_ids)
+                emb[b.rows] = vec
+                stats["real_tokens"] += b.real_tokens
+                stats["padded_tokens"] += b.input_ids.size
+                stats["batches"] += 1
+            bad = ~np.isfinite(emb).all(axis=1)
+            if bad.any():
+                first = [item.ids[i] for i in np.flatnonzero(bad)[:3]]
+                raise ModelError(f"{model.dir}: model produced NaN/inf vectors for ids {first}")
+            if normalize:
+                emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            stats["n_empty"] += item.n_empty
+            if writer_error or not _put(q_out, (item, emb.astype(out_dtype, copy=False)), stop):
+                break
+        _put(q_out, _Done(), stop)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        writer_thread.join()
+        stop.set()
+        producer_thread.join(timeout=5)
+    if writer_error:
+        raise writer_error[0]
+    seconds = time.perf_counter() - t_start
+    rows = writer.rows_done - resumed_from
+    return {"rows": writer.rows_done, "resumed_from": resumed_from, "rows_this_run": rows,
+            "seconds": round(seconds, 3), "rows_per_s": rows / seconds if seconds else 0.0,
+            "real_tokens_per_s": stats["real_tokens"] / seconds if seconds else 0.0,
+            "padding_overhead": stats["padded_tokens"] / max(stats["real_tokens"], 1) - 1,
+            "batches": stats["batches"], "n_truncated": writer.manifest.get("n_truncated", 0),
+            "n_empty": stats["n_empty"], "device": model.device, "shards": len(writer.manifest["shards"]),
+            "out_dir": str(out_dir)}

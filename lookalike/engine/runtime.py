@@ -1,0 +1,95 @@
+"""One ONNX Runtime session per export, with the device picked inside (CUDA when present, CPU otherwise)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+from ..exporters import load_manifest
+
+log = logging.getLogger(__name__)
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def available_devices() -> list[str]:
+    import onnxruntime as ort
+
+    devices = ["cpu"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        devices.append("cuda")
+    return devices
+
+
+def resolve_device(device: str = "auto") -> str:
+    have = available_devices()
+    if device == "auto":
+        return "cuda" if "cuda" in have else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r} (cpu, cuda or auto)")
+    if device not in have:
+        raise ModelError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider "
+                         "(pip install 'lookalike[gpu]' on a machine with CUDA 12)")
+    return device
+
+
+class OnnxModel:
+    """An exported model ready to run: tokenizer, session, manifest.
+
+    Inputs are fed as int64 numpy arrays; only the outputs asked for are copied back.
+    """
+
+    def __init__(self, model_dir: str | Path, task: str | None = None, device: str = "auto",
+                 threads: int | None = None):
+        import onnxruntime as ort
+        import transformers
+
+        self.dir = Path(model_dir)
+        self.manifest = load_manifest(self.dir, task)
+        self.device = resolve_device(device)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or physical_cores()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if self.device == "cuda":
+            providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.dir / self.manifest["file"]), opts, providers=providers)
+        except Exception as exc:
+            raise ModelError(f"{self.dir}: ONNX Runtime cannot load the model ({str(exc)[:200]})") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.dir, use_fast=True)
+        except Exception as exc:
+            raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.max_positions = int(self.manifest.get("max_position_embeddings") or 512)
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest["sha256"]
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.manifest["hidden_size"])
+
+    def run(self, outputs: list[str], input_ids: np.ndarray, attention_mask: np.ndarray,
+            token_type_ids: np.ndarray | None = None) -> list[np.ndarray]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = token_type_ids if token_type_ids is not None else np.zeros_like(input_ids)
+        return self.session.run(outputs, feeds)
