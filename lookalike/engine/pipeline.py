@@ -75,6 +75,16 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
+def _get(q: queue.Queue, stop: threading.Event):
+    """Next item, or None once the run was stopped (so no thread waits forever after a failure)."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return None
+
+
 def default_batch_tokens(device: str) -> int:
     return 65536 if device == "cuda" else 8192
 
@@ -178,7 +188,9 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
             buf_tr: list[np.ndarray] = []
             rows_in_shard = 0
             while True:
-                item = q_out.get()
+                item = _get(q_out, stop)
+                if item is None:
+                    return  # stopped by a failure elsewhere: leave the store resumable, unfinished
                 if isinstance(item, _Done):
                     break
                 win, emb = item

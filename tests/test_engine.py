@@ -1,0 +1,182 @@
+"""Engine vectors against PyTorch; order, ids, shards, resume after kill -9, store reader, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import transformers
+from click.testing import CliRunner
+
+from lookalike.cli import cli
+from lookalike.engine import align, embed, open_store
+from lookalike.errors import InputError, ModelError, StoreError
+
+
+def _corpus(tmp_path, n=60):
+    words = "the model compressed large small agree neighbour vector batch token shard".split()
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=int(rng.integers(0, 90)))) for _ in range(n)]
+    lines[3] = ""  # empty text: embedded as the empty text and counted
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"doc-{i}", "text": t}) for i, t in enumerate(lines)) + "\n")
+    return path, lines
+
+
+def _torch_cls(model_dir, texts, max_length, pairs=None):
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModel.from_pretrained(model_dir).eval()
+    out = []
+    for i in range(0, len(texts), 16):
+        enc = tok(texts[i:i + 16], pairs[i:i + 16] if pairs else None, truncation=True, max_length=max_length,
+                  padding=True, return_tensors="pt")
+        with torch.no_grad():
+            out.append(model(**enc).last_hidden_state[:, 0].numpy())
+    return np.concatenate(out)
+
+
+def test_vectors_match_pytorch_and_order_survives(tiny_models, tiny_exports, tmp_path):
+    path, lines = _corpus(tmp_path)
+    stats = embed(tiny_exports["bert2"], path, tmp_path / "store", id_field="id", max_length=64, shard_rows=7,
+                  sort_window=5, batch_tokens=256)
+    store = open_store(tmp_path / "store")
+    assert len(store) == len(lines) and store.dim == 32
+    assert list(store.ids) == [f"doc-{i}" for i in range(len(lines))]
+    assert stats["n_empty"] == 1 and stats["shards"] == 9
+    ref = _torch_cls(tiny_models["bert2"], lines, 64)
+    np.testing.assert_allclose(store.embeddings(), ref, atol=1e-4)
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_models["bert2"])
+    full = [len(tok(t)["input_ids"]) for t in lines]
+    np.testing.assert_array_equal(store.truncated, np.array(full) > 64)
+    np.testing.assert_array_equal(store.n_tokens, np.minimum(full, 64))
+    assert stats["n_truncated"] == sum(f > 64 for f in full) > 0
+    # one HDF5 entry point that any tool can read
+    with h5py.File(tmp_path / "store" / "embeddings.h5", "r") as f:
+        np.testing.assert_array_equal(f["embedding"][:], store.embeddings())
+        assert list(f["id"].asstr()[:]) == list(store.ids)
+    # blocks crossing shard boundaries give the same array
+    blocks = list(store.iter_blocks(rows=10))
+    assert [s for s, _ in blocks] == list(range(0, 60, 10))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), store.embeddings())
+
+
+def test_pairs_normalize_float16(tiny_models, tiny_exports, shared_data, tmp_path):
+    embed(tiny_exports["bert2"], shared_data / "squad2_dev500", tmp_path / "sq", limit=40, max_length=128,
+          normalize=True, dtype="float16")
+    store = open_store(tmp_path / "sq")
+    recs = json.loads((shared_data / "squad2_dev500" / "queries.json").read_text())["queries"][:40]
+    ref = _torch_cls(tiny_models["bert2"], [r["question"] for r in recs], 128, [r["context"] for r in recs])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    with h5py.File(tmp_path / "sq" / "part-00000.h5", "r") as f:
+        assert f["embedding"].dtype == np.float16 and f.attrs["normalize"]
+    np.testing.assert_allclose(store.embeddings(), ref, atol=2e-3)
+    assert list(store.ids) == [r["id"] for r in recs]
+
+
+def test_minilm_matches_pytorch(minilm_dir, minilm_export, shared_data, tmp_path):
+    embed(minilm_export, shared_data / "imdb" / "imdb_1k.tsv", tmp_path / "imdb", limit=24, max_length=256)
+    lines = [l.rsplit("\t", 1)[0] for l in (shared_data / "imdb" / "imdb_1k.tsv").read_text().splitlines()[:24]]
+    np.testing.assert_allclose(open_store(tmp_path / "imdb").embeddings(), _torch_cls(minilm_dir, lines, 256),
+                               atol=1e-4)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from lookalike.engine import embed
+    model, corpus, out, when = sys.argv[1:5]
+    def hook(n):
+        if n == int(when):
+            os.kill(os.getpid(), signal.SIGKILL)
+    embed(model, corpus, out, id_field="id", shard_rows=6, sort_window=4, batch_tokens=256, max_length=64,
+          on_shard=hook)
+""")
+
+
+def test_resume_after_kill_equals_uninterrupted(tiny_exports, tmp_path):
+    path, lines = _corpus(tmp_path)
+    embed(tiny_exports["bert2"], path, tmp_path / "clean", id_field="id", shard_rows=6, sort_window=4,
+          batch_tokens=256, max_length=64)
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(tiny_exports["bert2"]), str(path),
+                           str(tmp_path / "crashed"), "3"], capture_output=True)
+    assert proc.returncode == -9  # really killed
+    manifest = json.loads((tmp_path / "crashed" / "manifest.json").read_text())
+    assert not manifest["complete"] and len(manifest["shards"]) == 3
+    stats = embed(tiny_exports["bert2"], path, tmp_path / "crashed", id_field="id", shard_rows=6, sort_window=4,
+                  batch_tokens=256, max_length=64)
+    assert stats["resumed_from"] == 18 and stats["rows_this_run"] == len(lines) - 18
+    a, b = open_store(tmp_path / "clean"), open_store(tmp_path / "crashed")
+    assert list(a.ids) == list(b.ids)
+    np.testing.assert_array_equal(a.embeddings(), b.embeddings())
+
+
+def test_corrupt_shard_is_redone_with_warning(tiny_exports, tmp_path, caplog):
+    path, _ = _corpus(tmp_path)
+    kw = dict(id_field="id", shard_rows=20, max_length=64)
+    embed(tiny_exports["bert2"], path, tmp_path / "s", **kw)
+    before = open_store(tmp_path / "s").embeddings()
+    shard = tmp_path / "s" / "part-00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[-100:] = b"\x00" * 100
+    shard.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        stats = embed(tiny_exports["bert2"], path, tmp_path / "s", **kw)
+    assert "part-00001.h5" in caplog.text and "corrupt" in caplog.text
+    assert stats["resumed_from"] == 20
+    np.testing.assert_array_equal(open_store(tmp_path / "s").embeddings(), before)
+
+
+def test_refusals_and_bad_input(tiny_exports, tmp_path):
+    path, _ = _corpus(tmp_path)
+    embed(tiny_exports["bert2"], path, tmp_path / "s", id_field="id", max_length=64)
+    with pytest.raises(StoreError, match="other settings"):
+        embed(tiny_exports["bert2"], path, tmp_path / "s", id_field="id", max_length=32)
+    with pytest.raises(StoreError, match="other settings"):
+        embed(tiny_exports["bert4"], path, tmp_path / "s", id_field="id", max_length=64)
+    with pytest.raises(ModelError, match="not a lookalike export"):
+        embed(tmp_path, path, tmp_path / "t")
+    with pytest.raises(ModelError, match="feature-extraction"):
+        embed(tiny_exports["qa"], path, tmp_path / "u")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "x"}\n{"id": "b"}\n')
+    with pytest.raises(InputError, match="line 2: field 'text'"):
+        embed(tiny_exports["bert2"], bad, tmp_path / "v", id_field="id")
+    result = CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), str(bad), str(tmp_path / "w"),
+                                      "--id-field", "id"])
+    assert result.exit_code == 2 and "line 2: field 'text': missing" in result.output
+    with pytest.raises(StoreError, match="incomplete"):
+        open_store(tmp_path / "v")
+
+
+def test_align(tiny_exports, tmp_path):
+    path, lines = _corpus(tmp_path, n=12)
+    rev = tmp_path / "rev.jsonl"
+    rows = [json.loads(l) for l in path.read_text().splitlines()][::-1]
+    rev.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    embed(tiny_exports["bert2"], path, tmp_path / "a", id_field="id")
+    embed(tiny_exports["bert4"], rev, tmp_path / "b", id_field="id")
+    a, b = open_store(tmp_path / "a"), open_store(tmp_path / "b")
+    ia, ib = align(a, b)
+    assert list(a.ids[ia]) == list(b.ids[ib])
+    short = tmp_path / "short.jsonl"
+    short.write_text("\n".join(json.dumps(r) for r in rows[:5]) + "\n")
+    embed(tiny_exports["bert2"], short, tmp_path / "c", id_field="id")
+    with pytest.raises(StoreError, match="different id sets"):
+        align(a, open_store(tmp_path / "c"))
+
+
+def test_cli_embed(tiny_exports, tmp_path):
+    path, lines = _corpus(tmp_path, n=10)
+    result = CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), str(path), str(tmp_path / "s"),
+                                      "--id-field", "id", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == 10
