@@ -155,6 +155,63 @@ def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, spl
     click.echo(json.dumps(stats, indent=2))
 
 
+# --------------------------------------------------------------------------- knn / ood
+
+@cli.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--k", type=int, default=10, show_default=True, help="Neighbours kept (slice for smaller K).")
+@click.option("--index", type=click.Choice(["flat", "ivf", "hnsw"]), default="flat", show_default=True,
+              help="flat is exact; ivf/hnsw are approximate and report recall@K on a sample.")
+@click.option("--gpu/--no-gpu", default=None, help="FAISS GPU [when FAISS sees one].")
+@click.option("--block-rows", type=int, default=8192, show_default=True, help="Queries per search block.")
+def knn(store, out, k, index, gpu, block_rows):
+    """K nearest neighbours (cosine) of every point of STORE, excluding itself; written to OUT (HDF5).
+
+    \b
+    Example:
+      lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --k 50
+    """
+    from .analysis.knn import knn_self
+    from .engine import open_store
+
+    res = knn_self(open_store(store), k, index=index, gpu=gpu, block_rows=block_rows)
+    res.save(out)
+    click.echo(json.dumps({"out": str(out), "k": k, "index": index, **res.meta}, indent=2))
+
+
+@cli.command()
+@click.option("--train", "train", required=True, type=click.Path(path_type=Path), help="In-distribution bank.")
+@click.option("--test", "test", required=True, type=click.Path(path_type=Path), help="Challenge set (scored).")
+@click.option("--val", default=None, type=click.Path(path_type=Path),
+              help="In-distribution validation store for the threshold [held-out split of train].")
+@click.option("--in-test", default=None, type=click.Path(path_type=Path),
+              help="Held-out in-distribution test store: enables AUROC and FPR@TPR.")
+@click.option("--k", "ks", default="10", show_default=True, help="k, or several for a sweep: 1,5,10,20,50.")
+@click.option("--tpr", type=float, default=0.95, show_default=True)
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--gpu/--no-gpu", default=None)
+@click.argument("out", type=click.Path(path_type=Path))
+def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
+    """Deep-kNN OOD (Sun et al. 2022): score TEST against the TRAIN bank, flag points below the TPR threshold.
+
+    \b
+    Example:
+      lookalike ood --train runs/squad-minilm --test runs/cuad-minilm --k 1,5,10,20 runs/ood-minilm.json
+    """
+    from .analysis.ood import deep_knn_ood
+    from .engine import open_store
+
+    res = deep_knn_ood(open_store(train), open_store(test), _int_list(ks), tpr=tpr,
+                       val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
+                       val_fraction=val_fraction, seed=seed, gpu=gpu)
+    res.save(out)
+    summary = {str(k): {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
+                        "n_test": len(res.test_ids), **res.metrics[k]} for k in res.ks}
+    click.echo(json.dumps({"out": str(out), "val": res.meta["val"], "results": summary}, indent=2))
+
+
 def main():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="lookalike")

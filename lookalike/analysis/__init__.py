@@ -1,0 +1,1 @@
+"""Analysis: kNN, OOD, scoring and agreements computed offline from stored artifacts."""

@@ -1,0 +1,212 @@
+"""Self-kNN by cosine similarity over a store, with FAISS (GPU when present), streamed in query blocks.
+
+Similarities equal to 6 decimals are ties, ordered by row index.
+Neighbours are stored for the largest K asked, so a K sweep slices instead of recomputing.
+The point itself is excluded by row, not by assuming it comes back first (duplicates and ties exist);
+within the returned candidates, ties are ordered by row index so results are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.store import Store, atomic_write_json, open_store
+from ..errors import InputError, StoreError
+
+log = logging.getLogger(__name__)
+
+INDEXES = ("flat", "ivf", "hnsw")
+TIE_DECIMALS = 6
+
+
+def load_normalized(store: Store | np.ndarray, block_rows: int = 65536, ids=None) -> np.ndarray:
+    """float32 L2-normalised copy of the store's vectors; InputError naming rows with NaN/inf or zero norm."""
+    if isinstance(store, np.ndarray):
+        x = np.ascontiguousarray(store, dtype=np.float32).copy()
+        ids = ids if ids is not None else np.arange(len(x)).astype(str)
+    else:
+        x = np.empty((len(store), store.dim), dtype=np.float32)
+        for start, block in store.iter_blocks(block_rows):
+            x[start:start + len(block)] = block
+        ids = store.ids
+    if len(x) == 0:
+        raise InputError("empty store: no vectors", path=getattr(store, "path", None))
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise InputError(f"NaN/inf in the vectors of ids {[str(i) for i in np.asarray(ids)[bad][:5]]}",
+                         path=getattr(store, "path", None), field="embedding")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x /= np.maximum(norms, 1e-12)
+    return x
+
+
+def use_gpu(gpu: bool | None) -> bool:
+    import faiss
+
+    n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpu and n == 0:
+        log.warning("--gpu asked for but FAISS sees no GPU; using the CPU")
+    return bool(n) and gpu is not False
+
+
+def _to_device(index, gpu: bool):
+    import faiss
+
+    if gpu:
+        return faiss.index_cpu_to_all_gpus(index)
+    return index
+
+
+def build_index(x: np.ndarray, kind: str = "flat", *, gpu: bool | None = None, nlist: int | None = None,
+                nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128, seed: int = 0):
+    """Inner-product index over normalised vectors (cosine)."""
+    import faiss
+
+    d = x.shape[1]
+    on_gpu = use_gpu(gpu)
+    if kind == "flat":
+        index = _to_device(faiss.IndexFlatIP(d), on_gpu)
+    elif kind == "ivf":
+        nlist = nlist or max(1, int(4 * np.sqrt(len(x))))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = _to_device(index, on_gpu)
+        rng = np.random.default_rng(seed)
+        sample = x[rng.choice(len(x), size=min(len(x), 256 * nlist), replace=False)]
+        index.train(sample)
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+    elif kind == "hnsw":  # CPU only in FAISS
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = ef_search
+    else:
+        raise InputError(f"unknown index {kind!r} (known: {', '.join(INDEXES)})")
+    index.add(x)
+    return index
+
+
+def _order(sims: np.ndarray, idx: np.ndarray, k: int, self_rows: np.ndarray | None = None):
+    """Drop each query's own row (if given) and FAISS's -1 fillers, order by (-similarity, row), keep k."""
+    ok = idx >= 0
+    if self_rows is not None:
+        ok &= idx != self_rows[:, None]
+    short = ok.sum(1) < k
+    if short.any():
+        raise StoreError(f"query {int(np.flatnonzero(short)[0])}: the index returned fewer than k={k} neighbours")
+    s = np.where(ok, sims, -np.inf)
+    i = np.where(ok, idx, np.iinfo(np.int64).max)
+    # similarities equal to TIE_DECIMALS places are ties (BLAS blocking perturbs the last bits of exact
+    # duplicates differently), broken by row index
+    order = np.lexsort((i, -np.round(s, TIE_DECIMALS)), axis=-1)[:, :k]
+    return np.take_along_axis(s, order, 1).astype(np.float32), np.take_along_axis(i, order, 1)
+
+
+@dataclass
+class KnnResult:
+    ids: np.ndarray  # store ids (n,)
+    neighbors: np.ndarray  # (n, k) row indices into ids
+    similarity: np.ndarray  # (n, k) cosine
+    k: int
+    index: str = "flat"
+    meta: dict = field(default_factory=dict)
+
+    def neighbor_ids(self, k: int | None = None) -> np.ndarray:
+        k = k or self.k
+        return self.ids[self.neighbors[:, :k]]
+
+    def save(self, path: str | Path) -> None:
+        import h5py
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("neighbors", data=self.neighbors)
+            f.create_dataset("similarity", data=self.similarity)
+            f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            f.attrs["k"] = self.k
+            f.attrs["index"] = self.index
+            f.attrs["kind"] = "lookalike.knn"
+            f.attrs["meta"] = json.dumps(self.meta)
+        tmp.replace(path)
+
+
+def load_knn(path: str | Path) -> KnnResult:
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such neighbour file", path=path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != "lookalike.knn":
+                raise InputError("not a lookalike neighbour file (made by `lookalike knn`)", path=path)
+            return KnnResult(f["id"].asstr()[:], f["neighbors"][:], f["similarity"][:], int(f.attrs["k"]),
+                             str(f.attrs["index"]), json.loads(f.attrs["meta"]))
+    except OSError as exc:
+        raise InputError(f"not a readable HDF5 file ({exc})", path=path) from None
+
+
+def knn_search(x: np.ndarray, queries: np.ndarray, k: int, *, index=None, gpu: bool | None = None,
+               block_rows: int = 8192, exclude_rows: np.ndarray | None = None):
+    """(similarity, rows) of the k nearest database rows for each query, in query blocks.
+
+    exclude_rows: for self-search, each query's own database row (dropped from its results).
+    """
+    index = index if index is not None else build_index(x, "flat", gpu=gpu)
+    n = len(queries)
+    sims = np.empty((n, k), dtype=np.float32)
+    rows = np.empty((n, k), dtype=np.int64)
+    base = k + (exclude_rows is not None)
+    for lo in range(0, n, block_rows):
+        hi = min(lo + block_rows, n)
+        self_rows = exclude_rows[lo:hi] if exclude_rows is not None else None
+        fetch = min(base + 4, index.ntotal)
+        s, i = index.search(queries[lo:hi], fetch)
+        sims[lo:hi], rows[lo:hi] = _order(s, i, k, self_rows)
+        # A tie at the k-th place may continue past what was fetched (exact duplicates): fetch more for those
+        # queries until the tie is closed, so the (-similarity, row) order is exact and deterministic.
+        while fetch < index.ntotal:
+            open_tie = np.flatnonzero(np.round(s[:, -1], TIE_DECIMALS) >= np.round(sims[lo:hi, -1], TIE_DECIMALS))
+            if len(open_tie) == 0:
+                break
+            fetch = min(fetch * 2, index.ntotal)
+            s2, i2 = index.search(queries[lo:hi][open_tie], fetch)
+            sub_self = self_rows[open_tie] if self_rows is not None else None
+            sims[lo + open_tie], rows[lo + open_tie] = _order(s2, i2, k, sub_self)
+            s = np.full((hi - lo, fetch), -np.inf, dtype=np.float32)
+            s[open_tie] = s2
+    return sims, rows
+
+
+def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu: bool | None = None,
+             block_rows: int = 8192, recall_sample: int = 1000, seed: int = 0, **index_kw) -> KnnResult:
+    """The k nearest other points of every point of `store` by cosine similarity."""
+    x = load_normalized(store)
+    n = len(x)
+    if k < 1:
+        raise InputError(f"k must be at least 1 (got {k})")
+    if k >= n:
+        raise InputError(f"k={k} needs more than k points; the store has {n}", path=getattr(store, "path", None))
+    ids = store.ids if isinstance(store, Store) else np.arange(n).astype(str)
+    t0 = time.perf_counter()
+    idx = build_index(x, index, gpu=gpu, seed=seed, **index_kw)
+    sims, rows = knn_search(x, x, k, index=idx, block_rows=block_rows, exclude_rows=np.arange(n))
+    meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
+            "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
+    if isinstance(store, Store):
+        meta.update(store=str(store.path), model_sha256=store.config.get("model_sha256"))
+    if index != "flat":
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))
+        _, exact = knn_search(x, x[sample], k, gpu=gpu, exclude_rows=sample)
+        hits = [len(set(a) & set(b)) for a, b in zip(rows[sample], exact)]
+        meta["recall_at_k"] = float(np.mean(hits) / k)
+        meta["recall_sample"] = len(sample)
+        log.info("%s index recall@%d on %d sampled queries: %.4f", index, k, len(sample), meta["recall_at_k"])
+    return KnnResult(np.asarray(ids), rows, sims, k, index, meta)

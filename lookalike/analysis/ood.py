@@ -1,0 +1,162 @@
+"""Deep Nearest Neighbors OOD detection (Sun, Ming, Zhu & Li, ICML 2022) over stores.
+
+Features are L2-normalised; a test point's score is the negative Euclidean distance to its k-th nearest
+neighbour in the normalised training bank; a point is in-distribution when score >= lambda, with lambda
+chosen on in-distribution validation points so that a fraction `tpr` of them is kept (TPR 95%):
+lambda is the largest value with  #{val score >= lambda} >= ceil(tpr * n_val).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..engine.store import Store, atomic_write_json
+from ..errors import InputError
+from .knn import build_index, knn_search, load_normalized
+
+log = logging.getLogger(__name__)
+
+
+def kth_distance_scores(bank: np.ndarray, queries: np.ndarray, ks: Sequence[int], *, gpu: bool | None = None,
+                        index=None) -> dict[int, np.ndarray]:
+    """{k: -||z - z_(k)||} for normalised bank and queries, from one search with the largest k."""
+    kmax = max(ks)
+    index = index if index is not None else build_index(bank, "flat", gpu=gpu)
+    sims, _ = knn_search(bank, queries, kmax, index=index)
+    # for unit vectors ||a-b||^2 = 2 - 2 a.b ; clip the rounding below zero
+    dist = np.sqrt(np.clip(2.0 - 2.0 * sims.astype(np.float64), 0.0, None))
+    return {k: -dist[:, k - 1] for k in ks}
+
+
+def threshold_at_tpr(val_scores: np.ndarray, tpr: float) -> float:
+    """Largest lambda such that at least ceil(tpr * n) validation scores are >= lambda."""
+    if not 0 < tpr <= 1:
+        raise InputError(f"tpr must be in (0, 1] (got {tpr})")
+    s = np.sort(np.asarray(val_scores, dtype=np.float64))[::-1]
+    need = max(1, math.ceil(tpr * len(s) - 1e-9))
+    return float(s[need - 1])
+
+
+def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """Probability that an in-distribution point scores higher than an OOD point (ties count half)."""
+    scores = np.concatenate([id_scores, ood_scores])
+    ranks = _rankdata(scores)
+    n1, n0 = len(id_scores), len(ood_scores)
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _rankdata(a: np.ndarray) -> np.ndarray:
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a), dtype=np.float64)
+    sorted_a = a[order]
+    i = 0
+    while i < len(a):
+        j = i
+        while j + 1 < len(a) and sorted_a[j + 1] == sorted_a[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+@dataclass
+class OodResult:
+    test_ids: np.ndarray
+    ks: list[int]
+    tpr: float
+    scores: dict[int, np.ndarray]
+    thresholds: dict[int, float]
+    metrics: dict[int, dict] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def ood_mask(self, k: int) -> np.ndarray:
+        return self.scores[k] < self.thresholds[k]
+
+    def ood_ids(self, k: int) -> set[str]:
+        return set(self.test_ids[self.ood_mask(k)])
+
+    def save(self, path: str | Path) -> None:
+        out = {"kind": "lookalike.ood", "method": "deep-knn (Sun et al. 2022)", "tpr": self.tpr, "k": self.ks,
+               "meta": self.meta, "test_ids": [str(x) for x in self.test_ids],
+               "results": {str(k): {"threshold": self.thresholds[k],
+                                    "n_ood": int(self.ood_mask(k).sum()),
+                                    "metrics": self.metrics.get(k, {}),
+                                    "score": [round(float(x), 7) for x in self.scores[k]],
+                                    "ood": [bool(x) for x in self.ood_mask(k)]} for k in self.ks}}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(path), out)
+
+
+def load_ood(path: str | Path) -> OodResult:
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such OOD file", path=path)
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON at line {exc.lineno}", path=path) from None
+    if obj.get("kind") != "lookalike.ood":
+        raise InputError("not a lookalike OOD file (made by `lookalike ood`)", path=path)
+    ks = [int(k) for k in obj["k"]]
+    res = obj["results"]
+    return OodResult(np.array(obj["test_ids"], dtype=object), ks, obj["tpr"],
+                     {k: np.array(res[str(k)]["score"]) for k in ks},
+                     {k: float(res[str(k)]["threshold"]) for k in ks},
+                     {k: res[str(k)].get("metrics", {}) for k in ks}, obj.get("meta", {}))
+
+
+def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | Sequence[int] = 10, *,
+                 tpr: float = 0.95, val: Store | np.ndarray | None = None, in_test: Store | np.ndarray | None = None,
+                 val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None) -> OodResult:
+    """Score `test` against the `train` bank; threshold from `val` (or a held-out split of train).
+
+    in_test: held-out in-distribution test points; with them AUROC and FPR@tpr are reported
+    (in-distribution positive, `test` as OOD), as in the original paper.
+    """
+    ks = [ks] if isinstance(ks, int) else sorted(set(int(k) for k in ks))
+    if not ks or min(ks) < 1:
+        raise InputError("k must be at least 1")
+    dims = {getattr(s, "dim", None) if isinstance(s, Store) else s.shape[1] for s in (train, test, val, in_test)
+            if s is not None}
+    if len(dims) > 1:
+        raise InputError(f"stores of different dimensions {sorted(dims)}: train, test and val must come from "
+                         "the same model")
+    bank = load_normalized(train)
+    queries = load_normalized(test)
+    test_ids = test.ids if isinstance(test, Store) else np.arange(len(queries)).astype(str)
+    meta = {"train": str(getattr(train, "path", "array")), "test": str(getattr(test, "path", "array")),
+            "distance": "euclidean on L2-normalised features", "score": "-distance to the k-th neighbour",
+            "threshold_rule": "largest lambda with #{val >= lambda} >= ceil(tpr * n_val)"}
+    if val is not None:
+        val_x = load_normalized(val)
+        meta["val"] = str(getattr(val, "path", "array"))
+    else:
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(bank))
+        n_val = max(1, int(round(val_fraction * len(bank))))
+        val_x, bank = bank[perm[:n_val]], bank[np.sort(perm[n_val:])]
+        meta["val"] = (f"held-out {n_val} of {len(perm)} train points (fraction {val_fraction}, seed {seed}); "
+                       f"bank is the other {len(bank)}")
+    if len(bank) < max(ks):
+        raise InputError(f"the training bank has {len(bank)} points, fewer than k={max(ks)}")
+    index = build_index(bank, "flat", gpu=gpu)
+    val_scores = kth_distance_scores(bank, val_x, ks, index=index)
+    test_scores = kth_distance_scores(bank, queries, ks, index=index)
+    thresholds = {k: threshold_at_tpr(val_scores[k], tpr) for k in ks}
+    metrics: dict[int, dict] = {k: {"val_tpr": float((val_scores[k] >= thresholds[k]).mean())} for k in ks}
+    if in_test is not None:
+        id_scores = kth_distance_scores(bank, load_normalized(in_test), ks, index=index)
+        for k in ks:
+            lam_test = threshold_at_tpr(id_scores[k], tpr)
+            metrics[k].update(auroc=auroc(id_scores[k], test_scores[k]),
+                              fpr_at_tpr=float((test_scores[k] >= lam_test).mean()),
+                              in_test_tpr_at_val_threshold=float((id_scores[k] >= thresholds[k]).mean()))
+    meta.update(n_bank=len(bank), n_val=len(val_x), n_test=len(queries))
+    return OodResult(np.asarray(test_ids), ks, tpr, test_scores, thresholds, metrics, meta)

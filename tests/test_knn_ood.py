@@ -1,0 +1,138 @@
+"""FAISS kNN against brute-force numpy; deep-kNN OOD against a direct numpy implementation; AUROC vs sklearn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from lookalike.analysis.knn import knn_self, load_knn
+from lookalike.analysis.ood import deep_knn_ood, load_ood, threshold_at_tpr
+from lookalike.errors import InputError
+
+
+def _brute_knn(x, k):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = xn @ xn.T
+    np.fill_diagonal(sims, -np.inf)
+    idx = np.broadcast_to(np.arange(len(x)), sims.shape)
+    return np.lexsort((idx, -np.round(sims, 6)), axis=-1)[:, :k]  # documented tie rule: 6 decimals, then row
+
+
+def _data(n=300, d=24, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    if n > 60:
+        x[10] = x[11] = x[12]  # exact duplicates: self must still be excluded by row
+        x[50] = 3 * x[51]  # same direction, different norm: cosine 1
+    return x
+
+
+def test_flat_knn_matches_numpy_with_duplicates(tmp_path):
+    x = _data()
+    res = knn_self(x, k=10)
+    ref = _brute_knn(x, 10)
+    assert res.neighbors.shape == (300, 10)
+    assert not (res.neighbors == np.arange(300)[:, None]).any()
+    for r in range(300):
+        assert set(res.neighbors[r]) == set(ref[r]), r
+    assert {11, 12} <= set(res.neighbors[10][:2]) and res.neighbors[50][0] == 51
+    assert np.all(np.diff(res.similarity, axis=1) <= 1e-6)  # sorted by similarity
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(res.similarity, np.take_along_axis(xn @ xn.T, res.neighbors, 1), atol=1e-5)
+    res.save(tmp_path / "nn.h5")
+    back = load_knn(tmp_path / "nn.h5")
+    np.testing.assert_array_equal(back.neighbors, res.neighbors)
+    assert back.k == 10 and list(back.neighbor_ids(3)[0]) == list(res.ids[res.neighbors[0, :3]])
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_report_recall(kind):
+    x = _data(n=2000, d=16, seed=1)
+    res = knn_self(x, k=5, index=kind, recall_sample=200)
+    assert 0.5 <= res.meta["recall_at_k"] <= 1.0
+    assert not (res.neighbors == np.arange(2000)[:, None]).any()
+
+
+def test_knn_bad_input():
+    with pytest.raises(InputError, match="k=5 needs more than k points"):
+        knn_self(np.ones((5, 3), np.float32), k=5)
+    x = _data(n=20)
+    x[7, 2] = np.nan
+    with pytest.raises(InputError, match=r"NaN/inf in the vectors of ids \['7'\]"):
+        knn_self(x, k=3)
+    with pytest.raises(InputError, match="unknown index"):
+        knn_self(_data(n=20), k=3, index="lsh")
+
+
+def _numpy_scores(bank, q, k):
+    b = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    z = q / np.linalg.norm(q, axis=1, keepdims=True)
+    d = np.sqrt(((z[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    return -np.sort(d, axis=1)[:, k - 1]
+
+
+def test_deep_knn_matches_definition():
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(400, 16)).astype(np.float32) + 2.0
+    val = rng.normal(size=(100, 16)).astype(np.float32) + 2.0
+    in_test = rng.normal(size=(80, 16)).astype(np.float32) + 2.0
+    ood = rng.normal(size=(90, 16)).astype(np.float32) * 1.5
+    res = deep_knn_ood(train, ood, ks=[1, 5, 10], val=val, in_test=in_test, tpr=0.95)
+    for k in (1, 5, 10):
+        np.testing.assert_allclose(res.scores[k], _numpy_scores(train, ood, k), atol=1e-4)
+        vs = _numpy_scores(train, val, k)
+        lam = res.thresholds[k]
+        assert (vs >= lam - 1e-5).mean() >= 0.95  # at least 95% of ID validation kept
+        assert (vs > lam + 1e-5).mean() < 0.95  # and lambda is the largest such value
+        np.testing.assert_array_equal(res.ood_mask(k), res.scores[k] < lam)
+        ids_scores = _numpy_scores(train, in_test, k)
+        labels = np.r_[np.ones(len(in_test)), np.zeros(len(ood))]
+        ref_auc = roc_auc_score(labels, np.r_[ids_scores, res.scores[k]])
+        assert res.metrics[k]["auroc"] == pytest.approx(ref_auc, abs=1e-4)
+    assert res.metrics[10]["auroc"] > 0.9
+
+
+def test_threshold_rule_by_hand():
+    # 20 scores 1..20, tpr 0.95: keep ceil(19) = 19 highest -> lambda = 2
+    assert threshold_at_tpr(np.arange(1, 21), 0.95) == 2
+    assert threshold_at_tpr(np.arange(1, 21), 1.0) == 1
+    assert threshold_at_tpr(np.array([5.0]), 0.95) == 5
+
+
+def test_ood_holdout_split_and_save(tmp_path):
+    rng = np.random.default_rng(4)
+    res = deep_knn_ood(rng.normal(size=(200, 8)), rng.normal(size=(30, 8)), ks=10, val_fraction=0.2, seed=7)
+    assert "held-out 40 of 200" in res.meta["val"] and res.meta["n_bank"] == 160
+    res.save(tmp_path / "ood.json")
+    back = load_ood(tmp_path / "ood.json")
+    assert back.ood_ids(10) == res.ood_ids(10) and back.thresholds[10] == pytest.approx(res.thresholds[10])
+    with pytest.raises(InputError, match="fewer than k=50"):
+        deep_knn_ood(rng.normal(size=(40, 8)), rng.normal(size=(5, 8)), ks=50)
+    with pytest.raises(InputError, match="different dimensions"):
+        deep_knn_ood(rng.normal(size=(40, 8)), rng.normal(size=(5, 4)), ks=3)
+
+
+def test_cli_knn_and_ood_on_stores(tiny_exports, shared_data, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from lookalike.cli import cli
+    from lookalike.engine import embed
+
+    embed(tiny_exports["bert2"], shared_data / "squad2_dev500", tmp_path / "sq", limit=120, max_length=128)
+    embed(tiny_exports["bert2"], shared_data / "cuad500", tmp_path / "cu", limit=40, max_length=128)
+    r = CliRunner().invoke(cli, ["knn", str(tmp_path / "sq"), str(tmp_path / "nn.h5"), "--k", "5"])
+    assert r.exit_code == 0, r.output
+    nn = load_knn(tmp_path / "nn.h5")
+    assert nn.neighbors.shape == (120, 5) and nn.ids[0] == "572a06af3f37b3190047866a"
+    r = CliRunner().invoke(cli, ["ood", "--train", str(tmp_path / "sq"), "--test", str(tmp_path / "cu"),
+                                 "--k", "1,5", str(tmp_path / "ood.json")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert set(out["results"]) == {"1", "5"} and out["results"]["5"]["n_test"] == 40
+    r = CliRunner().invoke(cli, ["knn", str(tmp_path / "cu"), str(tmp_path / "x.h5"), "--k", "40"])
+    assert r.exit_code == 2 and "k=40 needs more than k points" in r.output
