@@ -212,6 +212,117 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
     click.echo(json.dumps({"out": str(out), "val": res.meta["val"], "results": summary}, indent=2))
 
 
+# --------------------------------------------------------------------------- analysis
+
+def _named(values: tuple[str, ...], option: str) -> dict[str, Path]:
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{v!r}: expected NAME=PATH", param_hint=option)
+        out[name] = Path(path)
+    return out
+
+
+@cli.command()
+@click.option("--knn", "knns", multiple=True, help="NAME=neighbours.h5 (from `lookalike knn`), one per model.")
+@click.option("--ood", "oods", multiple=True, help="NAME=ood.json (from `lookalike ood`), one per model.")
+@click.option("--errors", "errs", multiple=True, help="NAME=errors.json (from `lookalike predict`), one per model.")
+@click.option("--k", type=int, default=10, show_default=True, help="K for representation and OOD agreement.")
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write OUT.md/.csv/.json too.")
+def agree(knns, oods, errs, k, fmt, out):
+    """Pairwise agreement (Jaccard) between models from stored artifacts, in the given model order.
+
+    \b
+    Example:
+      lookalike agree --knn large=runs/l.knn.h5 --knn int8=runs/q.knn.h5 --k 10
+      lookalike agree --errors large=runs/pl/errors.json --errors mini=runs/pm/errors.json --format csv
+    """
+    import csv as _csv
+    import io
+
+    from .analysis.agreement import distribution_agreement, error_agreement, pairs, representation_agreement
+    from .analysis.knn import load_knn
+    from .analysis.ood import load_ood
+    from .analysis.predictions import load_errors
+    from .analysis.report import markdown_table, write_table
+
+    knns, oods, errs = _named(knns, "--knn"), _named(oods, "--ood"), _named(errs, "--errors")
+    names = list(dict.fromkeys([*knns, *oods, *errs]))
+    if len(names) < 2:
+        raise click.UsageError("give artifacts of at least two models")
+    K = {n: load_knn(p) for n, p in knns.items()}
+    O = {n: load_ood(p) for n, p in oods.items()}
+    E = {n: load_errors(p) for n, p in errs.items()}
+    rows = []
+    for a, b in pairs(names):
+        row = {"model_i": a, "model_j": b}
+        if a in E and b in E:
+            e = error_agreement(E[a], E[b])
+            row.update(errors_jaccard=e["jaccard"], i_errors_subset_of_j=e["a_subset_of_b"], frac_i_in_j=e["frac_a_in_b"])
+        if a in K and b in K:
+            r = representation_agreement(K[a], K[b], k)
+            row.update(repr_mean=r["mean"], repr_var=r["variance"])
+        if a in O and b in O:
+            row["ood_jaccard"] = distribution_agreement(O[a], O[b], k)["jaccard"]
+        rows.append(row)
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    if out:
+        write_table(rows, cols, out)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = _csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+        click.echo(buf.getvalue().rstrip())
+    else:
+        click.echo(markdown_table(rows, cols))
+
+
+@cli.command()
+@click.argument("experiment", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Output folder [config's out:].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def run(experiment, out, device):
+    """Run an experiment config end to end (cached steps) and write report/.
+
+    \b
+    Example:
+      lookalike run examples/shared-data.yaml -o runs/shared
+    A re-run skips finished steps; changing a parameter redoes only what depends on it.
+    """
+    from .experiment import run_experiment
+
+    report = run_experiment(experiment, out, echo=lambda s: click.echo(s, err=True), device=device)
+    click.echo(f"report: {report / 'report.md'}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path), default="lookalike-demo")
+@click.option("--docs", type=int, default=1500, show_default=True, help="Docstrings in the corpus.")
+@click.option("--code", type=int, default=300, show_default=True, help="Source snippets (the OOD set).")
+@click.option("--no-fp16", is_flag=True, help="Leave the fp16 variant out (slow on some CPUs).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def demo(out, docs, code, no_fp16, device):
+    """Offline demo: packaged MiniLM vs its int8, fp16 and layer-dropped variants on stdlib text.
+
+    \b
+    Example:
+      lookalike demo            # writes lookalike-demo/report/report.md
+    """
+    import time
+
+    from .demo import run_demo
+
+    t0 = time.perf_counter()
+    report = run_demo(out, docs, code, echo=lambda s: click.echo(s, err=True), device=device, fp16=not no_fp16)
+    click.echo((report / "table2_agreement.md").read_text())
+    click.echo(f"report: {report / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
+
+
 def main():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="lookalike")

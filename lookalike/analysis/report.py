@@ -1,0 +1,134 @@
+"""Tables (Markdown, CSV, JSON), K-sweep figures (PNG) and the report a person reads (Markdown + HTML)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+from ..engine.store import atomic_write_json
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}".rstrip("0").rstrip(".") \
+            if abs(v) < 1e6 else f"{v:.3g}"
+    return str(v)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    headers = list(headers or columns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def html_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    headers = list(headers or columns)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_table(rows: Sequence[dict], columns: Sequence[str], base: Path, headers: Sequence[str] | None = None) -> str:
+    """Write base.md, base.csv and base.json; return the Markdown."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    md = markdown_table(rows, columns, headers)
+    base.with_suffix(".md").write_text(md + "\n")
+    with open(base.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    atomic_write_json(base.with_suffix(".json"), list(rows))
+    return md
+
+
+def plot_sweep(curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str, ylabel: str, path: Path) -> None:
+    """One line per model pair: x = K, y = agreement (the shape of the paper's Figure 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=130)
+    for label, (xs, ys) in curves.items():
+        ax.plot(list(xs), list(ys), marker="o", markersize=3.5, linewidth=1.4, label=label)
+    ax.set_xlabel("K")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_bars(values: dict[str, float], title: str, ylabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=130)
+    ax.bar(list(values), list(values.values()), color="#4a7bb7")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class Report:
+    """Accumulates sections; writes report.md and report.html side by side."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.md: list[str] = [f"# {title}", ""]
+        self.html: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+
+    def text(self, s: str) -> None:
+        self.md += [s, ""]
+        self.html.append(f"<p>{html.escape(s)}</p>")
+
+    def heading(self, s: str) -> None:
+        self.md += [f"## {s}", ""]
+        self.html.append(f"<h2>{html.escape(s)}</h2>")
+
+    def table(self, rows, columns, headers=None) -> None:
+        self.md += [markdown_table(rows, columns, headers), ""]
+        self.html.append(html_table(rows, columns, headers))
+
+    def image(self, rel: str, caption: str) -> None:
+        self.md += [f"![{caption}]({rel})", ""]
+        self.html.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}">'
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def write(self, out_dir: Path) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.md").write_text("\n".join(self.md) + "\n")
+        style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;}table{border-collapse:collapse;"
+                 "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:640px}")
+        (out_dir / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>{html.escape(self.title)}"
+                                             f"</title><style>{style}</style>" + "\n".join(self.html))
+        return out_dir / "report.md"
+
+
+def dump_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, json.loads(json.dumps(obj, default=str)))
