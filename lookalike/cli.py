@@ -116,6 +116,8 @@ def reader_options(f):
         click.option("--id-field", default=None, help="Id field (default: row number)."),
         click.option("--split", default=None, help="Split for aclImdb folders, NewsQA JSON, saved HF datasets."),
         click.option("--limit", type=int, default=None, help="Only the first N records."),
+        click.option("--every", type=int, default=None, help="Deterministic subset: keep rows with row % EVERY == OFFSET."),
+        click.option("--offset", type=int, default=0, show_default=True, help="See --every."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -136,8 +138,8 @@ def reader_options(f):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [physical cores].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
-def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, split, limit, pooling, max_length,
-          batch_tokens, shard_rows, dtype, normalize, device, threads, progress):
+def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, split, limit, every, offset, pooling,
+          max_length, batch_tokens, shard_rows, dtype, normalize, device, threads, progress):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable).
 
     \b
@@ -149,7 +151,7 @@ def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, spl
     from .engine import embed as do_embed
 
     stats = do_embed(model_dir, corpus, out_dir, fmt=fmt, text_field=text_field, pair_field=pair_field,
-                     id_field=id_field, split=split, limit=limit, pooling=pooling, max_length=max_length,
+                     id_field=id_field, split=split, limit=limit, every=every, offset=offset, pooling=pooling, max_length=max_length,
                      batch_tokens=batch_tokens, shard_rows=shard_rows, dtype=dtype, normalize=normalize,
                      device=device, threads=threads, progress=progress)
     click.echo(json.dumps(stats, indent=2))
@@ -194,7 +196,9 @@ def knn(store, out, k, index, gpu, block_rows):
 @click.option("--gpu/--no-gpu", default=None)
 @click.argument("out", type=click.Path(path_type=Path))
 def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
-    """Deep-kNN OOD (Sun et al. 2022): score TEST against the TRAIN bank, flag points below the TPR threshold.
+    """Deep-kNN OOD: score TEST against the TRAIN bank, flag points below the TPR threshold.
+
+    Deep Nearest Neighbors (Sun, Ming, Zhu and Li, ICML 2022) on L2-normalised features.
 
     \b
     Example:
@@ -210,6 +214,118 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
     summary = {str(k): {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
                         "n_test": len(res.test_ids), **res.metrics[k]} for k in res.ks}
     click.echo(json.dumps({"out": str(out), "val": res.meta["val"], "results": summary}, indent=2))
+
+
+# --------------------------------------------------------------------------- predict / evaluate / finetune
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("data")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["qa", "cls"]), required=True)
+@reader_options
+@click.option("--label-field", default=None, help="Label field for JSONL/CSV classification data [label].")
+@click.option("--max-length", type=int, default=None, help="[qa 384, cls 512]")
+@click.option("--doc-stride", type=int, default=128, show_default=True, help="QA window overlap.")
+@click.option("--n-best", type=int, default=20, show_default=True)
+@click.option("--max-answer-length", type=int, default=30, show_default=True)
+@click.option("--null-score-diff-threshold", type=float, default=0.0, show_default=True)
+@click.option("--f1-below", type=float, default=None, help="QA error set: F1 below this instead of EM = 0.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def predict(model_dir, data, out, task, fmt, text_field, pair_field, id_field, split, limit, every, offset, label_field,
+            max_length, doc_stride, n_best, max_answer_length, null_score_diff_threshold, f1_below, device):
+    """Predict with an ONNX QA or classification export; write predictions, metrics and the error set to OUT.
+
+    \b
+    Example:
+      lookalike predict runs/qa ../shared/data/squad2_dev500 runs/qa-pred --task qa
+      lookalike predict runs/sst ../shared/data/imdb/imdb_1k.tsv runs/imdb-pred --task cls
+    """
+    from .analysis.scoring import evaluate as do_eval
+    from .engine.predict import predict as do_predict
+
+    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
+                                     split=split, limit=limit, every=every, offset=offset,
+                                     label_field=label_field).items() if v is not None}
+    if task == "qa":
+        opts = dict(max_length=max_length or 384, doc_stride=doc_stride, n_best=n_best,
+                    max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold)
+    else:
+        opts = dict(max_length=max_length or 512)
+    info = do_predict(model_dir, data, out, task=task, device=device, reader=reader, **opts)
+    from .exporters import load_manifest
+
+    labels = load_manifest(model_dir).get("labels")
+    metrics = do_eval(data, out / "predictions.json", task=task, reader=reader, out=out, f1_below=f1_below,
+                      na_probs=out / "null_odds.json" if task == "qa" else None,
+                      labels={int(k): v for k, v in labels.items()} if labels else None)
+    click.echo(json.dumps({"out": str(out), "n": info["n"], "seconds": info["seconds"], **metrics}, indent=2))
+
+
+@cli.command()
+@click.argument("data")
+@click.argument("predictions", type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["qa", "cls"]), default="qa", show_default=True)
+@click.option("--na-prob-file", type=click.Path(path_type=Path), default=None,
+              help="No-answer probabilities {id: p} (enables best_exact/best_f1).")
+@click.option("--na-prob-thresh", type=float, default=1.0, show_default=True)
+@click.option("--f1-below", type=float, default=None, help="Error set by F1 below this (QA).")
+@reader_options
+@click.option("--label-field", default=None)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write metrics.json and errors.json here.")
+def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, fmt, text_field, pair_field, id_field,
+             split, limit, every, offset, label_field, out):
+    """Score PREDICTIONS ({id: answer}) against DATA with the official SQuAD v2 semantics (or accuracy).
+
+    \b
+    Example:
+      lookalike evaluate ../shared/data/squad2_dev500 runs/qa-pred/predictions.json \\
+          --na-prob-file runs/qa-pred/null_odds.json
+    """
+    from .analysis.scoring import evaluate as do_eval
+
+    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
+                                     split=split, limit=limit, every=every, offset=offset,
+                                     label_field=label_field).items() if v is not None}
+    metrics = do_eval(data, predictions, task=task, na_probs=na_prob_file, na_prob_thresh=na_prob_thresh,
+                      f1_below=f1_below, reader=reader, out=out)
+    click.echo(json.dumps(metrics, indent=2))
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("data")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--task", type=click.Choice(["qa", "cls"]), required=True)
+@reader_options
+@click.option("--label-field", default=None)
+@click.option("--learning-rate", type=float, default=None, help="[qa 3e-5, cls 2e-5]")
+@click.option("--epochs", type=float, default=None, help="[2]")
+@click.option("--max-steps", type=int, default=-1, show_default=True, help="Stop after N steps (overrides epochs).")
+@click.option("--batch-size", type=int, default=None, help="[qa 12, cls 16]")
+@click.option("--max-length", type=int, default=None, help="[qa 384, cls 256]")
+@click.option("--doc-stride", type=int, default=None, help="[128]")
+@click.option("--save-steps", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+def finetune(model, data, out, task, fmt, text_field, pair_field, id_field, split, limit, every, offset, label_field,
+             learning_rate, epochs, max_steps, batch_size, max_length, doc_stride, save_steps, seed):
+    """Fine-tune MODEL on DATA for QA (SQuAD v2 style) or classification (IMDB style); resumable.
+
+    \b
+    Example:
+      lookalike finetune minilm ../shared/data/imdb/imdb_1k.tsv runs/minilm-imdb --task cls --every 2 --offset 0
+      lookalike finetune bert-base-uncased squad_v2:train runs/bb-squad2 --task qa
+    """
+    from .exporters.finetune import finetune as do_finetune
+    from .models import resolve_model
+
+    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
+                                     split=split, label_field=label_field).items() if v is not None}
+    path = do_finetune(task, resolve_model(model), data, out, reader=reader, learning_rate=learning_rate,
+                       epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
+                       doc_stride=doc_stride, seed=seed, save_steps=save_steps, every=every, offset=offset,
+                       limit=limit)
+    click.echo((path / "lookalike-finetune.json").read_text())
 
 
 # --------------------------------------------------------------------------- analysis
@@ -245,7 +361,7 @@ def agree(knns, oods, errs, k, fmt, out):
     from .analysis.agreement import distribution_agreement, error_agreement, pairs, representation_agreement
     from .analysis.knn import load_knn
     from .analysis.ood import load_ood
-    from .analysis.predictions import load_errors
+    from .analysis.scoring import load_errors
     from .analysis.report import markdown_table, write_table
 
     knns, oods, errs = _named(knns, "--knn"), _named(oods, "--ood"), _named(errs, "--errors")

@@ -132,7 +132,10 @@ def parse_config(cfg: dict, base_dir: Path) -> tuple[list[ModelSpec], dict, dict
     return list(specs.values()), datasets, dict(cfg.get("steps") or {})
 
 
-READER_KEYS = ("format", "text_field", "pair_field", "id_field", "label_field", "split", "limit")
+PREDICT_OPTIONS = {"qa": {"max_length", "doc_stride", "n_best", "max_answer_length", "null_score_diff_threshold",
+                          "batch_tokens"},
+                   "cls": {"max_length", "batch_tokens"}}
+READER_KEYS = ("format", "text_field", "pair_field", "id_field", "label_field", "split", "limit", "every", "offset")
 
 
 def reader_kwargs(d: dict) -> dict:
@@ -167,7 +170,7 @@ class Experiment:
                    "data_id": _file_id(ft["data"]), "task": task, **params}
 
             def run(out: Path):
-                from .analysis.finetune import finetune
+                from .exporters.finetune import finetune
 
                 finetune(task, ft["model"], ft["data"], out / "model", **params)
 
@@ -264,9 +267,14 @@ class Experiment:
                **p}
 
         def run(out: Path):
-            from .analysis.predictions import predict
+            from .analysis.scoring import evaluate
+            from .engine.predict import predict
 
-            predict(model_dir, d["path"], out, task=task, device=self.device, reader=reader_kwargs(d), **p)
+            options = {k: v for k, v in p.items() if k in PREDICT_OPTIONS[task]}
+            predict(model_dir, d["path"], out, task=task, device=self.device, reader=reader_kwargs(d), **options)
+            evaluate(d["path"], out / "predictions.json", task=task, reader=reader_kwargs(d), out=out,
+                     na_probs=out / "null_odds.json" if task == "qa" else None, labels=manifest.get("labels") and
+                     {int(k): v for k, v in manifest["labels"].items()})
 
         return self.cache.run("predict", label, key, run)
 

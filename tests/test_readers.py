@@ -24,7 +24,8 @@ def test_squad2_dev500_queries(shared_data):
     assert all(r.text == q["question"] and r.text_pair == q["context"] for r, q in zip(recs, queries))
     assert sum(r.is_impossible for r in recs) == sum(t["is_impossible"] for t in truth.values()) == 258
     for r in recs:
-        assert list(r.answers) == truth[r.id]["answers"]
+        assert list(r.answers) == [a for a in truth[r.id]["answers"] if a]
+        assert r.is_impossible == (not r.answers)
         for a, s in zip(r.answers, r.answer_starts):
             assert r.text_pair[s: s + len(a)] == a
 

@@ -289,7 +289,8 @@ def _read_queries(path: Path, fields: Fields) -> Iterator[Record]:
         gold = truth.get(qid, {}) if truth else {}
         if truth and qid not in truth:
             raise InputError("question has no ground truth", path=gpath, record=f"question {qid}")
-        answers = tuple(gold.get("answers", ()))
+        # unanswerable questions carry [""] in this layout; the official SQuAD form is an empty list
+        answers = tuple(a for a in gold.get("answers", ()) if a)
         impossible = gold.get("is_impossible")
         if impossible is None and truth:
             impossible = len(answers) == 0
@@ -514,10 +515,13 @@ _SPLIT_AWARE = {"newsqa-json", "aclimdb", "hf-disk"}
 
 def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "text",
                 pair_field: str | None = None, id_field: str | None = None, label_field: str | None = None,
-                split: str | None = None, limit: int | None = None) -> Iterator[Record]:
+                split: str | None = None, limit: int | None = None, every: int | None = None,
+                offset: int = 0) -> Iterator[Record]:
     """Yield the corpus's records in file order.
 
     fmt: one of FORMATS, or None to detect it. The *_field options apply to jsonl/json/csv/tsv/parquet.
+    every/offset: a deterministic subset, the records whose 0-based position p has p % every == offset
+    (e.g. every=2, offset=0 and offset=1 are two disjoint halves); limit applies after it.
     Raises InputError for an empty corpus or a duplicate id (after the rows before it were yielded).
     """
     fmt = fmt or detect_format(path)
@@ -532,13 +536,17 @@ def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "
             raise InputError("no such file or folder", path=p)
         reader = _READERS[fmt]
         records = reader(p, fields, split) if fmt in _SPLIT_AWARE else reader(p, fields)
+    if every is not None and not (every >= 1 and 0 <= offset < every):
+        raise InputError(f"--every {every} --offset {offset}: need every >= 1 and 0 <= offset < every")
     seen: set[str] = set()
     n = 0
-    for rec in records:
+    for pos, rec in enumerate(records):
         if rec.id in seen:
-            raise InputError(f"duplicate id {rec.id!r}", path=path, record=f"record {n}",
+            raise InputError(f"duplicate id {rec.id!r}", path=path, record=f"record {pos}",
                              field=id_field or "id")
         seen.add(rec.id)
+        if every is not None and pos % every != offset:
+            continue
         yield rec
         n += 1
         if limit is not None and n >= limit:

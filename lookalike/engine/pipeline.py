@@ -91,7 +91,8 @@ def default_batch_tokens(device: str) -> int:
 
 def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt: str | None = None,
           text_field: str = "text", pair_field: str | None = None, id_field: str | None = None,
-          split: str | None = None, limit: int | None = None, pooling: str = "cls", max_length: int = 512,
+          split: str | None = None, limit: int | None = None, every: int | None = None, offset: int = 0,
+          label_field: str | None = None, pooling: str = "cls", max_length: int = 512,
           batch_tokens: int | None = None, shard_rows: int = 10000, sort_window: int = 2048,
           dtype: str = "float32", normalize: bool = False, device: str = "auto", threads: int | None = None,
           progress: bool | None = None, model: OnnxModel | None = None,
@@ -123,14 +124,16 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
               "dtype": dtype, "normalize": normalize, "shard_rows": shard_rows, "sort_window": sort_window,
               "corpus": str(corpus), "corpus_fingerprint": corpus_fingerprint(corpus), "format": fmt or "auto",
               "text_field": text_field, "pair_field": pair_field or "", "id_field": id_field or "",
-              "split": split or "", "limit": limit if limit is not None else -1}
+              "split": split or "", "limit": limit if limit is not None else -1,
+              "every": every or 1, "offset": offset}
     writer = StoreWriter(out_dir, config, model.hidden_size)
     if writer.complete:
         log.info("%s: store already complete, nothing to do", out_dir)
         return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
                 "n_truncated": writer.manifest.get("n_truncated", 0)}
     resumed_from = writer.rows_done
-    options = dict(text_field=text_field, pair_field=pair_field, id_field=id_field, split=split, limit=limit)
+    options = dict(text_field=text_field, pair_field=pair_field, id_field=id_field, split=split, limit=limit,
+                   every=every, offset=offset, label_field=label_field)
     total = None
     if progress is None:
         progress = sys.stderr.isatty()

@@ -1,0 +1,211 @@
+"""Official SQuAD v2 scoring semantics, classification accuracy, and error sets.
+
+Follows the official `evaluate-v2.0.py`: normalisation (lower-case, drop punctuation, drop the articles
+a/an/the, collapse whitespace); gold answers are those whose normalised text is non-empty, else [""];
+EM and F1 take the max over gold answers; F1 is token overlap with a Counter intersection and, when either
+side has no tokens, F1 = (both empty); no-answer probabilities above `na_prob_thresh` turn a prediction
+into "no answer"; best_exact/best_f1 sweep that threshold. Questions without a prediction are left out
+of the totals (as the official script does) and counted in `missing`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+from pathlib import Path
+from typing import Iterable
+
+from ..data import Record, read_corpus
+from ..engine.store import atomic_write_json
+from ..errors import InputError
+
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def normalize_answer(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def get_tokens(s: str) -> list[str]:
+    return normalize_answer(s).split() if s else []
+
+
+def compute_exact(a_gold: str, a_pred: str) -> int:
+    return int(normalize_answer(a_gold) == normalize_answer(a_pred))
+
+
+def compute_f1(a_gold: str, a_pred: str) -> float:
+    gold, pred = get_tokens(a_gold), get_tokens(a_pred)
+    if not gold or not pred:
+        return float(gold == pred)
+    common = collections.Counter(gold) & collections.Counter(pred)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    p, r = same / len(pred), same / len(gold)
+    return 2 * p * r / (p + r)
+
+
+def raw_scores(records: Iterable[Record], preds: dict[str, str]) -> tuple[dict, dict, dict, list[str]]:
+    """Per-question EM and F1 (max over gold), has-answer flags, and the ids with no prediction."""
+    exact, f1, has_ans, missing = {}, {}, {}, []
+    for r in records:
+        has_ans[r.id] = bool(r.answers)
+        gold = [a for a in r.answers if normalize_answer(a)] or [""]
+        if r.id not in preds:
+            missing.append(r.id)
+            continue
+        p = preds[r.id]
+        exact[r.id] = max(compute_exact(a, p) for a in gold)
+        f1[r.id] = max(compute_f1(a, p) for a in gold)
+    return exact, f1, has_ans, missing
+
+
+def apply_no_ans_threshold(scores: dict, na_probs: dict, has_ans: dict, thresh: float) -> dict:
+    return {q: float(not has_ans[q]) if na_probs[q] > thresh else s for q, s in scores.items()}
+
+
+def _eval_dict(exact: dict, f1: dict, qids=None) -> dict:
+    qids = list(exact) if qids is None else qids
+    total = len(qids)
+    if not total:
+        return {"exact": 0.0, "f1": 0.0, "total": 0}
+    return {"exact": 100.0 * sum(exact[q] for q in qids) / total, "f1": 100.0 * sum(f1[q] for q in qids) / total,
+            "total": total}
+
+
+def _best_thresh(preds: dict, scores: dict, na_probs: dict, has_ans: dict) -> tuple[float, float]:
+    num_no_ans = sum(1 for q in has_ans if not has_ans[q])
+    cur = best = num_no_ans
+    best_thresh = 0.0
+    for q in sorted(na_probs, key=lambda k: na_probs[k]):
+        if q not in scores:
+            continue
+        if has_ans[q]:
+            diff = scores[q]
+        else:
+            diff = -1 if preds[q] else 0
+        cur += diff
+        if cur > best:
+            best, best_thresh = cur, na_probs[q]
+    return 100.0 * best / len(scores), best_thresh
+
+
+def squad_v2_eval(records: Iterable[Record], preds: dict[str, str], na_probs: dict[str, float] | None = None,
+                  na_prob_thresh: float = 1.0) -> tuple[dict, dict, dict]:
+    """(metrics with the official names, per-id exact, per-id f1) after the no-answer threshold."""
+    records = list(records)
+    given_probs = na_probs is not None
+    na_probs = dict(na_probs) if given_probs else {q: 0.0 for q in preds}
+    exact_raw, f1_raw, has_ans, missing = raw_scores(records, preds)
+    for q in exact_raw:
+        na_probs.setdefault(q, 0.0)
+    exact = apply_no_ans_threshold(exact_raw, na_probs, has_ans, na_prob_thresh)
+    f1 = apply_no_ans_threshold(f1_raw, na_probs, has_ans, na_prob_thresh)
+    out = _eval_dict(exact, f1)
+    has = [q for q in exact if has_ans[q]]
+    no = [q for q in exact if not has_ans[q]]
+    if has:
+        out.update({f"HasAns_{k}": v for k, v in _eval_dict(exact, f1, has).items()})
+    if no:
+        out.update({f"NoAns_{k}": v for k, v in _eval_dict(exact, f1, no).items()})
+    if given_probs and exact_raw:
+        out["best_exact"], out["best_exact_thresh"] = _best_thresh(preds, exact_raw, na_probs, has_ans)
+        out["best_f1"], out["best_f1_thresh"] = _best_thresh(preds, f1_raw, na_probs, has_ans)
+    if missing:
+        out["missing"] = len(missing)
+    return out, exact, f1
+
+
+def cls_eval(records: Iterable[Record], preds: dict, labels: dict[int, str] | None = None) -> tuple[dict, dict]:
+    """(accuracy and confusion, {id: 1 if correct else 0})."""
+    from ..engine.predict import label_index
+
+    correct, confusion = {}, collections.Counter()
+    missing = 0
+    for r in records:
+        if r.label is None:
+            raise InputError("record has no label", record=f"record {r.id}", field="label")
+        if r.id not in preds:
+            missing += 1
+            continue
+        p = preds[r.id]
+        pid = p["label_id"] if isinstance(p, dict) else int(p)
+        gid = label_index(r.label, labels, f"record {r.id}", None) if labels else int(r.label)
+        correct[r.id] = int(pid == gid)
+        confusion[(gid, pid)] += 1
+    n = len(correct)
+    out = {"accuracy": sum(correct.values()) / n if n else 0.0, "total": n,
+           "confusion": {f"gold={g},pred={p}": c for (g, p), c in sorted(confusion.items())}}
+    if missing:
+        out["missing"] = missing
+    return out, correct
+
+
+def error_set(exact: dict, f1: dict | None = None, f1_below: float | None = None) -> list[str]:
+    """Ids the model got wrong: exact match 0 (the paper), or F1 below a threshold if given."""
+    if f1_below is not None:
+        return sorted(q for q, s in (f1 or {}).items() if s < f1_below)
+    return sorted(q for q, s in exact.items() if not s)
+
+
+def evaluate(data: str | Path, predictions: str | Path | dict, *, task: str = "qa", na_probs=None,
+             na_prob_thresh: float = 1.0, f1_below: float | None = None, reader: dict | None = None,
+             labels: dict | None = None, out: str | Path | None = None) -> dict:
+    """Score a predictions file (ours or another tool's); with `out`, write metrics.json and errors.json."""
+    preds = _load_json(predictions) if not isinstance(predictions, dict) else predictions
+    if not isinstance(preds, dict):
+        raise InputError("predictions must be a JSON object {id: answer}", path=predictions)
+    reader = dict(reader or {})
+    if task == "cls" and "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
+        reader["label_field"] = "label"
+    records = list(read_corpus(data, **reader))
+    if task == "qa":
+        for q, v in preds.items():
+            if not isinstance(v, str):
+                raise InputError(f"prediction is {type(v).__name__}, expected the answer text", path=predictions,
+                                 record=f"question {q}")
+        probs = _load_json(na_probs) if isinstance(na_probs, (str, Path)) else na_probs
+        metrics, exact, f1 = squad_v2_eval(records, preds, probs, na_prob_thresh)
+        errors = error_set(exact, f1, f1_below)
+        per_id = {q: {"exact": exact[q], "f1": round(f1[q], 6)} for q in exact}
+        criterion = f"f1 < {f1_below}" if f1_below is not None else "exact == 0"
+    else:
+        metrics, correct = cls_eval(records, preds, labels)
+        errors = sorted(q for q, c in correct.items() if not c)
+        per_id = {q: {"correct": c} for q, c in correct.items()}
+        criterion = "prediction != label"
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "errors.json", {"kind": "lookalike.errors", "task": task, "criterion": criterion,
+                                                "n": len(per_id), "error_ids": errors, "scores": per_id})
+    return metrics
+
+
+def _load_json(path):
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file", path=p)
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON at line {exc.lineno}", path=p) from None
+
+
+def load_errors(path: str | Path) -> set[str]:
+    """The error set from errors.json (or a predict output folder holding one)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "errors.json"
+    obj = _load_json(p)
+    if not isinstance(obj, dict) or obj.get("kind") != "lookalike.errors":
+        raise InputError("not a lookalike error-set file (made by `lookalike predict` or `evaluate -o`)", path=p)
+    return set(obj["error_ids"])

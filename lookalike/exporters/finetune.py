@@ -1,0 +1,137 @@
+"""Fine-tune a base checkpoint for extractive QA (SQuAD v2 style) or sequence classification (IMDB style).
+
+Uses the Hugging Face Trainer; checkpoints go to OUT/checkpoints and a re-run resumes from the latest.
+The final model and tokenizer are saved to OUT as an ordinary Hugging Face folder, ready for `export`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data import read_corpus
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "qa": {"learning_rate": 3e-5, "epochs": 2.0, "max_length": 384, "doc_stride": 128, "batch_size": 12},
+    "cls": {"learning_rate": 2e-5, "epochs": 2.0, "max_length": 256, "batch_size": 16},
+}
+
+
+class _ListDataset:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def qa_features(tokenizer, records, max_length: int, doc_stride: int) -> list[dict]:
+    """Training features with start/end token positions (CLS for unanswerable or out-of-window answers)."""
+    enc = tokenizer([r.text.lstrip() for r in records], [r.text_pair for r in records], truncation="only_second",
+                    max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
+                    return_offsets_mapping=True, padding="max_length")
+    feats = []
+    for f, ex in enumerate(enc["overflow_to_sample_mapping"]):
+        r = records[ex]
+        ids = enc["input_ids"][f]
+        cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
+        seq = enc.sequence_ids(f)
+        offsets = enc["offset_mapping"][f]
+        start_pos = end_pos = cls
+        if r.answers and r.answer_starts and r.answer_starts[0] >= 0:
+            s_char = r.answer_starts[0]
+            e_char = s_char + len(r.answers[0])
+            ts = seq.index(1)
+            te = len(seq) - 1 - seq[::-1].index(1)
+            if offsets[ts][0] <= s_char and offsets[te][1] >= e_char:
+                while ts < len(offsets) and seq[ts] == 1 and offsets[ts][0] <= s_char:
+                    ts += 1
+                while seq[te] == 1 and offsets[te][1] >= e_char:
+                    te -= 1
+                start_pos, end_pos = ts - 1, te + 1
+        row = {k: enc[k][f] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        row.update(start_positions=start_pos, end_positions=end_pos)
+        feats.append(row)
+    return feats
+
+
+def finetune(task: str, model: str, data: str | Path, out: str | Path, *, reader: dict | None = None,
+             learning_rate: float | None = None, epochs: float | None = None, max_steps: int = -1,
+             batch_size: int | None = None, max_length: int | None = None, doc_stride: int | None = None,
+             seed: int = 42, save_steps: int = 500, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
+             every: int | None = None, offset: int = 0, limit: int | None = None, progress: bool = True) -> Path:
+    """Fine-tune `model` on `data` for `task` ("qa" or "cls"); returns the saved model folder."""
+    import torch
+    import transformers
+
+    if task not in DEFAULTS:
+        raise InputError(f"unknown task {task!r} (qa or cls)")
+    d = DEFAULTS[task]
+    lr = learning_rate or d["learning_rate"]
+    epochs = epochs or d["epochs"]
+    batch_size = batch_size or d["batch_size"]
+    max_length = max_length or d["max_length"]
+    out = Path(out)
+    reader = dict(reader or {})
+    if task == "cls" and "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
+        reader["label_field"] = "label"
+    records = list(read_corpus(data, every=every, offset=offset, limit=limit, **reader))
+    transformers.set_seed(seed)
+    tok = transformers.AutoTokenizer.from_pretrained(model, use_fast=True)
+    if task == "qa":
+        for r in records:
+            if r.text_pair is None:
+                raise InputError("QA record has no context", path=data, record=f"question {r.id}", field="context")
+            if r.answers and (not r.answer_starts or r.answer_starts[0] < 0):
+                raise InputError("answer text not found in the context (no answer_start)", path=data,
+                                 record=f"question {r.id}", field="answers")
+        rows = qa_features(tok, records, max_length, doc_stride or d["doc_stride"])
+        net = transformers.AutoModelForQuestionAnswering.from_pretrained(model)
+        collator = transformers.default_data_collator
+    else:
+        values = [r.label for r in records]
+        if any(v is None for v in values):
+            bad = next(r for r in records if r.label is None)
+            raise InputError("record has no label", path=data, record=f"record {bad.id}", field="label")
+        uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
+        if set(uniq) <= {0, 1}:
+            id2label = {0: "negative", 1: "positive"}
+            to_id = {0: 0, 1: 1}
+        else:
+            id2label = {i: str(v) for i, v in enumerate(uniq)}
+            to_id = {v: i for i, v in enumerate(uniq)}
+        enc = tok([r.text for r in records], [r.text_pair for r in records] if records[0].text_pair else None,
+                  truncation=True, max_length=max_length)
+        rows = [{**{k: enc[k][i] for k in enc}, "labels": to_id[r.label]} for i, r in enumerate(records)]
+        net = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        collator = transformers.DataCollatorWithPadding(tok)
+    ckpt = out / "checkpoints"
+    args = transformers.TrainingArguments(
+        output_dir=str(ckpt), learning_rate=lr, num_train_epochs=epochs, max_steps=max_steps,
+        per_device_train_batch_size=batch_size, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+        save_strategy="steps", save_steps=save_steps, save_total_limit=2, logging_steps=max(1, min(50, save_steps)),
+        report_to=[], seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
+        dataloader_num_workers=0)
+    trainer = transformers.Trainer(model=net, args=args, train_dataset=_ListDataset(rows), data_collator=collator)
+    resume = ckpt.exists() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    net.save_pretrained(out)
+    tok.save_pretrained(out)
+    info = {"task": task, "base": str(model), "data": str(data), "n_records": len(records), "n_features": len(rows),
+            "learning_rate": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
+            "max_length": max_length, "seed": seed, "every": every, "offset": offset, "limit": limit,
+            "train_loss": float(result.training_loss), "train_seconds": float(result.metrics.get("train_runtime", 0)),
+            "resumed": resume}
+    (out / "lookalike-finetune.json").write_text(json.dumps(info, indent=2) + "\n")
+    return out
