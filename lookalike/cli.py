@@ -131,7 +131,7 @@ def reader_options(f):
 @reader_options
 @click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True)
 @click.option("--max-length", type=int, default=512, show_default=True, help="Longer inputs are truncated (counted).")
-@click.option("--batch-tokens", type=int, default=None, help="Padded tokens per batch [CPU 8192, CUDA 65536].")
+@click.option("--batch-tokens", type=int, default=None, help="Padded tokens per batch [CPU 1024, CUDA 65536].")
 @click.option("--shard-rows", type=int, default=10000, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--normalize", is_flag=True, help="L2-normalise the stored vectors.")
@@ -326,6 +326,79 @@ def finetune(model, data, out, task, fmt, text_field, pair_field, id_field, spli
                        doc_stride=doc_stride, seed=seed, save_steps=save_steps, every=every, offset=offset,
                        limit=limit)
     click.echo((path / "lookalike-finetune.json").read_text())
+
+
+# --------------------------------------------------------------------------- attack / bench
+
+@cli.command()
+@click.argument("target_dir", type=click.Path(path_type=Path))
+@click.argument("data")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--mlm", required=True, help="Attack masked-LM: hub id (paper: bert-base-uncased) or local folder.")
+@click.option("--max-candidates", type=int, default=48, show_default=True,
+              help="MLM candidates per word: TextAttack's / BERT-Attack's K.")
+@click.option("--top-words", type=int, default=None,
+              help="Attack only the N most important words: the paper's 'K=3' as it describes K. [all]")
+@click.option("--n", "n", type=int, default=1000, show_default=True, help="Examples (seeded sample, same for every target).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-percent", type=float, default=0.4, show_default=True, help="Max fraction of words perturbed.")
+@click.option("--similarity", type=click.Choice(["engine", "use", "none"]), default="engine", show_default=True,
+              help="engine: cosine of a local encoder (offline stand-in for USE); use: TF-Hub USE.")
+@click.option("--similarity-threshold", type=float, default=0.2, show_default=True)
+@click.option("--similarity-model", type=click.Path(path_type=Path), default=None,
+              help="Feature-extraction export for --similarity engine [packaged MiniLM].")
+@click.option("--max-length", type=int, default=512, show_default=True)
+@reader_options
+@click.option("--label-field", default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=None)
+def attack(target_dir, data, out, mlm, max_candidates, top_words, n, seed, max_percent, similarity,
+           similarity_threshold, similarity_model, max_length, fmt, text_field, pair_field, id_field, split, limit,
+           every, offset, label_field, device, progress):
+    """BERT-Attack (TextAttack components) against an ONNX classifier; JSONL per example + Table 3 summary.
+
+    \b
+    Example:
+      lookalike attack runs/imdb-cls ../shared/data/imdb/imdb_1k.tsv runs/attack --mlm bert-base-uncased --top-words 3
+    Re-running the same command resumes where it stopped.
+    """
+    import sys
+
+    from .attack import run_attack
+    from .models import resolve_model
+
+    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
+                                     split=split, limit=limit, every=every, offset=offset,
+                                     label_field=label_field).items() if v is not None}
+    s = run_attack(target_dir, data, out, mlm=resolve_model(mlm), max_candidates=max_candidates, top_words=top_words,
+                   n=n, seed=seed, max_percent=max_percent, similarity=similarity,
+                   similarity_threshold=similarity_threshold, similarity_model=similarity_model, max_length=max_length,
+                   device=device, reader=reader, progress=sys.stderr.isatty() if progress is None else progress)
+    click.echo(json.dumps({k: v for k, v in s.items() if not k.startswith("setting_")}, indent=2))
+
+
+@cli.command()
+@click.argument("model_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--batch-sizes", default="1,8,32", show_default=True)
+@click.option("--seq-lengths", default="32,128,384", show_default=True)
+@click.option("--repeat", type=int, default=20, show_default=True)
+@click.option("--corpus", default=None, help="Also measure full-engine throughput on this corpus.")
+@click.option("--corpus-limit", type=int, default=2000, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("bench"), show_default=True)
+def bench(model_dirs, batch_sizes, seq_lengths, repeat, corpus, corpus_limit, device, out):
+    """Latency p50/p90/p99 and throughput per model, FLOPs/token, ratio to this machine's matmul ceiling.
+
+    \b
+    Example:
+      lookalike bench runs/minilm runs/minilm-int8 --batch-sizes 1,8 --seq-lengths 128 --corpus corpus.jsonl
+    Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
+    """
+    from .engine.bench import run_bench
+
+    res = run_bench(model_dirs, _int_list(batch_sizes), _int_list(seq_lengths), repeat=repeat, corpus=corpus,
+                    corpus_limit=corpus_limit, device=device, out=out)
+    click.echo((out / "bench.md").read_text())
 
 
 # --------------------------------------------------------------------------- analysis

@@ -33,7 +33,7 @@ def minilm_dir() -> Path:
 
 
 def build_tiny(out: Path, kind: str, *, layers: int = 2, hidden: int = 32, family: str = "bert", seed: int = 0,
-               num_labels: int = 2) -> Path:
+               num_labels: int = 2, init_range: float = 0.02) -> Path:
     """A random-weight model of the given head with the real MiniLM WordPiece tokenizer."""
     import torch
     import transformers
@@ -47,6 +47,7 @@ def build_tiny(out: Path, kind: str, *, layers: int = 2, hidden: int = 32, famil
     else:
         cfg = transformers.DistilBertConfig(vocab_size=tok.vocab_size, dim=hidden, n_layers=layers, n_heads=2,
                                             hidden_dim=hidden * 2, max_position_embeddings=512)
+    cfg.initializer_range = init_range
     if kind == "text-classification":
         cfg.num_labels = num_labels
         cfg.id2label = {0: "negative", 1: "positive"} if num_labels == 2 else {i: f"L{i}" for i in range(num_labels)}
@@ -70,7 +71,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         "bert2": build_tiny(root / "bert2", "feature-extraction", layers=2, hidden=32, seed=1),
         "bert4": build_tiny(root / "bert4", "feature-extraction", layers=4, hidden=64, seed=2),
         "qa": build_tiny(root / "qa", "question-answering", layers=2, hidden=32, seed=3),
-        "cls": build_tiny(root / "cls", "text-classification", layers=2, hidden=32, seed=4),
+        # a wide initialisation makes the random classifier's output depend on the words (attack tests)
+        "cls": build_tiny(root / "cls", "text-classification", layers=2, hidden=32, seed=4, init_range=0.5),
         "mlm": build_tiny(root / "mlm", "fill-mask", layers=2, hidden=32, seed=5),
         "distil": build_tiny(root / "distil", "feature-extraction", layers=3, hidden=32, family="distilbert", seed=6),
     }

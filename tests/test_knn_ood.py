@@ -136,3 +136,24 @@ def test_cli_knn_and_ood_on_stores(tiny_exports, shared_data, tmp_path):
     assert set(out["results"]) == {"1", "5"} and out["results"]["5"]["n_test"] == 40
     r = CliRunner().invoke(cli, ["knn", str(tmp_path / "cu"), str(tmp_path / "x.h5"), "--k", "40"])
     assert r.exit_code == 2 and "k=40 needs more than k points" in r.output
+
+
+def test_bench_output_structure(tiny_exports, shared_data, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from lookalike.cli import cli
+
+    r = CliRunner().invoke(cli, ["bench", str(tiny_exports["bert2"]), str(tiny_exports["cls"]), "--batch-sizes", "1,2",
+                                 "--seq-lengths", "16", "--repeat", "2", "--corpus",
+                                 str(shared_data / "imdb" / "imdb_1k.tsv"), "--corpus-limit", "20",
+                                 "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert len(res["models"]) == 2 and res["gemm_ceiling_gflops"] > 0
+    lat = res["models"][0]["latency"]
+    assert [(x["batch_size"], x["seq_len"]) for x in lat] == [(1, 16), (2, 16)]
+    assert all(x["p50_ms"] <= x["p99_ms"] for x in lat)
+    assert res["models"][0]["corpus_throughput"]["rows"] == 20 and "corpus_throughput" not in res["models"][1]
+    assert (tmp_path / "b" / "bench.png").stat().st_size > 1000 and "| bert2 |" in (tmp_path / "b" / "bench.md").read_text()

@@ -62,3 +62,82 @@ def latency(model: OnnxModel, batch_sizes: Sequence[int] = (1, 8, 32), seq_lengt
                          "p99_ms": float(np.percentile(t, 99)) * 1e3, "seq_per_s": B / p50, "tokens_per_s": B * L / p50,
                          "gflops": flops_per_token(model.manifest, L) * B * L / p50 / 1e9})
     return rows
+
+
+def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=None, corpus_limit: int = 2000,
+              device: str = "auto", out=None) -> dict:
+    """Latency grid per model (+ engine throughput on a real corpus); JSON, Markdown table and a PNG plot."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from .pipeline import embed
+
+    ceiling = matmul_ceiling_gflops()
+    models = []
+    for d in model_dirs:
+        m = OnnxModel(d, device=device)
+        if m.manifest["task"] != "feature-extraction":
+            output = {"question-answering": "start_logits", "text-classification": "logits"}[m.manifest["task"]]
+        else:
+            output = "cls"
+        rows = latency(m, batch_sizes, seq_lengths, repeat=repeat, output=output)
+        for r in rows:
+            r["fraction_of_ceiling"] = r["gflops"] / ceiling if m.device == "cpu" else None
+        entry = {"model": str(d), "variant": m.manifest["variant"]["description"], "device": m.device,
+                 "parameters": m.manifest["parameters"], "file_size": m.manifest["file_size"],
+                 "flops_per_token_at_128": flops_per_token(m.manifest, 128), "latency": rows}
+        if corpus and m.manifest["task"] == "feature-extraction":
+            with tempfile.TemporaryDirectory() as tmp:
+                s = embed(d, corpus, Path(tmp) / "store", limit=corpus_limit, model=m, progress=False)
+            entry["corpus_throughput"] = {"rows_per_s": s["rows_per_s"], "real_tokens_per_s": s["real_tokens_per_s"],
+                                          "rows": s["rows"]}
+        models.append(entry)
+    result = {"gemm_ceiling_gflops": ceiling, "models": models}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+        lines = ["| model | variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | GFLOP/s | of ceiling |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for e in models:
+            for r in e["latency"]:
+                frac = f"{r['fraction_of_ceiling']:.0%}" if r["fraction_of_ceiling"] is not None else "—"
+                lines.append(f"| {Path(e['model']).name} | {e['variant']} | {r['batch_size']} | {r['seq_len']} | "
+                             f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['seq_per_s']:.1f} | "
+                             f"{r['gflops']:.1f} | {frac} |")
+        for e in models:
+            if "corpus_throughput" in e:
+                c = e["corpus_throughput"]
+                lines.append(f"\n{Path(e['model']).name}: engine on corpus {c['rows_per_s']:.1f} rows/s, "
+                             f"{c['real_tokens_per_s']:.0f} real tokens/s")
+        lines.append(f"\nmatmul ceiling (numpy fp32 GEMM): {ceiling:.1f} GFLOP/s")
+        (out / "bench.md").write_text("\n".join(lines) + "\n")
+        _plot(models, out / "bench.png")
+    return result
+
+
+def _plot(models, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for e in models:
+        seqs = sorted({r["seq_len"] for r in e["latency"]})
+        L = seqs[len(seqs) // 2]
+        rows = [r for r in e["latency"] if r["seq_len"] == L]
+        axes[0].plot([r["batch_size"] for r in rows], [r["p50_ms"] for r in rows], marker="o",
+                     label=f"{Path(e['model']).name} (L={L})")
+        axes[1].bar(Path(e["model"]).name, max(r["seq_per_s"] for r in e["latency"] if r["seq_len"] == L))
+    axes[0].set_xlabel("batch size")
+    axes[0].set_ylabel("p50 latency (ms)")
+    axes[0].set_xscale("log", base=2)
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("best sequences / s")
+    axes[1].tick_params(axis="x", labelrotation=20, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

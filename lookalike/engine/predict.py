@@ -45,7 +45,7 @@ def predict_qa(model: OnnxModel, records, *, max_length: int = 384, doc_stride: 
     if tok.padding_side != "right":
         raise ModelError("QA decoding expects right padding")
     max_length = min(max_length, model.max_positions)
-    batch_tokens = batch_tokens or max(8192, max_length * 8)
+    batch_tokens = batch_tokens or max(2048, max_length * 2)
     preds: dict[str, str] = {}
     odds: dict[str, float] = {}
     records = list(records)
@@ -102,7 +102,7 @@ def predict_cls(model: OnnxModel, records, *, max_length: int = 512, batch_token
     labels = {int(k): v for k, v in (model.manifest.get("labels") or {}).items()}
     out = {}
     records = list(records)
-    batch_tokens = batch_tokens or 8192
+    batch_tokens = batch_tokens or 2048
     for start in range(0, len(records), chunk):
         part = records[start:start + chunk]
         enc = tokenize(model.tokenizer, part, min(max_length, model.max_positions))

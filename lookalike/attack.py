@@ -1,0 +1,300 @@
+"""BERT-Attack (Li et al., EMNLP 2020) from TextAttack's components, against ONNX classification exports.
+
+As TextAttack's `BERTAttackLi2020` recipe: `WordSwapMaskedLM(method="bert-attack", max_candidates=K)`,
+`RepeatModification`, `StopwordModification`, `MaxWordsPerturbed(max_percent=0.4)`, a sentence-similarity
+constraint (threshold 0.2, cosine, against the original, whole text), `UntargetedClassification`, and
+`GreedyWordSwapWIR(wir_method="unk")`.
+
+Two knobs named "K" exist. TextAttack's (and the BERT-Attack code's `--k`) is the number of MLM candidates per
+word: `max_candidates` (48 in the recipe). The paper being reproduced says it set "K to 3" while describing K
+as the number of top important words: `top_words` limits the greedy search to the N most important words.
+Both are recorded in every output. Offline, the Universal Sentence Encoder (TF-Hub) is replaced by default
+with cosine similarity of a local encoder run through lookalike's engine (same threshold semantics); pass
+`similarity="use"` to use the original where TF-Hub is reachable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .data import Record, read_corpus
+from .errors import InputError, ModelError
+
+log = logging.getLogger(__name__)
+
+NLTK_DATA = Path(__file__).resolve().parent / "nltk_data"
+
+
+def _prepare_textattack():
+    """Import textattack offline: our stopwords corpus on NLTK_DATA, no download attempts."""
+    paths = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
+    if str(NLTK_DATA) not in paths:
+        os.environ["NLTK_DATA"] = os.pathsep.join([str(NLTK_DATA), *paths])
+    import nltk
+
+    if str(NLTK_DATA) not in nltk.data.path:
+        nltk.data.path.insert(0, str(NLTK_DATA))
+    _orig = nltk.download
+    nltk.download = lambda *a, **k: False  # textattack tries at first import; offline it only prints errors
+    try:
+        import textattack  # noqa: F401
+    finally:
+        nltk.download = _orig
+    return textattack
+
+
+def make_wrapper(model, max_length: int = 512, batch_tokens: int = 2048):
+    """A TextAttack ModelWrapper that batches queries through ONNX Runtime and counts them."""
+    from textattack.models.wrappers import ModelWrapper
+
+    from .engine.batching import tokenize
+    from .engine.predict import _run_batched
+
+    class OnnxClassifier(ModelWrapper):
+        def __init__(self):
+            self.model = model
+            self.queries = 0
+
+        def __call__(self, text_input_list):
+            recs = [Record(str(i), t) for i, t in enumerate(text_input_list)]
+            enc = tokenize(model.tokenizer, recs, min(max_length, model.max_positions))
+            (logits,) = _run_batched(model, enc, ["logits"], batch_tokens)
+            self.queries += len(recs)
+            return np.stack(logits).astype(np.float32)
+
+        def get_grad(self, text_input):  # pragma: no cover - BERT-Attack needs no gradients
+            raise NotImplementedError("ONNX targets have no gradients")
+
+    return OnnxClassifier()
+
+
+def make_similarity(kind: str, threshold: float, encoder_dir: str | Path | None, device: str):
+    from textattack.constraints.semantics.sentence_encoders import SentenceEncoder, UniversalSentenceEncoder
+
+    if kind == "use":
+        return UniversalSentenceEncoder(threshold=threshold, metric="cosine", compare_against_original=True,
+                                        window_size=None)
+    if kind == "none":
+        return None
+    from .engine import OnnxModel
+    from .engine.batching import tokenize
+
+    enc_model = OnnxModel(encoder_dir, task="feature-extraction", device=device)
+
+    class EngineSentenceEncoder(SentenceEncoder):
+        """USE's role, played by a local encoder through lookalike's engine (mean pooling, cosine)."""
+
+        def __init__(self):
+            super().__init__(threshold=threshold, metric="cosine", compare_against_original=True, window_size=None)
+
+        def encode(self, sentences):
+            recs = [Record(str(i), s) for i, s in enumerate(sentences)]
+            enc = tokenize(enc_model.tokenizer, recs, min(256, enc_model.max_positions))
+            from .engine.predict import _run_batched
+
+            (vecs,) = _run_batched(enc_model, enc, ["mean"], 2048)
+            import torch
+
+            return torch.tensor(np.stack(vecs))
+
+    return EngineSentenceEncoder()
+
+
+def build_attack(wrapper, mlm: str, *, max_candidates: int = 48, top_words: int | None = None,
+                 max_percent: float = 0.4, similarity=None):
+    """The BERTAttackLi2020 recipe with the target wrapper, an MLM folder/hub id and the two K knobs."""
+    import transformers
+    from textattack import Attack
+    from textattack.constraints.overlap import MaxWordsPerturbed
+    from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
+    from textattack.goal_functions import UntargetedClassification
+    from textattack.search_methods import GreedyWordSwapWIR
+    from textattack.transformations import WordSwapMaskedLM
+
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(mlm, use_fast=True)
+        net = transformers.AutoModelForMaskedLM.from_pretrained(mlm)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{mlm}: cannot load a masked-LM and its tokenizer ({str(exc)[:200]})") from None
+    if len(tok) != net.config.vocab_size and tok.vocab_size != net.config.vocab_size:
+        raise ModelError(f"{mlm}: the MLM's vocabulary ({net.config.vocab_size}) differs from its tokenizer's "
+                         f"({len(tok)}); pair the model with its own tokenizer")
+    net.eval()
+    transformation = WordSwapMaskedLM(method="bert-attack", masked_language_model=net, tokenizer=tok,
+                                      max_candidates=max_candidates)
+    constraints = [RepeatModification(), StopwordModification(), MaxWordsPerturbed(max_percent=max_percent)]
+    if similarity is not None:
+        constraints.append(similarity)
+    goal = UntargetedClassification(wrapper)
+
+    class TopWordsWIR(GreedyWordSwapWIR):
+        """Greedy word-importance search restricted to the `top_words` most important words."""
+
+        def _get_index_order(self, initial_text, max_len=-1):
+            order, search_over = super()._get_index_order(initial_text)
+            if top_words is not None:
+                order = order[:top_words]
+            return order, search_over
+
+    search = TopWordsWIR(wir_method="unk")
+    return Attack(goal, constraints, transformation, search)
+
+
+def _load_done(path: Path) -> dict[str, dict]:
+    """Finished lines of an earlier run; a torn last line (crash mid-write) is cut off."""
+    done = {}
+    if not path.exists():
+        return done
+    good = 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        done[row["id"]] = row
+        good += len(line)
+    if good != len(data):
+        log.warning("%s: dropping a torn last line from an interrupted run", path)
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    return done
+
+
+def select_examples(records: list[Record], n: int | None, seed: int) -> list[Record]:
+    """The same examples for every target: the first n when n >= len, else a seeded sample kept in file order."""
+    if n is None or n >= len(records):
+        return records
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(records), size=n, replace=False))
+    return [records[i] for i in keep]
+
+
+def summarize(rows: list[dict], setting: dict) -> dict:
+    n = len(rows)
+    succeeded = [r for r in rows if r["status"] == "succeeded"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    orig_acc = (n - len(skipped)) / n if n else 0.0
+    after = len(failed) / n if n else 0.0
+    attacked = succeeded + failed
+    return {
+        "n": n, "succeeded": len(succeeded), "failed": len(failed), "skipped": len(skipped),
+        "original_accuracy": orig_acc, "accuracy_after_attack": after, "absolute_change": orig_acc - after,
+        "percent_change": 100.0 * (orig_acc - after) / orig_acc if orig_acc else 0.0,
+        "attack_success_rate": len(succeeded) / len(attacked) if attacked else 0.0,
+        "avg_perturbed_words_pct": float(np.mean([r["perturbed_words_pct"] for r in succeeded])) if succeeded else 0.0,
+        "avg_queries": float(np.mean([r["queries"] for r in attacked])) if attacked else 0.0,
+        "setting": setting_text(setting), **{f"setting_{k}": v for k, v in setting.items()},
+    }
+
+
+def setting_text(s: dict) -> str:
+    sim = {"engine": f"cosine of a local encoder via lookalike's engine ({s.get('similarity_model')}) instead of USE",
+           "use": "Universal Sentence Encoder (TF-Hub)", "none": "no sentence-similarity constraint"}[s["similarity"]]
+    words = f"top {s['top_words']} important words" if s.get("top_words") else "all words (recipe default)"
+    return (f"BERT-Attack (TextAttack BERTAttackLi2020 components), MLM {s['mlm']}, {s['max_candidates']} MLM candidates "
+            f"per word, search over {words}, max {int(100 * s['max_percent'])}% words perturbed, similarity: {sim} "
+            f"(threshold {s['similarity_threshold']}), n={s['n']}, seed {s['seed']}.")
+
+
+def run_attack(target_dir: str | Path, data: str | Path, out: str | Path, *, mlm: str, max_candidates: int = 48,
+               top_words: int | None = None, n: int | None = 1000, seed: int = 0, max_percent: float = 0.4,
+               similarity: str = "engine", similarity_threshold: float = 0.2, similarity_model: str | Path | None = None,
+               max_length: int = 512, device: str = "auto", reader: dict | None = None, progress: bool = False) -> dict:
+    """Attack the classification export `target_dir` on `data`; JSONL per example (resumable) + summary.json."""
+    from .engine import OnnxModel
+    from .engine.predict import label_index
+    from .models import minilm_path, resolve_model
+
+    if similarity not in ("engine", "use", "none"):
+        raise InputError(f"unknown similarity {similarity!r} (engine, use or none)")
+    model = OnnxModel(target_dir, task="text-classification", device=device)
+    labels = {int(k): v for k, v in (model.manifest.get("labels") or {}).items()}
+    reader = dict(reader or {})
+    if "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
+        reader["label_field"] = "label"
+    records = list(read_corpus(data, **reader))
+    gold = {}
+    for r in records:
+        if r.label is None:
+            raise InputError("record has no label", path=data, record=f"record {r.id}", field="label")
+        gold[r.id] = label_index(r.label, labels, f"record {r.id}", data)
+    examples = select_examples(records, n, seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sim_dir = None
+    if similarity == "engine":
+        sim_dir = Path(similarity_model) if similarity_model else out / "similarity-encoder"
+        if not (sim_dir / "lookalike.json").exists():
+            from .exporters import export
+
+            export(str(minilm_path()), sim_dir)
+    setting = {"mlm": str(mlm), "max_candidates": max_candidates, "top_words": top_words, "max_percent": max_percent,
+               "similarity": similarity, "similarity_threshold": similarity_threshold,
+               "similarity_model": str(sim_dir) if sim_dir else None, "n": len(examples), "seed": seed,
+               "target": str(target_dir), "target_sha256": model.sha256, "data": str(data)}
+    settings_path = out / "setting.json"
+    if settings_path.exists():
+        old = json.loads(settings_path.read_text())
+        if old != setting:
+            diff = next(k for k in setting if old.get(k) != setting.get(k))
+            raise InputError(f"{out}: holds an attack with other settings ({diff}: {old.get(diff)!r} there, "
+                             f"{setting.get(diff)!r} now); use another OUT")
+    settings_path.write_text(json.dumps(setting, indent=2) + "\n")
+    _prepare_textattack()
+    from textattack.attack_results import FailedAttackResult, SkippedAttackResult, SuccessfulAttackResult
+
+    wrapper = make_wrapper(model, max_length)
+    sim = make_similarity(similarity, similarity_threshold, sim_dir, device)
+    attack = build_attack(wrapper, resolve_model(mlm), max_candidates=max_candidates, top_words=top_words,
+                          max_percent=max_percent, similarity=sim)
+    results_path = out / "results.jsonl"
+    done = _load_done(results_path)
+    todo = [r for r in examples if r.id not in done]
+    if done:
+        log.info("resuming: %d of %d examples already attacked", len(done), len(examples))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(examples), initial=len(examples) - len(todo), unit="ex", desc="attack")
+    t0 = time.perf_counter()
+    with open(results_path, "a") as fh:
+        for r in todo:
+            res = attack.attack(r.text, gold[r.id])
+            orig, pert = res.original_result, res.perturbed_result
+            status = ("succeeded" if isinstance(res, SuccessfulAttackResult) else
+                      "skipped" if isinstance(res, SkippedAttackResult) else
+                      "failed" if isinstance(res, FailedAttackResult) else "failed")
+            modified = sorted(pert.attacked_text.attack_attrs.get("modified_indices", []))
+            n_words = max(len(orig.attacked_text.words), 1)
+            row = {"id": r.id, "status": status, "label": gold[r.id],
+                   "original_prediction": int(orig.output), "perturbed_prediction": int(pert.output),
+                   "queries": int(pert.num_queries), "words_perturbed": len(modified),
+                   "perturbed_words_pct": 100.0 * len(modified) / n_words, "modified_indices": modified,
+                   "original_text": orig.attacked_text.text, "perturbed_text": pert.attacked_text.text}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            done[r.id] = row
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    rows = [done[r.id] for r in examples]
+    summary = summarize(rows, setting)
+    summary["seconds_this_run"] = round(time.perf_counter() - t0, 2)
+    summary["target_queries_this_run"] = wrapper.queries
+    summary["queries_per_s"] = wrapper.queries / summary["seconds_this_run"] if summary["seconds_this_run"] else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,106 @@
+"""BERT-Attack offline: a tiny random classifier attacked with a tiny random MLM on real IMDB reviews."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import transformers
+
+from lookalike.attack import NLTK_DATA, run_attack, select_examples, summarize
+from lookalike.errors import InputError, ModelError
+
+
+def _predict(export_dir, texts):
+    """Independent re-prediction: plain tokenizer + InferenceSession."""
+    tok = transformers.AutoTokenizer.from_pretrained(export_dir)
+    sess = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    out = []
+    for t in texts:
+        enc = tok([t], truncation=True, max_length=128, return_tensors="np")
+        logits = sess.run(["logits"], {k: v.astype(np.int64) for k, v in enc.items() if k in names})[0]
+        out.append(int(logits.argmax()))
+    return out
+
+
+@pytest.mark.slow
+def test_attack_flips_predictions_respects_constraints_and_resumes(tiny_models, tiny_exports, shared_data, tmp_path):
+    data = tmp_path / "short.tsv"
+    texts = [l.rsplit("\t", 1)[0] for l in (shared_data / "imdb" / "imdb_1k.tsv").read_text().splitlines()
+             if len(l.split()) < 90][:8]
+    # gold = the random classifier's own prediction (so it is attacked), except one it gets wrong (skipped)
+    labels = _predict(tiny_exports["cls"], texts)
+    labels[0] = 1 - labels[0]
+    data.write_text("".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+    kw = dict(mlm=str(tiny_models["mlm"]), max_candidates=16, top_words=3, n=8, seed=1, max_length=128,
+              similarity="engine", similarity_model=tiny_exports["bert2"])
+    s = run_attack(tiny_exports["cls"], data, tmp_path / "att", **kw)
+    rows = [json.loads(l) for l in (tmp_path / "att" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 == s["n"] and s["setting_top_words"] == 3 and s["setting_max_candidates"] == 16
+    assert s["succeeded"] + s["failed"] + s["skipped"] == 8 and s["skipped"] == 1
+    stop = set((NLTK_DATA / "corpora" / "stopwords" / "english").read_text().split())
+    succeeded = [r for r in rows if r["status"] == "succeeded"]
+    assert succeeded, "a random classifier should fall to at least one attack"
+    repred = _predict(tiny_exports["cls"], [r["perturbed_text"] for r in succeeded])
+    orig = _predict(tiny_exports["cls"], [r["original_text"] for r in rows])
+    for r, p in zip(succeeded, repred):
+        assert p != r["label"]  # the success really flips the target
+        assert r["perturbed_text"] != r["original_text"]
+        assert 0 < r["words_perturbed"] <= 3 and r["perturbed_words_pct"] <= 40.0
+        from textattack.shared import AttackedText
+
+        words = AttackedText(r["original_text"]).words
+        assert all(words[i].lower() not in stop for i in r["modified_indices"])  # stopwords never modified
+        new_words = AttackedText(r["perturbed_text"]).words
+        changed = [i for i, (a, b) in enumerate(zip(words, new_words)) if a != b]
+        assert set(changed) <= set(r["modified_indices"])
+    for r, p in zip(rows, orig):
+        assert (r["status"] == "skipped") == (p != r["label"])  # skipped = misclassified before the attack
+    # summary arithmetic by hand
+    n = 8
+    acc = (n - s["skipped"]) / n
+    assert s["original_accuracy"] == pytest.approx(acc)
+    assert s["accuracy_after_attack"] == pytest.approx(s["failed"] / n)
+    if acc:
+        assert s["percent_change"] == pytest.approx(100 * (acc - s["failed"] / n) / acc)
+    # crash mid-write: two complete lines and a torn third; the re-run finishes without loss or duplicates
+    text = (tmp_path / "att" / "results.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "att" / "results.jsonl").write_text("".join(text[:2]) + text[2][:40])
+    s2 = run_attack(tiny_exports["cls"], data, tmp_path / "att", **kw)
+    rows2 = [json.loads(l) for l in (tmp_path / "att" / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows2[:2]] == [r["id"] for r in rows[:2]]
+    assert sorted(r["id"] for r in rows2) == sorted(r["id"] for r in rows)
+    assert s2["n"] == 8 and s2["succeeded"] == s["succeeded"]
+    with pytest.raises(InputError, match="other settings"):
+        run_attack(tiny_exports["cls"], data, tmp_path / "att", **{**kw, "max_candidates": 4})
+
+
+def test_attack_bad_inputs(tiny_models, tiny_exports, shared_data, tmp_path):
+    with pytest.raises(ModelError, match="needs 'text-classification'"):
+        run_attack(tiny_exports["bert2"], shared_data / "imdb" / "imdb_1k.tsv", tmp_path / "a", mlm="x")
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a fine film\t7\n")
+    with pytest.raises(InputError, match="label 7 is not one of the model's labels"):
+        run_attack(tiny_exports["cls"], bad, tmp_path / "b", mlm=str(tiny_models["mlm"]))
+
+
+def test_select_and_summarize_by_hand():
+    from lookalike.data import Record
+
+    recs = [Record(str(i), "t", label=0) for i in range(10)]
+    a = select_examples(recs, 4, seed=3)
+    assert [r.id for r in a] == [r.id for r in select_examples(recs, 4, seed=3)] and len(a) == 4
+    assert [r.id for r in a] == sorted((r.id for r in a), key=int)
+    rows = [{"status": "succeeded", "perturbed_words_pct": 10.0, "queries": 20},
+            {"status": "failed", "perturbed_words_pct": 0.0, "queries": 40},
+            {"status": "skipped", "perturbed_words_pct": 0.0, "queries": 0},
+            {"status": "succeeded", "perturbed_words_pct": 30.0, "queries": 60}]
+    s = summarize(rows, {"mlm": "m", "max_candidates": 48, "top_words": 3, "max_percent": 0.4, "similarity": "none",
+                         "similarity_threshold": 0.2, "n": 4, "seed": 0})
+    assert s["original_accuracy"] == 0.75 and s["accuracy_after_attack"] == 0.25
+    assert s["absolute_change"] == pytest.approx(0.5) and s["percent_change"] == pytest.approx(100 * 0.5 / 0.75)
+    assert s["attack_success_rate"] == pytest.approx(2 / 3) and s["avg_perturbed_words_pct"] == 20.0
+    assert s["avg_queries"] == pytest.approx(40.0)
