@@ -104,7 +104,6 @@ def export(model, out_dir, task, quantize, per_channel, fp16, keep_layers, optim
 
 def reader_options(f):
     """The corpus reader options shared by every command that reads a corpus."""
-    import functools
 
     from .data import FORMATS
 
@@ -138,14 +137,21 @@ def reader_options(f):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [physical cores].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none for a local Ray.")
+@click.option("--workers", type=int, default=None, help="Ray: actors [cluster CPUs / CPUs per worker].")
+@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True, help="Ray: GPUs per actor.")
+@click.option("--cpus-per-worker", type=float, default=1.0, show_default=True, help="Ray: CPUs per actor.")
 def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, split, limit, every, offset, pooling,
-          max_length, batch_tokens, shard_rows, dtype, normalize, device, threads, progress):
+          max_length, batch_tokens, shard_rows, dtype, normalize, device, threads, progress, backend, address, workers,
+          gpus_per_worker, cpus_per_worker):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable).
 
     \b
     Example:
       lookalike embed runs/minilm ../shared/data/imdb/imdb_1k.tsv runs/imdb-minilm
       lookalike embed runs/minilm ../shared/data/squad2_dev500 runs/squad-minilm --max-length 384
+      lookalike embed runs/minilm big.jsonl /nfs/stores/big --backend ray --address auto --workers 8
     Re-running the same command after a crash continues from the last complete shard.
     """
     from .engine import embed as do_embed
@@ -153,7 +159,9 @@ def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, spl
     stats = do_embed(model_dir, corpus, out_dir, fmt=fmt, text_field=text_field, pair_field=pair_field,
                      id_field=id_field, split=split, limit=limit, every=every, offset=offset, pooling=pooling, max_length=max_length,
                      batch_tokens=batch_tokens, shard_rows=shard_rows, dtype=dtype, normalize=normalize,
-                     device=device, threads=threads, progress=progress)
+                     device=device, threads=threads, progress=progress, backend=backend,
+                     **({"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                         "cpus_per_worker": cpus_per_worker} if backend == "ray" else {}))
     click.echo(json.dumps(stats, indent=2))
 
 
@@ -396,7 +404,7 @@ def bench(model_dirs, batch_sizes, seq_lengths, repeat, corpus, corpus_limit, de
     """
     from .engine.bench import run_bench
 
-    res = run_bench(model_dirs, _int_list(batch_sizes), _int_list(seq_lengths), repeat=repeat, corpus=corpus,
+    run_bench(model_dirs, _int_list(batch_sizes), _int_list(seq_lengths), repeat=repeat, corpus=corpus,
                     corpus_limit=corpus_limit, device=device, out=out)
     click.echo((out / "bench.md").read_text())
 

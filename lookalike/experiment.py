@@ -11,13 +11,12 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import InputError, LookalikeError
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 

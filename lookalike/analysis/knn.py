@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.store import Store, atomic_write_json, open_store
+from ..engine.store import Store
 from ..errors import InputError, StoreError
 
 log = logging.getLogger(__name__)

@@ -92,6 +92,96 @@ def default_batch_tokens(device: str) -> int:
     return 65536 if device == "cuda" else 1024
 
 
+@dataclass
+class EmbedPlan:
+    """Validated settings of one embedding run, shared by the local and the Ray backends."""
+
+    corpus: str
+    fmt: str | None
+    reader: dict
+    output: str
+    max_length: int
+    batch_tokens: int
+    shard_rows: int
+    sort_window: int
+    normalize: bool
+    out_dtype: type
+    config: dict
+    dim: int
+
+    def records(self):
+        return read_corpus(self.corpus, self.fmt, **self.reader)
+
+    def prepare(self, model: OnnxModel, start: int, window: list) -> _Window:
+        """Tokenize a window and cut it into token-budget batches."""
+        enc = tokenize(model.tokenizer, window, self.max_length)
+        batches = token_budget_batches(enc, self.batch_tokens, model.pad_id)
+        return _Window(start, [r.id for r in window], enc.n_tokens, enc.truncated,
+                       sum(1 for r in window if not r.text and not r.text_pair), batches)
+
+    def infer(self, model: OnnxModel, win: _Window, stats: dict) -> np.ndarray:
+        """Pooled vectors of a window, in window order (normalised and cast as asked)."""
+        emb = np.empty((len(win.ids), model.hidden_size), dtype=np.float32)
+        for b in win.batches:
+            (vec,) = model.run([self.output], b.input_ids, b.attention_mask, b.token_type_ids)
+            emb[b.rows] = vec
+            stats["real_tokens"] = stats.get("real_tokens", 0) + b.real_tokens
+            stats["padded_tokens"] = stats.get("padded_tokens", 0) + b.input_ids.size
+            stats["batches"] = stats.get("batches", 0) + 1
+        bad = ~np.isfinite(emb).all(axis=1)
+        if bad.any():
+            first = [win.ids[i] for i in np.flatnonzero(bad)[:3]]
+            raise ModelError(f"{model.dir}: model produced NaN/inf vectors for ids {first}")
+        if self.normalize:
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        stats["n_empty"] = stats.get("n_empty", 0) + win.n_empty
+        return emb.astype(self.out_dtype, copy=False)
+
+    def windows(self, records: list, start: int):
+        """Split the records of rows start.. into sort windows that never cross a shard boundary."""
+        i = 0
+        while i < len(records):
+            room = min(self.sort_window, self.shard_rows - (start + i) % self.shard_rows)
+            yield start + i, records[i:i + room]
+            i += room
+
+
+def make_plan(manifest: dict, corpus, *, fmt=None, text_field="text", pair_field=None, id_field=None, split=None,
+              limit=None, every=None, offset=0, label_field=None, pooling="cls", max_length=512, batch_tokens=None,
+              shard_rows=10000, sort_window=2048, dtype="float32", normalize=False, device="cpu",
+              output_names=None) -> EmbedPlan:
+    if pooling not in POOL_OUTPUTS:
+        raise InputError(f"unknown pooling {pooling!r} (cls or mean)")
+    if dtype not in ("float32", "float16"):
+        raise InputError(f"unknown dtype {dtype!r} (float32 or float16)")
+    if shard_rows < 1 or sort_window < 1:
+        raise InputError("--shard-rows and the sort window must be positive")
+    if manifest["task"] != "feature-extraction":
+        raise ModelError(f"exported for {manifest['task']!r}; embedding needs a feature-extraction export "
+                         "(lookalike export MODEL OUT --task feature-extraction)")
+    output = POOL_OUTPUTS[pooling]
+    if output not in (output_names or manifest.get("outputs", [])):
+        raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
+    max_length = min(max_length, int(manifest.get("max_position_embeddings") or 512))
+    given = batch_tokens is not None
+    batch_tokens = batch_tokens or default_batch_tokens(device)
+    if batch_tokens < max_length:
+        if given:
+            raise InputError(f"--batch-tokens {batch_tokens} is smaller than --max-length {max_length}")
+        batch_tokens = max_length
+    config = {"model_sha256": manifest["sha256"], "model_source": manifest["source"]["model"],
+              "variant": manifest["variant"]["description"], "pooling": pooling, "max_length": max_length,
+              "dtype": dtype, "normalize": normalize, "shard_rows": shard_rows, "sort_window": sort_window,
+              "corpus": str(corpus), "corpus_fingerprint": corpus_fingerprint(corpus), "format": fmt or "auto",
+              "text_field": text_field, "pair_field": pair_field or "", "id_field": id_field or "",
+              "split": split or "", "limit": limit if limit is not None else -1,
+              "every": every or 1, "offset": offset}
+    reader = dict(text_field=text_field, pair_field=pair_field, id_field=id_field, split=split, limit=limit,
+                  every=every, offset=offset, label_field=label_field)
+    return EmbedPlan(str(corpus), fmt, reader, output, max_length, batch_tokens, shard_rows, sort_window, normalize,
+                     np.float16 if dtype == "float16" else np.float32, config, int(manifest["hidden_size"]))
+
+
 def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt: str | None = None,
           text_field: str = "text", pair_field: str | None = None, id_field: str | None = None,
           split: str | None = None, limit: int | None = None, every: int | None = None, offset: int = 0,
@@ -99,52 +189,38 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
           batch_tokens: int | None = None, shard_rows: int = 10000, sort_window: int = 2048,
           dtype: str = "float32", normalize: bool = False, device: str = "auto", threads: int | None = None,
           progress: bool | None = None, model: OnnxModel | None = None,
-          on_shard: Callable[[int], None] | None = None) -> dict:
+          on_shard: Callable[[int], None] | None = None, backend: str = "local", **ray_options) -> dict:
     """Embed every record of `corpus` with the export in `model_dir` into the store `out_dir`; return stats.
 
     Re-running after a crash resumes from the last complete shard; other settings into the same
-    `out_dir` are refused. `model` lets callers reuse a loaded OnnxModel.
+    `out_dir` are refused. `model` lets callers reuse a loaded OnnxModel. backend="ray" runs the shards
+    on Ray actors (see lookalike.engine.distributed) and makes the same store.
     """
-    if pooling not in POOL_OUTPUTS:
-        raise InputError(f"unknown pooling {pooling!r} (cls or mean)")
-    if dtype not in ("float32", "float16"):
-        raise InputError(f"unknown dtype {dtype!r} (float32 or float16)")
-    if shard_rows < 1 or sort_window < 1:
-        raise InputError("--shard-rows and the sort window must be positive")
+    kw = dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field, split=split, limit=limit,
+              every=every, offset=offset, label_field=label_field, pooling=pooling, max_length=max_length,
+              batch_tokens=batch_tokens, shard_rows=shard_rows, sort_window=sort_window, dtype=dtype,
+              normalize=normalize)
+    if backend == "ray":
+        from .distributed import embed_ray
+
+        return embed_ray(model_dir, corpus, out_dir, device=device, threads=threads, progress=progress, **kw,
+                         **ray_options)
+    if backend != "local":
+        raise InputError(f"unknown backend {backend!r} (local or ray)")
     model = model or OnnxModel(model_dir, device=device, threads=threads)
-    if model.manifest["task"] != "feature-extraction":
-        raise ModelError(f"{model.dir}: exported for {model.manifest['task']!r}; embedding needs a "
-                         "feature-extraction export (lookalike export MODEL OUT --task feature-extraction)")
-    output = POOL_OUTPUTS[pooling]
-    if output not in model.output_names:
-        raise ModelError(f"{model.dir}: the ONNX graph has no {output!r} output (re-export it with lookalike)")
-    max_length = min(max_length, model.max_positions)
-    batch_tokens_given = batch_tokens is not None
-    batch_tokens = batch_tokens or default_batch_tokens(model.device)
-    if batch_tokens < max_length:
-        if batch_tokens_given:
-            raise InputError(f"--batch-tokens {batch_tokens} is smaller than --max-length {max_length}")
-        batch_tokens = max_length
-    config = {"model_sha256": model.sha256, "model_source": model.manifest["source"]["model"],
-              "variant": model.manifest["variant"]["description"], "pooling": pooling, "max_length": max_length,
-              "dtype": dtype, "normalize": normalize, "shard_rows": shard_rows, "sort_window": sort_window,
-              "corpus": str(corpus), "corpus_fingerprint": corpus_fingerprint(corpus), "format": fmt or "auto",
-              "text_field": text_field, "pair_field": pair_field or "", "id_field": id_field or "",
-              "split": split or "", "limit": limit if limit is not None else -1,
-              "every": every or 1, "offset": offset}
+    plan = make_plan(model.manifest, corpus, device=model.device, output_names=model.output_names, **kw)
+    config = plan.config
     writer = StoreWriter(out_dir, config, model.hidden_size)
     if writer.complete:
         log.info("%s: store already complete, nothing to do", out_dir)
         return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
                 "n_truncated": writer.manifest.get("n_truncated", 0)}
     resumed_from = writer.rows_done
-    options = dict(text_field=text_field, pair_field=pair_field, id_field=id_field, split=split, limit=limit,
-                   every=every, offset=offset, label_field=label_field)
     total = None
     if progress is None:
         progress = sys.stderr.isatty()
     if progress:
-        total = sum(1 for _ in read_corpus(corpus, fmt, **options))
+        total = sum(1 for _ in plan.records())
 
     stop = threading.Event()
     q_tok: queue.Queue = queue.Queue(maxsize=3)
@@ -153,7 +229,7 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
 
     def producer():
         try:
-            records = read_corpus(corpus, fmt, **options)
+            records = plan.records()
             for _ in range(resumed_from):
                 if next(records, None) is None:
                     raise InputError(f"corpus has fewer rows than the {resumed_from} already stored; it changed "
@@ -161,14 +237,11 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
             window, start = [], resumed_from
 
             def flush():
-                enc = tokenize(model.tokenizer, window, max_length)
-                batches = token_budget_batches(enc, batch_tokens, model.pad_id)
-                return _Window(start, [r.id for r in window], enc.n_tokens, enc.truncated,
-                               sum(1 for r in window if not r.text and not r.text_pair), batches)
+                return plan.prepare(model, start, window)
 
             for rec in records:
                 window.append(rec)
-                room = min(sort_window, shard_rows - start % shard_rows)
+                room = min(plan.sort_window, plan.shard_rows - start % plan.shard_rows)
                 if len(window) == room:
                     if not _put(q_tok, flush(), stop):
                         return
@@ -211,7 +284,7 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
                 if bar is not None:
                     bar.update(len(win.ids))
                     bar.set_postfix(tok_s=f"{stats['real_tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f}")
-                if rows_in_shard == shard_rows:
+                if rows_in_shard == plan.shard_rows:
                     writer.write_shard(buf_ids, np.concatenate(buf_emb), np.concatenate(buf_nt),
                                        np.concatenate(buf_tr))
                     if on_shard:
@@ -232,7 +305,6 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
     writer_thread = threading.Thread(target=write, name="lookalike-write", daemon=True)
     producer_thread.start()
     writer_thread.start()
-    out_dtype = np.float16 if dtype == "float16" else np.float32
     try:
         while True:
             item = q_tok.get()
@@ -240,21 +312,8 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
                 raise item.exc
             if isinstance(item, _Done):
                 break
-            emb = np.empty((len(item.ids), model.hidden_size), dtype=np.float32)
-            for b in item.batches:
-                (vec,) = model.run([output], b.input_ids, b.attention_mask, b.token_type_ids)
-                emb[b.rows] = vec
-                stats["real_tokens"] += b.real_tokens
-                stats["padded_tokens"] += b.input_ids.size
-                stats["batches"] += 1
-            bad = ~np.isfinite(emb).all(axis=1)
-            if bad.any():
-                first = [item.ids[i] for i in np.flatnonzero(bad)[:3]]
-                raise ModelError(f"{model.dir}: model produced NaN/inf vectors for ids {first}")
-            if normalize:
-                emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-            stats["n_empty"] += item.n_empty
-            if writer_error or not _put(q_out, (item, emb.astype(out_dtype, copy=False)), stop):
+            emb = plan.infer(model, item, stats)
+            if writer_error or not _put(q_out, (item, emb), stop):
                 break
         _put(q_out, _Done(), stop)
     except BaseException:

@@ -9,7 +9,6 @@ Classification: argmax labels, probabilities.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path

@@ -66,6 +66,38 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
+def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embedding: np.ndarray,
+                     n_tokens: np.ndarray, truncated: np.ndarray, config: dict) -> dict:
+    """Write shard `index` (rows start..start+len) under a temporary name, fsync, rename; return its manifest entry.
+
+    Safe to call from any process (Ray workers write their own shards); the manifest is the caller's job.
+    """
+    import h5py
+
+    out_dir = Path(out_dir)
+    end = start + len(ids)
+    name = shard_name(index)
+    final = out_dir / name
+    tmp = out_dir / f"{name}.{os.getpid()}.tmp"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("embedding", data=embedding)
+        f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("n_tokens", data=np.asarray(n_tokens).astype(np.int32))
+        f.create_dataset("truncated", data=np.asarray(truncated).astype(bool))
+        for k, v in config.items():
+            if isinstance(v, (str, int, float, bool)):
+                f.attrs[k] = v
+        f.attrs["row_start"] = start
+        f.attrs["row_end"] = end
+        f.attrs["format_version"] = STORE_FORMAT
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(out_dir)
+    return {"file": name, "row_start": start, "row_end": end, "rows": len(ids), "sha256": _sha256(final),
+            "n_truncated": int(np.asarray(truncated).sum())}
+
+
 class StoreWriter:
     """Writes shards in row order and keeps the manifest current. Resumes an interrupted store."""
 
@@ -132,32 +164,16 @@ class StoreWriter:
 
     # ---- writing
     def write_shard(self, ids: list[str], embedding: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
-        import h5py
+        entry = write_shard_file(self.dir, len(self.manifest["shards"]), self.rows_done, ids, embedding, n_tokens,
+                                 truncated, self.config)
+        self.record_shard(entry)
 
-        index = len(self.manifest["shards"])
-        start = self.rows_done
-        end = start + len(ids)
-        name = shard_name(index)
-        final = self.dir / name
-        tmp = self.dir / (name + ".tmp")
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("embedding", data=embedding)
-            f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("n_tokens", data=n_tokens.astype(np.int32))
-            f.create_dataset("truncated", data=truncated.astype(bool))
-            for k, v in self.config.items():
-                if isinstance(v, (str, int, float, bool)):
-                    f.attrs[k] = v
-            f.attrs["row_start"] = start
-            f.attrs["row_end"] = end
-            f.attrs["format_version"] = STORE_FORMAT
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.dir)
-        self.manifest["shards"].append({"file": name, "row_start": start, "row_end": end, "rows": len(ids),
-                                        "sha256": _sha256(final), "n_truncated": int(truncated.sum())})
-        self.manifest["n_truncated"] = self.manifest.get("n_truncated", 0) + int(truncated.sum())
+    def record_shard(self, entry: dict) -> None:
+        """Append a written shard (the next one in row order) to the manifest, atomically."""
+        if entry["row_start"] != self.rows_done or entry["file"] != shard_name(len(self.manifest["shards"])):
+            raise StoreError(f"{self.dir}: shard {entry['file']} (rows {entry['row_start']}..) is not the next one")
+        self.manifest["shards"].append(entry)
+        self.manifest["n_truncated"] = self.manifest.get("n_truncated", 0) + entry.get("n_truncated", 0)
         atomic_write_json(self.dir / MANIFEST, self.manifest)
 
     def finalize(self) -> dict:

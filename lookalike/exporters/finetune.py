@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
-import numpy as np
 
 from ..data import read_corpus
 from ..errors import InputError

@@ -1,0 +1,160 @@
+"""The Ray backend of `embed`: shards on Ray actors, one ONNX Runtime session per actor, same store as local.
+
+The driver reads the corpus once (the same reader, so the same ids, order and checks), cuts it into the
+store's fixed shards, and ships each shard's records to an actor through the object store; the actor
+tokenizes and batches exactly as the local engine does (same sort windows), runs its session (a GPU per
+actor when asked), and writes its own shard file under a temporary name. The driver records shards in the
+manifest in row order. Completed shards are skipped on a re-run; a worker that dies is restarted by Ray
+and its task retried (max_restarts / max_task_retries). OUT_DIR must be on storage every node sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError, LookalikeError
+from .store import StoreWriter, write_shard_file
+
+log = logging.getLogger(__name__)
+
+
+def _worker_class(ray):
+    @ray.remote(max_restarts=3, max_task_retries=3)
+    class EmbedWorker:
+        def __init__(self, model_dir: str, plan, device: str, threads: int | None, fault: dict | None):
+            from .runtime import OnnxModel
+
+            self.model = OnnxModel(model_dir, device=device, threads=threads)
+            self.plan = plan
+            self.fault = fault or {}
+
+        def run_shard(self, index: int, start: int, records: list, out_dir: str) -> dict:
+            import numpy as np
+
+            marker = self.fault.get("marker")
+            if self.fault.get("kill_shard") == index and marker and not Path(marker).exists():
+                Path(marker).write_text("killed once")  # fault injection for the tests: die mid-run, once
+                import os
+
+                os._exit(1)
+            stats: dict = {}
+            embs, nts, trs = [], [], []
+            for w_start, window in self.plan.windows(records, start):
+                win = self.plan.prepare(self.model, w_start, window)
+                embs.append(self.plan.infer(self.model, win, stats))
+                nts.append(win.n_tokens)
+                trs.append(win.truncated)
+            entry = write_shard_file(Path(out_dir), index, start, [r.id for r in records], np.concatenate(embs),
+                                     np.concatenate(nts), np.concatenate(trs), self.plan.config)
+            entry["_stats"] = stats
+            return entry
+
+    return EmbedWorker
+
+
+def embed_ray(model_dir: str | Path, corpus, out_dir: str | Path, *, address: str | None = None,
+              workers: int | None = None, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
+              threads: int | None = None, device: str = "auto", progress: bool | None = None,
+              ray_init: dict | None = None, _fault: dict | None = None, **plan_kwargs) -> dict:
+    """Embed on a Ray cluster (`address`: None/"local" starts a local one, "auto" or "ray://host:10001" joins)."""
+    try:
+        import ray
+    except ImportError:
+        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
+    from ..exporters import load_manifest
+    from .pipeline import make_plan
+    from .runtime import resolve_device
+
+    manifest = load_manifest(model_dir)
+    worker_device = "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
+    if worker_device == "cuda" and gpus_per_worker <= 0:
+        raise InputError("--device cuda on Ray needs --gpus-per-worker > 0")
+    if worker_device == "cpu":
+        resolve_device("cpu")
+    plan = make_plan(manifest, corpus, device=worker_device, **plan_kwargs)
+    writer = StoreWriter(out_dir, plan.config, plan.dim)
+    if writer.complete:
+        return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
+                "n_truncated": writer.manifest.get("n_truncated", 0), "backend": "ray"}
+    resumed_from = writer.rows_done
+    started_here = False
+    if not ray.is_initialized():
+        kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        kwargs.update(ray_init or {})
+        ray.init(address=None if address in (None, "local") else address, **kwargs)
+        started_here = True
+    try:
+        n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
+        Worker = _worker_class(ray)
+        pool = [Worker.options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker).remote(
+            str(Path(model_dir).resolve()), plan, worker_device, threads or max(1, int(cpus_per_worker)), _fault)
+            for _ in range(n_workers)]
+        t0 = time.perf_counter()
+        records = plan.records()
+        for _ in range(resumed_from):
+            if next(records, None) is None:
+                raise InputError(f"corpus has fewer rows than the {resumed_from} already stored", path=corpus)
+        in_flight: dict = {}
+        finished: dict[int, dict] = {}
+        next_index = len(writer.manifest["shards"])
+        next_to_record = next_index
+        start = resumed_from
+        stats = {"real_tokens": 0, "padded_tokens": 0, "n_empty": 0, "batches": 0}
+        bar = None
+        if progress if progress is not None else sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(initial=resumed_from, unit="rows", desc="embed[ray]", file=sys.stderr)
+        exhausted = False
+
+        def submit():
+            nonlocal next_index, start, exhausted
+            batch = []
+            for rec in records:
+                batch.append(rec)
+                if len(batch) == plan.shard_rows - start % plan.shard_rows:
+                    break
+            if not batch:
+                exhausted = True
+                return
+            worker = pool[next_index % len(pool)]
+            ref = worker.run_shard.remote(next_index, start, batch, str(Path(out_dir).resolve()))
+            in_flight[ref] = next_index
+            next_index += 1
+            start += len(batch)
+
+        while True:
+            while not exhausted and len(in_flight) < 2 * len(pool):  # bounded: at most 2 shards per worker queued
+                submit()
+            if not in_flight:
+                break
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                index = in_flight.pop(ref)
+                entry = ray.get(ref)
+                for k, v in entry.pop("_stats").items():
+                    stats[k] = stats.get(k, 0) + v
+                finished[index] = entry
+                if bar is not None:
+                    bar.update(entry["rows"])
+            while next_to_record in finished:  # the manifest grows in row order only
+                writer.record_shard(finished.pop(next_to_record))
+                next_to_record += 1
+        if bar is not None:
+            bar.close()
+        writer.finalize()
+        seconds = time.perf_counter() - t0
+        rows = writer.rows_done - resumed_from
+        return {"rows": writer.rows_done, "resumed_from": resumed_from, "rows_this_run": rows,
+                "seconds": round(seconds, 3), "rows_per_s": rows / seconds if seconds else 0.0,
+                "real_tokens_per_s": stats["real_tokens"] / seconds if seconds else 0.0,
+                "padding_overhead": stats["padded_tokens"] / max(stats["real_tokens"], 1) - 1,
+                "n_truncated": writer.manifest.get("n_truncated", 0), "n_empty": stats["n_empty"],
+                "shards": len(writer.manifest["shards"]), "backend": "ray", "workers": len(pool),
+                "device": worker_device, "out_dir": str(out_dir)}
+    finally:
+        if started_here:
+            ray.shutdown()
