@@ -315,8 +315,9 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, fm
 @click.option("--doc-stride", type=int, default=None, help="[128]")
 @click.option("--save-steps", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--answerable-only", is_flag=True, help="QA: train on answerable questions only (tiny data sets).")
 def finetune(model, data, out, task, fmt, text_field, pair_field, id_field, split, limit, every, offset, label_field,
-             learning_rate, epochs, max_steps, batch_size, max_length, doc_stride, save_steps, seed):
+             learning_rate, epochs, max_steps, batch_size, max_length, doc_stride, save_steps, seed, answerable_only):
     """Fine-tune MODEL on DATA for QA (SQuAD v2 style) or classification (IMDB style); resumable.
 
     \b
@@ -332,7 +333,7 @@ def finetune(model, data, out, task, fmt, text_field, pair_field, id_field, spli
     path = do_finetune(task, resolve_model(model), data, out, reader=reader, learning_rate=learning_rate,
                        epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
                        doc_stride=doc_stride, seed=seed, save_steps=save_steps, every=every, offset=offset,
-                       limit=limit)
+                       limit=limit, answerable_only=answerable_only)
     click.echo((path / "lookalike-finetune.json").read_text())
 
 

@@ -106,6 +106,10 @@ def demo_config(out: Path, n_docs: int = 1500, n_code: int = 300, fp16: bool = T
         {"name": "MiniLM L2 (layers 2,5)", "like": "MiniLM-L6 (fp32)", "variant": {"keep_layers": [2, 5]}},
     ]
     jsonl = {"id_field": "id", "text_field": "text"}
+    # K sweeps stop below the bank sizes (a small --docs would otherwise ask for k >= points)
+    n_train = len(docs) - len(docs[::5])
+    knn_sweep = [k for k in (1, 5, 10, 20, 50, 100) if k < len(docs) // 2] or [1]
+    ood_sweep = [k for k in (1, 5, 10, 20, 50, 100) if k < n_train // 2] or [1]
     return {
         "title": "lookalike demo: is int8 / fp16 / layer-dropped MiniLM a miniature of MiniLM?",
         "description": (f"Offline demo on Python {sys.version.split()[0]} standard-library text: {len(docs)} docstrings "
@@ -122,8 +126,8 @@ def demo_config(out: Path, n_docs: int = 1500, n_code: int = 300, fp16: bool = T
         },
         "steps": {
             "embed": {"max_length": 256},
-            "knn": {"k": 10, "sweep": [1, 5, 10, 20, 50, 100]},
-            "ood": {"k": 10, "sweep": [1, 5, 10, 20, 50, 100], "tpr": 0.95},
+            "knn": {"k": min(10, max(knn_sweep)), "sweep": knn_sweep},
+            "ood": {"k": min(10, max(ood_sweep)), "sweep": ood_sweep, "tpr": 0.95},
             "latency": {"batch_sizes": [1, 8, 32], "seq_lengths": [128], "repeat": 10},
         },
     }

@@ -42,11 +42,14 @@ class StepCache:
 
     def run(self, step: str, label: str, key_parts: dict, fn: Callable[[Path], Any]) -> Path:
         key = _key({"step": step, **key_parts})
+        # the key alone identifies the output (two models sharing a checkpoint share its fine-tuning);
+        # the label only makes folder names readable
+        for existing in sorted((self.root / "steps" / step).glob(f"*-{key}")):
+            if (existing / DONE).exists():
+                self.skipped.append(f"{step}:{label}")
+                return existing
         out = self.root / "steps" / step / f"{_slug(label)}-{key}"
         done = out / DONE
-        if done.exists():
-            self.skipped.append(f"{step}:{label}")
-            return out
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         self.echo(f"[{step}] {label} ...")

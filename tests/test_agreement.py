@@ -117,3 +117,24 @@ def test_run_experiment_caches_and_reports(tiny_models, shared_data, tmp_path):
     bad.write_text("models: [{name: a, like: nope}]\n")
     r = CliRunner().invoke(cli, ["run", str(bad)])
     assert r.exit_code == 2 and "names no earlier model" in r.output
+
+
+@pytest.mark.slow
+def test_demo_offline_small(tmp_path):
+    """`lookalike demo` end to end on the packaged MiniLM family (small corpus to keep CI short)."""
+    r = CliRunner().invoke(cli, ["demo", str(tmp_path / "demo"), "--docs", "120", "--code", "30", "--no-fp16"])
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "demo" / "report"
+    t2 = json.loads((report / "table2_agreement.json").read_text())
+    assert len(t2) == 6  # 4 models: fp32, int8, L3, L2
+    first = [x for x in t2 if x["model_i"] == "MiniLM-L6 (fp32)"]
+    int8 = next(x for x in first if x["model_j"] == "MiniLM int8")
+    l2 = next(x for x in first if x["model_j"].startswith("MiniLM L2"))
+    # quantisation keeps neighbourhoods far better than dropping four of six layers
+    assert int8["repr_before_mean"] > l2["repr_before_mean"]
+    assert 0 < int8["repr_before_var"] < 0.25
+    t1 = json.loads((report / "table1_models.json").read_text())
+    assert [x["layers"] for x in t1] == [6, 6, 3, 2] and t1[1]["size_MB"] < t1[0]["size_MB"] / 3
+    lat = json.loads((report / "latency.json").read_text())
+    assert {x["model"] for x in lat} == {x["model"] for x in t1}
+    assert "Figure 1(a)" in (report / "report.md").read_text() and (report / "figure1c.png").exists()

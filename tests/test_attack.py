@@ -104,3 +104,21 @@ def test_select_and_summarize_by_hand():
     assert s["absolute_change"] == pytest.approx(0.5) and s["percent_change"] == pytest.approx(100 * 0.5 / 0.75)
     assert s["attack_success_rate"] == pytest.approx(2 / 3) and s["avg_perturbed_words_pct"] == 20.0
     assert s["avg_queries"] == pytest.approx(40.0)
+
+
+def test_minilm_mlm_is_built_offline(tmp_path, monkeypatch):
+    import torch
+
+    from lookalike.models import resolve_model
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
+    path = resolve_model("minilm-mlm")
+    assert path == str(tmp_path / "minilm-mlm")
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    mlm = transformers.AutoModelForMaskedLM.from_pretrained(path).eval()
+    assert mlm.config.vocab_size == tok.vocab_size
+    enc = tok("the movie was [MASK] good", return_tensors="pt")
+    with torch.no_grad():
+        logits = mlm(**enc).logits
+    assert logits.shape[-1] == tok.vocab_size and torch.isfinite(logits).all()
+    assert resolve_model("minilm-mlm") == path  # built once, then reused

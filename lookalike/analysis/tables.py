@@ -48,13 +48,18 @@ def build_report(exp, names: list[str], out: Path, seconds: float | None = None)
     loaded = {n: {key: load_knn(art[n][key]) for key in ("knn_before", "knn_after") if key in art[n]} for n in names}
     oods = {n: load_ood(art[n]["ood"]) for n in names if "ood" in art[n]}
     errors = {n: _load_errors(art[n]["predict_qa"]) for n in names if "predict_qa" in art[n]}
+    cls_errors = {n: _load_errors(art[n]["predict_cls"]) for n in names if "predict_cls" in art[n]}
     t2, subset_rows = [], []
     for a, b in pairs(names):
         row = {"model_i": a, "model_j": b}
         if a in errors and b in errors:
             e = error_agreement(errors[a], errors[b])
             row["errors_jaccard"] = e["jaccard"]
-            subset_rows.append({"model_i": a, "model_j": b, **e})
+            subset_rows.append({"model_i": a, "model_j": b, "task": "qa", **e})
+        if a in cls_errors and b in cls_errors:
+            e = error_agreement(cls_errors[a], cls_errors[b])
+            row["cls_errors_jaccard"] = e["jaccard"]
+            subset_rows.append({"model_i": a, "model_j": b, "task": "sentiment", **e})
         for phase in ("before", "after"):
             key = f"knn_{phase}"
             if key in loaded[a] and key in loaded[b]:
@@ -65,13 +70,18 @@ def build_report(exp, names: list[str], out: Path, seconds: float | None = None)
         t2.append(row)
     cols2 = ["model_i", "model_j", "errors_jaccard", "repr_before_mean", "repr_before_var", "repr_after_mean",
              "repr_after_var", "ood_jaccard"]
+    heads2 = ["Model i", "Model j", "Prediction errors (QA)", "Repr. before FT mean", "Repr. before FT var",
+              "Repr. after FT mean", "Repr. after FT var", "Data distribution (OOD)"]
+    if cls_errors:  # beyond the paper: the same error-set Jaccard for the sentiment models
+        cols2.append("cls_errors_jaccard")
+        heads2.append("Prediction errors (sentiment)")
     write_table(t2, cols2, out / "table2_agreement")
     rep.heading(f"Table 2: model-pair agreement (Jaccard; K={k} for representation, k={k_ood} for OOD)")
-    rep.table(t2, cols2, ["Model i", "Model j", "Prediction errors", "Repr. before FT mean", "Repr. before FT var",
-                          "Repr. after FT mean", "Repr. after FT var", "Data distribution (OOD)"])
+    rep.table(t2, cols2, heads2)
     summary["table2"] = t2
     if subset_rows:
-        cols = ["model_i", "model_j", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b", "frac_b_in_a"]
+        cols = ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
+                "frac_b_in_a"]
         write_table(subset_rows, cols, out / "error_subsets")
         rep.heading("Error-set containment")
         rep.text("Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / |E_i|.")
@@ -126,6 +136,16 @@ def build_report(exp, names: list[str], out: Path, seconds: float | None = None)
         write_table(qa_rows, cols, out / "qa_metrics")
         rep.heading("Extractive QA (official SQuAD v2 metrics)")
         rep.table(qa_rows, cols)
+    cls_rows = []
+    for n in names:
+        if "predict_cls" in art[n]:
+            m = json.loads((art[n]["predict_cls"] / "metrics.json").read_text())
+            cls_rows.append({"model": n, "accuracy": m["accuracy"], "total": m["total"], "errors": len(cls_errors[n])})
+    if cls_rows:
+        cols = ["model", "accuracy", "total", "errors"]
+        write_table(cls_rows, cols, out / "cls_metrics")
+        rep.heading("Sentiment classification")
+        rep.table(cls_rows, cols)
 
     # Table 3: attack
     t3 = []

@@ -176,17 +176,20 @@ def _from_row(row: Any, index: int, path: Path, record: str, fields: Fields) -> 
     return Record(rid, text, pair, label)
 
 
-def _read_jsonl(path: Path, fields: Fields) -> Iterator[Record]:
-    index = 0
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed object) for each non-blank line of a JSON-lines file."""
     for lineno, line in _lines(path):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield lineno, json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
+
+
+def _read_jsonl(path: Path, fields: Fields) -> Iterator[Record]:
+    for index, (lineno, row) in enumerate(_json_lines(path)):
         yield _from_row(row, index, path, f"line {lineno}", fields)
-        index += 1
 
 
 def _read_json_array(path: Path, fields: Fields) -> Iterator[Record]:
@@ -375,13 +378,7 @@ def _read_newsqa_json(path: Path, fields: Fields, split: str | None = None) -> I
 
 
 def _read_mrqa(path: Path, fields: Fields) -> Iterator[Record]:
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
+    for lineno, row in _json_lines(path):
         if "header" in row:
             continue
         where = f"line {lineno}"

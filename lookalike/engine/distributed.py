@@ -65,7 +65,7 @@ def embed_ray(model_dir: str | Path, corpus, out_dir: str | Path, *, address: st
     except ImportError:
         raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
     from ..exporters import load_manifest
-    from .pipeline import make_plan
+    from .pipeline import make_plan, run_stats
     from .runtime import resolve_device
 
     manifest = load_manifest(model_dir)
@@ -146,15 +146,8 @@ def embed_ray(model_dir: str | Path, corpus, out_dir: str | Path, *, address: st
         if bar is not None:
             bar.close()
         writer.finalize()
-        seconds = time.perf_counter() - t0
-        rows = writer.rows_done - resumed_from
-        return {"rows": writer.rows_done, "resumed_from": resumed_from, "rows_this_run": rows,
-                "seconds": round(seconds, 3), "rows_per_s": rows / seconds if seconds else 0.0,
-                "real_tokens_per_s": stats["real_tokens"] / seconds if seconds else 0.0,
-                "padding_overhead": stats["padded_tokens"] / max(stats["real_tokens"], 1) - 1,
-                "n_truncated": writer.manifest.get("n_truncated", 0), "n_empty": stats["n_empty"],
-                "shards": len(writer.manifest["shards"]), "backend": "ray", "workers": len(pool),
-                "device": worker_device, "out_dir": str(out_dir)}
+        return run_stats(writer, resumed_from, time.perf_counter() - t0, stats, backend="ray", workers=len(pool),
+                         device=worker_device, out_dir=str(out_dir))
     finally:
         if started_here:
             ray.shutdown()

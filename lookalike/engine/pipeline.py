@@ -325,12 +325,16 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
         producer_thread.join(timeout=5)
     if writer_error:
         raise writer_error[0]
-    seconds = time.perf_counter() - t_start
+    return run_stats(writer, resumed_from, time.perf_counter() - t_start, stats, device=model.device,
+                     out_dir=str(out_dir))
+
+
+def run_stats(writer: StoreWriter, resumed_from: int, seconds: float, stats: dict, **extra) -> dict:
+    """What one embedding run did (the same fields for every backend)."""
     rows = writer.rows_done - resumed_from
     return {"rows": writer.rows_done, "resumed_from": resumed_from, "rows_this_run": rows,
             "seconds": round(seconds, 3), "rows_per_s": rows / seconds if seconds else 0.0,
-            "real_tokens_per_s": stats["real_tokens"] / seconds if seconds else 0.0,
-            "padding_overhead": stats["padded_tokens"] / max(stats["real_tokens"], 1) - 1,
-            "batches": stats["batches"], "n_truncated": writer.manifest.get("n_truncated", 0),
-            "n_empty": stats["n_empty"], "device": model.device, "shards": len(writer.manifest["shards"]),
-            "out_dir": str(out_dir)}
+            "real_tokens_per_s": stats.get("real_tokens", 0) / seconds if seconds else 0.0,
+            "padding_overhead": stats.get("padded_tokens", 0) / max(stats.get("real_tokens", 0), 1) - 1,
+            "batches": stats.get("batches", 0), "n_truncated": writer.manifest.get("n_truncated", 0),
+            "n_empty": stats.get("n_empty", 0), "shards": len(writer.manifest["shards"]), **extra}

@@ -67,7 +67,8 @@ def finetune(task: str, model: str, data: str | Path, out: str | Path, *, reader
              learning_rate: float | None = None, epochs: float | None = None, max_steps: int = -1,
              batch_size: int | None = None, max_length: int | None = None, doc_stride: int | None = None,
              seed: int = 42, save_steps: int = 500, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
-             every: int | None = None, offset: int = 0, limit: int | None = None, progress: bool = True) -> Path:
+             every: int | None = None, offset: int = 0, limit: int | None = None, answerable_only: bool = False,
+             progress: bool = True) -> Path:
     """Fine-tune `model` on `data` for `task` ("qa" or "cls"); returns the saved model folder."""
     import torch
     import transformers
@@ -84,6 +85,8 @@ def finetune(task: str, model: str, data: str | Path, out: str | Path, *, reader
     if task == "cls" and "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
         reader["label_field"] = "label"
     records = list(read_corpus(data, every=every, offset=offset, limit=limit, **reader))
+    if task == "qa" and answerable_only:  # tiny training sets: learn spans first, not the majority "no answer"
+        records = [r for r in records if r.answers]
     transformers.set_seed(seed)
     tok = transformers.AutoTokenizer.from_pretrained(model, use_fast=True)
     if task == "qa":
@@ -129,6 +132,7 @@ def finetune(task: str, model: str, data: str | Path, out: str | Path, *, reader
     info = {"task": task, "base": str(model), "data": str(data), "n_records": len(records), "n_features": len(rows),
             "learning_rate": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
             "max_length": max_length, "seed": seed, "every": every, "offset": offset, "limit": limit,
+            "answerable_only": answerable_only,
             "train_loss": float(result.training_loss), "train_seconds": float(result.metrics.get("train_runtime", 0)),
             "resumed": resume}
     (out / "lookalike-finetune.json").write_text(json.dumps(info, indent=2) + "\n")
