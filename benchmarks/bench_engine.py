@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import Timer, peak_rss_mb, real_corpus, save, write_corpus  # noqa: E402
+from _common import Timer, real_corpus, save, write_corpus  # noqa: E402
 
 MEMORY_CHILD = """
 import json, sys, resource

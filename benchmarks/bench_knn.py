@@ -39,7 +39,7 @@ def main():
         res = knn_self(x, args.k, block_rows=args.block_rows)
     flops = 2.0 * args.n * args.n * args.dim
     ours = {"seconds": t.seconds, "gflops": flops / t.seconds / 1e9, "fraction_of_gemm_ceiling": flops / t.seconds / 1e9 / ceiling,
-            "peak_rss_mb": peak_rss_mb(), "data_mb": x.nbytes / 1e6}
+            "peak_rss_before_mb": rss0, "peak_rss_mb": peak_rss_mb(), "data_mb": x.nbytes / 1e6}
     print("lookalike", ours)
     from sklearn.neighbors import NearestNeighbors
 

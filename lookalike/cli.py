@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -522,7 +521,6 @@ def demo(out, docs, code, no_fp16, device):
 
 
 def main():
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cli(prog_name="lookalike")
 
 

@@ -104,10 +104,11 @@ def test_run_experiment_caches_and_reports(tiny_models, shared_data, tmp_path):
     assert all(0 <= x["repr_before_mean"] <= 1 and 0 <= x["ood_jaccard"] <= 1 for x in t2 if not math.isnan(x["ood_jaccard"]))
     for f in ("figure1a.png", "figure1c.png", "report.md", "report.html", "table1_models.csv", "latency.md"):
         assert (report / f).exists(), f
-    steps_before = sorted(p.name for p in (tmp_path / "out" / "steps").rglob(".done.json"))
+    steps_before = sorted(p.parent.name for p in (tmp_path / "out" / "steps").rglob(".done.json"))
     # re-run: everything cached; change the OOD sweep: only the ood steps re-run
     r = CliRunner().invoke(cli, ["run", str(path), "-o", str(tmp_path / "out")])
     assert r.exit_code == 0 and "[embed]" not in r.output and "[ood]" not in r.output
+    assert sorted(p.parent.name for p in (tmp_path / "out" / "steps").rglob(".done.json")) == steps_before
     cfg["steps"]["ood"]["sweep"] = [1, 5, 20]
     path.write_text(yaml.safe_dump(cfg))
     r = CliRunner().invoke(cli, ["run", str(path), "-o", str(tmp_path / "out")])

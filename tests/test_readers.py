@@ -7,7 +7,6 @@ import gzip
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from lookalike.data import Record, detect_format, read_corpus
 from lookalike.errors import InputError

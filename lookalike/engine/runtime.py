@@ -23,6 +23,21 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+_PRELOADED = False
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages (onnxruntime-gpu >= 1.21) so a pip-only CUDA works."""
+    global _PRELOADED
+    if _PRELOADED or not hasattr(ort, "preload_dlls"):
+        return
+    _PRELOADED = True
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # system CUDA may still be found by the loader; the session will say if not
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
 def available_devices() -> list[str]:
     import onnxruntime as ort
 
@@ -65,11 +80,16 @@ class OnnxModel:
         opts.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
         if self.device == "cuda":
+            _preload_cuda_libraries(ort)
             providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(self.dir / self.manifest["file"]), opts, providers=providers)
         except Exception as exc:
             raise ModelError(f"{self.dir}: ONNX Runtime cannot load the model ({str(exc)[:200]})") from None
+        if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # ORT falls back to CPU silently when the CUDA/cuDNN libraries do not load; say so instead
+            raise ModelError(f"{self.dir}: ONNX Runtime could not start its CUDA provider (CUDA 12/13 runtime, cuBLAS "
+                             "or cuDNN 9 not found); run with --device cpu or install the CUDA libraries")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         try:

@@ -1,0 +1,212 @@
+"""The CUDA path, checked and measured on a GPU machine: ONNX Runtime's CUDA provider through the engine.
+
+What it does, per model shape (MiniLM-L6-shaped 6x384 and BERT-base-shaped 12x768, random weights with a
+real WordPiece vocab, so no download is needed; throughput does not depend on the weights):
+  1. export fp32 and the --fp16 variant with lookalike's exporter;
+  2. embed the same real-text corpus with the engine on cuda (fp32, fp16) and on cpu (fp32);
+  3. parity: max |diff| and min cosine of CLS vectors, cuda fp32 vs cpu fp32 and cuda fp16 vs cuda fp32;
+  4. peers on the same GPU: transformers PyTorch eager, unsorted fp32 batches (the pipeline way) and
+     length-sorted fp16 batches (sentence-transformers' encode strategy);
+  5. `lookalike bench` latency grid on cuda.
+Ratios against the peers are the result; the JSON also records the GPU name and library versions.
+
+    python benchmarks/bench_gpu.py --corpus corpus.jsonl --vocab vocab.txt -o results/ [--device cuda]
+
+Run with --device cpu to dry-run the script anywhere (that is how it is tested before a GPU session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# parallel tokenization for the PyTorch peers too (the engine turns it on by itself on cuda)
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+SHAPES = {
+    "minilm-shape": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "bert-base-shape": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+def build_source(shape: str, vocab: Path, out: Path) -> Path:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    tok = transformers.BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    cfg = transformers.BertConfig(vocab_size=tok.vocab_size, max_position_embeddings=512, **SHAPES[shape])
+    transformers.BertModel(cfg).eval().save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def torch_peer(src: Path, texts: list[str], device: str, max_length: int, batch_size: int, sort: bool,
+               half: bool) -> dict:
+    import numpy as np
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(src)
+    model = transformers.AutoModel.from_pretrained(src).eval().to(device)
+    if half:
+        model = model.half()
+    order = np.argsort([-len(t) for t in texts]) if sort else np.arange(len(texts))
+    real = 0
+    with torch.inference_mode():
+        warm = tok(texts[:8], padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        model(**warm)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for i in range(0, len(texts), batch_size):
+            batch = [texts[j] for j in order[i:i + batch_size]]
+            enc = tok(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+            model(**enc).last_hidden_state[:, 0].float().cpu()
+            real += int(enc["attention_mask"].sum())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {"seconds": seconds, "real_tokens_per_s": real / seconds, "batch_size": batch_size, "sorted": sort,
+            "fp16": half}
+
+
+def parity(a: Path, b: Path) -> dict:
+    import numpy as np
+
+    from lookalike.engine import open_store
+
+    x, y = open_store(a), open_store(b)
+    assert list(x.ids) == list(y.ids), "stores differ in ids/order"
+    ex = np.asarray(x.embeddings(), dtype=np.float64)
+    ey = np.asarray(y.embeddings(), dtype=np.float64)
+    cos = (ex * ey).sum(1) / (np.linalg.norm(ex, axis=1) * np.linalg.norm(ey, axis=1))
+    return {"max_abs_diff": float(np.abs(ex - ey).max()), "min_cosine": float(cos.min()),
+            "mean_cosine": float(cos.mean()), "rows": len(ex)}
+
+
+def versions(device: str) -> dict:
+    import numpy
+    import onnxruntime
+    import torch
+    import transformers
+
+    v = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+         "numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
+         "transformers": transformers.__version__, "ort_providers": onnxruntime.get_available_providers()}
+    if device == "cuda":
+        v["gpu"] = torch.cuda.get_device_name(0)
+    return v
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", required=True, type=Path, help="JSONL with id and text")
+    ap.add_argument("--vocab", required=True, type=Path, help="a WordPiece vocab.txt")
+    ap.add_argument("-o", "--out", required=True, type=Path)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--shapes", default="minilm-shape,bert-base-shape")
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--cpu-limit", type=int, default=1000, help="records for the CPU reference run")
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--corpus-repeat", type=int, default=1, help="repeat the corpus N times (new ids) to load a GPU")
+    args = ap.parse_args()
+
+    from lookalike.engine import embed
+    from lookalike.engine.bench import run_bench
+    from lookalike.exporters import export
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="lookalike-gpu-"))
+    base = [json.loads(line) for line in args.corpus.read_text().splitlines() if line.strip()]
+    rows = [{"id": f"{k}-{r['id']}", "text": r["text"]} for k in range(args.corpus_repeat) for r in base]
+    texts = [r["text"] for r in rows]
+    args.corpus = work / "corpus.jsonl"
+    args.corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cpu_corpus = work / "cpu-corpus.jsonl"
+    cpu_corpus.write_text("".join(json.dumps(r) + "\n" for r in rows[:args.cpu_limit]))
+    dev = args.device
+    result = {"benchmark": f"gpu-{dev}", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": versions(dev), "corpus_records": len(texts), "max_length": args.max_length, "shapes": {}}
+    print(json.dumps(result["machine"]), flush=True)
+
+    def log(name, value):
+        print(name, json.dumps(value), flush=True)
+        (args.out / f"gpu-{dev}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    for shape in args.shapes.split(","):
+        r = result["shapes"][shape] = {}
+        src = build_source(shape, args.vocab, work / shape / "src")
+        fp32, fp16 = work / shape / "fp32", work / shape / "fp16"
+        t = time.perf_counter()
+        m = export(str(src), fp32)
+        r["export_fp32"] = {"seconds": time.perf_counter() - t, "parity": m.get("parity"), "exporter": m.get("exporter")}
+        m = export(str(src), fp16, fp16=True)
+        r["export_fp16"] = {"parity_vs_source": m.get("variant_parity"), "size_MB": m.get("file_size", 0) / 1e6}
+        log(f"{shape} export", {k: r[k] for k in ("export_fp32", "export_fp16")})
+        runs = r["runs"] = {}
+        for name, model_dir, device, corpus in (("engine_fp32_" + dev, fp32, dev, args.corpus),
+                                                ("engine_fp16_" + dev, fp16, dev, args.corpus),
+                                                ("engine_fp32_cpu_ref", fp32, "cpu", cpu_corpus)):
+            if name.startswith("engine_fp16") and dev == "cpu":
+                continue
+            try:
+                # warm-up on a few rows (CUDA context, cuBLAS handles), then the timed run
+                embed(model_dir, corpus, work / shape / f"warm-{name}", id_field="id", limit=64,
+                      max_length=args.max_length, device=device, progress=False)
+                stats = embed(model_dir, corpus, work / shape / name, id_field="id", max_length=args.max_length,
+                              device=device, progress=False)
+                runs[name] = {k: stats[k] for k in ("seconds", "real_tokens_per_s", "padding_overhead", "rows")}
+                runs[name]["batch_tokens"] = stats.get("batch_tokens")
+            except Exception as exc:  # keep going: a failed variant is a result too
+                runs[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            log(f"{shape} {name}", runs[name])
+        # the CPU reference embedded the first cpu_limit rows; compare those rows
+        try:
+            ref_dev = work / shape / "engine_fp32_cpu_ref"
+            sub = work / shape / f"{dev}-subset"
+            embed(fp32, cpu_corpus, sub, id_field="id", max_length=args.max_length, device=dev, progress=False)
+            r["parity_fp32_vs_cpu"] = parity(sub, ref_dev)
+            if dev == "cuda" and "error" not in runs.get(f"engine_fp16_{dev}", {"error": 1}):
+                r["parity_fp16_vs_fp32"] = parity(work / shape / f"engine_fp16_{dev}", work / shape / f"engine_fp32_{dev}")
+        except Exception as exc:
+            r["parity_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log(f"{shape} parity", {k: v for k, v in r.items() if k.startswith("parity")})
+        for peer, kw in (("torch_eager_unsorted_fp32", dict(batch_size=32, sort=False, half=False)),
+                         ("torch_sorted_fp16", dict(batch_size=128, sort=True, half=True))):
+            if kw["half"] and dev == "cpu":
+                continue
+            peer_texts = texts if dev == "cuda" else texts[:args.cpu_limit]
+            try:
+                runs[peer] = torch_peer(src, peer_texts, dev, args.max_length, **kw)
+            except Exception as exc:
+                runs[peer] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            log(f"{shape} {peer}", runs[peer])
+        ok = {k: v["real_tokens_per_s"] for k, v in runs.items() if "real_tokens_per_s" in v}
+        ratios = r["ratios"] = {}
+        for eng in (f"engine_fp32_{dev}", f"engine_fp16_{dev}"):
+            for peer in ("torch_eager_unsorted_fp32", "torch_sorted_fp16", "engine_fp32_cpu_ref"):
+                if eng in ok and peer in ok and eng != peer:
+                    ratios[f"{eng}_vs_{peer}"] = ok[eng] / ok[peer]
+        try:
+            bench = run_bench([str(fp32)] + ([str(fp16)] if dev == "cuda" else []), [1, 8, 32, 128], [128],
+                              repeat=args.repeat, device=dev, out=args.out / f"bench-{shape}")
+            r["latency"] = bench.get("models", bench)
+        except Exception as exc:
+            r["latency_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log(f"{shape} ratios", ratios)
+    print(f"wrote {args.out / f'gpu-{dev}.json'}")
+
+
+if __name__ == "__main__":
+    main()
