@@ -101,6 +101,19 @@ def export(model, out_dir, task, quantize, per_channel, fp16, keep_layers, optim
 
 # --------------------------------------------------------------------------- embed
 
+def ray_backend_options(f):
+    """--backend local|ray and the Ray options, shared by embed and predict."""
+    for opt in reversed([
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True),
+        click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none for a local Ray."),
+        click.option("--workers", type=int, default=None, help="Ray: actors [cluster CPUs / CPUs per worker]."),
+        click.option("--gpus-per-worker", type=float, default=0.0, show_default=True, help="Ray: GPUs per actor."),
+        click.option("--cpus-per-worker", type=float, default=1.0, show_default=True, help="Ray: CPUs per actor."),
+    ]):
+        f = opt(f)
+    return f
+
+
 def reader_options(f):
     """The corpus reader options shared by every command that reads a corpus."""
 
@@ -136,11 +149,7 @@ def reader_options(f):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [physical cores].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none for a local Ray.")
-@click.option("--workers", type=int, default=None, help="Ray: actors [cluster CPUs / CPUs per worker].")
-@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True, help="Ray: GPUs per actor.")
-@click.option("--cpus-per-worker", type=float, default=1.0, show_default=True, help="Ray: CPUs per actor.")
+@ray_backend_options
 def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, split, limit, every, offset, pooling,
           max_length, batch_tokens, shard_rows, dtype, normalize, device, threads, progress, backend, address, workers,
           gpus_per_worker, cpus_per_worker):
@@ -239,14 +248,17 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
 @click.option("--null-score-diff-threshold", type=float, default=0.0, show_default=True)
 @click.option("--f1-below", type=float, default=None, help="QA error set: F1 below this instead of EM = 0.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@ray_backend_options
 def predict(model_dir, data, out, task, fmt, text_field, pair_field, id_field, split, limit, every, offset, label_field,
-            max_length, doc_stride, n_best, max_answer_length, null_score_diff_threshold, f1_below, device):
+            max_length, doc_stride, n_best, max_answer_length, null_score_diff_threshold, f1_below, device, backend,
+            address, workers, gpus_per_worker, cpus_per_worker):
     """Predict with an ONNX QA or classification export; write predictions, metrics and the error set to OUT.
 
     \b
     Example:
       lookalike predict runs/qa ../shared/data/squad2_dev500 runs/qa-pred --task qa
       lookalike predict runs/sst ../shared/data/imdb/imdb_1k.tsv runs/imdb-pred --task cls
+      lookalike predict runs/qa squad-dev.json /nfs/qa-pred --task qa --backend ray --address auto
     """
     from .analysis.scoring import evaluate as do_eval
     from .engine.predict import predict as do_predict
@@ -259,7 +271,10 @@ def predict(model_dir, data, out, task, fmt, text_field, pair_field, id_field, s
                     max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold)
     else:
         opts = dict(max_length=max_length or 512)
-    info = do_predict(model_dir, data, out, task=task, device=device, reader=reader, **opts)
+    ray_opts = ({"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+                 "cpus_per_worker": cpus_per_worker} if backend == "ray" else None)
+    info = do_predict(model_dir, data, out, task=task, device=device, reader=reader, backend=backend,
+                      ray_options=ray_opts, **opts)
     from .exporters import load_manifest
 
     labels = load_manifest(model_dir).get("labels")

@@ -1,4 +1,4 @@
-"""The Ray backend makes the same store as the local one, also after a worker is killed mid-run."""
+"""The Ray backend makes the same store and predictions as the local one, also after a worker is killed mid-run."""
 
 from __future__ import annotations
 
@@ -49,3 +49,46 @@ def test_ray_store_equals_local_and_survives_a_killed_worker(local_ray, tiny_exp
     res = embed(tiny_exports["bert2"], data, tmp_path / "ray", backend="ray", workers=2, **kw)
     assert res["resumed_from"] == 60 and res["rows_this_run"] == 30
     np.testing.assert_allclose(open_store(tmp_path / "ray").embeddings(), a.embeddings(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ray_predictions_equal_local_after_a_killed_worker_and_resume(local_ray, tiny_exports, shared_data,
+                                                                     tmp_path):
+    from lookalike.engine.predict import predict
+
+    qa = shared_data / "squad2_dev500"
+    opts = dict(reader={"limit": 40}, max_length=128, doc_stride=48)
+    predict(tiny_exports["qa"], qa, tmp_path / "local", task="qa", **opts)
+    marker = tmp_path / "killed"
+    ray_opts = {"workers": 2, "part_rows": 8, "_fault": {"kill_part": 2, "marker": str(marker)}}
+    info = predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray", ray_options=ray_opts, **opts)
+    assert marker.exists() and info["backend"] == "ray" and info["n"] == 40
+    for name in ("predictions.json", "null_odds.json"):
+        local = json.loads((tmp_path / "local" / name).read_text())
+        remote = json.loads((tmp_path / "ray" / name).read_text())
+        assert list(local) == list(remote)  # same ids, same order
+        if name == "predictions.json":
+            assert local == remote
+        else:
+            np.testing.assert_allclose([local[k] for k in local], [remote[k] for k in local], rtol=1e-4, atol=1e-4)
+    # resume: a lost part is the only one redone; parts of another run in the same OUT are refused
+    parts = tmp_path / "ray" / "parts"
+    (parts / "part-00003.json").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*.json")}
+    predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray", ray_options={"workers": 2, "part_rows": 8},
+            **opts)
+    after = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*.json")}
+    assert set(after) == set(before) | {"part-00003.json"} and all(after[k] == v for k, v in before.items())
+    from lookalike.errors import InputError
+
+    with pytest.raises(InputError, match="another prediction run"):
+        predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray",
+                ray_options={"workers": 2, "part_rows": 8}, reader={"limit": 40}, max_length=96, doc_stride=48)
+    # classification through the same mechanism
+    imdb = shared_data / "imdb" / "imdb_1k.tsv"
+    predict(tiny_exports["cls"], imdb, tmp_path / "cls-local", task="cls", reader={"limit": 30}, max_length=128)
+    predict(tiny_exports["cls"], imdb, tmp_path / "cls-ray", task="cls", reader={"limit": 30}, max_length=128,
+            backend="ray", ray_options={"workers": 2, "part_rows": 10})
+    a = json.loads((tmp_path / "cls-local" / "predictions.json").read_text())
+    b = json.loads((tmp_path / "cls-ray" / "predictions.json").read_text())
+    assert list(a) == list(b) and [v["label_id"] for v in a.values()] == [v["label_id"] for v in b.values()]

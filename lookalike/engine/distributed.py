@@ -151,3 +151,118 @@ def embed_ray(model_dir: str | Path, corpus, out_dir: str | Path, *, address: st
     finally:
         if started_here:
             ray.shutdown()
+
+
+# --------------------------------------------------------------------------- predictions
+
+def _predict_worker_class(ray):
+    @ray.remote(max_restarts=3, max_task_retries=3)
+    class PredictWorker:
+        def __init__(self, model_dir: str, task: str, device: str, threads: int | None, options: dict,
+                     fault: dict | None):
+            from .runtime import OnnxModel
+
+            export_task = {"qa": "question-answering", "cls": "text-classification"}[task]
+            self.model = OnnxModel(model_dir, task=export_task, device=device, threads=threads)
+            self.task, self.options, self.fault = task, options, fault or {}
+
+        def run_part(self, index: int, records: list) -> dict:
+            from .predict import predict_cls, predict_qa
+
+            marker = self.fault.get("marker")
+            if self.fault.get("kill_part") == index and marker and not Path(marker).exists():
+                Path(marker).write_text("killed once")
+                import os
+
+                os._exit(1)
+            if self.task == "qa":
+                preds, odds = predict_qa(self.model, records, **self.options)
+                return {"predictions": preds, "null_odds": odds}
+            return {"predictions": predict_cls(self.model, records, **self.options)}
+
+    return PredictWorker
+
+
+def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: str, options: dict,
+                model_sha256: str, address: str | None = None, workers: int | None = None,
+                gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, threads: int | None = None,
+                device: str = "auto", part_rows: int = 256, progress: bool | None = None,
+                ray_init: dict | None = None, _fault: dict | None = None) -> tuple[dict, dict]:
+    """Predictions on Ray actors, `part_rows` records per task; parts land in OUT/parts and are reused on resume.
+
+    Returns ({id: prediction}, {id: null odds} (QA) or {}), merged in record order, the same as the local run.
+    """
+    import hashlib
+    import json
+
+    try:
+        import ray
+    except ImportError:
+        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
+    from .store import atomic_write_json
+
+    out = Path(out).resolve()
+    parts_dir = out / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    ids = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
+    settings = {"model_sha256": model_sha256, "task": task, "options": options, "part_rows": part_rows,
+                "n": len(records), "ids_sha256": ids}
+    settings_path = parts_dir / "settings.json"
+    if settings_path.exists():
+        old = json.loads(settings_path.read_text())
+        if old != json.loads(json.dumps(settings)):
+            diff = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings))[k])
+            raise InputError(f"{parts_dir} holds parts of another prediction run (differs in {', '.join(diff)}); "
+                             "use another OUT or remove it")
+    else:
+        atomic_write_json(settings_path, settings)
+    n_parts = (len(records) + part_rows - 1) // part_rows
+    todo = [i for i in range(n_parts) if not (parts_dir / f"part-{i:05d}.json").exists()]
+    worker_device = "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
+    started_here = False
+    if todo and not ray.is_initialized():
+        kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        kwargs.update(ray_init or {})
+        ray.init(address=None if address in (None, "local") else address, **kwargs)
+        started_here = True
+    try:
+        if todo:
+            n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
+            n_workers = min(n_workers, len(todo))
+            Worker = _predict_worker_class(ray)
+            pool = [Worker.options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker).remote(
+                str(Path(model_dir).resolve()), task, worker_device, threads or max(1, int(cpus_per_worker)),
+                options, _fault) for _ in range(n_workers)]
+            bar = None
+            if progress if progress is not None else sys.stderr.isatty():
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(records), initial=len(records) - len(todo) * part_rows, unit="records",
+                           desc=f"predict[ray] {task}", file=sys.stderr)
+            in_flight: dict = {}
+            queue = list(todo)
+            while queue or in_flight:
+                while queue and len(in_flight) < 2 * len(pool):  # bounded: at most 2 parts per worker queued
+                    i = queue.pop(0)
+                    part = records[i * part_rows:(i + 1) * part_rows]
+                    in_flight[pool[i % len(pool)].run_part.remote(i, part)] = i
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in ready:
+                    i = in_flight.pop(ref)
+                    atomic_write_json(parts_dir / f"part-{i:05d}.json", ray.get(ref))
+                    if bar is not None:
+                        bar.update(min(part_rows, len(records) - i * part_rows))
+            if bar is not None:
+                bar.close()
+    finally:
+        if started_here:
+            ray.shutdown()
+    preds: dict = {}
+    odds: dict = {}
+    for i in range(n_parts):
+        part = json.loads((parts_dir / f"part-{i:05d}.json").read_text())
+        preds.update(part["predictions"])
+        odds.update(part.get("null_odds", {}))
+    if len(preds) != len(records):
+        raise LookalikeError(f"{parts_dir}: merged {len(preds)} predictions for {len(records)} records")
+    return preds, odds

@@ -133,11 +133,20 @@ def label_index(label, labels: dict[int, str], where: str, path) -> int:
 
 
 def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, task: str, device: str = "auto",
-            reader: dict | None = None, model: OnnxModel | None = None, **options) -> dict:
-    """Run the export on `data` and write predictions.json (+ null_odds.json for QA) under `out`."""
+            reader: dict | None = None, model: OnnxModel | None = None, backend: str = "local",
+            ray_options: dict | None = None, **options) -> dict:
+    """Run the export on `data` and write predictions.json (+ null_odds.json for QA) under `out`.
+
+    backend="ray" spreads parts of the records over Ray actors (see lookalike.engine.distributed.predict_ray);
+    the files written are the same.
+    """
     if task not in ("qa", "cls"):
         raise InputError(f"unknown task {task!r} (qa or cls)")
+    if backend not in ("local", "ray"):
+        raise InputError(f"unknown backend {backend!r} (local or ray)")
     export_task = {"qa": "question-answering", "cls": "text-classification"}[task]
+    if backend == "ray" and model is None:
+        model = OnnxModel(model_dir, task=export_task, device="cpu", threads=1)  # driver: checks and labels only
     model = model or OnnxModel(model_dir, task=export_task, device=device)
     reader = dict(reader or {})
     if task == "cls" and "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
@@ -146,18 +155,26 @@ def predict(model_dir: str | Path, data: str | Path, out: str | Path, *, task: s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if task == "qa":
-        preds, odds = predict_qa(model, records, **options)
-        atomic_write_json(out / "null_odds.json", odds)
-    else:
+    if task == "cls":
         labels = {int(k): v for k, v in (model.manifest.get("labels") or {}).items()}
         for r in records:
             if r.label is not None:
                 label_index(r.label, labels, f"record {r.id}", data)
+    odds = None
+    if backend == "ray":
+        from .distributed import predict_ray
+
+        preds, odds = predict_ray(model_dir, records, out, task=task, options=options, model_sha256=model.sha256,
+                                  device=device, **(ray_options or {}))
+    elif task == "qa":
+        preds, odds = predict_qa(model, records, **options)
+    else:
         preds = predict_cls(model, records, **options)
+    if task == "qa":
+        atomic_write_json(out / "null_odds.json", odds)
     atomic_write_json(out / "predictions.json", preds)
     info = {"task": task, "model_dir": str(model_dir), "model_sha256": model.sha256, "data": str(data),
-            "n": len(records), "seconds": round(time.perf_counter() - t0, 3), "device": model.device,
-            "options": options}
+            "n": len(records), "seconds": round(time.perf_counter() - t0, 3),
+            "device": model.device if backend == "local" else device, "backend": backend, "options": options}
     atomic_write_json(out / "predict_info.json", info)
     return info
