@@ -122,3 +122,21 @@ def test_minilm_mlm_is_built_offline(tmp_path, monkeypatch):
         logits = mlm(**enc).logits
     assert logits.shape[-1] == tok.vocab_size and torch.isfinite(logits).all()
     assert resolve_model("minilm-mlm") == path  # built once, then reused
+
+
+def test_subword_combinations_are_the_exact_top_k_by_perplexity():
+    """The beam over sub-word positions returns exactly the K best of the full K^L product, best first."""
+    import itertools
+
+    from lookalike.attack import top_subword_combinations
+
+    rng = np.random.default_rng(0)
+    for L, K, k in ((2, 6, 5), (3, 5, 12), (4, 4, 7)):
+        logits = rng.normal(size=(L, 50)) * 3
+        logprobs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        cands = np.stack([rng.choice(50, size=K, replace=False) for _ in range(L)])
+        brute = sorted(((float(np.exp(-np.mean([logprobs[i, t] for i, t in enumerate(c)]))), tuple(int(t) for t in c))
+                        for c in itertools.product(*cands)), key=lambda x: (x[0], x[1]))[:k]
+        got = top_subword_combinations(logprobs, cands, k)
+        assert [c for c, _ in got] == [c for _, c in brute]
+        np.testing.assert_allclose([p for _, p in got], [p for p, _ in brute], rtol=1e-9)
