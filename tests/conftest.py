@@ -15,9 +15,11 @@ import pytest
 
 from lookalike.models import minilm_path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not SHARED.exists():  # CI: a clean clone with shared/ beside it
-    SHARED = Path(os.environ.get("LOOKALIKE_SHARED_DATA", SHARED))
+_ROOT = Path(__file__).resolve().parents[1]
+# LOOKALIKE_SHARED_DATA if set, else ../shared/data beside the checkout, else shared/data inside it
+_CANDIDATES = [Path(os.environ["LOOKALIKE_SHARED_DATA"])] if os.environ.get("LOOKALIKE_SHARED_DATA") else []
+_CANDIDATES += [_ROOT.parent / "shared" / "data", _ROOT / "shared" / "data"]
+SHARED = next((p for p in _CANDIDATES if p.exists()), _CANDIDATES[0])
 
 
 @pytest.fixture(scope="session")
