@@ -21,6 +21,20 @@ from .store import StoreWriter, write_shard_file
 log = logging.getLogger(__name__)
 
 
+def _connect(ray, address: str | None, ray_init: dict | None) -> bool:
+    """Join (or start) Ray unless already connected; True when this call started it (and must shut it down)."""
+    if ray.is_initialized():
+        return False
+    kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    kwargs.update(ray_init or {})
+    ray.init(address=None if address in (None, "local") else address, **kwargs)
+    return True
+
+
+def _n_workers(ray, workers: int | None, cpus_per_worker: float) -> int:
+    return workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
+
+
 def _worker_class(ray):
     @ray.remote(max_restarts=3, max_task_retries=3)
     class EmbedWorker:
@@ -80,14 +94,9 @@ def embed_ray(model_dir: str | Path, corpus, out_dir: str | Path, *, address: st
         return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
                 "n_truncated": writer.manifest.get("n_truncated", 0), "backend": "ray"}
     resumed_from = writer.rows_done
-    started_here = False
-    if not ray.is_initialized():
-        kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-        kwargs.update(ray_init or {})
-        ray.init(address=None if address in (None, "local") else address, **kwargs)
-        started_here = True
+    started_here = _connect(ray, address, ray_init)
     try:
-        n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
+        n_workers = _n_workers(ray, workers, cpus_per_worker)
         Worker = _worker_class(ray)
         pool = [Worker.options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker).remote(
             str(Path(model_dir).resolve()), plan, worker_device, threads or max(1, int(cpus_per_worker)), _fault)
@@ -219,16 +228,10 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
     n_parts = (len(records) + part_rows - 1) // part_rows
     todo = [i for i in range(n_parts) if not (parts_dir / f"part-{i:05d}.json").exists()]
     worker_device = "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
-    started_here = False
-    if todo and not ray.is_initialized():
-        kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-        kwargs.update(ray_init or {})
-        ray.init(address=None if address in (None, "local") else address, **kwargs)
-        started_here = True
+    started_here = _connect(ray, address, ray_init) if todo else False
     try:
         if todo:
-            n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
-            n_workers = min(n_workers, len(todo))
+            n_workers = min(_n_workers(ray, workers, cpus_per_worker), len(todo))
             Worker = _predict_worker_class(ray)
             pool = [Worker.options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker).remote(
                 str(Path(model_dir).resolve()), task, worker_device, threads or max(1, int(cpus_per_worker)),
