@@ -27,8 +27,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# parallel tokenization for the PyTorch peers too (the engine turns it on by itself on cuda)
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 SHAPES = {
     "minilm-shape": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
@@ -54,6 +52,7 @@ def torch_peer(src: Path, texts: list[str], device: str, max_length: int, batch_
     import torch
     import transformers
 
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the peers get parallel tokenization, as the engine does on cuda
     tok = transformers.AutoTokenizer.from_pretrained(src)
     model = transformers.AutoModel.from_pretrained(src).eval().to(device)
     if half:
@@ -167,7 +166,7 @@ def main():
                 stats = embed(model_dir, corpus, work / shape / name, id_field="id", max_length=args.max_length,
                               device=device, progress=False)
                 runs[name] = {k: stats[k] for k in ("seconds", "real_tokens_per_s", "padding_overhead", "rows")}
-                runs[name]["batch_tokens"] = stats.get("batch_tokens")
+                runs[name]["tokenizers_parallelism"] = os.environ.get("TOKENIZERS_PARALLELISM")  # the engine's choice
             except Exception as exc:  # keep going: a failed variant is a result too
                 runs[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             log(f"{shape} {name}", runs[name])
