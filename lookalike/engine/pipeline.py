@@ -211,8 +211,8 @@ def embed(model_dir: str | Path, corpus: str | Path, out_dir: str | Path, *, fmt
         raise InputError(f"unknown backend {backend!r} (local or ray)")
     model = model or OnnxModel(model_dir, device=device, threads=threads)
     if _USER_TOKENIZERS_PARALLELISM is None:
-        # On a GPU a single-threaded tokenizer is the bottleneck (measured on an H100: ~170k real tokens/s with
-        # it, 470k-930k with Rust-side parallel batches); on CPU inference owns the cores (parallel tokenizing
+        # On a GPU a single-threaded tokenizer is the bottleneck (measured on an H100: <= 172k real tokens/s with
+        # it, 478k-1.16M with Rust-side parallel batches); on CPU inference owns the cores (parallel tokenizing
         # measured no faster on 2 cores), so it stays single-threaded there. A user's own setting wins.
         os.environ["TOKENIZERS_PARALLELISM"] = "true" if model.device == "cuda" else "false"
     plan = make_plan(model.manifest, corpus, device=model.device, output_names=model.output_names, **kw)
