@@ -240,7 +240,8 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
             if progress if progress is not None else sys.stderr.isatty():
                 from tqdm import tqdm
 
-                bar = tqdm(total=len(records), initial=len(records) - len(todo) * part_rows, unit="records",
+                done_rows = len(records) - sum(len(records[i * part_rows:(i + 1) * part_rows]) for i in todo)
+                bar = tqdm(total=len(records), initial=done_rows, unit="records",
                            desc=f"predict[ray] {task}", file=sys.stderr)
             in_flight: dict = {}
             queue = list(todo)
