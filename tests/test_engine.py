@@ -179,3 +179,17 @@ def test_cli_embed(tiny_exports, tmp_path):
                                       "--id-field", "id", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["rows"] == 10
+
+
+def test_cuda_that_does_not_start_is_an_error_not_a_silent_cpu_run(tiny_exports, monkeypatch):
+    """ONNX Runtime falls back to the CPU when its CUDA provider cannot start; the engine must say so."""
+    import onnxruntime as ort
+
+    from lookalike.engine import runtime
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a working CUDA provider is present")
+    monkeypatch.setattr(runtime, "resolve_device", lambda device="auto": "cuda" if device == "cuda" else "cpu")
+    with pytest.raises(ModelError, match="could not start its CUDA provider"):
+        runtime.OnnxModel(tiny_exports["bert2"], device="cuda")
+    assert runtime.OnnxModel(tiny_exports["bert2"], device="cpu").session.get_providers() == ["CPUExecutionProvider"]
