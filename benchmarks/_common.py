@@ -28,6 +28,40 @@ def real_corpus(limit: int | None = None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
+def torch_loop(model_dir, texts: list[str], max_length: int, batch_size: int, sort: bool, device: str = "cpu",
+               half: bool = False) -> dict:
+    """The PyTorch peer: transformers eager, fixed batches (unsorted: the pipeline way; sorted: the
+    sentence-transformers way), CLS to host each batch; one warm-up batch untimed."""
+    import numpy as np
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModel.from_pretrained(model_dir).eval().to(device)
+    if half:
+        model = model.half()
+    order = np.argsort([-len(t) for t in texts]) if sort else np.arange(len(texts))
+    real = 0
+    with torch.inference_mode():
+        model(**tok(texts[:8], padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for i in range(0, len(texts), batch_size):
+            batch = [texts[j] for j in order[i:i + batch_size]]
+            enc = tok(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+            model(**enc).last_hidden_state[:, 0].float().cpu()
+            real += int(enc["attention_mask"].sum())
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {"seconds": seconds, "real_tokens": real, "real_tokens_per_s": real / seconds, "batch_size": batch_size,
+            "sorted": sort, "fp16": half}
+
+
 def write_corpus(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import Timer, real_corpus, save, write_corpus  # noqa: E402
+from _common import Timer, real_corpus, save, torch_loop, write_corpus  # noqa: E402
 
 MEMORY_CHILD = """
 import json, sys, resource
@@ -31,24 +31,6 @@ stats = embed(sys.argv[1], sys.argv[2], sys.argv[3], id_field="id", max_length=i
               progress=False)
 print(json.dumps({"rows": stats["rows"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
-
-def torch_loop(model_dir, texts, max_length, batch_size, sort):
-    import numpy as np
-    import torch
-    import transformers
-
-    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model = transformers.AutoModel.from_pretrained(model_dir).eval()
-    order = np.argsort([-len(t) for t in texts]) if sort else np.arange(len(texts))
-    real = 0
-    with Timer() as t, torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            batch = [texts[j] for j in order[i:i + batch_size]]
-            enc = tok(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            model(**enc).last_hidden_state[:, 0]
-            real += int(enc["attention_mask"].sum())
-    return {"seconds": t.seconds, "real_tokens": real}
 
 
 def sentence_transformers_encode(model_dir, texts, max_length, batch_size):

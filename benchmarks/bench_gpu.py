@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import torch_loop  # noqa: E402
 
 SHAPES = {
     "minilm-shape": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
@@ -44,40 +47,6 @@ def build_source(shape: str, vocab: Path, out: Path) -> Path:
     transformers.BertModel(cfg).eval().save_pretrained(out)
     tok.save_pretrained(out)
     return out
-
-
-def torch_peer(src: Path, texts: list[str], device: str, max_length: int, batch_size: int, sort: bool,
-               half: bool) -> dict:
-    import numpy as np
-    import torch
-    import transformers
-
-    os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the peers get parallel tokenization, as the engine does on cuda
-    tok = transformers.AutoTokenizer.from_pretrained(src)
-    model = transformers.AutoModel.from_pretrained(src).eval().to(device)
-    if half:
-        model = model.half()
-    order = np.argsort([-len(t) for t in texts]) if sort else np.arange(len(texts))
-    real = 0
-    with torch.inference_mode():
-        warm = tok(texts[:8], padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-        model(**warm)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for i in range(0, len(texts), batch_size):
-            batch = [texts[j] for j in order[i:i + batch_size]]
-            enc = tok(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-            model(**enc).last_hidden_state[:, 0].float().cpu()
-            real += int(enc["attention_mask"].sum())
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return {"seconds": seconds, "real_tokens_per_s": real / seconds, "batch_size": batch_size, "sorted": sort,
-            "fp16": half}
 
 
 def parity(a: Path, b: Path) -> dict:
@@ -186,8 +155,9 @@ def main():
             if kw["half"] and dev == "cpu":
                 continue
             peer_texts = texts if dev == "cuda" else texts[:args.cpu_limit]
+            os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the peers tokenize in parallel, as the engine on cuda
             try:
-                runs[peer] = torch_peer(src, peer_texts, dev, args.max_length, **kw)
+                runs[peer] = torch_loop(src, peer_texts, args.max_length, device=dev, **kw)
             except Exception as exc:
                 runs[peer] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             log(f"{shape} {peer}", runs[peer])

@@ -35,6 +35,16 @@ def _n_workers(ray, workers: int | None, cpus_per_worker: float) -> int:
     return workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
 
 
+def _maybe_die(fault: dict, key: str, index: int) -> None:
+    """Fault injection for the tests: the worker process dies once, on task `index`, mid-run."""
+    marker = fault.get("marker")
+    if fault.get(key) == index and marker and not Path(marker).exists():
+        Path(marker).write_text("killed once")
+        import os
+
+        os._exit(1)
+
+
 def _worker_class(ray):
     @ray.remote(max_restarts=3, max_task_retries=3)
     class EmbedWorker:
@@ -48,12 +58,7 @@ def _worker_class(ray):
         def run_shard(self, index: int, start: int, records: list, out_dir: str) -> dict:
             import numpy as np
 
-            marker = self.fault.get("marker")
-            if self.fault.get("kill_shard") == index and marker and not Path(marker).exists():
-                Path(marker).write_text("killed once")  # fault injection for the tests: die mid-run, once
-                import os
-
-                os._exit(1)
+            _maybe_die(self.fault, "kill_shard", index)
             stats: dict = {}
             embs, nts, trs = [], [], []
             for w_start, window in self.plan.windows(records, start):
@@ -178,12 +183,7 @@ def _predict_worker_class(ray):
         def run_part(self, index: int, records: list) -> dict:
             from .predict import predict_cls, predict_qa
 
-            marker = self.fault.get("marker")
-            if self.fault.get("kill_part") == index and marker and not Path(marker).exists():
-                Path(marker).write_text("killed once")
-                import os
-
-                os._exit(1)
+            _maybe_die(self.fault, "kill_part", index)
             if self.task == "qa":
                 preds, odds = predict_qa(self.model, records, **self.options)
                 return {"predictions": preds, "null_odds": odds}
