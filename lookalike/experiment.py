@@ -187,14 +187,15 @@ class Experiment:
         if src is None:
             return None
         v = spec.variant
-        key = {"source": src, "source_id": _file_id(src), "task": task, "variant": v}
+        # "fusion": what an unset `optimize` means; exports cached before fusion became the default differ
+        key = {"source": src, "source_id": _file_id(src), "task": task, "variant": v, "fusion": "auto-unless-int8"}
 
         def run(out: Path):
             from .exporters import export
 
             export(src, out / "model", task, overwrite=True, quantize=v.get("quantize"),
                    per_channel=bool(v.get("per_channel")), fp16=bool(v.get("fp16")),
-                   keep_layers=v.get("keep_layers"), optimize=bool(v.get("optimize")))
+                   keep_layers=v.get("keep_layers"), optimize=v.get("optimize"))
 
         return self.cache.run("export", f"{spec.name}-{role}", key, run) / "model"
 

@@ -89,9 +89,54 @@ def test_variants_int8_and_layer_drop(tiny_models, tmp_path):
     assert sess.run(["cls"], _feeds(sess, enc))[0].shape == cls_ref.shape
 
 
-def test_optimized_and_distilbert(tiny_models, tmp_path):
-    m = export(str(tiny_models["bert2"]), tmp_path / "opt", optimize=True)
-    assert m["parity"]["passed"] and m["variant"]["optimized"]
+def _op_types(path):
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path / "model.onnx"), load_external_data=False).graph.node}
+
+
+def test_fusion_default_and_fallback(tiny_models, tiny_exports, tmp_path, monkeypatch, caplog):
+    # default: fp32 exports carry ORT's fused ops (and passed parity), int8 exports the plain graph
+    m = load_manifest(tiny_exports["bert2"])
+    assert m["variant"]["optimized"] and m["variant"]["description"] == "fp32, ORT-fused"
+    assert {"Attention", "SkipLayerNormalization"} <= _op_types(tiny_exports["bert2"])
+    q = export(str(tiny_models["bert2"]), tmp_path / "int8", quantize="int8")
+    assert not q["variant"]["optimized"] and "Attention" not in _op_types(tmp_path / "int8")
+    plain = export(str(tiny_models["bert2"]), tmp_path / "plain", optimize=False)
+    assert not plain["variant"]["optimized"] and plain["variant"]["description"] == "fp32"
+    assert "Attention" not in _op_types(tmp_path / "plain")
+
+    # a fusion that breaks the graph: the default falls back to the plain graph and says so ...
+    from lookalike.exporters import graph
+
+    real = graph.optimize_transformer
+
+    def broken(path, config):
+        import onnx
+        from onnx import numpy_helper
+
+        real(path, config)
+        model = onnx.load(str(path))
+        for init in model.graph.initializer:
+            if init.name.endswith("qkv_bias"):
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 1.0, init.name))
+        onnx.save(model, str(path))
+
+    monkeypatch.setattr(graph, "optimize_transformer", broken)
+    with caplog.at_level("WARNING"):
+        fb = export(str(tiny_models["bert2"]), tmp_path / "fallback")
+    assert not fb["variant"]["optimized"] and fb["parity"]["passed"]
+    assert "Attention" not in _op_types(tmp_path / "fallback") and "ORT fusions skipped" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "fallback").glob("*.onnx")) == ["model.onnx"]
+    # ... while an explicit --optimize fails loudly
+    with pytest.raises(ExportError, match="parity check failed"):
+        export(str(tiny_models["bert2"]), tmp_path / "forced", optimize=True)
+    monkeypatch.setattr(graph, "optimize_transformer", lambda path, config: 1 / 0)
+    with pytest.raises(ExportError, match="fusions failed.*ZeroDivisionError"):
+        export(str(tiny_models["bert2"]), tmp_path / "raises", optimize=True)
+
+
+def test_distilbert(tiny_models, tmp_path):
     d = export(str(tiny_models["distil"]), tmp_path / "distil", keep_layers=[0, 2])
     assert d["num_layers"] == 2 and d["parity"]["passed"]
     assert "token_type_ids" not in d["inputs"]
