@@ -2,8 +2,8 @@
 
 What it does, per model shape (MiniLM-L6-shaped 6x384 and BERT-base-shaped 12x768, random weights with a
 real WordPiece vocab, so no download is needed; throughput does not depend on the weights):
-  1. export fp32 and the --fp16 variant with lookalike's exporter;
-  2. embed the same real-text corpus with the engine on cuda (fp32, fp16) and on cpu (fp32);
+  1. export fp32 and the --fp16 variant with lookalike's exporter (default fusions, and --no-optimize);
+  2. embed the same real-text corpus with the engine on cuda (fp32, fp16; fused and plain) and on cpu (fp32);
   3. parity: max |diff| and min cosine of CLS vectors, cuda fp32 vs cpu fp32 and cuda fp16 vs cuda fp32;
   4. peers on the same GPU: transformers PyTorch eager, unsorted fp32 batches (the pipeline way) and
      length-sorted fp16 batches (sentence-transformers' encode strategy);
@@ -121,10 +121,16 @@ def main():
         r["export_fp32"] = {"seconds": time.perf_counter() - t, "parity": m.get("parity"), "exporter": m.get("exporter")}
         m = export(str(src), fp16, fp16=True)
         r["export_fp16"] = {"parity_vs_source": m.get("variant_parity"), "size_MB": m.get("file_size", 0) / 1e6}
+        # the plain graphs too: the default fusions were chosen on CPU; this measures them on the device
+        plain32, plain16 = work / shape / "fp32-plain", work / shape / "fp16-plain"
+        export(str(src), plain32, optimize=False)
+        export(str(src), plain16, fp16=True, optimize=False)
         log(f"{shape} export", {k: r[k] for k in ("export_fp32", "export_fp16")})
         runs = r["runs"] = {}
         for name, model_dir, device, corpus in (("engine_fp32_" + dev, fp32, dev, args.corpus),
                                                 ("engine_fp16_" + dev, fp16, dev, args.corpus),
+                                                ("engine_fp32_plain_" + dev, plain32, dev, args.corpus),
+                                                ("engine_fp16_plain_" + dev, plain16, dev, args.corpus),
                                                 ("engine_fp32_cpu_ref", fp32, "cpu", cpu_corpus)):
             if name.startswith("engine_fp16") and dev == "cpu":
                 continue
@@ -164,7 +170,8 @@ def main():
         ok = {k: v["real_tokens_per_s"] for k, v in runs.items() if "real_tokens_per_s" in v}
         ratios = r["ratios"] = {}
         for eng in (f"engine_fp32_{dev}", f"engine_fp16_{dev}"):
-            for peer in ("torch_eager_unsorted_fp32", "torch_sorted_fp16", "engine_fp32_cpu_ref"):
+            for peer in ("torch_eager_unsorted_fp32", "torch_sorted_fp16", "engine_fp32_cpu_ref",
+                         eng.replace("_" + dev, "_plain_" + dev)):
                 if eng in ok and peer in ok and eng != peer:
                     ratios[f"{eng}_vs_{peer}"] = ok[eng] / ok[peer]
         try:

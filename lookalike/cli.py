@@ -74,8 +74,8 @@ def cli(verbose: int):
 @click.option("--fp16", is_flag=True, help="float16 weights and activations (for GPU).")
 @click.option("--keep-layers", callback=lambda c, p, v: _keep_layers(v), help="Layer dropping: e.g. 0,2,4.")
 @click.option("--optimize/--no-optimize", default=None,
-              help="ONNX Runtime transformer fusions, checked for parity [default: on, except with --quantize int8, "
-                   "where the plain graph runs faster; a fused graph that fails parity falls back to the plain one].")
+              help="ONNX Runtime Attention/BiasGelu fusions, checked for parity [default: on; a fused graph that "
+                   "fails parity falls back to the plain one].")
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance for the fp32 graph.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")

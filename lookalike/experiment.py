@@ -188,7 +188,7 @@ class Experiment:
             return None
         v = spec.variant
         # "fusion": what an unset `optimize` means; exports cached before fusion became the default differ
-        key = {"source": src, "source_id": _file_id(src), "task": task, "variant": v, "fusion": "auto-unless-int8"}
+        key = {"source": src, "source_id": _file_id(src), "task": task, "variant": v, "fusion": "auto"}
 
         def run(out: Path):
             from .exporters import export

@@ -75,7 +75,7 @@ def test_variants_int8_and_layer_drop(tiny_models, tmp_path):
     assert dropped["file_size"] < fp32["file_size"] and dropped["num_layers"] == 2
     assert dropped["parameters"] < fp32["parameters"]
     assert 0.5 < int8["variant_parity"]["mean_cosine_cls"] <= 1.0001
-    assert int8["variant"]["description"] == "int8 dynamic per-channel"
+    assert int8["variant"]["description"] == "int8 dynamic per-channel, ORT-fused"
     # independent reference for layer dropping: rebuild the pruned encoder by hand
     tok = transformers.AutoTokenizer.from_pretrained(src)
     model = transformers.AutoModel.from_pretrained(src).eval()
@@ -96,15 +96,24 @@ def _op_types(path):
 
 
 def test_fusion_default_and_fallback(tiny_models, tiny_exports, tmp_path, monkeypatch, caplog):
-    # default: fp32 exports carry ORT's fused ops (and passed parity), int8 exports the plain graph
+    # default: exports carry ORT's fused ops (and passed parity), int8 too; --no-optimize the plain graph
     m = load_manifest(tiny_exports["bert2"])
     assert m["variant"]["optimized"] and m["variant"]["description"] == "fp32, ORT-fused"
-    assert {"Attention", "SkipLayerNormalization"} <= _op_types(tiny_exports["bert2"])
+    ops = _op_types(tiny_exports["bert2"])
+    assert {"Attention", "BiasGelu"} <= ops and "SkipLayerNormalization" not in ops
     q = export(str(tiny_models["bert2"]), tmp_path / "int8", quantize="int8")
-    assert not q["variant"]["optimized"] and "Attention" not in _op_types(tmp_path / "int8")
+    assert q["variant"]["optimized"] and "QAttention" in _op_types(tmp_path / "int8")
     plain = export(str(tiny_models["bert2"]), tmp_path / "plain", optimize=False)
     assert not plain["variant"]["optimized"] and plain["variant"]["description"] == "fp32"
     assert "Attention" not in _op_types(tmp_path / "plain")
+
+    # the fused Attention takes the raw mask: left padding and holes give what the plain graph gives
+    fused, ref = _ort(tiny_exports["bert2"]), _ort(tmp_path / "plain")
+    ids = np.array([[0, 0, 101, 2000, 2001, 2002, 102], [101, 2003, 2004, 2005, 2006, 2007, 102]])
+    for mask in ([[0, 0, 1, 1, 1, 1, 1], [1] * 7], [[1, 1, 0, 1, 1, 0, 1], [1] * 7], [[1] * 5 + [0, 0], [1] * 7]):
+        feeds = {"input_ids": ids, "attention_mask": np.array(mask), "token_type_ids": np.zeros_like(ids)}
+        for a, b in zip(fused.run(["cls", "mean"], feeds), ref.run(["cls", "mean"], feeds)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
 
     # a fusion that breaks the graph: the default falls back to the plain graph and says so ...
     from lookalike.exporters import graph

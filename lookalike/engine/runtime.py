@@ -82,8 +82,13 @@ class OnnxModel:
         if self.device == "cuda":
             _preload_cuda_libraries(ort)
             providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+        # CPU: ORT's session-level SkipLayerNormFusion turns Add+Add+LayerNormalization into its CPU
+        # SkipLayerNormalization kernel, measured 6x slower at 1024x384 (1.0 vs 0.17 ms, ORT 1.32, 2 threads;
+        # benchmarks/bench_fusions.py); CUDA sessions keep it (not measured there).
+        disabled = ["SkipLayerNormFusion"] if self.device == "cpu" else []
         try:
-            self.session = ort.InferenceSession(str(self.dir / self.manifest["file"]), opts, providers=providers)
+            self.session = ort.InferenceSession(str(self.dir / self.manifest["file"]), opts, providers=providers,
+                                                disabled_optimizers=disabled)
         except Exception as exc:
             raise ModelError(f"{self.dir}: ONNX Runtime cannot load the model ({str(exc)[:200]})") from None
         if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():

@@ -47,15 +47,26 @@ def add_pooling_outputs(path: Path) -> None:
 
 
 def optimize_transformer(path: Path, config) -> None:
-    """ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu...) in place."""
+    """ONNX Runtime's transformer fusions, in place: Attention (one packed QKV GEMM) and BiasGelu.
+
+    Chosen by measurement on CPU (benchmarks/README.md): SkipLayerNormalization is left out (ORT's CPU kernel
+    is ~6x slower than the Add+Add+LayerNormalization it replaces) and so is EmbedLayerNormalization, and
+    Attention takes the raw 2-D attention mask, so left padding and masks with holes stay exact (the default
+    mask-index format reads the mask as right-padded lengths).
+    """
+    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
-    model_type = "bert" if config.model_type != "distilbert" else "bert"
-    opt = optimize_model(str(path), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=1,
-                         use_gpu=False)
-    log.info("ORT fusions: %s", opt.get_fused_operator_statistics())
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
+    options.enable_embed_layer_norm = False
+    options.attention_mask_format = AttentionMaskFormat.AttentionMask
+    opt = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1,
+                         use_gpu=False, optimization_options=options)
+    log.info("ORT fusions: %s", {k: v for k, v in opt.get_fused_operator_statistics().items() if v})
     opt.save_model_to_file(str(path))
 
 

@@ -238,9 +238,8 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
            revision: str | None = None) -> dict:
     """Export `model` (hub id or folder) for `task` into `out_dir` and return the manifest.
 
-    optimize: ONNX Runtime transformer fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm); None (the
-    default) fuses unless quantize="int8" (fused fp32 is ~10% faster on CPU, fused int8 ~4% slower:
-    benchmarks/README.md) and falls back to the plain graph, with a warning, if the fused one fails parity.
+    optimize: ONNX Runtime transformer fusions (graph.optimize_transformer); None (the default) fuses and
+    falls back to the plain graph, with a warning, if the fusions fail or the fused graph fails parity.
     quantize: None or "int8" (dynamic). fp16: float16 weights.
     keep_layers: encoder layer indices to keep (layer dropping). atol: export parity tolerance (fp32 graph).
     """
@@ -315,9 +314,9 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
 
 def _fuse_and_check(path: Path, config, optimize: bool | None, quantize: str | None, feeds, ref, task: str,
                     atol: float) -> tuple[bool, dict]:
-    """Apply ORT's fusions as asked (None: unless int8) and check parity; (fused?, parity)."""
+    """Apply ORT's fusions as asked (None: fuse, or fall back) and check parity; (fused?, parity)."""
     auto = optimize is None
-    fuse = (quantize is None) if auto else optimize
+    fuse = True if auto else optimize
     plain = path.with_name("unfused.onnx")
     if fuse and auto:
         shutil.copyfile(path, plain)
