@@ -83,7 +83,7 @@ class OnnxModel:
             _preload_cuda_libraries(ort)
             providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
         # CPU: ORT's session-level SkipLayerNormFusion turns Add+Add+LayerNormalization into its CPU
-        # SkipLayerNormalization kernel, measured 6x slower at 1024x384 (1.0 vs 0.17 ms, ORT 1.32, 2 threads;
+        # SkipLayerNormalization kernel, measured 4.6x slower at 1024x384 (1.01 vs 0.22 ms, ORT 1.32, 2 threads;
         # benchmarks/bench_fusions.py); CUDA sessions keep it (not measured there).
         disabled = ["SkipLayerNormFusion"] if self.device == "cpu" else []
         try:

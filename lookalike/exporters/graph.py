@@ -50,7 +50,7 @@ def optimize_transformer(path: Path, config) -> None:
     """ONNX Runtime's transformer fusions, in place: Attention (one packed QKV GEMM) and BiasGelu.
 
     Chosen by measurement on CPU (benchmarks/README.md): SkipLayerNormalization is left out (ORT's CPU kernel
-    is ~6x slower than the Add+Add+LayerNormalization it replaces) and so is EmbedLayerNormalization, and
+    is ~4.6x slower than the Add+Add+LayerNormalization it replaces) and so is EmbedLayerNormalization, and
     Attention takes the raw 2-D attention mask, so left padding and masks with holes stay exact (the default
     mask-index format reads the mask as right-padded lengths).
     """

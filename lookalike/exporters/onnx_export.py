@@ -281,7 +281,7 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
         if task == "feature-extraction":
             graph.add_pooling_outputs(path)
         feeds, ref = _torch_outputs(torch_model, tokenizer, task)
-        optimize, parity = _fuse_and_check(path, torch_model.config, optimize, quantize, feeds, ref, task, atol)
+        optimize, parity = _fuse_and_check(path, torch_model.config, optimize, feeds, ref, task, atol)
         if not parity["passed"]:
             raise ExportError(f"parity check failed: ONNX vs PyTorch max abs diff {parity['max_abs_diff']:.3g} "
                               f"> {atol:g} (outputs: {', '.join(ref)})")
@@ -312,7 +312,7 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
     return manifest
 
 
-def _fuse_and_check(path: Path, config, optimize: bool | None, quantize: str | None, feeds, ref, task: str,
+def _fuse_and_check(path: Path, config, optimize: bool | None, feeds, ref, task: str,
                     atol: float) -> tuple[bool, dict]:
     """Apply ORT's fusions as asked (None: fuse, or fall back) and check parity; (fused?, parity)."""
     auto = optimize is None
@@ -352,7 +352,7 @@ def describe_variant(v: dict) -> str:
         parts.append(f"int8 dynamic{' per-channel' if v.get('per_channel') else ''}")
     if v.get("fp16"):
         parts.append("fp16")
-    if not v.get("quantize") and not v.get("fp16") and (v.get("optimized") or not parts):
+    if not v.get("quantize") and not v.get("fp16"):
         parts.append("fp32")
     if v.get("optimized"):
         parts.append("ORT-fused")
