@@ -37,29 +37,45 @@ def _numpy_gemm_gflops(n: int, repeat: int) -> float:
     return 2.0 * n ** 3 / best / 1e9
 
 
-def _ort_gemm_gflops(n: int, repeat: int, threads: int | None) -> float:
-    """ONNX Runtime's own fp32 MatMul (MLAS), the kernel the engine's GEMMs run on."""
+def _ort_gemm_gflops(n: int, repeat: int, threads: int | None, shape: tuple[int, int, int] | None = None) -> float:
+    """ONNX Runtime's own fp32 MatMul (MLAS), the kernel the engine's GEMMs run on: n x n, or M x K @ K x N."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    m, k, n = shape or (n, n, n)
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or 0
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
-    feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
+    feeds = {"a": rng.standard_normal((m, k), dtype=np.float32), "b": rng.standard_normal((k, n), dtype=np.float32)}
     sess.run(None, feeds)
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
         sess.run(None, feeds)
         best = min(best, time.perf_counter() - t)
-    return 2.0 * n ** 3 / best / 1e9
+    return 2.0 * m * k * n / best / 1e9
+
+
+def model_gemm_gflops(manifest: dict, rows: int = 1024, repeat: int = 20, threads: int | None = None) -> dict:
+    """ORT MatMul rates at a BERT layer's own GEMM shapes (rows x hidden @ hidden x {h, 3h, 4h}, 4h x h).
+
+    A second reference beside the square ceiling: MLAS can run these faster than 1024^3 on some CPUs.
+    """
+    h = int(manifest["hidden_size"])
+    ff = int(manifest.get("intermediate_size") or 4 * h)
+    shapes = {"qkv": (rows, h, 3 * h), "attn_out": (rows, h, h), "ffn_in": (rows, h, ff), "ffn_out": (rows, ff, h)}
+    rates = {}
+    for name, shape in shapes.items():
+        time.sleep(0.3)  # the previous session's spinning threads
+        rates[name] = _ort_gemm_gflops(0, repeat, threads, shape)
+    return rates
 
 
 def matmul_ceiling_gflops(n: int = 1024, repeat: int = 10, threads: int | None = None) -> float:
