@@ -193,3 +193,24 @@ def test_cuda_that_does_not_start_is_an_error_not_a_silent_cpu_run(tiny_exports,
     with pytest.raises(ModelError, match="could not start its CUDA provider"):
         runtime.OnnxModel(tiny_exports["bert2"], device="cuda")
     assert runtime.OnnxModel(tiny_exports["bert2"], device="cpu").session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_cpu_sessions_do_not_fuse_skip_layernorm(tiny_models, tmp_path):
+    """ORT fuses Add+Add+LayerNorm into its (slow on CPU) SkipLayerNormalization; the engine's CPU sessions do not."""
+    import onnx
+    import onnxruntime as ort
+
+    from lookalike.engine.runtime import session_setup
+    from lookalike.exporters import export
+
+    export(str(tiny_models["bert2"]), tmp_path / "int8", quantize="int8", optimize=False)
+
+    def optimized_ops(disabled):
+        opts, providers, _ = session_setup("cpu", 1)
+        opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(str(tmp_path / "int8" / "model.onnx"), opts, providers=providers,
+                             disabled_optimizers=disabled)
+        return {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+
+    assert "SkipLayerNormalization" in optimized_ops([])  # what ORT does on its own ...
+    assert "SkipLayerNormalization" not in optimized_ops(session_setup("cpu", 1)[2])  # ... and the engine's sessions

@@ -59,6 +59,26 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def session_setup(device: str, threads: int | None = None):
+    """(SessionOptions, providers, disabled optimizers) for an engine session on `device` ("cpu" or "cuda")."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        _preload_cuda_libraries(ort)
+        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+    # CPU: ORT's session-level SkipLayerNormFusion turns Add+Add+LayerNormalization into its CPU
+    # SkipLayerNormalization kernel, measured 4.6x slower at 1024x384 (1.01 vs 0.22 ms, ORT 1.32, 2 threads;
+    # benchmarks/bench_fusions.py); CUDA sessions keep it (not measured there).
+    disabled = ["SkipLayerNormFusion"] if device == "cpu" else []
+    return opts, providers, disabled
+
+
 class OnnxModel:
     """An exported model ready to run: tokenizer, session, manifest.
 
@@ -73,19 +93,7 @@ class OnnxModel:
         self.dir = Path(model_dir)
         self.manifest = load_manifest(self.dir, task)
         self.device = resolve_device(device)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or physical_cores()
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        if self.device == "cuda":
-            _preload_cuda_libraries(ort)
-            providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
-        # CPU: ORT's session-level SkipLayerNormFusion turns Add+Add+LayerNormalization into its CPU
-        # SkipLayerNormalization kernel, measured 4.6x slower at 1024x384 (1.01 vs 0.22 ms, ORT 1.32, 2 threads;
-        # benchmarks/bench_fusions.py); CUDA sessions keep it (not measured there).
-        disabled = ["SkipLayerNormFusion"] if self.device == "cpu" else []
+        opts, providers, disabled = session_setup(self.device, threads)
         try:
             self.session = ort.InferenceSession(str(self.dir / self.manifest["file"]), opts, providers=providers,
                                                 disabled_optimizers=disabled)
