@@ -30,14 +30,14 @@ SHAPES = ((4, 256), (8, 128), (16, 64))
 
 
 def _session(path, threads, no_skip_ln):
+    """The engine's CPU session settings, with ORT's SkipLayerNormFusion on (ORT's default) or off (the engine's)."""
     import onnxruntime as ort
 
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.log_severity_level = 3
-    kw = {"disabled_optimizers": ["SkipLayerNormFusion"]} if no_skip_ln else {}
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"], **kw)
+    from lookalike.engine.runtime import session_setup
+
+    opts, providers, disabled = session_setup("cpu", threads)
+    return ort.InferenceSession(str(path), opts, providers=providers,
+                                disabled_optimizers=disabled if no_skip_ln else [])
 
 
 def kernel_skip_layer_norm(threads, repeats=200, rows=1024, hidden=384):

@@ -37,12 +37,12 @@ def _numpy_gemm_gflops(n: int, repeat: int) -> float:
     return 2.0 * n ** 3 / best / 1e9
 
 
-def _ort_gemm_gflops(n: int, repeat: int, threads: int | None, shape: tuple[int, int, int] | None = None) -> float:
-    """ONNX Runtime's own fp32 MatMul (MLAS), the kernel the engine's GEMMs run on: n x n, or M x K @ K x N."""
+def _ort_gemm_gflops(shape: tuple[int, int, int], repeat: int, threads: int | None) -> float:
+    """ONNX Runtime's own fp32 MatMul (MLAS), the kernel the engine's GEMMs run on: (M x K) @ (K x N)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    m, k, n = shape or (n, n, n)
+    m, k, n = shape
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k]),
                                helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n])],
@@ -74,7 +74,7 @@ def model_gemm_gflops(manifest: dict, rows: int = 1024, repeat: int = 20, thread
     rates = {}
     for name, shape in shapes.items():
         time.sleep(0.3)  # the previous session's spinning threads
-        rates[name] = _ort_gemm_gflops(0, repeat, threads, shape)
+        rates[name] = _ort_gemm_gflops(shape, repeat, threads)
     return rates
 
 
@@ -87,7 +87,7 @@ def matmul_ceiling_gflops(n: int = 1024, repeat: int = 10, threads: int | None =
     time.sleep(0.5)  # let thread pools that just ran (torch/OpenMP, ORT) stop spinning; they skew this by 2x
     rates = [_numpy_gemm_gflops(n, repeat)]
     try:
-        rates.append(_ort_gemm_gflops(n, repeat, threads))
+        rates.append(_ort_gemm_gflops((n, n, n), repeat, threads))
     except Exception as exc:  # the ceiling is a reference, not a reason to fail a benchmark
         log.debug("ORT GEMM ceiling not measured: %s", exc)
     return max(rates)

@@ -21,6 +21,22 @@ from .store import StoreWriter, write_shard_file
 log = logging.getLogger(__name__)
 
 
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
+    return ray
+
+
+def _worker_device(device: str, gpus_per_worker: float) -> str:
+    """The actors' device: cuda when each gets a GPU, else cpu ("auto" never means a GPU it was not given)."""
+    worker_device = "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
+    if worker_device == "cuda" and gpus_per_worker <= 0:
+        raise InputError("--device cuda on Ray needs --gpus-per-worker > 0")
+    return worker_device
+
+
 def _connect(ray, address: str | None, ray_init: dict | None) -> bool:
     """Join (or start) Ray unless already connected; True when this call started it (and must shut it down)."""
     if ray.is_initialized():
@@ -79,18 +95,13 @@ def embed_ray(model_dir: str | Path, corpus, out_dir: str | Path, *, address: st
               threads: int | None = None, device: str = "auto", progress: bool | None = None,
               ray_init: dict | None = None, _fault: dict | None = None, **plan_kwargs) -> dict:
     """Embed on a Ray cluster (`address`: None/"local" starts a local one, "auto" or "ray://host:10001" joins)."""
-    try:
-        import ray
-    except ImportError:
-        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
+    ray = _import_ray()
     from ..exporters import load_manifest
     from .pipeline import make_plan, run_stats
     from .runtime import resolve_device
 
     manifest = load_manifest(model_dir)
-    worker_device = "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
-    if worker_device == "cuda" and gpus_per_worker <= 0:
-        raise InputError("--device cuda on Ray needs --gpus-per-worker > 0")
+    worker_device = _worker_device(device, gpus_per_worker)
     if worker_device == "cpu":
         resolve_device("cpu")
     plan = make_plan(manifest, corpus, device=worker_device, **plan_kwargs)
@@ -204,10 +215,7 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
     import hashlib
     import json
 
-    try:
-        import ray
-    except ImportError:
-        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
+    ray = _import_ray()
     from .store import atomic_write_json
 
     out = Path(out).resolve()
@@ -219,15 +227,16 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
     settings_path = parts_dir / "settings.json"
     if settings_path.exists():
         old = json.loads(settings_path.read_text())
-        if old != json.loads(json.dumps(settings)):
-            diff = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings))[k])
+        new = json.loads(json.dumps(settings))  # as stored: tuples become lists
+        if old != new:
+            diff = sorted(k for k in new if old.get(k) != new[k])
             raise InputError(f"{parts_dir} holds parts of another prediction run (differs in {', '.join(diff)}); "
                              "use another OUT or remove it")
     else:
         atomic_write_json(settings_path, settings)
     n_parts = (len(records) + part_rows - 1) // part_rows
     todo = [i for i in range(n_parts) if not (parts_dir / f"part-{i:05d}.json").exists()]
-    worker_device = "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
+    worker_device = _worker_device(device, gpus_per_worker)
     started_here = _connect(ray, address, ray_init) if todo else False
     try:
         if todo:
