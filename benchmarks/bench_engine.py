@@ -30,9 +30,11 @@ MEMORY_CHILD = """
 import json, sys
 sys.path.insert(0, sys.argv[5])
 from _common import peak_rss_mb
+from lookalike.data import CorpusSpec
 from lookalike.engine import embed
-stats = embed(sys.argv[1], sys.argv[2], sys.argv[3], id_field="id", max_length=int(sys.argv[4]), shard_rows=1000,
-              progress=False)
+from lookalike.params import EmbedParams
+stats = embed(sys.argv[1], CorpusSpec(sys.argv[2], id_field="id"), sys.argv[3],
+              EmbedParams(max_length=int(sys.argv[4]), shard_rows=1000), progress=False)
 print(json.dumps({"rows": stats["rows"], "peak_rss_mb": peak_rss_mb()}))
 """
 
@@ -76,7 +78,9 @@ def main():
 
     import torch
 
+    from lookalike.data import CorpusSpec
     from lookalike.engine import OnnxModel, embed
+    from lookalike.params import EmbedParams
     from lookalike.engine.bench import flops_per_token, matmul_ceiling_gflops, model_gemm_gflops
     from lookalike.exporters import export, load_manifest
     from lookalike.models import minilm_path
@@ -113,7 +117,8 @@ def main():
         def run():
             out = work / f"store-{name}"
             shutil.rmtree(out, ignore_errors=True)
-            stats = embed(model_dir, corpus, out, id_field="id", max_length=args.max_length, progress=False, model=m)
+            stats = embed(model_dir, CorpusSpec(corpus, id_field="id"), out, EmbedParams(max_length=args.max_length),
+                          progress=False, model=m)
             runs[name].update(variant=m.manifest["variant"]["description"], padding_overhead=stats["padding_overhead"],
                               n_truncated=stats["n_truncated"])
             return stats["seconds"]

@@ -90,8 +90,10 @@ def main():
     ap.add_argument("--corpus-repeat", type=int, default=1, help="repeat the corpus N times (new ids) to load a GPU")
     args = ap.parse_args()
 
+    from lookalike.data import CorpusSpec
     from lookalike.engine import embed
     from lookalike.engine.bench import run_bench
+    from lookalike.params import EmbedParams
     from lookalike.exporters import export
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -136,12 +138,13 @@ def main():
                 continue
             try:
                 # warm-up on a few rows (CUDA context, cuBLAS handles), then the timed run
-                embed(model_dir, corpus, work / shape / f"warm-{name}", id_field="id", limit=64,
-                      max_length=args.max_length, device=device, progress=False)
-                stats = embed(model_dir, corpus, work / shape / name, id_field="id", max_length=args.max_length,
+                params = EmbedParams(max_length=args.max_length)
+                embed(model_dir, CorpusSpec(corpus, id_field="id", limit=64), work / shape / f"warm-{name}", params,
+                      device=device, progress=False)
+                stats = embed(model_dir, CorpusSpec(corpus, id_field="id"), work / shape / name, params,
                               device=device, progress=False)
                 runs[name] = {k: stats[k] for k in ("seconds", "real_tokens_per_s", "padding_overhead", "rows")}
-                runs[name]["tokenizers_parallelism"] = os.environ.get("TOKENIZERS_PARALLELISM")  # the engine's choice
+                runs[name]["tokenizers_parallelism"] = os.environ.get("TOKENIZERS_PARALLELISM", "unset")
             except Exception as exc:  # keep going: a failed variant is a result too
                 runs[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             log(f"{shape} {name}", runs[name])
@@ -149,7 +152,8 @@ def main():
         try:
             ref_dev = work / shape / "engine_fp32_cpu_ref"
             sub = work / shape / f"{dev}-subset"
-            embed(fp32, cpu_corpus, sub, id_field="id", max_length=args.max_length, device=dev, progress=False)
+            embed(fp32, CorpusSpec(cpu_corpus, id_field="id"), sub, EmbedParams(max_length=args.max_length),
+                  device=dev, progress=False)
             r["parity_fp32_vs_cpu"] = parity(sub, ref_dev)
             if dev == "cuda" and "error" not in runs.get(f"engine_fp16_{dev}", {"error": 1}):
                 r["parity_fp16_vs_fp32"] = parity(work / shape / f"engine_fp16_{dev}", work / shape / f"engine_fp32_{dev}")

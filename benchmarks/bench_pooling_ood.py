@@ -24,7 +24,9 @@ from _common import save  # noqa: E402
 def main():
     from lookalike.analysis.ood import deep_knn_ood
     from lookalike.demo import stdlib_corpora, write_jsonl
+    from lookalike.data import CorpusSpec
     from lookalike.engine import embed, open_store
+    from lookalike.params import EmbedParams
     from lookalike.exporters import export
     from lookalike.models import minilm_path
 
@@ -42,8 +44,8 @@ def main():
     for pooling in ("cls", "mean"):
         stores = {}
         for name, path in sets.items():
-            embed(model, path, work / f"{pooling}-{name}", id_field="id", max_length=256, pooling=pooling,
-                  progress=False)
+            embed(model, CorpusSpec(path, id_field="id"), work / f"{pooling}-{name}",
+                  EmbedParams(max_length=256, pooling=pooling), progress=False)
             stores[name] = open_store(work / f"{pooling}-{name}")
         for ood in ("code", "rot13"):
             r = deep_knn_ood(stores["train"], stores[ood], 10, in_test=stores["in_test"])

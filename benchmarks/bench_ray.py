@@ -20,21 +20,24 @@ from _common import real_corpus, save, write_corpus  # noqa: E402
 
 
 def main():
-    from lookalike.engine import embed
+    from lookalike.data import CorpusSpec
+    from lookalike.engine import RayOptions, embed
+    from lookalike.params import EmbedParams
     from lookalike.exporters import export
     from lookalike.models import minilm_path
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-ray-"))
     corpus = write_corpus(real_corpus(), work / "corpus.jsonl")
     export(str(minilm_path()), work / "int8", quantize="int8", per_channel=True)
-    kw = dict(id_field="id", max_length=128, shard_rows=250, progress=False)
-    local = embed(work / "int8", corpus, work / "local", **kw)
+    spec, params = CorpusSpec(corpus, id_field="id"), EmbedParams(max_length=128, shard_rows=250)
+    local = embed(work / "int8", spec, work / "local", params, progress=False)
     print("local", local)
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        ray_stats = embed(work / "int8", corpus, work / "ray", backend="ray", workers=os.cpu_count(), **kw)
+        ray_stats = embed(work / "int8", spec, work / "ray", params, progress=False, backend="ray",
+                          ray=RayOptions(workers=os.cpu_count()))
     finally:
         ray.shutdown()
     print("ray", ray_stats)

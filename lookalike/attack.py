@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Record, read_corpus
+from .data import CorpusSpec, Record
 from .errors import InputError, ModelError
+from .files import WriterLock, atomic_write_json, progress_bar, settings_guard
+from .params import AttackParams
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def make_wrapper(model, max_length: int = 512, batch_tokens: int = 2048):
     from textattack.models.wrappers import ModelWrapper
 
     from .engine.batching import tokenize
-    from .engine.predict import _run_batched
+    from .engine.tasks import run_batched
 
     class OnnxClassifier(ModelWrapper):
         def __init__(self):
@@ -64,7 +66,7 @@ def make_wrapper(model, max_length: int = 512, batch_tokens: int = 2048):
         def __call__(self, text_input_list):
             recs = [Record(str(i), t) for i, t in enumerate(text_input_list)]
             enc = tokenize(model.tokenizer, recs, min(max_length, model.max_positions))
-            (logits,) = _run_batched(model, enc, ["logits"], batch_tokens)
+            (logits,) = run_batched(model, enc, ["logits"], batch_tokens)
             self.queries += len(recs)
             return np.stack(logits).astype(np.float32)
 
@@ -84,6 +86,7 @@ def make_similarity(kind: str, threshold: float, encoder_dir: str | Path | None,
         return None
     from .engine import OnnxModel
     from .engine.batching import tokenize
+    from .engine.tasks import run_batched
 
     enc_model = OnnxModel(encoder_dir, task="feature-extraction", device=device)
 
@@ -96,9 +99,7 @@ def make_similarity(kind: str, threshold: float, encoder_dir: str | Path | None,
         def encode(self, sentences):
             recs = [Record(str(i), s) for i, s in enumerate(sentences)]
             enc = tokenize(enc_model.tokenizer, recs, min(256, enc_model.max_positions))
-            from .engine.predict import _run_batched
-
-            (vecs,) = _run_batched(enc_model, enc, ["mean"], 2048)
+            (vecs,) = run_batched(enc_model, enc, ["mean"], 2048)
             import torch
 
             return torch.tensor(np.stack(vecs))
@@ -267,68 +268,64 @@ def setting_text(s: dict) -> str:
             f"{s.get('subword_candidates', 'TextAttack product order')}, n={s['n']}, seed {s['seed']}.")
 
 
-def run_attack(target_dir: str | Path, data: str | Path, out: str | Path, *, mlm: str, max_candidates: int = 48,
-               top_words: int | None = None, n: int | None = 1000, seed: int = 0, max_percent: float = 0.4,
-               similarity: str = "engine", similarity_threshold: float = 0.2, similarity_model: str | Path | None = None,
-               max_length: int = 512, device: str = "auto", reader: dict | None = None, progress: bool = False) -> dict:
-    """Attack the classification export `target_dir` on `data`; JSONL per example (resumable) + summary.json."""
+def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | Path,
+               params: AttackParams | None = None, *, similarity_model: str | Path | None = None,
+               device: str = "auto", progress: bool = False) -> dict:
+    """Attack the classification export `target_dir` on `corpus`; JSONL per example (resumable) + summary.json."""
     from .engine import OnnxModel
-    from .engine.predict import label_index
-    from .models import minilm_path, resolve_model
+    from .engine.tasks import label_index
+    from .exporters.manifest import labels as manifest_labels
+    from .models import minilm_path
 
-    if similarity not in ("engine", "use", "none"):
-        raise InputError(f"unknown similarity {similarity!r} (engine, use or none)")
+    p = params or AttackParams()
+    corpus = CorpusSpec.coerce(corpus).for_labels()
     model = OnnxModel(target_dir, task="text-classification", device=device)
-    labels = {int(k): v for k, v in (model.manifest.get("labels") or {}).items()}
-    reader = dict(reader or {})
-    if "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
-        reader["label_field"] = "label"
-    records = list(read_corpus(data, **reader))
+    labels = manifest_labels(model.manifest)
+    records = list(corpus.records())
     gold = {}
     for r in records:
         if r.label is None:
-            raise InputError("record has no label", path=data, record=f"record {r.id}", field="label")
-        gold[r.id] = label_index(r.label, labels, f"record {r.id}", data)
-    examples = select_examples(records, n, seed)
+            raise InputError("record has no label", path=corpus.path, record=f"record {r.id}", field="label")
+        gold[r.id] = label_index(r.label, labels, f"record {r.id}", corpus.path)
+    examples = select_examples(records, p.n, p.seed)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder; give a folder for the attack results", path=out)
     out.mkdir(parents=True, exist_ok=True)
-    sim_dir = None
-    if similarity == "engine":
-        sim_dir = Path(similarity_model) if similarity_model else out / "similarity-encoder"
-        if not (sim_dir / "lookalike.json").exists():
-            from .exporters import export
+    with WriterLock(out):
+        sim_dir = None
+        if p.similarity == "engine":
+            sim_dir = Path(similarity_model) if similarity_model else out / "similarity-encoder"
+            if not (sim_dir / "lookalike.json").exists():
+                from .exporters import export
 
-            export(str(minilm_path()), sim_dir)
-    setting = {"mlm": str(mlm), "max_candidates": max_candidates, "top_words": top_words, "max_percent": max_percent,
-               "similarity": similarity, "similarity_threshold": similarity_threshold,
-               "similarity_model": str(sim_dir) if sim_dir else None, "n": len(examples), "seed": seed,
-               "target": str(target_dir), "target_sha256": model.sha256, "data": str(data),
-               "subword_candidates": "exact top-K by perplexity (beam)"}
-    settings_path = out / "setting.json"
-    if settings_path.exists():
-        old = json.loads(settings_path.read_text())
-        if old != setting:
-            diff = next(k for k in setting if old.get(k) != setting.get(k))
-            raise InputError(f"{out}: holds an attack with other settings ({diff}: {old.get(diff)!r} there, "
-                             f"{setting.get(diff)!r} now); use another OUT")
-    settings_path.write_text(json.dumps(setting, indent=2) + "\n")
+                export(str(minilm_path()), sim_dir)
+        setting = {"mlm": str(p.mlm), "max_candidates": p.max_candidates, "top_words": p.top_words,
+                   "max_percent": p.max_percent, "similarity": p.similarity,
+                   "similarity_threshold": p.similarity_threshold,
+                   "similarity_model": str(sim_dir) if sim_dir else None, "n": len(examples), "seed": p.seed,
+                   "target": str(target_dir), "target_sha256": model.sha256, "data": corpus.path,
+                   "data_fingerprint": corpus.fingerprint(), "subword_candidates": "exact top-K by perplexity (beam)"}
+        settings_guard(out / "setting.json", setting, "an attack")
+        return _attack_all(model, examples, gold, out, setting, p, sim_dir, device, progress)
+
+
+def _attack_all(model, examples, gold, out: Path, setting: dict, p: AttackParams, sim_dir, device, progress) -> dict:
+    from .models import resolve_model
+
     _prepare_textattack()
     from textattack.attack_results import FailedAttackResult, SkippedAttackResult, SuccessfulAttackResult
 
-    wrapper = make_wrapper(model, max_length)
-    sim = make_similarity(similarity, similarity_threshold, sim_dir, device)
-    attack = build_attack(wrapper, resolve_model(mlm), max_candidates=max_candidates, top_words=top_words,
-                          max_percent=max_percent, similarity=sim)
+    wrapper = make_wrapper(model, p.max_length)
+    sim = make_similarity(p.similarity, p.similarity_threshold, sim_dir, device)
+    attack = build_attack(wrapper, resolve_model(p.mlm), max_candidates=p.max_candidates, top_words=p.top_words,
+                          max_percent=p.max_percent, similarity=sim)
     results_path = out / "results.jsonl"
     done = _load_done(results_path)
     todo = [r for r in examples if r.id not in done]
     if done:
         log.info("resuming: %d of %d examples already attacked", len(done), len(examples))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(examples), initial=len(examples) - len(todo), unit="ex", desc="attack")
+    bar = progress_bar(progress, total=len(examples), initial=len(examples) - len(todo), unit="ex", desc="attack")
     t0 = time.perf_counter()
     with open(results_path, "a") as fh:
         for r in todo:
@@ -348,14 +345,12 @@ def run_attack(target_dir: str | Path, data: str | Path, out: str | Path, *, mlm
             fh.flush()
             os.fsync(fh.fileno())
             done[r.id] = row
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     rows = [done[r.id] for r in examples]
     summary = summarize(rows, setting)
     summary["seconds_this_run"] = round(time.perf_counter() - t0, 2)
     summary["target_queries_this_run"] = wrapper.queries
     summary["queries_per_s"] = wrapper.queries / summary["seconds_this_run"] if summary["seconds_this_run"] else None
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     return summary

@@ -1,7 +1,12 @@
-"""The `lookalike` command line: thin wrappers that parse options and call one library function each."""
+"""The `lookalike` command line: thin wrappers that parse options and call one library function each.
+
+Errors lookalike raises on purpose, and operating-system errors (disk full, permission denied), are one line on
+stderr with exit code 2. Warnings print one line each unless -q.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -9,7 +14,12 @@ from pathlib import Path
 
 import click
 
+from .data import FORMATS, CorpusSpec
 from .errors import LookalikeError
+from .params import (DTYPES, INDEXES, POOLINGS, SIMILARITIES, AttackParams, EmbedParams, FinetuneParams, KnnParams,
+                     OodParams, PredictParams)
+
+log = logging.getLogger("lookalike")
 
 
 class CLIError(click.ClickException):
@@ -24,42 +34,128 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LookalikeError as exc:
             raise CLIError(str(exc)) from None
+        except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            raise CLIError(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
             sys.exit(130)
 
 
-def _keep_layers(value: str | None):
-    if value is None:
-        return None
-    try:
-        return [int(x) for x in value.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated layer indices, e.g. 0,2,4") from None
+class _OneLine(logging.Formatter):
+    def format(self, record):
+        msg = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        return f"{record.levelname.lower()}: {msg}"
 
 
-def _int_list(value: str) -> list[int]:
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """lookalike's warnings print by default (one line each); -q: errors only; -v info; -vv debug, libraries too."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine() if verbose < 2 else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)  # other libraries: errors only unless -vv
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.getLogger("lookalike").setLevel(level)
+
+
+def _int_list(value: str) -> tuple[int, ...]:
     try:
-        return [int(x) for x in value.split(",") if x.strip()]
+        out = tuple(int(x) for x in value.split(",") if x.strip())
     except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated integers") from None
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers, e.g. 1,5,10") from None
+    if not out or min(out) < 0:
+        raise click.BadParameter(f"{value!r}: expected non-negative integers")
+    return out
+
+
+def _int_list_option(ctx, param, value):
+    return None if value is None else _int_list(value)
+
+
+POSITIVE = click.IntRange(min=1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug including libraries).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only (no warnings).")
 @click.version_option(package_name="lookalike")
-def cli(verbose: int):
+def cli(verbose: int, quiet: bool):
     """lookalike: does the compressed model behave like the large model it replaces?
 
     Export models to ONNX, bulk-embed corpora into HDF5 shards, and compare models on
     prediction errors, data representation (kNN), data distribution (deep-kNN OOD) and
     adversarial vulnerability, as Jaccard agreements between model pairs.
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("onnxruntime", "root"):
-        if verbose < 2:
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+    setup_logging(verbose, quiet)
+
+
+# --------------------------------------------------------------------------- shared options
+
+def corpus_options(arg: str):
+    """The corpus options every command that reads a corpus takes; the command receives one CorpusSpec as `arg`."""
+    def decorate(f):
+        opts = [
+            click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                         help="Corpus format (detected from the path when omitted)."),
+            click.option("--text-field", default="text", show_default=True, help="JSONL/JSON/CSV/Parquet text field."),
+            click.option("--pair-field", default=None, help="Second text field (sentence pairs)."),
+            click.option("--id-field", default=None,
+                         help="Id field [the records' 'id' field when they have one, else row numbers]."),
+            click.option("--label-field", default=None, help="Label field [label, for classification]."),
+            click.option("--split", default=None, help="Split for aclImdb folders, NewsQA JSON, saved HF datasets."),
+            click.option("--limit", type=POSITIVE, default=None, help="Only the first N records."),
+            click.option("--every", type=POSITIVE, default=None,
+                         help="Deterministic subset: keep rows with row % EVERY == OFFSET."),
+            click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True, help="See --every."),
+        ]
+
+        @functools.wraps(f)
+        def wrapper(*args, **kw):
+            kw[arg] = CorpusSpec(kw[arg], format=kw.pop("fmt"), text_field=kw.pop("text_field"),
+                                 pair_field=kw.pop("pair_field"), id_field=kw.pop("id_field"),
+                                 label_field=kw.pop("label_field"), split=kw.pop("split"), limit=kw.pop("limit"),
+                                 every=kw.pop("every"), offset=kw.pop("offset"))
+            return f(*args, **kw)
+
+        for opt in reversed(opts):
+            wrapper = opt(wrapper)
+        return wrapper
+    return decorate
+
+
+def ray_options(f):
+    """--backend local|ray and the Ray options (command line only), shared by embed and predict."""
+    from .engine.plan import RayOptions
+
+    opts = [
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True),
+        click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none for a local Ray."),
+        click.option("--workers", type=POSITIVE, default=None, help="Ray: actors [cluster CPUs / CPUs per worker]."),
+        click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Ray: GPUs per actor."),
+        click.option("--cpus-per-worker", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                     show_default=True, help="Ray: CPUs per actor."),
+    ]
+
+    @functools.wraps(f)
+    def wrapper(*args, **kw):
+        kw["ray"] = RayOptions(address=kw.pop("address"), workers=kw.pop("workers"),
+                               gpus_per_worker=kw.pop("gpus_per_worker"), cpus_per_worker=kw.pop("cpus_per_worker"))
+        return f(*args, **kw)
+
+    for opt in reversed(opts):
+        wrapper = opt(wrapper)
+    return wrapper
+
+
+DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+
+
+def _echo_json(obj) -> None:
+    from .files import json_safe
+
+    click.echo(json.dumps(json_safe(obj), indent=2, default=str))
 
 
 # --------------------------------------------------------------------------- export
@@ -72,12 +168,13 @@ def cli(verbose: int):
 @click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Dynamic int8 quantisation.")
 @click.option("--per-channel", is_flag=True, help="Per-channel int8 weights (more accurate).")
 @click.option("--fp16", is_flag=True, help="float16 weights and activations (for GPU).")
-@click.option("--keep-layers", callback=lambda c, p, v: _keep_layers(v), help="Layer dropping: e.g. 0,2,4.")
+@click.option("--keep-layers", callback=_int_list_option, help="Layer dropping: e.g. 0,2,4.")
 @click.option("--optimize/--no-optimize", default=None,
               help="ONNX Runtime Attention/BiasGelu fusions, checked for parity [default: on; a fused graph that "
                    "fails parity falls back to the plain one].")
-@click.option("--opset", type=int, default=18, show_default=True)
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity tolerance for the fp32 graph.")
+@click.option("--opset", type=click.IntRange(min=14), default=18, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Parity tolerance for the fp32 graph.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUT_DIR.")
 def export(model, out_dir, task, quantize, per_channel, fp16, keep_layers, optimize, opset, atol, revision, overwrite):
@@ -95,66 +192,33 @@ def export(model, out_dir, task, quantize, per_channel, fp16, keep_layers, optim
     m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
                   per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
                   revision=revision)
-    summary = {"out_dir": str(out_dir), "task": m["task"], "variant": m["variant"]["description"],
-               "parameters": m["parameters"], "file_size": m["file_size"],
-               "parity_max_abs_diff": m["parity"]["max_abs_diff"], "variant_parity": m["variant_parity"]}
-    click.echo(json.dumps(summary, indent=2))
+    _echo_json({"out_dir": str(out_dir), "task": m["task"], "variant": m["variant"]["description"],
+                "parameters": m["parameters"], "file_size": m["file_size"],
+                "parity_max_abs_diff": m["parity"]["max_abs_diff"], "variant_parity": m["variant_parity"],
+                **({"int8": m["int8"]} if "int8" in m else {})})
 
 
 # --------------------------------------------------------------------------- embed
-
-def ray_backend_options(f):
-    """--backend local|ray and the Ray options, shared by embed and predict."""
-    for opt in reversed([
-        click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True),
-        click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none for a local Ray."),
-        click.option("--workers", type=int, default=None, help="Ray: actors [cluster CPUs / CPUs per worker]."),
-        click.option("--gpus-per-worker", type=float, default=0.0, show_default=True, help="Ray: GPUs per actor."),
-        click.option("--cpus-per-worker", type=float, default=1.0, show_default=True, help="Ray: CPUs per actor."),
-    ]):
-        f = opt(f)
-    return f
-
-
-def reader_options(f):
-    """The corpus reader options shared by every command that reads a corpus."""
-
-    from .data import FORMATS
-
-    opts = [
-        click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-                     help="Corpus format (detected from the path when omitted)."),
-        click.option("--text-field", default="text", show_default=True, help="JSONL/JSON/CSV/Parquet text field."),
-        click.option("--pair-field", default=None, help="Second text field (sentence pairs)."),
-        click.option("--id-field", default=None, help="Id field (default: row number)."),
-        click.option("--split", default=None, help="Split for aclImdb folders, NewsQA JSON, saved HF datasets."),
-        click.option("--limit", type=int, default=None, help="Only the first N records."),
-        click.option("--every", type=int, default=None, help="Deterministic subset: keep rows with row % EVERY == OFFSET."),
-        click.option("--offset", type=int, default=0, show_default=True, help="See --every."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("corpus")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@reader_options
-@click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True)
-@click.option("--max-length", type=int, default=512, show_default=True, help="Longer inputs are truncated (counted).")
-@click.option("--batch-tokens", type=int, default=None, help="Padded tokens per batch [CPU 1024, CUDA 65536].")
-@click.option("--shard-rows", type=int, default=10000, show_default=True)
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@corpus_options("corpus")
+@click.option("--pooling", type=click.Choice(POOLINGS), default=EmbedParams.pooling, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=2), default=EmbedParams.max_length, show_default=True,
+              help="Longer inputs are truncated (counted).")
+@click.option("--batch-tokens", type=click.IntRange(min=2), default=None,
+              help="Padded tokens per batch [CPU 1024, CUDA 65536].")
+@click.option("--shard-rows", type=POSITIVE, default=EmbedParams.shard_rows, show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default=EmbedParams.dtype, show_default=True)
 @click.option("--normalize", is_flag=True, help="L2-normalise the stored vectors.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [physical cores].")
+@DEVICE
+@click.option("--threads", type=POSITIVE, default=None, help="ONNX Runtime intra-op threads [physical cores].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
-@ray_backend_options
-def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, split, limit, every, offset, pooling,
-          max_length, batch_tokens, shard_rows, dtype, normalize, device, threads, progress, backend, address, workers,
-          gpus_per_worker, cpus_per_worker):
+@ray_options
+def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_rows, dtype, normalize, device,
+          threads, progress, backend, ray):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable).
 
     \b
@@ -166,13 +230,10 @@ def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, spl
     """
     from .engine import embed as do_embed
 
-    stats = do_embed(model_dir, corpus, out_dir, fmt=fmt, text_field=text_field, pair_field=pair_field,
-                     id_field=id_field, split=split, limit=limit, every=every, offset=offset, pooling=pooling, max_length=max_length,
-                     batch_tokens=batch_tokens, shard_rows=shard_rows, dtype=dtype, normalize=normalize,
-                     device=device, threads=threads, progress=progress, backend=backend,
-                     **({"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-                         "cpus_per_worker": cpus_per_worker} if backend == "ray" else {}))
-    click.echo(json.dumps(stats, indent=2))
+    params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
+                         dtype=dtype, normalize=normalize)
+    _echo_json(do_embed(model_dir, corpus, out_dir, params, device=device, threads=threads, progress=progress,
+                        backend=backend, ray=ray))
 
 
 # --------------------------------------------------------------------------- knn / ood
@@ -180,11 +241,12 @@ def embed(model_dir, corpus, out_dir, fmt, text_field, pair_field, id_field, spl
 @cli.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--k", type=int, default=10, show_default=True, help="Neighbours kept (slice for smaller K).")
-@click.option("--index", type=click.Choice(["flat", "ivf", "hnsw"]), default="flat", show_default=True,
+@click.option("--k", type=POSITIVE, default=KnnParams.k, show_default=True, help="Neighbours kept (slice for smaller K).")
+@click.option("--index", type=click.Choice(INDEXES), default=KnnParams.index, show_default=True,
               help="flat is exact; ivf/hnsw are approximate and report recall@K on a sample.")
 @click.option("--gpu/--no-gpu", default=None, help="FAISS GPU [when FAISS sees one].")
-@click.option("--block-rows", type=int, default=8192, show_default=True, help="Queries per search block.")
+@click.option("--block-rows", type=POSITIVE, default=KnnParams.block_rows, show_default=True,
+              help="Queries per search block.")
 def knn(store, out, k, index, gpu, block_rows):
     """K nearest neighbours (cosine) of every point of STORE, excluding itself; written to OUT (HDF5).
 
@@ -192,12 +254,14 @@ def knn(store, out, k, index, gpu, block_rows):
     Example:
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --k 50
     """
-    from .analysis.knn import knn_self
+    from .analysis.knn import _is_knn_file, knn_self
     from .engine import open_store
+    from .files import check_output_file
 
+    check_output_file(out, _is_knn_file, "neighbour file")
     res = knn_self(open_store(store), k, index=index, gpu=gpu, block_rows=block_rows)
     res.save(out)
-    click.echo(json.dumps({"out": str(out), "k": k, "index": index, **res.meta}, indent=2))
+    _echo_json({"out": str(out), "k": k, "index": index, **res.meta})
 
 
 @cli.command()
@@ -207,31 +271,36 @@ def knn(store, out, k, index, gpu, block_rows):
               help="In-distribution validation store for the threshold [held-out split of train].")
 @click.option("--in-test", default=None, type=click.Path(path_type=Path),
               help="Held-out in-distribution test store: enables AUROC and FPR@TPR.")
-@click.option("--k", "ks", default="10", show_default=True, help="k, or several for a sweep: 1,5,10,20,50.")
-@click.option("--tpr", type=float, default=0.95, show_default=True)
-@click.option("--val-fraction", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--k", "ks", default=str(OodParams.k), show_default=True, callback=_int_list_option,
+              help="k, or several for a sweep: 1,5,10,20,50.")
+@click.option("--tpr", type=click.FloatRange(0, 1, min_open=True), default=OodParams.tpr, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 0.9, min_open=True), default=OodParams.val_fraction,
+              show_default=True)
+@click.option("--seed", type=int, default=OodParams.seed, show_default=True)
 @click.option("--gpu/--no-gpu", default=None)
 @click.argument("out", type=click.Path(path_type=Path))
 def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
     """Deep-kNN OOD: score TEST against the TRAIN bank, flag points below the TPR threshold.
 
-    Deep Nearest Neighbors (Sun, Ming, Zhu and Li, ICML 2022) on L2-normalised features.
+    Deep Nearest Neighbors (Sun, Ming, Zhu and Li, ICML 2022) on L2-normalised features. All stores must
+    hold the same model's features (model, pooling, normalisation, max length).
 
     \b
     Example:
       lookalike ood --train runs/squad-minilm --test runs/cuad-minilm --k 1,5,10,20 runs/ood-minilm.json
     """
-    from .analysis.ood import deep_knn_ood
+    from .analysis.ood import _is_ood_file, deep_knn_ood
     from .engine import open_store
+    from .files import check_output_file
 
-    res = deep_knn_ood(open_store(train), open_store(test), _int_list(ks), tpr=tpr,
+    check_output_file(out, _is_ood_file, "OOD file")
+    res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
                        val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
                        val_fraction=val_fraction, seed=seed, gpu=gpu)
     res.save(out)
     summary = {str(k): {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
                         "n_test": len(res.test_ids), **res.metrics[k]} for k in res.ks}
-    click.echo(json.dumps({"out": str(out), "val": res.meta["val"], "results": summary}, indent=2))
+    _echo_json({"out": str(out), "val": res.meta["val"], "results": summary})
 
 
 # --------------------------------------------------------------------------- predict / evaluate / finetune
@@ -241,19 +310,19 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
 @click.argument("data")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--task", type=click.Choice(["qa", "cls"]), required=True)
-@reader_options
-@click.option("--label-field", default=None, help="Label field for JSONL/CSV classification data [label].")
-@click.option("--max-length", type=int, default=None, help="[qa 384, cls 512]")
-@click.option("--doc-stride", type=int, default=128, show_default=True, help="QA window overlap.")
-@click.option("--n-best", type=int, default=20, show_default=True)
-@click.option("--max-answer-length", type=int, default=30, show_default=True)
-@click.option("--null-score-diff-threshold", type=float, default=0.0, show_default=True)
+@corpus_options("data")
+@click.option("--max-length", type=click.IntRange(min=8), default=None, help="[qa 384, cls 512]")
+@click.option("--doc-stride", type=POSITIVE, default=PredictParams.doc_stride, show_default=True,
+              help="QA window overlap.")
+@click.option("--n-best", type=POSITIVE, default=PredictParams.n_best, show_default=True)
+@click.option("--max-answer-length", type=POSITIVE, default=PredictParams.max_answer_length, show_default=True)
+@click.option("--null-score-diff-threshold", type=float, default=PredictParams.null_score_diff_threshold,
+              show_default=True)
 @click.option("--f1-below", type=float, default=None, help="QA error set: F1 below this instead of EM = 0.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@ray_backend_options
-def predict(model_dir, data, out, task, fmt, text_field, pair_field, id_field, split, limit, every, offset, label_field,
-            max_length, doc_stride, n_best, max_answer_length, null_score_diff_threshold, f1_below, device, backend,
-            address, workers, gpus_per_worker, cpus_per_worker):
+@DEVICE
+@ray_options
+def predict(model_dir, data, out, task, max_length, doc_stride, n_best, max_answer_length, null_score_diff_threshold,
+            f1_below, device, backend, ray):
     """Predict with an ONNX QA or classification export; write predictions, metrics and the error set to OUT.
 
     \b
@@ -264,26 +333,16 @@ def predict(model_dir, data, out, task, fmt, text_field, pair_field, id_field, s
     """
     from .analysis.scoring import evaluate as do_eval
     from .engine.predict import predict as do_predict
+    from .exporters import labels, load_manifest
 
-    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
-                                     split=split, limit=limit, every=every, offset=offset,
-                                     label_field=label_field).items() if v is not None}
-    if task == "qa":
-        opts = dict(max_length=max_length or 384, doc_stride=doc_stride, n_best=n_best,
-                    max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold)
-    else:
-        opts = dict(max_length=max_length or 512)
-    ray_opts = ({"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-                 "cpus_per_worker": cpus_per_worker} if backend == "ray" else None)
-    info = do_predict(model_dir, data, out, task=task, device=device, reader=reader, backend=backend,
-                      ray_options=ray_opts, **opts)
-    from .exporters import load_manifest
-
-    labels = load_manifest(model_dir).get("labels")
-    metrics = do_eval(data, out / "predictions.json", task=task, reader=reader, out=out, f1_below=f1_below,
+    params = PredictParams(max_length=max_length, doc_stride=doc_stride, n_best=n_best,
+                           max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold,
+                           f1_below=f1_below)
+    info = do_predict(model_dir, data, out, task=task, params=params, device=device, backend=backend, ray=ray)
+    metrics = do_eval(data, out / "predictions.json", task=task, out=out, f1_below=f1_below,
                       na_probs=out / "null_odds.json" if task == "qa" else None,
-                      labels={int(k): v for k, v in labels.items()} if labels else None)
-    click.echo(json.dumps({"out": str(out), "n": info["n"], "seconds": info["seconds"], **metrics}, indent=2))
+                      labels=labels(load_manifest(model_dir)) or None)
+    _echo_json({"out": str(out), "n": info["n"], "seconds": info["seconds"], **metrics})
 
 
 @cli.command()
@@ -294,12 +353,15 @@ def predict(model_dir, data, out, task, fmt, text_field, pair_field, id_field, s
               help="No-answer probabilities {id: p} (enables best_exact/best_f1).")
 @click.option("--na-prob-thresh", type=float, default=1.0, show_default=True)
 @click.option("--f1-below", type=float, default=None, help="Error set by F1 below this (QA).")
-@reader_options
-@click.option("--label-field", default=None)
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write metrics.json and errors.json here.")
-def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, fmt, text_field, pair_field, id_field,
-             split, limit, every, offset, label_field, out):
+@click.option("--allow-missing", is_flag=True,
+              help="Score only the records that have a prediction (recorded in the output) instead of failing.")
+@corpus_options("data")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="Write metrics.json and errors.json here.")
+def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, allow_missing, out):
     """Score PREDICTIONS ({id: answer}) against DATA with the official SQuAD v2 semantics (or accuracy).
+
+    Every record needs a prediction unless --allow-missing.
 
     \b
     Example:
@@ -308,12 +370,10 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, fm
     """
     from .analysis.scoring import evaluate as do_eval
 
-    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
-                                     split=split, limit=limit, every=every, offset=offset,
-                                     label_field=label_field).items() if v is not None}
-    metrics = do_eval(data, predictions, task=task, na_probs=na_prob_file, na_prob_thresh=na_prob_thresh,
-                      f1_below=f1_below, reader=reader, out=out)
-    click.echo(json.dumps(metrics, indent=2))
+    if out is not None and out.exists() and not out.is_dir():
+        raise CLIError(f"{out}: exists and is not a folder")
+    _echo_json(do_eval(data, predictions, task=task, na_probs=na_prob_file, na_prob_thresh=na_prob_thresh,
+                       f1_below=f1_below, out=out, allow_missing=allow_missing))
 
 
 @cli.command()
@@ -321,35 +381,33 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, fm
 @click.argument("data")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--task", type=click.Choice(["qa", "cls"]), required=True)
-@reader_options
-@click.option("--label-field", default=None)
-@click.option("--learning-rate", type=float, default=None, help="[qa 3e-5, cls 2e-5]")
-@click.option("--epochs", type=float, default=None, help="[2]")
+@corpus_options("data")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help="[qa 3e-5, cls 2e-5]")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="[2]")
 @click.option("--max-steps", type=int, default=-1, show_default=True, help="Stop after N steps (overrides epochs).")
-@click.option("--batch-size", type=int, default=None, help="[qa 12, cls 16]")
-@click.option("--max-length", type=int, default=None, help="[qa 384, cls 256]")
-@click.option("--doc-stride", type=int, default=None, help="[128]")
-@click.option("--save-steps", type=int, default=500, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--batch-size", type=POSITIVE, default=None, help="[qa 12, cls 16]")
+@click.option("--max-length", type=click.IntRange(min=8), default=None, help="[qa 384, cls 256]")
+@click.option("--doc-stride", type=POSITIVE, default=None, help="[128]")
+@click.option("--save-steps", type=POSITIVE, default=FinetuneParams.save_steps, show_default=True)
+@click.option("--seed", type=int, default=FinetuneParams.seed, show_default=True)
 @click.option("--answerable-only", is_flag=True, help="QA: train on answerable questions only (tiny data sets).")
-def finetune(model, data, out, task, fmt, text_field, pair_field, id_field, split, limit, every, offset, label_field,
-             learning_rate, epochs, max_steps, batch_size, max_length, doc_stride, save_steps, seed, answerable_only):
+@click.option("--keep-layers", callback=_int_list_option, help="Drop encoder layers before training: e.g. 1,3,5.")
+def finetune(model, data, out, task, learning_rate, epochs, max_steps, batch_size, max_length, doc_stride,
+             save_steps, seed, answerable_only, keep_layers):
     """Fine-tune MODEL on DATA for QA (SQuAD v2 style) or classification (IMDB style); resumable.
 
     \b
     Example:
-      lookalike finetune minilm ../shared/data/imdb/imdb_1k.tsv runs/minilm-imdb --task cls --every 2 --offset 0
+      lookalike finetune minilm ../shared/data/imdb/imdb_train_5k.tsv runs/minilm-imdb --task cls
       lookalike finetune bert-base-uncased squad_v2:train runs/bb-squad2 --task qa
     """
-    from .exporters.finetune import finetune as do_finetune
+    from .finetune import finetune as do_finetune
     from .models import resolve_model
 
-    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
-                                     split=split, label_field=label_field).items() if v is not None}
-    path = do_finetune(task, resolve_model(model), data, out, reader=reader, learning_rate=learning_rate,
-                       epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
-                       doc_stride=doc_stride, seed=seed, save_steps=save_steps, every=every, offset=offset,
-                       limit=limit, answerable_only=answerable_only)
+    params = FinetuneParams(learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                            max_length=max_length, doc_stride=doc_stride, seed=seed, save_steps=save_steps,
+                            answerable_only=answerable_only, keep_layers=keep_layers)
+    path = do_finetune(task, resolve_model(model), data, out, params)
     click.echo((path / "lookalike-finetune.json").read_text())
 
 
@@ -360,26 +418,26 @@ def finetune(model, data, out, task, fmt, text_field, pair_field, id_field, spli
 @click.argument("data")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--mlm", required=True, help="Attack masked-LM: hub id (paper: bert-base-uncased) or local folder.")
-@click.option("--max-candidates", type=int, default=48, show_default=True,
+@click.option("--max-candidates", type=POSITIVE, default=AttackParams.max_candidates, show_default=True,
               help="MLM candidates per word: TextAttack's / BERT-Attack's K.")
-@click.option("--top-words", type=int, default=None,
+@click.option("--top-words", type=POSITIVE, default=None,
               help="Attack only the N most important words: the paper's 'K=3' as it describes K. [all]")
-@click.option("--n", "n", type=int, default=1000, show_default=True, help="Examples (seeded sample, same for every target).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-percent", type=float, default=0.4, show_default=True, help="Max fraction of words perturbed.")
-@click.option("--similarity", type=click.Choice(["engine", "use", "none"]), default="engine", show_default=True,
+@click.option("--n", "n", type=POSITIVE, default=AttackParams.n, show_default=True,
+              help="Examples (seeded sample, same for every target).")
+@click.option("--seed", type=int, default=AttackParams.seed, show_default=True)
+@click.option("--max-percent", type=click.FloatRange(0, 1), default=AttackParams.max_percent, show_default=True,
+              help="Max fraction of words perturbed.")
+@click.option("--similarity", type=click.Choice(SIMILARITIES), default=AttackParams.similarity, show_default=True,
               help="engine: cosine of a local encoder (offline stand-in for USE); use: TF-Hub USE.")
-@click.option("--similarity-threshold", type=float, default=0.2, show_default=True)
+@click.option("--similarity-threshold", type=float, default=AttackParams.similarity_threshold, show_default=True)
 @click.option("--similarity-model", type=click.Path(path_type=Path), default=None,
               help="Feature-extraction export for --similarity engine [packaged MiniLM].")
-@click.option("--max-length", type=int, default=512, show_default=True)
-@reader_options
-@click.option("--label-field", default=None)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-length", type=click.IntRange(min=8), default=AttackParams.max_length, show_default=True)
+@corpus_options("data")
+@DEVICE
 @click.option("--progress/--no-progress", default=None)
 def attack(target_dir, data, out, mlm, max_candidates, top_words, n, seed, max_percent, similarity,
-           similarity_threshold, similarity_model, max_length, fmt, text_field, pair_field, id_field, split, limit,
-           every, offset, label_field, device, progress):
+           similarity_threshold, similarity_model, max_length, device, progress):
     """BERT-Attack (TextAttack components) against an ONNX classifier; JSONL per example + Table 3 summary.
 
     \b
@@ -387,29 +445,24 @@ def attack(target_dir, data, out, mlm, max_candidates, top_words, n, seed, max_p
       lookalike attack runs/imdb-cls ../shared/data/imdb/imdb_1k.tsv runs/attack --mlm bert-base-uncased --top-words 3
     Re-running the same command resumes where it stopped.
     """
-    import sys
-
     from .attack import run_attack
-    from .models import resolve_model
 
-    reader = {k: v for k, v in dict(fmt=fmt, text_field=text_field, pair_field=pair_field, id_field=id_field,
-                                     split=split, limit=limit, every=every, offset=offset,
-                                     label_field=label_field).items() if v is not None}
-    s = run_attack(target_dir, data, out, mlm=resolve_model(mlm), max_candidates=max_candidates, top_words=top_words,
-                   n=n, seed=seed, max_percent=max_percent, similarity=similarity,
-                   similarity_threshold=similarity_threshold, similarity_model=similarity_model, max_length=max_length,
-                   device=device, reader=reader, progress=sys.stderr.isatty() if progress is None else progress)
-    click.echo(json.dumps({k: v for k, v in s.items() if not k.startswith("setting_")}, indent=2))
+    params = AttackParams(mlm=mlm, max_candidates=max_candidates, top_words=top_words, n=n, seed=seed,
+                          max_percent=max_percent, similarity=similarity, similarity_threshold=similarity_threshold,
+                          max_length=max_length)
+    s = run_attack(target_dir, data, out, params, similarity_model=similarity_model, device=device,
+                   progress=sys.stderr.isatty() if progress is None else progress)
+    _echo_json({k: v for k, v in s.items() if not k.startswith("setting_")})
 
 
 @cli.command()
 @click.argument("model_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--batch-sizes", default="1,8,32", show_default=True)
-@click.option("--seq-lengths", default="32,128,384", show_default=True)
-@click.option("--repeat", type=int, default=20, show_default=True)
+@click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_int_list_option)
+@click.option("--seq-lengths", default="32,128,384", show_default=True, callback=_int_list_option)
+@click.option("--repeat", type=POSITIVE, default=20, show_default=True)
 @click.option("--corpus", default=None, help="Also measure full-engine throughput on this corpus.")
-@click.option("--corpus-limit", type=int, default=2000, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--corpus-limit", type=POSITIVE, default=2000, show_default=True)
+@DEVICE
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("bench"), show_default=True)
 def bench(model_dirs, batch_sizes, seq_lengths, repeat, corpus, corpus_limit, device, out):
     """Latency p50/p90/p99 and throughput per model, FLOPs/token, ratio to this machine's matmul ceiling.
@@ -421,8 +474,10 @@ def bench(model_dirs, batch_sizes, seq_lengths, repeat, corpus, corpus_limit, de
     """
     from .engine.bench import run_bench
 
-    run_bench(model_dirs, _int_list(batch_sizes), _int_list(seq_lengths), repeat=repeat, corpus=corpus,
-                    corpus_limit=corpus_limit, device=device, out=out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out}: exists and is not a folder")
+    run_bench(model_dirs, list(batch_sizes), list(seq_lengths), repeat=repeat, corpus=corpus,
+              corpus_limit=corpus_limit, device=device, out=out)
     click.echo((out / "bench.md").read_text())
 
 
@@ -434,6 +489,8 @@ def _named(values: tuple[str, ...], option: str) -> dict[str, Path]:
         name, sep, path = v.partition("=")
         if not sep or not name or not path:
             raise click.BadParameter(f"{v!r}: expected NAME=PATH", param_hint=option)
+        if name in out:
+            raise click.BadParameter(f"{name!r} given twice", param_hint=option)
         out[name] = Path(path)
     return out
 
@@ -441,51 +498,64 @@ def _named(values: tuple[str, ...], option: str) -> dict[str, Path]:
 @cli.command()
 @click.option("--knn", "knns", multiple=True, help="NAME=neighbours.h5 (from `lookalike knn`), one per model.")
 @click.option("--ood", "oods", multiple=True, help="NAME=ood.json (from `lookalike ood`), one per model.")
-@click.option("--errors", "errs", multiple=True, help="NAME=errors.json (from `lookalike predict`), one per model.")
-@click.option("--k", type=int, default=10, show_default=True, help="K for representation and OOD agreement.")
+@click.option("--errors", "errs", multiple=True,
+              help="NAME=errors.json (from `lookalike predict`), or a JSON list / text file of error ids.")
+@click.option("--dataset", default=None,
+              help="The corpus error id lists were scored on (checks every id belongs to it).")
+@click.option("--k", type=POSITIVE, default=KnnParams.k, show_default=True, help="K for representation agreement.")
+@click.option("--k-ood", type=POSITIVE, default=None, help="k for OOD agreement [--k].")
+@click.option("--reps", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals (0: none).")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write OUT.md/.csv/.json too.")
-def agree(knns, oods, errs, k, fmt, out):
-    """Pairwise agreement (Jaccard) between models from stored artifacts, in the given model order.
+def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
+    """Pairwise agreement (Jaccard, with bootstrap 95% intervals) between models from stored artifacts.
+
+    Models appear in the order given; the first is the reference. Error sets over different questions,
+    and neighbour/OOD files from different corpora or embedding settings, are refused.
 
     \b
     Example:
       lookalike agree --knn large=runs/l.knn.h5 --knn int8=runs/q.knn.h5 --k 10
       lookalike agree --errors large=runs/pl/errors.json --errors mini=runs/pm/errors.json --format csv
+      lookalike agree --errors a=a_errors.json --errors b=b_errors.txt --dataset ../shared/data/squad2/cs224n-dev-v2.0.json
     """
     import csv as _csv
     import io
 
-    from .analysis.agreement import distribution_agreement, error_agreement, pairs, representation_agreement
+    from .analysis.agreement import error_agreement
     from .analysis.knn import load_knn
     from .analysis.ood import load_ood
-    from .analysis.scoring import load_errors
     from .analysis.report import markdown_table, write_table
+    from .analysis.scoring import load_errors
+    from .analysis.tables import ModelArtifacts, table2_display, table2_rows
 
     knns, oods, errs = _named(knns, "--knn"), _named(oods, "--ood"), _named(errs, "--errors")
     names = list(dict.fromkeys([*knns, *oods, *errs]))
     if len(names) < 2:
         raise click.UsageError("give artifacts of at least two models")
-    K = {n: load_knn(p) for n, p in knns.items()}
-    O = {n: load_ood(p) for n, p in oods.items()}
-    E = {n: load_errors(p) for n, p in errs.items()}
-    rows = []
-    for a, b in pairs(names):
-        row = {"model_i": a, "model_j": b}
-        if a in E and b in E:
-            e = error_agreement(E[a], E[b])
-            row.update(errors_jaccard=e["jaccard"], i_errors_subset_of_j=e["a_subset_of_b"], frac_i_in_j=e["frac_a_in_b"])
-        if a in K and b in K:
-            r = representation_agreement(K[a], K[b], k)
-            row.update(repr_mean=r["mean"], repr_var=r["variance"])
-        if a in O and b in O:
-            row["ood_jaccard"] = distribution_agreement(O[a], O[b], k)["jaccard"]
-        rows.append(row)
+    arts = {n: ModelArtifacts() for n in names}
+    for n, p in knns.items():
+        arts[n].knn["before"] = load_knn(p)
+    for n, p in oods.items():
+        arts[n].ood = load_ood(p)
+    for n, p in errs.items():
+        arts[n].errors = load_errors(p, dataset)
+    rows = table2_rows(names, arts, k, k_ood or k, reps)
+    for r in rows:
+        a, b = r["model_i"], r["model_j"]
+        if a in errs and b in errs:
+            e = error_agreement(arts[a].errors, arts[b].errors)
+            r.update(i_errors_subset_of_j=e["a_subset_of_b"], frac_i_in_j=e["frac_a_in_b"], universe=e.get("universe"))
+    shown, shown_cols, heads = table2_display(rows)
+    heads = [h.replace("Repr. before FT", "Representation") for h in heads]
+    # agree speaks of K-NN sets without a before/after phase
+    rows = [{key.replace("repr_before_", "repr_"): v for key, v in r.items()} for r in rows]
     cols = list(dict.fromkeys(c for r in rows for c in r))
     if out:
         write_table(rows, cols, out)
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        _echo_json(rows)
     elif fmt == "csv":
         buf = io.StringIO()
         w = _csv.DictWriter(buf, fieldnames=cols)
@@ -493,13 +563,17 @@ def agree(knns, oods, errs, k, fmt, out):
         w.writerows(rows)
         click.echo(buf.getvalue().rstrip())
     else:
-        click.echo(markdown_table(rows, cols))
+        click.echo(markdown_table(shown, shown_cols, heads))
+    unchecked = [n for n in errs if arts[n].errors.universe is None]
+    if unchecked:
+        click.echo(f"note: the question universe of {', '.join(unchecked)} is unchecked (an id list; give "
+                   "--dataset to check it)", err=True)
 
 
 @cli.command()
 @click.argument("experiment", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Output folder [config's out:].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@DEVICE
 def run(experiment, out, device):
     """Run an experiment config end to end (cached steps) and write report/.
 
@@ -516,10 +590,10 @@ def run(experiment, out, device):
 
 @cli.command()
 @click.argument("out", type=click.Path(path_type=Path), default="lookalike-demo")
-@click.option("--docs", type=int, default=1500, show_default=True, help="Docstrings in the corpus.")
-@click.option("--code", type=int, default=300, show_default=True, help="Source snippets (the OOD set).")
+@click.option("--docs", type=POSITIVE, default=1500, show_default=True, help="Docstrings in the corpus.")
+@click.option("--code", type=POSITIVE, default=300, show_default=True, help="Source snippets (the OOD set).")
 @click.option("--no-fp16", is_flag=True, help="Leave the fp16 variant out (slow on some CPUs).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@DEVICE
 def demo(out, docs, code, no_fp16, device):
     """Offline demo: packaged MiniLM vs its int8, fp16 and layer-dropped variants on stdlib text.
 

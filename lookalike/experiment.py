@@ -1,8 +1,12 @@
 """One command from a config to a report: export -> embed -> knn/ood -> predict -> attack -> analysis.
 
 Every step's output lives under `OUT/steps/<step>/<label>-<key>/`, where the key is a hash of the step's
-inputs (upstream artifact hashes, dataset fingerprints) and parameters. A re-run skips steps whose
-output is marked done; changing a parameter changes only the keys of the steps that depend on it.
+inputs (upstream artifact hashes, corpus fingerprints) and parameters. A re-run skips steps whose output is
+marked done; changing a parameter changes only the keys of the steps that depend on it.
+
+The config is checked before anything runs: unknown keys (at the top, in a model, a dataset or a step) are
+errors naming the nearest valid key, values are typed (`lookalike.params`), and where/how to run (backend,
+Ray address, device) is not a config key: it comes from the command line only.
 """
 
 from __future__ import annotations
@@ -16,11 +20,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .data import CorpusSpec
+from .data.spec import SPEC_KEYS, unknown_key_message
 from .errors import InputError
+from .exporters.manifest import load_manifest
+from .params import (STEPS, AttackParams, EmbedParams, FinetuneParams, KnnParams, LatencyParams, OodParams,
+                     PredictParams, as_key, parse_params)
 
 log = logging.getLogger(__name__)
 
 DONE = ".done.json"
+TOP_KEYS = ("title", "description", "out", "models", "datasets", "steps")
+MODEL_KEYS = ("name", "like", "base", "qa", "sentiment", "variant")
+VARIANT_KEYS = ("quantize", "per_channel", "fp16", "keep_layers", "optimize")
+# dataset roles: what each one feeds
+DATASET_ROLES = {
+    "representation": "kNN representation before/after fine-tuning",
+    "ood_train": "deep-kNN bank (in-distribution)",
+    "ood_val": "threshold calibration (in-distribution)",
+    "ood_in_test": "held-out in-distribution points (AUROC, FPR)",
+    "ood_test": "challenge set scored for OOD",
+    "qa_eval": "QA prediction errors",
+    "cls_eval": "classification prediction errors",
+    "attack": "BERT-Attack examples",
+}
 
 
 def _key(parts: Any) -> str:
@@ -39,6 +62,7 @@ class StepCache:
         self.echo = echo or (lambda s: log.info(s))
         self.ran: list[str] = []
         self.skipped: list[str] = []
+        self.seconds: dict[str, float] = {}
 
     def run(self, step: str, label: str, key_parts: dict, fn: Callable[[Path], Any]) -> Path:
         key = _key({"step": step, **key_parts})
@@ -49,19 +73,22 @@ class StepCache:
                 self.skipped.append(f"{step}:{label}")
                 return existing
         out = self.root / "steps" / step / f"{_slug(label)}-{key}"
-        done = out / DONE
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         self.echo(f"[{step}] {label} ...")
         fn(out)
-        (done).write_text(json.dumps({"step": step, "label": label, "key": key, "inputs": key_parts,
-                                      "seconds": round(time.perf_counter() - t0, 2)}, default=str, indent=1))
+        seconds = round(time.perf_counter() - t0, 2)
+        self.seconds[step] = self.seconds.get(step, 0.0) + seconds
+        from .files import atomic_write_json
+
+        atomic_write_json(out / DONE, json.loads(json.dumps({"step": step, "label": label, "key": key,
+                                                             "inputs": key_parts, "seconds": seconds}, default=str)))
         self.ran.append(f"{step}:{label}")
         return out
 
 
 def _file_id(path: str) -> str:
-    """Cheap identity of a local model/corpus path (size + mtime of its files); the id itself for hub names."""
+    """Cheap identity of a local model path (size + mtime of its files); the id itself for hub names."""
     p = Path(path)
     if not p.exists():
         return f"hub:{path}"
@@ -73,21 +100,54 @@ def _file_id(path: str) -> str:
 # --------------------------------------------------------------------------- config
 
 @dataclass
+class Finetune:
+    model: str
+    corpus: CorpusSpec
+    params: FinetuneParams
+    explicit_model: bool = False  # `model:` given; else the model's own base (also when inherited with like:)
+
+
+@dataclass
 class ModelSpec:
     name: str
     base: str | None = None
-    qa: Any = None
-    sentiment: Any = None
+    qa: str | Finetune | None = None
+    sentiment: str | Finetune | None = None
     variant: dict = field(default_factory=dict)
 
 
-VARIANT_KEYS = {"quantize", "per_channel", "fp16", "keep_layers", "optimize"}
+def _refuse_unknown(d: dict, valid, where: str) -> None:
+    for k in d:
+        if k not in valid:
+            raise InputError(unknown_key_message(k, valid), record=where, field=str(k))
 
 
-def parse_config(cfg: dict, base_dir: Path) -> tuple[list[ModelSpec], dict, dict]:
-    """Models (with `like:` inheritance), datasets and step parameters; paths relative to the config file."""
-    if not isinstance(cfg, dict) or "models" not in cfg:
-        raise InputError("experiment config needs a 'models' list", field="models")
+def _parse_finetune(v: dict, where: str, base: str | None, resolve_path, resolve_model) -> Finetune:
+    valid = {"model", "data", *SPEC_KEYS[1:], *FinetuneParams.__dataclass_fields__}
+    if not isinstance(v, dict):
+        raise InputError("expected a mapping", record=where)
+    _refuse_unknown(v, valid, where)
+    if "data" not in v:
+        raise InputError("fine-tuning needs 'data'", record=where, field="data")
+    spec = {k: v[k] for k in SPEC_KEYS[1:] if k in v}
+    data = v["data"]
+    data = {**data, **spec} if isinstance(data, dict) else {"path": data, **spec}
+    data["path"] = resolve_path(data.get("path"))
+    params = {k: x for k, x in v.items() if k in FinetuneParams.__dataclass_fields__}
+    model = v.get("model", base)
+    if model is None:
+        raise InputError("fine-tuning needs a 'model' (or the model's 'base')", record=where, field="model")
+    return Finetune(resolve_model(resolve_path(model)), CorpusSpec.from_dict(data, where),
+                    parse_params(FinetuneParams, params, where), explicit_model="model" in v)
+
+
+def parse_config(cfg, base_dir: Path) -> tuple[list[ModelSpec], dict[str, CorpusSpec], dict]:
+    """Models (with `like:` inheritance), datasets and typed step parameters; paths relative to the config."""
+    if not isinstance(cfg, dict):
+        raise InputError(f"an experiment file is a mapping with a 'models' list, got {type(cfg).__name__}")
+    _refuse_unknown(cfg, TOP_KEYS, "experiment")
+    if not isinstance(cfg.get("models"), list) or not cfg["models"]:
+        raise InputError("expected a non-empty list of models", record="experiment", field="models")
     from .models import resolve_model
 
     def resolve_path(v):
@@ -97,54 +157,55 @@ def parse_config(cfg: dict, base_dir: Path) -> tuple[list[ModelSpec], dict, dict
 
     specs: dict[str, ModelSpec] = {}
     for i, m in enumerate(cfg["models"]):
+        where = f"models[{i}]"
         if not isinstance(m, dict) or "name" not in m:
-            raise InputError("each model needs a 'name'", record=f"models[{i}]", field="name")
+            raise InputError("each model needs a 'name'", record=where, field="name")
+        _refuse_unknown(m, MODEL_KEYS, where)
         parent = specs.get(m["like"]) if "like" in m else None
         if "like" in m and parent is None:
-            raise InputError(f"'like: {m['like']}' names no earlier model", record=f"models[{i}]", field="like")
+            raise InputError(f"'like: {m['like']}' names no earlier model", record=where, field="like")
         variant = dict(parent.variant if parent else {})
+        if not isinstance(m.get("variant") or {}, dict):
+            raise InputError("expected a mapping", record=where, field="variant")
         variant.update(m.get("variant") or {})
-        unknown = set(variant) - VARIANT_KEYS
-        if unknown:
-            raise InputError(f"unknown variant keys {sorted(unknown)} (known: {sorted(VARIANT_KEYS)})",
-                             record=f"models[{i}]", field="variant")
+        _refuse_unknown(variant, VARIANT_KEYS, f"{where}.variant")
         base = m.get("base", parent.base if parent else None)
         spec = ModelSpec(m["name"], resolve_model(resolve_path(base)) if isinstance(base, str) else base,
-                         m.get("qa", parent.qa if parent else None),
-                         m.get("sentiment", parent.sentiment if parent else None), variant)
+                         variant=variant)
         for role in ("qa", "sentiment"):
-            v = getattr(spec, role)
+            v = m.get(role, getattr(parent, role) if parent else None)
             if isinstance(v, str):
-                setattr(spec, role, resolve_model(resolve_path(v)))
-            elif isinstance(v, dict) and "finetune" in v:
-                ft = dict(v["finetune"])
-                ft["data"] = resolve_path(ft.get("data"))
-                ft["model"] = resolve_model(resolve_path(ft.get("model", spec.base)))
-                setattr(spec, role, {"finetune": ft})
+                v = resolve_model(resolve_path(v))
+            elif isinstance(v, dict):
+                if set(v) != {"finetune"}:
+                    raise InputError("expected a checkpoint (path or hub id) or {finetune: {...}}",
+                                     record=f"{where}.{role}")
+                v = _parse_finetune(v["finetune"], f"{where}.{role}.finetune", spec.base, resolve_path, resolve_model)
+            elif isinstance(v, Finetune) and not v.explicit_model:
+                v = Finetune(spec.base, v.corpus, v.params)  # an inherited recipe trains this model's own base
+            setattr(spec, role, v)
         if spec.name in specs:
-            raise InputError(f"duplicate model name {spec.name!r}", record=f"models[{i}]", field="name")
+            raise InputError(f"duplicate model name {spec.name!r}", record=where, field="name")
         specs[spec.name] = spec
     datasets = {}
-    for name, d in (cfg.get("datasets") or {}).items():
-        d = {"path": d} if isinstance(d, str) else dict(d)
-        if "path" not in d:
-            raise InputError("dataset needs a 'path'", record=f"datasets.{name}", field="path")
-        d["path"] = resolve_path(d["path"])
-        datasets[name] = d
-    return list(specs.values()), datasets, dict(cfg.get("steps") or {})
-
-
-PREDICT_OPTIONS = {"qa": {"max_length", "doc_stride", "n_best", "max_answer_length", "null_score_diff_threshold",
-                          "batch_tokens"},
-                   "cls": {"max_length", "batch_tokens"}}
-READER_KEYS = ("format", "text_field", "pair_field", "id_field", "label_field", "split", "limit", "every", "offset")
-
-
-def reader_kwargs(d: dict) -> dict:
-    out = {k: d[k] for k in READER_KEYS if k in d and k != "format"}
-    if "format" in d:
-        out["fmt"] = d["format"]
-    return out
+    raw = cfg.get("datasets") or {}
+    if not isinstance(raw, dict):
+        raise InputError("expected a mapping of dataset roles", record="experiment", field="datasets")
+    for name, d in raw.items():
+        where = f"datasets.{name}"
+        if name not in DATASET_ROLES:
+            raise InputError(unknown_key_message(name, DATASET_ROLES), record="datasets", field=name)
+        d = {"path": d} if isinstance(d, str) else dict(d) if isinstance(d, dict) else d
+        if isinstance(d, dict) and "path" in d:
+            d["path"] = resolve_path(d["path"])
+        datasets[name] = CorpusSpec.from_dict(d, where)
+    steps_raw = cfg.get("steps") or {}
+    if not isinstance(steps_raw, dict):
+        raise InputError("expected a mapping of steps", record="experiment", field="steps")
+    _refuse_unknown(steps_raw, STEPS, "steps")
+    steps = {name: parse_params(cls, steps_raw.get(name), f"steps.{name}") for name, cls in STEPS.items()}
+    steps["_given"] = set(steps_raw)
+    return list(specs.values()), datasets, steps
 
 
 # --------------------------------------------------------------------------- the runner
@@ -154,27 +215,38 @@ class Experiment:
                  device: str = "auto"):
         self.cfg = cfg
         self.out = Path(out)
-        self.models, self.datasets, self.steps = parse_config(cfg, base_dir)
+        self.models, self.datasets, steps = parse_config(cfg, base_dir)
+        self.given = steps.pop("_given")
+        self.embed_p: EmbedParams = steps["embed"]
+        self.knn_p: KnnParams = steps["knn"]
+        self.ood_p: OodParams = steps["ood"]
+        self.predict_p: PredictParams = steps["predict"]
+        self.attack_p: AttackParams = steps["attack"]
+        self.latency_p: LatencyParams = steps["latency"]
         self.cache = StepCache(self.out, echo)
         self.echo = self.cache.echo
         self.device = device
-        self.artifacts: dict[str, dict] = {m.name: {} for m in self.models}
+        self.paths: dict[str, dict] = {m.name: {} for m in self.models}
 
     # ---- steps
     def checkpoint(self, spec: ModelSpec, role: str) -> str | None:
-        """Path or hub id of the model's checkpoint for a role, fine-tuning it first if asked."""
+        """Path or hub id of the model's checkpoint for a role, fine-tuning it first if asked.
+
+        A layer-dropped variant is fine-tuned after the drop (a compressed model trained on the task, as the
+        paper's are); quantisation applies to the fine-tuned weights.
+        """
         v = spec.base if role == "base" else getattr(spec, role)
-        if isinstance(v, dict) and "finetune" in v:
-            ft = v["finetune"]
+        if isinstance(v, Finetune):
             task = "qa" if role == "qa" else "cls"
-            params = {k: ft[k] for k in ft if k not in ("model", "data")}
-            key = {"model": ft["model"], "model_id": _file_id(ft["model"]), "data": ft["data"],
-                   "data_id": _file_id(ft["data"]), "task": task, **params}
+            keep = spec.variant.get("keep_layers")
+            params = FinetuneParams(**{**as_key(v.params), "keep_layers": tuple(keep) if keep else None})
+            key = {"model": v.model, "model_id": _file_id(v.model), "data": v.corpus.as_dict(),
+                   "data_fp": v.corpus.fingerprint(), "task": task, **as_key(params)}
 
             def run(out: Path):
-                from .exporters.finetune import finetune
+                from .finetune import finetune
 
-                finetune(task, ft["model"], ft["data"], out / "model", **params)
+                finetune(task, v.model, v.corpus, out / "model", params, progress=False)
 
             return str(self.cache.run("finetune", f"{spec.name}-{role}", key, run) / "model")
         return v
@@ -183,10 +255,13 @@ class Experiment:
         task = {"base": "feature-extraction", "encoder": "feature-extraction", "qa": "question-answering",
                 "sentiment": "text-classification"}[role]
         # "encoder": the QA fine-tuned checkpoint's encoder, for the paper's "after fine-tuning" columns
-        src = self.checkpoint(spec, "qa" if role == "encoder" else role)
+        trained_role = "qa" if role == "encoder" else role
+        src = self.checkpoint(spec, trained_role)
         if src is None:
             return None
-        v = spec.variant
+        v = dict(spec.variant)
+        if trained_role != "base" and isinstance(getattr(spec, trained_role), Finetune):
+            v.pop("keep_layers", None)  # dropped before fine-tuning
         # "fusion": what an unset `optimize` means; exports cached before fusion became the default differ
         key = {"source": src, "source_id": _file_id(src), "task": task, "variant": v, "fusion": "auto"}
 
@@ -200,111 +275,100 @@ class Experiment:
         return self.cache.run("export", f"{spec.name}-{role}", key, run) / "model"
 
     def embed(self, model_dir: Path, dataset: str, label: str) -> Path:
-        from .engine.pipeline import corpus_fingerprint
-
-        d = self.datasets[dataset]
-        params = dict(self.steps.get("embed") or {})
-        manifest = json.loads((model_dir / "lookalike.json").read_text())
-        key = {"model_sha256": manifest["sha256"], "data": d, "data_fp": corpus_fingerprint(d["path"]), **params}
+        corpus = self.datasets[dataset]
+        manifest = load_manifest(model_dir)
+        key = {"model_sha256": manifest["sha256"], "data": corpus.as_dict(), "data_fp": corpus.fingerprint(),
+               **as_key(self.embed_p)}
 
         def run(out: Path):
             from .engine import embed
 
-            embed(model_dir, d["path"], out / "store", device=self.device, **reader_kwargs(d), **params)
+            embed(model_dir, corpus, out / "store", self.embed_p, device=self.device, progress=False)
 
         return self.cache.run("embed", label, key, run) / "store"
 
     def knn(self, store: Path, label: str) -> Path:
-        p = dict(self.steps.get("knn") or {})
-        kmax = max([p.get("k", 10)] + list(p.get("sweep", [])))
-        key = {"store": _store_key(store), "k": kmax, "index": p.get("index", "flat")}
+        p = self.knn_p
+        key = {"store": _store_key(store), "k": p.k_max, "index": p.index}
 
         def run(out: Path):
             from .analysis.knn import knn_self
             from .engine import open_store
 
-            knn_self(open_store(store), kmax, index=p.get("index", "flat")).save(out / "knn.h5")
+            knn_self(open_store(store), p.k_max, index=p.index, block_rows=p.block_rows).save(out / "knn.h5")
 
         return self.cache.run("knn", label, key, run) / "knn.h5"
 
     def ood(self, stores: dict[str, Path], label: str) -> Path:
-        p = dict(self.steps.get("ood") or {})
-        ks = sorted(set([p.get("k", 10)] + list(p.get("sweep", []))))
-        key = {"stores": {k: _store_key(v) for k, v in stores.items()}, "ks": ks, "tpr": p.get("tpr", 0.95),
-               "val_fraction": p.get("val_fraction", 0.1), "seed": p.get("seed", 0)}
+        p = self.ood_p
+        key = {"stores": {k: _store_key(v) for k, v in stores.items()}, "ks": p.ks, "tpr": p.tpr,
+               "val_fraction": p.val_fraction, "seed": p.seed}
 
         def run(out: Path):
             from .analysis.ood import deep_knn_ood
             from .engine import open_store
 
-            res = deep_knn_ood(open_store(stores["train"]), open_store(stores["test"]), ks, tpr=p.get("tpr", 0.95),
+            res = deep_knn_ood(open_store(stores["train"]), open_store(stores["test"]), p.ks, tpr=p.tpr,
                                val=open_store(stores["val"]) if "val" in stores else None,
                                in_test=open_store(stores["in_test"]) if "in_test" in stores else None,
-                               val_fraction=p.get("val_fraction", 0.1), seed=p.get("seed", 0))
+                               val_fraction=p.val_fraction, seed=p.seed)
             res.save(out / "ood.json")
 
         return self.cache.run("ood", label, key, run) / "ood.json"
 
     def latency(self, model_dir: Path, label: str) -> Path:
-        p = dict(self.steps.get("latency") or {})
-        manifest = json.loads((model_dir / "lookalike.json").read_text())
-        key = {"model_sha256": manifest["sha256"], **p, "device": self.device}
+        manifest = load_manifest(model_dir)
+        key = {"model_sha256": manifest["sha256"], **as_key(self.latency_p), "device": self.device}
 
         def run(out: Path):
             from .engine import OnnxModel
             from .engine.bench import latency
+            from .files import atomic_write_json
 
             m = OnnxModel(model_dir, device=self.device)
-            rows = latency(m, p.get("batch_sizes", [1, 8]), p.get("seq_lengths", [128]), repeat=p.get("repeat", 10))
-            (out / "latency.json").write_text(json.dumps({"device": m.device, "rows": rows}, indent=1))
+            rows = latency(m, self.latency_p.batch_sizes, self.latency_p.seq_lengths, repeat=self.latency_p.repeat)
+            atomic_write_json(out / "latency.json", {"device": m.device, "rows": rows})
 
         return self.cache.run("latency", label, key, run) / "latency.json"
 
     def predict(self, model_dir: Path, dataset: str, label: str, task: str) -> Path:
-        d = self.datasets[dataset]
-        p = dict(self.steps.get("predict") or {})
-        manifest = json.loads((model_dir / "lookalike.json").read_text())
-        from .engine.pipeline import corpus_fingerprint
-
-        key = {"model_sha256": manifest["sha256"], "data": d, "data_fp": corpus_fingerprint(d["path"]), "task": task,
-               **p}
+        corpus = self.datasets[dataset]
+        manifest = load_manifest(model_dir)
+        key = {"model_sha256": manifest["sha256"], "data": corpus.as_dict(), "data_fp": corpus.fingerprint(),
+               "task": task, **as_key(self.predict_p)}
 
         def run(out: Path):
             from .analysis.scoring import evaluate
             from .engine.predict import predict
+            from .exporters.manifest import labels
 
-            options = {k: v for k, v in p.items() if k in PREDICT_OPTIONS[task]}
-            predict(model_dir, d["path"], out, task=task, device=self.device, reader=reader_kwargs(d), **options)
-            evaluate(d["path"], out / "predictions.json", task=task, reader=reader_kwargs(d), out=out,
-                     na_probs=out / "null_odds.json" if task == "qa" else None, labels=manifest.get("labels") and
-                     {int(k): v for k, v in manifest["labels"].items()})
+            predict(model_dir, corpus, out, task=task, params=self.predict_p, device=self.device)
+            evaluate(corpus, out / "predictions.json", task=task, out=out, f1_below=self.predict_p.f1_below,
+                     na_probs=out / "null_odds.json" if task == "qa" else None, labels=labels(manifest) or None)
 
         return self.cache.run("predict", label, key, run)
 
     def attack(self, model_dir: Path, label: str) -> Path:
-        d = self.datasets["attack"]
-        p = dict(self.steps.get("attack") or {})
-        manifest = json.loads((model_dir / "lookalike.json").read_text())
-        key = {"model_sha256": manifest["sha256"], "data": d, "data_id": _file_id(d["path"]), **p}
+        corpus = self.datasets["attack"]
+        manifest = load_manifest(model_dir)
+        key = {"model_sha256": manifest["sha256"], "data": corpus.as_dict(), "data_fp": corpus.fingerprint(),
+               **as_key(self.attack_p)}
 
         def run(out: Path):
             from .attack import run_attack
 
-            run_attack(model_dir, d["path"], out, reader=reader_kwargs(d), device=self.device, **p)
+            run_attack(model_dir, corpus, out, self.attack_p, device=self.device)
 
         return self.cache.run("attack", label, key, run)
 
     # ---- whole run
     def run(self) -> Path:
-        from .analysis.tables import build_report
-
         t0 = time.perf_counter()
-        names = [m.name for m in self.models]
         for spec in self.models:
-            a = self.artifacts[spec.name]
+            a = self.paths[spec.name]
             base = self.export(spec, "base")
             encoder = self.export(spec, "encoder")
-            a["manifest"] = json.loads(((base or encoder) / "lookalike.json").read_text()) if (base or encoder) else None
+            a["manifest"] = (base or encoder)
             if "representation" in self.datasets:
                 for role, model_dir in (("before", base), ("after", encoder)):
                     if model_dir is not None:
@@ -312,37 +376,87 @@ class Experiment:
                         a[f"knn_{role}"] = self.knn(store, f"{spec.name}-{role}")
             ood_model = encoder or base
             if ood_model is not None and "ood_train" in self.datasets and "ood_test" in self.datasets:
-                stores = {role: self.embed(ood_model, ds, f"{spec.name}-{ds}")
+                stores = {role: self.embed(ood_model, ds, f"{spec.name}-{'after' if encoder else 'before'}-{ds}")
                           for role, ds in (("train", "ood_train"), ("test", "ood_test"), ("val", "ood_val"),
                                            ("in_test", "ood_in_test")) if ds in self.datasets}
                 a["ood"] = self.ood(stores, spec.name)
                 a["ood_encoder"] = "fine-tuned (QA) encoder" if encoder else "pre-trained encoder"
-            if "latency" in self.steps and (base or encoder):
+            if "latency" in self.given and (base or encoder):
                 a["latency"] = self.latency(base or encoder, spec.name)
             if "qa_eval" in self.datasets:
                 qa = self.export(spec, "qa")
                 if qa is not None:
                     a["predict_qa"] = self.predict(qa, "qa_eval", f"{spec.name}-qa", "qa")
-            sentiment = self.export(spec, "sentiment") if ("attack" in self.datasets or "cls_eval" in self.datasets) else None
+            sentiment = (self.export(spec, "sentiment") if ("attack" in self.datasets or "cls_eval" in self.datasets)
+                         else None)
             if sentiment is not None and "cls_eval" in self.datasets:
                 a["predict_cls"] = self.predict(sentiment, "cls_eval", f"{spec.name}-cls", "cls")
-            if sentiment is not None and "attack" in self.datasets and self.steps.get("attack") is not None:
+            if sentiment is not None and "attack" in self.datasets and "attack" in self.given:
                 a["attack"] = self.attack(sentiment, spec.name)
-        report_dir = self.out / "report"
-        build_report(self, names, report_dir, seconds=time.perf_counter() - t0)
-        return report_dir
+        return self.report(time.perf_counter() - t0)
+
+    def artifacts(self) -> dict:
+        """The stored artifacts of every model, loaded for the report builders."""
+        from .analysis.knn import load_knn
+        from .analysis.ood import load_ood
+        from .analysis.scoring import load_errors
+        from .analysis.tables import ModelArtifacts
+        from .files import load_json
+
+        arts = {}
+        for spec in self.models:
+            p = self.paths[spec.name]
+            m = ModelArtifacts(manifest=load_manifest(p["manifest"]) if p.get("manifest") else None)
+            m.knn = {ph: load_knn(p[f"knn_{ph}"]) for ph in ("before", "after") if f"knn_{ph}" in p}
+            if "ood" in p:
+                m.ood, m.ood_encoder = load_ood(p["ood"]), p["ood_encoder"]
+            if "predict_qa" in p:
+                m.errors = load_errors(p["predict_qa"])
+                m.qa_metrics = load_json(p["predict_qa"] / "metrics.json")
+            if "predict_cls" in p:
+                m.cls_errors = load_errors(p["predict_cls"])
+                m.cls_metrics = load_json(p["predict_cls"] / "metrics.json")
+            if "attack" in p:
+                m.attack = load_json(p["attack"] / "summary.json")
+            if "latency" in p:
+                m.latency = load_json(p["latency"])
+            arts[spec.name] = m
+        return arts
+
+    def report(self, seconds: float) -> Path:
+        from .analysis.tables import ReportSpec, write_report
+
+        names = [m.name for m in self.models]
+        arts = self.artifacts()
+        steps = ", ".join(f"{k} {v:.0f} s" for k, v in self.cache.seconds.items())
+        spec = ReportSpec(
+            title=self.cfg.get("title", "lookalike: do the compressed models behave like the large one?"),
+            description=self.cfg.get("description", ""), k=self.knn_p.k, knn_ks=tuple(self.knn_p.ks),
+            k_ood=self.ood_p.k, ood_ks=tuple(self.ood_p.ks), tpr=self.ood_p.tpr,
+            attack_setting=next((a.attack["setting"] for a in arts.values() if a.attack), ""),
+            provenance=(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s; "
+                        f"steps run: {len(self.cache.ran)} ({steps or 'none'}), reused from cache: "
+                        f"{len(self.cache.skipped)}. Artifacts under {self.out / 'steps'}."))
+        out = self.out / "report"
+        summary = write_report(names, arts, spec, out)
+        summary.update(seconds=seconds, step_seconds=self.cache.seconds)
+        from .analysis.report import dump_json
+
+        dump_json(summary, out / "summary.json")
+        return out
 
 
 def _store_key(store: Path) -> str:
-    m = json.loads((Path(store) / "manifest.json").read_text())
-    return _key([s["sha256"] for s in m["shards"]])
+    from .engine import open_store
+
+    return open_store(store).key()
 
 
 def load_config(path: str | Path) -> dict:
     import yaml
 
     p = Path(path)
-    if not p.exists():
+    if not p.is_file():
         raise InputError("no such experiment file", path=p)
     try:
         cfg = yaml.safe_load(p.read_text())
@@ -355,5 +469,10 @@ def load_config(path: str | Path) -> dict:
 
 def run_experiment(path: str | Path, out: str | Path | None = None, echo=None, device: str = "auto") -> Path:
     cfg = load_config(path)
-    out = Path(out or cfg.get("out") or Path(path).with_suffix(""))
-    return Experiment(cfg, out, Path(path).parent, echo=echo, device=device).run()
+    try:
+        out = Path(out or (cfg.get("out") if isinstance(cfg, dict) else None) or Path(path).with_suffix(""))
+        return Experiment(cfg, out, Path(path).parent, echo=echo, device=device).run()
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(str(exc), path=path) from None
+        raise

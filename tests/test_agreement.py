@@ -72,7 +72,7 @@ def test_agree_cli(tmp_path):
                                  "--errors", f"A={tmp_path / 'a.json'}", "--errors", f"B={tmp_path / 'b.json'}",
                                  "--k", "1", "--format", "json"])
     assert r.exit_code == 0, r.output
-    row = json.loads(r.output)[0]
+    row = json.loads(r.stdout)[0]
     assert row["repr_mean"] == pytest.approx(1 / 3) and row["errors_jaccard"] == pytest.approx(0.5)
     assert row["i_errors_subset_of_j"] is False
 

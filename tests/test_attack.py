@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import transformers
 
 from lookalike.attack import NLTK_DATA, run_attack, select_examples, summarize
 from lookalike.errors import InputError, ModelError
+from lookalike.params import AttackParams
 
 
 def _predict(export_dir, texts):
@@ -35,9 +37,10 @@ def test_attack_flips_predictions_respects_constraints_and_resumes(tiny_models, 
     labels = _predict(tiny_exports["cls"], texts)
     labels[0] = 1 - labels[0]
     data.write_text("".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
-    kw = dict(mlm=str(tiny_models["mlm"]), max_candidates=16, top_words=3, n=8, seed=1, max_length=128,
-              similarity="engine", similarity_model=tiny_exports["bert2"])
-    s = run_attack(tiny_exports["cls"], data, tmp_path / "att", **kw)
+    params = AttackParams(mlm=str(tiny_models["mlm"]), max_candidates=16, top_words=3, n=8, seed=1, max_length=128,
+                          similarity="engine")
+    kw = dict(similarity_model=tiny_exports["bert2"])
+    s = run_attack(tiny_exports["cls"], data, tmp_path / "att", params, **kw)
     rows = [json.loads(l) for l in (tmp_path / "att" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 8 == s["n"] and s["setting_top_words"] == 3 and s["setting_max_candidates"] == 16
     assert s["succeeded"] + s["failed"] + s["skipped"] == 8 and s["skipped"] == 1
@@ -69,22 +72,22 @@ def test_attack_flips_predictions_respects_constraints_and_resumes(tiny_models, 
     # crash mid-write: two complete lines and a torn third; the re-run finishes without loss or duplicates
     text = (tmp_path / "att" / "results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "att" / "results.jsonl").write_text("".join(text[:2]) + text[2][:40])
-    s2 = run_attack(tiny_exports["cls"], data, tmp_path / "att", **kw)
+    s2 = run_attack(tiny_exports["cls"], data, tmp_path / "att", params, **kw)
     rows2 = [json.loads(l) for l in (tmp_path / "att" / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows2[:2]] == [r["id"] for r in rows[:2]]
     assert sorted(r["id"] for r in rows2) == sorted(r["id"] for r in rows)
     assert s2["n"] == 8 and s2["succeeded"] == s["succeeded"]
     with pytest.raises(InputError, match="other settings"):
-        run_attack(tiny_exports["cls"], data, tmp_path / "att", **{**kw, "max_candidates": 4})
+        run_attack(tiny_exports["cls"], data, tmp_path / "att", dataclasses.replace(params, max_candidates=4), **kw)
 
 
 def test_attack_bad_inputs(tiny_models, tiny_exports, shared_data, tmp_path):
     with pytest.raises(ModelError, match="needs 'text-classification'"):
-        run_attack(tiny_exports["bert2"], shared_data / "imdb" / "imdb_1k.tsv", tmp_path / "a", mlm="x")
+        run_attack(tiny_exports["bert2"], shared_data / "imdb" / "imdb_1k.tsv", tmp_path / "a", AttackParams(mlm="x"))
     bad = tmp_path / "bad.tsv"
     bad.write_text("a fine film\t7\n")
     with pytest.raises(InputError, match="label 7 is not one of the model's labels"):
-        run_attack(tiny_exports["cls"], bad, tmp_path / "b", mlm=str(tiny_models["mlm"]))
+        run_attack(tiny_exports["cls"], bad, tmp_path / "b", AttackParams(mlm=str(tiny_models["mlm"])))
 
 
 def test_select_and_summarize_by_hand():

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lookalike.engine import embed, open_store
+from lookalike.data import CorpusSpec
+from lookalike.engine import RayOptions, embed, open_store
+from lookalike.params import EmbedParams, PredictParams
 
 ray = pytest.importorskip("ray")  # installed by the test extra; skipped only where the extra is absent
 
@@ -22,10 +24,10 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_store_equals_local_and_survives_a_killed_worker(local_ray, tiny_exports, shared_data, tmp_path):
-    data = shared_data / "squad2_dev500"
-    kw = dict(limit=90, max_length=128, shard_rows=20, sort_window=8)
-    local = embed(tiny_exports["bert2"], data, tmp_path / "local", threads=1, **kw)
-    res = embed(tiny_exports["bert2"], data, tmp_path / "ray", backend="ray", workers=2, **kw)
+    data = CorpusSpec(shared_data / "squad2_dev500", limit=90)
+    params = EmbedParams(max_length=128, shard_rows=20, sort_window=8)
+    local = embed(tiny_exports["bert2"], data, tmp_path / "local", params, threads=1)
+    res = embed(tiny_exports["bert2"], data, tmp_path / "ray", params, backend="ray", ray=RayOptions(workers=2))
     assert res["backend"] == "ray" and res["rows"] == local["rows"] == 90 and res["shards"] == 5
     a, b = open_store(tmp_path / "local"), open_store(tmp_path / "ray")
     assert list(a.ids) == list(b.ids)
@@ -36,8 +38,8 @@ def test_ray_store_equals_local_and_survives_a_killed_worker(local_ray, tiny_exp
     assert [(s["row_start"], s["row_end"]) for s in ma["shards"]] == [(s["row_start"], s["row_end"]) for s in mb["shards"]]
     # a worker dies while on shard 2; Ray restarts it and retries the task: nothing lost, nothing doubled
     marker = tmp_path / "killed"
-    res = embed(tiny_exports["bert2"], data, tmp_path / "ray-killed", backend="ray", workers=2,
-                _fault={"kill_shard": 2, "marker": str(marker)}, **kw)
+    res = embed(tiny_exports["bert2"], data, tmp_path / "ray-killed", params, backend="ray",
+                ray=RayOptions(workers=2, fault={"kill_shard": 2, "marker": str(marker)}))
     assert marker.exists() and res["rows"] == 90
     c = open_store(tmp_path / "ray-killed")
     assert list(c.ids) == list(a.ids)
@@ -46,7 +48,7 @@ def test_ray_store_equals_local_and_survives_a_killed_worker(local_ray, tiny_exp
     m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     m["shards"], m["complete"] = m["shards"][:3], False
     (tmp_path / "ray" / "manifest.json").write_text(json.dumps(m))
-    res = embed(tiny_exports["bert2"], data, tmp_path / "ray", backend="ray", workers=2, **kw)
+    res = embed(tiny_exports["bert2"], data, tmp_path / "ray", params, backend="ray", ray=RayOptions(workers=2))
     assert res["resumed_from"] == 60 and res["rows_this_run"] == 30
     np.testing.assert_allclose(open_store(tmp_path / "ray").embeddings(), a.embeddings(), atol=1e-5)
 
@@ -57,11 +59,12 @@ def test_ray_predictions_equal_local_after_a_killed_worker_and_resume(local_ray,
     from lookalike.engine.predict import predict
 
     qa = shared_data / "squad2_dev500"
-    opts = dict(reader={"limit": 40}, max_length=128, doc_stride=48)
+    qa = CorpusSpec(qa, limit=40)
+    opts = dict(params=PredictParams(max_length=128, doc_stride=48))
     predict(tiny_exports["qa"], qa, tmp_path / "local", task="qa", **opts)
     marker = tmp_path / "killed"
-    ray_opts = {"workers": 2, "part_rows": 8, "_fault": {"kill_part": 2, "marker": str(marker)}}
-    info = predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray", ray_options=ray_opts, **opts)
+    ray_opts = RayOptions(workers=2, part_rows=8, fault={"kill_part": 2, "marker": str(marker)})
+    info = predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray", ray=ray_opts, **opts)
     assert marker.exists() and info["backend"] == "ray" and info["n"] == 40
     for name in ("predictions.json", "null_odds.json"):
         local = json.loads((tmp_path / "local" / name).read_text())
@@ -75,7 +78,7 @@ def test_ray_predictions_equal_local_after_a_killed_worker_and_resume(local_ray,
     parts = tmp_path / "ray" / "parts"
     (parts / "part-00003.json").unlink()
     before = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*.json")}
-    predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray", ray_options={"workers": 2, "part_rows": 8},
+    predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray", ray=RayOptions(workers=2, part_rows=8),
             **opts)
     after = {p.name: p.stat().st_mtime_ns for p in parts.glob("part-*.json")}
     assert set(after) == set(before) | {"part-00003.json"} and all(after[k] == v for k, v in before.items())
@@ -83,12 +86,13 @@ def test_ray_predictions_equal_local_after_a_killed_worker_and_resume(local_ray,
 
     with pytest.raises(InputError, match="another prediction run"):
         predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray",
-                ray_options={"workers": 2, "part_rows": 8}, reader={"limit": 40}, max_length=96, doc_stride=48)
+                ray=RayOptions(workers=2, part_rows=8), params=PredictParams(max_length=96, doc_stride=48))
     # classification through the same mechanism
     imdb = shared_data / "imdb" / "imdb_1k.tsv"
-    predict(tiny_exports["cls"], imdb, tmp_path / "cls-local", task="cls", reader={"limit": 30}, max_length=128)
-    predict(tiny_exports["cls"], imdb, tmp_path / "cls-ray", task="cls", reader={"limit": 30}, max_length=128,
-            backend="ray", ray_options={"workers": 2, "part_rows": 10})
+    imdb = CorpusSpec(imdb, limit=30)
+    predict(tiny_exports["cls"], imdb, tmp_path / "cls-local", task="cls", params=PredictParams(max_length=128))
+    predict(tiny_exports["cls"], imdb, tmp_path / "cls-ray", task="cls", params=PredictParams(max_length=128),
+            backend="ray", ray=RayOptions(workers=2, part_rows=10))
     a = json.loads((tmp_path / "cls-local" / "predictions.json").read_text())
     b = json.loads((tmp_path / "cls-ray" / "predictions.json").read_text())
     assert list(a) == list(b) and [v["label_id"] for v in a.values()] == [v["label_id"] for v in b.values()]

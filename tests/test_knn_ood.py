@@ -122,8 +122,13 @@ def test_cli_knn_and_ood_on_stores(tiny_exports, shared_data, tmp_path):
     from lookalike.cli import cli
     from lookalike.engine import embed
 
-    embed(tiny_exports["bert2"], shared_data / "squad2_dev500", tmp_path / "sq", limit=120, max_length=128)
-    embed(tiny_exports["bert2"], shared_data / "cuad500", tmp_path / "cu", limit=40, max_length=128)
+    from lookalike.data import CorpusSpec
+    from lookalike.params import EmbedParams
+
+    embed(tiny_exports["bert2"], CorpusSpec(shared_data / "squad2_dev500", limit=120), tmp_path / "sq",
+          EmbedParams(max_length=128))
+    embed(tiny_exports["bert2"], CorpusSpec(shared_data / "cuad500", limit=40), tmp_path / "cu",
+          EmbedParams(max_length=128))
     r = CliRunner().invoke(cli, ["knn", str(tmp_path / "sq"), str(tmp_path / "nn.h5"), "--k", "5"])
     assert r.exit_code == 0, r.output
     nn = load_knn(tmp_path / "nn.h5")

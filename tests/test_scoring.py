@@ -141,7 +141,7 @@ def test_matches_official_rules_on_squad_sample(shared_data, tmp_path):
     assert set(ref) <= set(ours)
     for k, v in ref.items():
         assert ours[k] == pytest.approx(v, abs=1e-9), k
-    errors = load_errors(tmp_path / "ev")
+    errors = load_errors(tmp_path / "ev").ids
     scores = json.loads((tmp_path / "ev" / "errors.json").read_text())["scores"]
     assert errors == {q for q, s in scores.items() if s["exact"] == 0} and 0 < len(errors) < 500
 
@@ -153,7 +153,7 @@ def test_cls_scoring_and_bad_labels(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(preds))
     m = evaluate(data, tmp_path / "p.json", task="cls", out=tmp_path / "o")
     assert m["accuracy"] == pytest.approx(2 / 3) and m["confusion"] == {"gold=0,pred=1": 1, "gold=1,pred=1": 2}
-    assert load_errors(tmp_path / "o") == {"1"}
+    assert load_errors(tmp_path / "o").ids == {"1"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "x", "label": "maybe"}) + "\n")
     with pytest.raises(InputError, match="label 'maybe' is not one of the model's labels"):
@@ -164,10 +164,12 @@ def test_cls_scoring_and_bad_labels(tmp_path):
 def test_finetune_export_predict_end_to_end(tiny_models, shared_data, tmp_path):
     from lookalike.engine.predict import predict
     from lookalike.exporters import export
-    from lookalike.exporters.finetune import finetune
+    from lookalike.data import CorpusSpec
+    from lookalike.finetune import finetune
+    from lookalike.params import FinetuneParams
 
-    ft = finetune("qa", str(tiny_models["qa"]), shared_data / "squad2_dev500", tmp_path / "qa-ft", max_steps=6,
-                  limit=24, max_length=192, batch_size=8, progress=False)
+    ft = finetune("qa", str(tiny_models["qa"]), CorpusSpec(shared_data / "squad2_dev500", limit=24), tmp_path / "qa-ft",
+                  FinetuneParams(max_steps=6, max_length=192, batch_size=8), progress=False)
     assert json.loads((ft / "lookalike-finetune.json").read_text())["n_records"] == 24
     export(str(ft), tmp_path / "qa-onnx", "question-answering")
     r = CliRunner().invoke(cli, ["predict", str(tmp_path / "qa-onnx"), str(shared_data / "squad2_dev500"),
@@ -183,11 +185,11 @@ def test_finetune_export_predict_end_to_end(tiny_models, shared_data, tmp_path):
                                  str(tmp_path / "qa-pred" / "predictions.json"), "--limit", "30"])
     assert r.exit_code == 0 and json.loads(r.output)["exact"] == out["exact"]
 
-    ft = finetune("cls", str(tiny_models["cls"]), shared_data / "imdb" / "imdb_1k.tsv", tmp_path / "cls-ft",
-                  max_steps=4, limit=32, progress=False)
+    ft = finetune("cls", str(tiny_models["cls"]), CorpusSpec(shared_data / "imdb" / "imdb_1k.tsv", limit=32),
+                  tmp_path / "cls-ft", FinetuneParams(max_steps=4), progress=False)
     export(str(ft), tmp_path / "cls-onnx", "text-classification")
-    info = predict(tmp_path / "cls-onnx", shared_data / "imdb" / "imdb_1k.tsv", tmp_path / "cls-pred", task="cls",
-                   reader={"limit": 20})
+    info = predict(tmp_path / "cls-onnx", CorpusSpec(shared_data / "imdb" / "imdb_1k.tsv", limit=20),
+                   tmp_path / "cls-pred", task="cls")
     assert info["n"] == 20
     with pytest.raises(ModelError, match="needs 'question-answering'"):
         predict(tmp_path / "cls-onnx", shared_data / "squad2_dev500", tmp_path / "x", task="qa")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from .knn import KnnResult
 from .ood import OodResult
+from .scoring import ErrorSet
 
 
 def jaccard(a: Iterable, b: Iterable) -> float:
@@ -36,10 +37,23 @@ def _same_ids(a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
     return np.fromiter((pos[x] for x in a), dtype=np.int64, count=len(a))
 
 
+SETUP_KEYS = ("pooling", "max_length", "normalize", "corpus_fingerprint")
+
+
+def same_setup(meta_a: dict, meta_b: dict, what: str, keys=SETUP_KEYS) -> None:
+    """InputError when two artifacts were made from different corpora or features (pooling, max length, ...)."""
+    for key in keys:
+        va, vb = meta_a.get(key), meta_b.get(key)
+        if va is not None and vb is not None and va != vb:
+            raise InputError(f"{what}: the two artifacts differ in {key} ({va!r} vs {vb!r}); compare models on "
+                             "the same corpus with the same embedding settings")
+
+
 def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.ndarray:
     """Per-point Jaccard of the k-NN id sets of the same points under two models (a's point order)."""
     if k > a.k or k > b.k:
         raise InputError(f"k={k} is larger than the stored neighbours (k={a.k} and k={b.k}); re-run knn with --k {k}")
+    same_setup(a.meta, b.meta, "representation agreement")
     b_rows = _same_ids(a.ids, b.ids, "representation agreement")
     # express b's neighbours in a's row numbering
     b_to_a = np.empty(len(b_rows), dtype=np.int64)
@@ -59,19 +73,47 @@ def representation_agreement(a: KnnResult, b: KnnResult, k: int = 10) -> dict:
     return {"mean": float(j.mean()), "variance": float(j.var()), "n": int(len(j)), "k": k}
 
 
-def error_agreement(errors_a: set, errors_b: set) -> dict:
-    """Jaccard of error sets and how much of each is contained in the other."""
-    a, b = set(errors_a), set(errors_b)
+def same_universe(a: ErrorSet, b: ErrorSet) -> str:
+    """How far the two error sets' question sets are known to match; InputError when they differ."""
+    if a.universe is not None and b.universe is not None:
+        if a.universe != b.universe:
+            only_a = sorted(a.universe - b.universe)[:3]
+            raise InputError(f"prediction errors: {a.source} was scored on {len(a.universe)} questions and "
+                             f"{b.source} on {len(b.universe)} (e.g. only in the first: {only_a}); error sets over "
+                             "different questions cannot be compared")
+        return f"checked ({len(a.universe)} questions)"
+    known = a.universe if a.universe is not None else b.universe
+    if known is not None:
+        other = b if a.universe is not None else a
+        outside = sorted(other.ids - known)
+        if outside:
+            raise InputError(f"prediction errors: {other.source} names {len(outside)} ids outside the "
+                             f"{len(known)} questions {(a if other is b else b).source} was scored on "
+                             f"(e.g. {outside[:3]})")
+        return f"unchecked for {other.source} (an id list without --dataset; its ids lie within the other's)"
+    return "unchecked (id lists without --dataset)"
+
+
+def error_agreement(errors_a: set | ErrorSet, errors_b: set | ErrorSet) -> dict:
+    """Jaccard of error sets and how much of each is contained in the other (ErrorSets: over the same questions)."""
+    universe = None
+    if isinstance(errors_a, ErrorSet) and isinstance(errors_b, ErrorSet):
+        universe = same_universe(errors_a, errors_b)
+    a = set(errors_a.ids if isinstance(errors_a, ErrorSet) else errors_a)
+    b = set(errors_b.ids if isinstance(errors_b, ErrorSet) else errors_b)
     inter = len(a & b)
     return {"jaccard": jaccard(a, b), "n_a": len(a), "n_b": len(b), "intersection": inter,
             "a_subset_of_b": a <= b, "b_subset_of_a": b <= a,
-            "frac_a_in_b": inter / len(a) if a else math.nan, "frac_b_in_a": inter / len(b) if b else math.nan}
+            "frac_a_in_b": inter / len(a) if a else math.nan, "frac_b_in_a": inter / len(b) if b else math.nan,
+            **({"universe": universe} if universe else {})}
 
 
 def distribution_agreement(a: OodResult, b: OodResult, k: int = 10) -> dict:
     if k not in a.scores or k not in b.scores:
         raise InputError(f"k={k} was not scored in both OOD results (have {a.ks} and {b.ks})")
     _same_ids(a.test_ids, b.test_ids, "distribution agreement")
+    same_setup(a.meta, b.meta, "distribution agreement", ("pooling", "max_length", "normalize", "tpr",
+                                                          "test_fingerprint", "train_fingerprint"))
     oa, ob = a.ood_ids(k), b.ood_ids(k)
     return {"jaccard": jaccard(oa, ob), "n_ood_a": len(oa), "n_ood_b": len(ob), "k": k}
 
@@ -79,14 +121,3 @@ def distribution_agreement(a: OodResult, b: OodResult, k: int = 10) -> dict:
 def pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     """All unordered pairs in the given order (the first model first, as in the paper's Table 2)."""
     return list(itertools.combinations(names, 2))
-
-
-def pairwise(names: Sequence[str], compare: Callable[[str, str], dict]) -> list[dict]:
-    return [{"model_i": i, "model_j": j, **compare(i, j)} for i, j in pairs(names)]
-
-
-def attack_row(summary: dict) -> dict:
-    """The columns of the paper's Table 3 from an attack summary."""
-    keys = ("original_accuracy", "accuracy_after_attack", "absolute_change", "percent_change",
-            "attack_success_rate", "avg_perturbed_words_pct", "avg_queries")
-    return {k: summary.get(k) for k in keys}

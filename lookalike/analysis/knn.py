@@ -18,6 +18,7 @@ import numpy as np
 
 from ..engine.store import Store
 from ..errors import InputError, StoreError
+from ..files import atomic_replace, check_output_file, fsync_file, tmp_name
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def build_index(x: np.ndarray, kind: str = "flat", *, gpu: bool | None = None, n
     if kind == "flat":
         index = _to_device(faiss.IndexFlatIP(d), on_gpu)
     elif kind == "ivf":
-        nlist = nlist or max(1, int(4 * np.sqrt(len(x))))
+        if nlist is not None and nlist > len(x):
+            raise InputError(f"ivf: nlist={nlist} clusters need at least as many points (have {len(x)})")
+        nlist = nlist or max(1, min(len(x), int(4 * np.sqrt(len(x)))))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index = _to_device(index, on_gpu)
@@ -120,20 +123,37 @@ class KnnResult:
         return self.ids[self.neighbors[:, :k]]
 
     def save(self, path: str | Path) -> None:
+        """Write an HDF5 neighbour file atomically; an existing file is replaced only if it is one of ours."""
         import h5py
 
         path = Path(path)
+        check_output_file(path, _is_knn_file, "neighbour file")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("neighbors", data=self.neighbors)
-            f.create_dataset("similarity", data=self.similarity)
-            f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            f.attrs["k"] = self.k
-            f.attrs["index"] = self.index
-            f.attrs["kind"] = "lookalike.knn"
-            f.attrs["meta"] = json.dumps(self.meta)
-        tmp.replace(path)
+        tmp = tmp_name(path)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("neighbors", data=self.neighbors)
+                f.create_dataset("similarity", data=self.similarity)
+                f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+                f.attrs["k"] = self.k
+                f.attrs["index"] = self.index
+                f.attrs["kind"] = "lookalike.knn"
+                f.attrs["meta"] = json.dumps(self.meta)
+            fsync_file(tmp)
+            atomic_replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _is_knn_file(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("kind") == "lookalike.knn"
+    except OSError:
+        return False
 
 
 def load_knn(path: str | Path) -> KnnResult:
@@ -200,7 +220,8 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
             "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
     if isinstance(store, Store):
-        meta.update(store=str(store.path), model_sha256=store.config.get("model_sha256"))
+        meta.update(store=str(store.path), **store.features(),
+                    corpus_fingerprint=store.config.get("corpus_fingerprint"))
     if index != "flat":
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))

@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..engine.store import Store, atomic_write_json
+from ..engine.store import Store, require_same_features
+from ..files import atomic_write_json, check_output_file
 from ..errors import InputError
 from .knn import build_index, knn_search, load_normalized
 
@@ -90,8 +91,17 @@ class OodResult:
                                     "metrics": self.metrics.get(k, {}),
                                     "score": [round(float(x), 7) for x in self.scores[k]],
                                     "ood": [bool(x) for x in self.ood_mask(k)]} for k in self.ks}}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(path), out)
+        path = Path(path)
+        check_output_file(path, _is_ood_file, "OOD file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, out)
+
+
+def _is_ood_file(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("kind") == "lookalike.ood"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_ood(path: str | Path) -> OodResult:
@@ -128,12 +138,20 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
     if len(dims) > 1:
         raise InputError(f"stores of different dimensions {sorted(dims)}: train, test and val must come from "
                          "the same model")
+    stores = {role: s for role, s in (("train", train), ("test", test), ("val", val), ("in-test", in_test))
+              if isinstance(s, Store)}
+    if len(stores) > 1:
+        require_same_features(stores, "deep-kNN OOD")
     bank = load_normalized(train)
     queries = load_normalized(test)
     test_ids = test.ids if isinstance(test, Store) else np.arange(len(queries)).astype(str)
     meta = {"train": str(getattr(train, "path", "array")), "test": str(getattr(test, "path", "array")),
             "distance": "euclidean on L2-normalised features", "score": "-distance to the k-th neighbour",
-            "threshold_rule": "largest lambda with #{val >= lambda} >= ceil(tpr * n_val)"}
+            "threshold_rule": "largest lambda with #{val >= lambda} >= ceil(tpr * n_val)", "tpr": tpr}
+    if isinstance(train, Store):
+        meta.update(train.features(), train_fingerprint=train.config.get("corpus_fingerprint"))
+    if isinstance(test, Store):
+        meta["test_fingerprint"] = test.config.get("corpus_fingerprint")
     if val is not None:
         val_x = load_normalized(val)
         meta["val"] = str(getattr(val, "path", "array"))
@@ -160,3 +178,27 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
                               in_test_tpr_at_val_threshold=float((id_scores[k] >= thresholds[k]).mean()))
     meta.update(n_bank=len(bank), n_val=len(val_x), n_test=len(queries))
     return OodResult(np.asarray(test_ids), ks, tpr, test_scores, thresholds, metrics, meta)
+
+
+# a comparison of OOD sets says something only when the sets are large enough to differ and the detector works
+OOD_MIN_FRACTION = 0.05
+OOD_MIN_AUROC = 0.9
+
+
+def meaningful(res: OodResult, k: int, min_fraction: float = OOD_MIN_FRACTION,
+               min_auroc: float = OOD_MIN_AUROC) -> dict:
+    """Is this model's OOD set informative? It must flag >= `min_fraction` of the challenge set at its TPR
+    threshold and separate the challenge set from held-out in-distribution points with AUROC >= `min_auroc`
+    (AUROC needs `in_test`; without it the rule cannot pass)."""
+    n_ood, n_test = int(res.ood_mask(k).sum()), len(res.test_ids)
+    frac = n_ood / n_test if n_test else 0.0
+    auroc = res.metrics.get(k, {}).get("auroc")
+    problems = []
+    if frac < min_fraction:
+        problems.append(f"flags {frac:.1%} of the challenge set (< {min_fraction:.0%})")
+    if auroc is None:
+        problems.append("no AUROC (give held-out in-distribution points)")
+    elif auroc < min_auroc:
+        problems.append(f"AUROC {auroc:.3f} < {min_auroc}")
+    return {"n_ood": n_ood, "n_test": n_test, "fraction": frac, "auroc": auroc, "ok": not problems,
+            "reason": "; ".join(problems) or "ok"}

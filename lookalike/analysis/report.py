@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from ..engine.store import atomic_write_json
+from ..files import atomic_write_json, json_safe
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -50,7 +50,7 @@ def write_table(rows: Sequence[dict], columns: Sequence[str], base: Path, header
         w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    atomic_write_json(base.with_suffix(".json"), list(rows))
+    atomic_write_json(base.with_suffix(".json"), json_safe(list(rows)))
     return md
 
 
@@ -131,4 +131,4 @@ class Report:
 
 def dump_json(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, json.loads(json.dumps(obj, default=str)))
+    atomic_write_json(path, json_safe(json.loads(json.dumps(obj, default=str))))

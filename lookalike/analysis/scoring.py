@@ -5,21 +5,26 @@ a/an/the, collapse whitespace); gold answers are those whose normalised text is 
 EM and F1 take the max over gold answers; F1 is token overlap with a Counter intersection and, when either
 side has no tokens, F1 = (both empty); no-answer probabilities above `na_prob_thresh` turn a prediction
 into "no answer"; best_exact/best_f1 sweep that threshold. Questions without a prediction are left out
-of the totals (as the official script does) and counted in `missing`.
+of the totals (as the official script does) and counted in `missing`; `evaluate` refuses them unless told.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
+import logging
 import re
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..data import Record, read_corpus
-from ..engine.store import atomic_write_json
+from ..data import CorpusSpec, Record
 from ..errors import InputError
+from ..files import atomic_write_json, load_json
+
+log = logging.getLogger(__name__)
 
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -125,7 +130,7 @@ def squad_v2_eval(records: Iterable[Record], preds: dict[str, str], na_probs: di
 
 def cls_eval(records: Iterable[Record], preds: dict, labels: dict[int, str] | None = None) -> tuple[dict, dict]:
     """(accuracy and confusion, {id: 1 if correct else 0})."""
-    from ..engine.predict import label_index
+    from ..engine.tasks import label_index
 
     correct, confusion = {}, collections.Counter()
     missing = 0
@@ -155,23 +160,56 @@ def error_set(exact: dict, f1: dict | None = None, f1_below: float | None = None
     return sorted(q for q, s in exact.items() if not s)
 
 
-def evaluate(data: str | Path, predictions: str | Path | dict, *, task: str = "qa", na_probs=None,
-             na_prob_thresh: float = 1.0, f1_below: float | None = None, reader: dict | None = None,
-             labels: dict | None = None, out: str | Path | None = None) -> dict:
-    """Score a predictions file (ours or another tool's); with `out`, write metrics.json and errors.json."""
-    preds = _load_json(predictions) if not isinstance(predictions, dict) else predictions
+def _check_na_probs(probs, path) -> dict[str, float]:
+    if not isinstance(probs, dict):
+        raise InputError(f"expected a JSON object {{id: no-answer probability}}, got {type(probs).__name__}", path=path)
+    for q, v in probs.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InputError(f"no-answer probability {v!r} is not a number", path=path, record=f"question {q}")
+    return {q: float(v) for q, v in probs.items()}
+
+
+def ids_digest(ids) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def evaluate(corpus: CorpusSpec | str | Path, predictions: str | Path | dict, *, task: str = "qa", na_probs=None,
+             na_prob_thresh: float = 1.0, f1_below: float | None = None, labels: dict | None = None,
+             out: str | Path | None = None, allow_missing: bool = False) -> dict:
+    """Score a predictions file (ours or another tool's); with `out`, write metrics.json and errors.json.
+
+    Every question of the corpus needs a prediction (InputError naming how many and which are missing),
+    unless `allow_missing`: then the subset with predictions is scored and the output says so. errors.json
+    records the scored id universe and the corpus fingerprint, so error sets over different questions are
+    never compared.
+    """
+    corpus = CorpusSpec.coerce(corpus)
+    if task == "cls":
+        corpus = corpus.for_labels()
+    where = predictions if not isinstance(predictions, dict) else None
+    preds = load_json(predictions, "predictions file") if not isinstance(predictions, dict) else predictions
     if not isinstance(preds, dict):
-        raise InputError("predictions must be a JSON object {id: answer}", path=predictions)
-    reader = dict(reader or {})
-    if task == "cls" and "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
-        reader["label_field"] = "label"
-    records = list(read_corpus(data, **reader))
+        raise InputError("predictions must be a JSON object {id: answer}", path=where)
+    records = list(corpus.records())
+    known = {r.id for r in records}
+    missing = [r.id for r in records if r.id not in preds]
+    if missing and not allow_missing:
+        raise InputError(f"no prediction for {len(missing)} of {len(records)} records (first: {missing[:5]}); "
+                         "predict them, or pass --allow-missing to score the rest", path=where)
+    extra = [q for q in preds if q not in known]
+    if extra:
+        log.warning("%s: %d predictions name ids that are not in %s (not scored; e.g. %s)", where or "predictions",
+                    len(extra), corpus.path, extra[:3])
     if task == "qa":
         for q, v in preds.items():
             if not isinstance(v, str):
-                raise InputError(f"prediction is {type(v).__name__}, expected the answer text", path=predictions,
+                raise InputError(f"prediction is {type(v).__name__}, expected the answer text", path=where,
                                  record=f"question {q}")
-        probs = _load_json(na_probs) if isinstance(na_probs, (str, Path)) else na_probs
+        probs = na_probs
+        if isinstance(na_probs, (str, Path)):
+            probs = _check_na_probs(load_json(na_probs, "no-answer probability file"), na_probs)
+        elif na_probs is not None:
+            probs = _check_na_probs(na_probs, None)
         metrics, exact, f1 = squad_v2_eval(records, preds, probs, na_prob_thresh)
         errors = error_set(exact, f1, f1_below)
         per_id = {q: {"exact": exact[q], "f1": round(f1[q], 6)} for q in exact}
@@ -181,31 +219,78 @@ def evaluate(data: str | Path, predictions: str | Path | dict, *, task: str = "q
         errors = sorted(q for q, c in correct.items() if not c)
         per_id = {q: {"correct": c} for q, c in correct.items()}
         criterion = "prediction != label"
+    scored = sorted(per_id)
+    metrics["scored"] = len(scored)
+    metrics["complete"] = not missing
+    if missing:
+        metrics["missing"] = len(missing)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "errors.json", {"kind": "lookalike.errors", "task": task, "criterion": criterion,
-                                                "n": len(per_id), "error_ids": errors, "scores": per_id})
+        atomic_write_json(out / "errors.json", {
+            "kind": "lookalike.errors", "task": task, "criterion": criterion, "n": len(per_id),
+            "error_ids": errors, "dataset": corpus.as_dict(), "dataset_fingerprint": corpus.fingerprint(),
+            "universe": {"n": len(scored), "sha256": ids_digest(scored), "complete": not missing, "ids": scored},
+            "scores": per_id})
     return metrics
 
 
-def _load_json(path):
-    p = Path(path)
-    if not p.exists():
-        raise InputError("no such file", path=p)
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON at line {exc.lineno}", path=p) from None
+@dataclass
+class ErrorSet:
+    """The ids a model got wrong, and the ids it was scored on (None when unknown: an external id list)."""
+
+    ids: set[str]
+    universe: frozenset[str] | None
+    source: str
+    dataset_fingerprint: str | None = None
+
+    @property
+    def universe_digest(self) -> str | None:
+        return ids_digest(self.universe) if self.universe is not None else None
 
 
-def load_errors(path: str | Path) -> set[str]:
-    """The error set from errors.json (or a predict output folder holding one)."""
+def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None) -> ErrorSet:
+    """An error set: lookalike's errors.json (or a predict output folder holding one), a plain JSON list of ids,
+    or a text file with one id per line (other tools' outputs, e.g. the paper authors' published lists).
+
+    dataset: the corpus the ids were scored on; every id must belong to it, and it becomes the universe of an
+    external list (without it, the universe of an external list is unknown and unchecked).
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "errors.json"
-    obj = _load_json(p)
-    if not isinstance(obj, dict) or obj.get("kind") != "lookalike.errors":
-        raise InputError("not a lookalike error-set file (made by `lookalike predict` or `evaluate -o`)", path=p)
-    return set(obj["error_ids"])
+    if not p.is_file():
+        raise InputError("no such error-set file", path=p)
+    text = p.read_text(errors="replace")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        obj = None
+        if p.suffix == ".json":
+            raise InputError("invalid JSON (expected errors.json or a JSON list of ids)", path=p) from None
+    if isinstance(obj, dict):
+        if obj.get("kind") != "lookalike.errors":
+            raise InputError("not a lookalike error-set file (made by `lookalike predict` or `evaluate -o`)", path=p)
+        universe = obj.get("universe")
+        es = ErrorSet(set(obj["error_ids"]), frozenset(universe["ids"]) if universe else None, str(p),
+                      obj.get("dataset_fingerprint"))
+    elif isinstance(obj, list):
+        if not all(isinstance(x, (str, int)) for x in obj):
+            raise InputError("a JSON list of error ids must hold strings", path=p)
+        es = ErrorSet({str(x) for x in obj}, None, str(p))
+    else:
+        es = ErrorSet({line.strip() for line in text.splitlines() if line.strip()}, None, str(p))
+    if dataset is not None:
+        dataset = CorpusSpec.coerce(dataset)
+        ids = frozenset(r.id for r in dataset.records())
+        outside = sorted(es.ids - ids)
+        if outside:
+            raise InputError(f"{len(outside)} error ids are not in {dataset.path} (e.g. {outside[:3]}); the errors "
+                             "were scored on another dataset", path=p)
+        if es.universe is not None and es.universe != ids:
+            raise InputError(f"scored on {len(es.universe)} ids, but {dataset.path} has {len(ids)}: another "
+                             "question set", path=p)
+        es.universe = ids
+        es.dataset_fingerprint = es.dataset_fingerprint or dataset.fingerprint()
+    return es

@@ -1,189 +1,386 @@
-"""The paper's tables and figures from an experiment's stored artifacts (Table 1, 2, 3 and Figure 1)."""
+"""The paper's tables and figures from stored artifacts: one builder per table, each taking plain artifacts
+(`ModelArtifacts` per model) and returning rows; `write_report` composes them into report.md/.html.
+
+`lookalike agree` and `lookalike run` call the same Table 2 builder.
+"""
 
 from __future__ import annotations
 
-import json
-import time
+import itertools
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .agreement import distribution_agreement, error_agreement, pairs, representation_agreement
-from .knn import load_knn
-from .ood import load_ood
+import numpy as np
+
+from .agreement import (distribution_agreement, error_agreement, knn_jaccards, pairs, representation_agreement,
+                        same_universe)
+from .knn import KnnResult
+from .ood import OodResult, meaningful
 from .report import Report, dump_json, plot_sweep, write_table
+from .scoring import ErrorSet
+from .uncertainty import (jaccard_interval, mean_interval, paired_jaccard_difference, paired_mean_difference)
+
+PHASES = ("before", "after")
 
 
-def _load_errors(pred_dir: Path) -> set[str]:
-    return set(json.loads((pred_dir / "errors.json").read_text())["error_ids"])
+@dataclass
+class ModelArtifacts:
+    """What one model contributed, loaded from its stored files (any part may be missing)."""
+
+    manifest: dict | None = None
+    errors: ErrorSet | None = None  # QA prediction errors
+    cls_errors: ErrorSet | None = None  # sentiment prediction errors (beyond the paper)
+    knn: dict[str, KnnResult] = field(default_factory=dict)  # {"before": ..., "after": ...}
+    ood: OodResult | None = None
+    ood_encoder: str = ""
+    qa_metrics: dict | None = None
+    cls_metrics: dict | None = None
+    attack: dict | None = None  # attack summary.json
+    latency: dict | None = None  # {"device", "rows"}
 
 
-def build_report(exp, names: list[str], out: Path, seconds: float | None = None) -> Path:
-    """Write Table 1/2/3, Figure 1 (a)(b)(c), latency and the report into `out`."""
-    art = exp.artifacts
-    knn_p = exp.steps.get("knn") or {}
-    ood_p = exp.steps.get("ood") or {}
-    k = int(knn_p.get("k", 10))
-    k_ood = int(ood_p.get("k", 10))
-    knn_sweep = sorted(set(knn_p.get("sweep", [k])) | {k})
-    ood_sweep = sorted(set(ood_p.get("sweep", [k_ood])) | {k_ood})
-    rep = Report(exp.cfg.get("title", "lookalike: do the compressed models behave like the large one?"))
-    if exp.cfg.get("description"):
-        rep.text(exp.cfg["description"])
-    summary: dict = {"models": names, "k": k, "k_ood": k_ood}
+# --------------------------------------------------------------------------- Table 1
 
-    # Table 1: the models
-    t1 = []
+def table1_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
+    rows = []
     for n in names:
-        m = art[n].get("manifest")
+        m = arts[n].manifest
         if m:
-            t1.append({"model": n, "layers": m["num_layers"], "parameters_M": round(m["parameters"] / 1e6, 2),
-                       "embedding_dim": m["hidden_size"], "size_MB": round(m["file_size"] / 1e6, 1),
-                       "variant": m["variant"]["description"], "source": m["source"]["model"].split("/")[-1]
-                       if "site-packages" in m["source"]["model"] else m["source"]["model"]})
-    cols1 = ["model", "layers", "parameters_M", "embedding_dim", "size_MB", "variant", "source"]
-    write_table(t1, cols1, out / "table1_models")
-    rep.heading("Table 1: models")
-    rep.table(t1, cols1, ["Model", "Layers", "Parameters (M)", "Embedding dim", "ONNX size (MB)", "Variant", "Source"])
+            src = m["source"]["model"]
+            rows.append({"model": n, "layers": m.get("num_layers"), "parameters_M": round(m["parameters"] / 1e6, 2),
+                         "embedding_dim": m["hidden_size"], "size_MB": round(m["file_size"] / 1e6, 1),
+                         "variant": m["variant"]["description"],
+                         "source": src.split("/")[-1] if "site-packages" in src else src})
+    return rows
 
-    # Table 2: pairwise agreement
-    loaded = {n: {key: load_knn(art[n][key]) for key in ("knn_before", "knn_after") if key in art[n]} for n in names}
-    oods = {n: load_ood(art[n]["ood"]) for n in names if "ood" in art[n]}
-    errors = {n: _load_errors(art[n]["predict_qa"]) for n in names if "predict_qa" in art[n]}
-    cls_errors = {n: _load_errors(art[n]["predict_cls"]) for n in names if "predict_cls" in art[n]}
-    t2, subset_rows = [], []
+
+TABLE1_COLUMNS = (["model", "layers", "parameters_M", "embedding_dim", "size_MB", "variant", "source"],
+                  ["Model", "Layers", "Parameters (M)", "Embedding dim", "ONNX size (MB)", "Variant", "Source"])
+
+
+# --------------------------------------------------------------------------- Table 2
+
+def _members(universe, *sets) -> list[np.ndarray]:
+    ids = sorted(universe)
+    return [np.fromiter((x in s for x in ids), dtype=bool, count=len(ids)) for s in sets]
+
+
+def _set_ci(universe, a: set, b: set, reps: int) -> tuple[float, float]:
+    if universe is None or reps <= 0:
+        return math.nan, math.nan
+    ma, mb = _members(universe, a, b)
+    return jaccard_interval(ma, mb, reps)
+
+
+def _error_universe(a: ErrorSet, b: ErrorSet):
+    same_universe(a, b)
+    return a.universe if a.universe is not None else b.universe
+
+
+def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int = 10, reps: int = 1000) -> list[dict]:
+    """One row per model pair (in the given order): each Jaccard with its bootstrap 95% interval
+    (`*_lo`, `*_hi`; points for representation, examples for set Jaccards), and the representation variance."""
+    rows = []
     for a, b in pairs(names):
-        row = {"model_i": a, "model_j": b}
-        if a in errors and b in errors:
-            e = error_agreement(errors[a], errors[b])
-            row["errors_jaccard"] = e["jaccard"]
-            subset_rows.append({"model_i": a, "model_j": b, "task": "qa", **e})
-        if a in cls_errors and b in cls_errors:
-            e = error_agreement(cls_errors[a], cls_errors[b])
-            row["cls_errors_jaccard"] = e["jaccard"]
-            subset_rows.append({"model_i": a, "model_j": b, "task": "sentiment", **e})
-        for phase in ("before", "after"):
-            key = f"knn_{phase}"
-            if key in loaded[a] and key in loaded[b]:
-                r = representation_agreement(loaded[a][key], loaded[b][key], k)
-                row[f"repr_{phase}_mean"], row[f"repr_{phase}_var"] = r["mean"], r["variance"]
-        if a in oods and b in oods:
-            row["ood_jaccard"] = distribution_agreement(oods[a], oods[b], k_ood)["jaccard"]
-        t2.append(row)
-    cols2 = ["model_i", "model_j", "errors_jaccard", "repr_before_mean", "repr_before_var", "repr_after_mean",
-             "repr_after_var", "ood_jaccard"]
-    heads2 = ["Model i", "Model j", "Prediction errors (QA)", "Repr. before FT mean", "Repr. before FT var",
-              "Repr. after FT mean", "Repr. after FT var", "Data distribution (OOD)"]
-    if cls_errors:  # beyond the paper: the same error-set Jaccard for the sentiment models
-        cols2.append("cls_errors_jaccard")
-        heads2.append("Prediction errors (sentiment)")
-    write_table(t2, cols2, out / "table2_agreement")
-    rep.heading(f"Table 2: model-pair agreement (Jaccard; K={k} for representation, k={k_ood} for OOD)")
-    rep.table(t2, cols2, heads2)
+        A, B = arts[a], arts[b]
+        row: dict = {"model_i": a, "model_j": b}
+        for key, col in (("errors", "errors_jaccard"), ("cls_errors", "cls_errors_jaccard")):
+            ea, eb = getattr(A, key), getattr(B, key)
+            if ea is not None and eb is not None:
+                row[col] = error_agreement(ea, eb)["jaccard"]
+                row[f"{col}_lo"], row[f"{col}_hi"] = _set_ci(_error_universe(ea, eb), ea.ids, eb.ids, reps)
+        for phase in PHASES:
+            if phase in A.knn and phase in B.knn:
+                j = knn_jaccards(A.knn[phase], B.knn[phase], k)
+                row[f"repr_{phase}_mean"], row[f"repr_{phase}_var"] = float(j.mean()), float(j.var())
+                row[f"repr_{phase}_mean_lo"], row[f"repr_{phase}_mean_hi"] = (mean_interval(j, reps) if reps > 0
+                                                                              else (math.nan, math.nan))
+        if A.ood is not None and B.ood is not None:
+            row["ood_jaccard"] = distribution_agreement(A.ood, B.ood, k_ood)["jaccard"]
+            row["ood_jaccard_lo"], row["ood_jaccard_hi"] = _set_ci(set(A.ood.test_ids), A.ood.ood_ids(k_ood),
+                                                                   B.ood.ood_ids(k_ood), reps)
+        rows.append(row)
+    return rows
+
+
+TABLE2_METRICS = [("errors_jaccard", "Prediction errors (QA)"), ("repr_before_mean", "Repr. before FT, mean"),
+                  ("repr_before_var", "Repr. before FT, var"), ("repr_after_mean", "Repr. after FT, mean"),
+                  ("repr_after_var", "Repr. after FT, var"), ("ood_jaccard", "Data distribution (OOD)"),
+                  ("cls_errors_jaccard", "Prediction errors (sentiment)")]
+
+
+def _fmt3(v) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def with_interval(row: dict, col: str) -> str:
+    v = row.get(col)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    lo, hi = row.get(f"{col}_lo"), row.get(f"{col}_hi")
+    if col.endswith("_var"):
+        return f"{v:.4f}"
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return _fmt3(v)
+    return f"{_fmt3(v)} [{_fmt3(lo)}, {_fmt3(hi)}]"
+
+
+def table2_display(rows: list[dict]) -> tuple[list[dict], list[str], list[str]]:
+    """(rows of formatted cells "J [lo, hi]", columns, headers), keeping only columns some row has."""
+    present = [(c, h) for c, h in TABLE2_METRICS if any(c in r for r in rows)]
+    out = [{"model_i": r["model_i"], "model_j": r["model_j"], **{c: with_interval(r, c) for c, _ in present}}
+           for r in rows]
+    return out, ["model_i", "model_j"] + [c for c, _ in present], ["Model i", "Model j"] + [h for _, h in present]
+
+
+def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int = 10, reps: int = 1000) -> list[dict]:
+    """Paired differences against the reference (the first model): does X agree with it more than Y does, by more
+    than the sampling noise? One row per metric and pair of other models."""
+    ref, others = names[0], names[1:]
+    R = arts[ref]
+    out = []
+
+    def add(metric, x, y, diff, lo, hi):
+        verdict = ("larger than the noise" if (lo > 0 or hi < 0) else "within the noise") if not math.isnan(lo) \
+            else "no interval"
+        out.append({"metric": metric, "reference": ref, "model_x": x, "model_y": y, "difference": diff,
+                    "lo": lo, "hi": hi, "verdict": verdict})
+
+    for x, y in itertools.combinations(others, 2):
+        X, Y = arts[x], arts[y]
+        for phase in PHASES:
+            if all(phase in m.knn for m in (R, X, Y)):
+                d, lo, hi = paired_mean_difference(knn_jaccards(R.knn[phase], X.knn[phase], k),
+                                                   knn_jaccards(R.knn[phase], Y.knn[phase], k), reps)
+                add(f"representation {phase} FT (K={k})", x, y, d, lo, hi)
+        if R.ood is not None and X.ood is not None and Y.ood is not None:
+            distribution_agreement(R.ood, X.ood, k_ood)
+            distribution_agreement(R.ood, Y.ood, k_ood)
+            r, mx, my = _members(set(R.ood.test_ids), R.ood.ood_ids(k_ood), X.ood.ood_ids(k_ood), Y.ood.ood_ids(k_ood))
+            add(f"OOD sets (k={k_ood})", x, y, *paired_jaccard_difference(r, mx, my, reps))
+        for key, label in (("errors", "QA error sets"), ("cls_errors", "sentiment error sets")):
+            er, ex, ey = getattr(R, key), getattr(X, key), getattr(Y, key)
+            if er is not None and ex is not None and ey is not None:
+                universe = _error_universe(er, ex)
+                _error_universe(er, ey)
+                if universe is not None:
+                    r, mx, my = _members(universe, er.ids, ex.ids, ey.ids)
+                    add(label, x, y, *paired_jaccard_difference(r, mx, my, reps))
+    return out
+
+
+def subset_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
+    rows = []
+    for a, b in pairs(names):
+        for key, task in (("errors", "qa"), ("cls_errors", "sentiment")):
+            ea, eb = getattr(arts[a], key), getattr(arts[b], key)
+            if ea is not None and eb is not None:
+                e = error_agreement(ea, eb)
+                rows.append({"model_i": a, "model_j": b, "task": task, **e})
+    return rows
+
+
+# --------------------------------------------------------------------------- Figure 1
+
+def knn_sweep(names, arts: dict[str, ModelArtifacts], phase: str, ks) -> dict[str, tuple[list, list]]:
+    """{"ref vs X": (Ks, mean Jaccards)} against the first model (Figure 1 a/b)."""
+    ref = arts[names[0]]
+    curves = {}
+    for n in names[1:]:
+        if phase in ref.knn and phase in arts[n].knn:
+            kk = [x for x in ks if x <= min(ref.knn[phase].k, arts[n].knn[phase].k)]
+            curves[f"{names[0]} vs {n}"] = (kk, [representation_agreement(ref.knn[phase], arts[n].knn[phase], x)["mean"]
+                                                 for x in kk])
+    return curves
+
+
+def ood_sweep(names, arts: dict[str, ModelArtifacts], ks) -> dict[str, tuple[list, list]]:
+    ref = arts[names[0]]
+    if ref.ood is None:
+        return {}
+    return {f"{names[0]} vs {n}": (list(ks), [distribution_agreement(ref.ood, arts[n].ood, x)["jaccard"] for x in ks])
+            for n in names[1:] if arts[n].ood is not None}
+
+
+# --------------------------------------------------------------------------- per-model tables
+
+def ood_detail_rows(names, arts: dict[str, ModelArtifacts], k_ood: int) -> list[dict]:
+    rows = []
+    for n in names:
+        o = arts[n].ood
+        if o is not None:
+            m = meaningful(o, k_ood)
+            rows.append({"model": n, "threshold": o.thresholds[k_ood], "n_ood": m["n_ood"], "n_test": m["n_test"],
+                         "fraction_ood": m["fraction"],
+                         **{x: o.metrics[k_ood].get(x) for x in ("val_tpr", "auroc", "fpr_at_tpr")},
+                         "meaningful": m["ok"]})
+    return rows
+
+
+def qa_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
+    keys = ("exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total")
+    return [{"model": n, **{x: arts[n].qa_metrics.get(x) for x in keys},
+             "errors": len(arts[n].errors.ids) if arts[n].errors else None}
+            for n in names if arts[n].qa_metrics]
+
+
+def cls_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
+    return [{"model": n, "accuracy": arts[n].cls_metrics["accuracy"], "total": arts[n].cls_metrics["total"],
+             "errors": len(arts[n].cls_errors.ids) if arts[n].cls_errors else None}
+            for n in names if arts[n].cls_metrics]
+
+
+TABLE3_COLUMNS = (["target", "original_accuracy", "accuracy_after_attack", "absolute_change", "percent_change",
+                   "attack_success_rate", "avg_perturbed_words_pct", "avg_queries", "n"],
+                  ["Target", "Original accuracy", "After-attack accuracy", "Absolute change", "% change",
+                   "Success rate", "Perturbed words %", "Avg queries", "n"])
+
+
+def table3_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
+    """The paper's Table 3 columns from each target's attack summary."""
+    return [{"target": n, **{c: arts[n].attack.get(c) for c in TABLE3_COLUMNS[0][1:]}}
+            for n in names if arts[n].attack]
+
+
+def latency_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
+    rows = [{"model": n, "device": arts[n].latency["device"], **r} for n in names if arts[n].latency
+            for r in arts[n].latency["rows"]]
+    ref = {(r["batch_size"], r["seq_len"]): r["p50_ms"] for r in rows if r["model"] == names[0]}
+    for r in rows:
+        base = ref.get((r["batch_size"], r["seq_len"]))
+        r["speedup_vs_first"] = base / r["p50_ms"] if base else None
+    return rows
+
+
+# --------------------------------------------------------------------------- the report
+
+@dataclass
+class ReportSpec:
+    title: str
+    description: str = ""
+    k: int = 10
+    knn_ks: tuple = (10,)
+    k_ood: int = 10
+    ood_ks: tuple = (10,)
+    tpr: float = 0.95
+    reps: int = 1000
+    attack_setting: str = ""
+    notes: list[str] = field(default_factory=list)
+    provenance: str = ""
+
+
+def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: Path) -> dict:
+    """Write every table (md/csv/json), the figures and report.md/.html into `out`; return the summary."""
+    rep = Report(spec.title)
+    if spec.description:
+        rep.text(spec.description)
+    for note in spec.notes:
+        rep.text(note)
+    summary: dict = {"models": names, "k": spec.k, "k_ood": spec.k_ood}
+
+    t1 = table1_rows(names, arts)
+    write_table(t1, TABLE1_COLUMNS[0], out / "table1_models")
+    rep.heading("Table 1: models")
+    rep.table(t1, *TABLE1_COLUMNS)
+
+    t2 = table2_rows(names, arts, spec.k, spec.k_ood, spec.reps)
+    shown, cols, heads = table2_display(t2)
+    write_table(t2, list(dict.fromkeys(c for r in t2 for c in r)), out / "table2_agreement")
+    (out / "table2_agreement.md").write_text(_md(shown, cols, heads) + "\n")
+    rep.heading(f"Table 2: model-pair agreement (Jaccard; K={spec.k} for representation, k={spec.k_ood} for OOD)")
+    rep.text("Each cell: the Jaccard and its bootstrap 95% interval (over points for representation, over "
+             f"examples for error and OOD sets; {spec.reps} resamples).")
+    rep.table(shown, cols, heads)
     summary["table2"] = t2
-    if subset_rows:
-        cols = ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
-                "frac_b_in_a"]
-        write_table(subset_rows, cols, out / "error_subsets")
+
+    noise = noise_rows(names, arts, spec.k, spec.k_ood, spec.reps)
+    if noise:
+        cols_n = ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"]
+        write_table(noise, cols_n, out / "table2_differences")
+        rep.heading(f"Which differences are larger than the noise (paired bootstrap vs {names[0]})")
+        big = [r for r in noise if r["verdict"] == "larger than the noise"]
+        rep.text(f"{len(big)} of {len(noise)} paired differences exclude 0 at 95%: J({names[0]}, X) - "
+                 f"J({names[0]}, Y) with the same resamples on both sides.")
+        rep.table(noise, cols_n, ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi",
+                                  "Verdict"])
+        summary["differences"] = noise
+
+    subs = subset_rows(names, arts)
+    if subs:
+        cols_s = ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
+                  "frac_b_in_a"]
+        write_table(subs, cols_s, out / "error_subsets")
         rep.heading("Error-set containment")
         rep.text("Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / |E_i|.")
-        rep.table(subset_rows, cols)
+        rep.table(subs, cols_s)
 
-    # Figure 1: K sweeps against the first (large) model
-    first = names[0]
-    for tag, key, title in (("a", "knn_before", "before fine-tuning"), ("b", "knn_after", "after fine-tuning")):
-        curves = {}
-        for n in names[1:]:
-            if key in loaded[first] and key in loaded[n]:
-                ks = [x for x in knn_sweep if x <= loaded[n][key].k]
-                curves[f"{first} vs {n}"] = (ks, [representation_agreement(loaded[first][key], loaded[n][key], x)["mean"]
-                                                  for x in ks])
+    for tag, phase, title in (("a", "before", "before fine-tuning"), ("b", "after", "after fine-tuning")):
+        curves = knn_sweep(names, arts, phase, spec.knn_ks)
         if curves:
             plot_sweep(curves, f"Data representation agreement, {title}", "mean Jaccard of K-NN sets",
                        out / f"figure1{tag}.png")
             rep.heading(f"Figure 1({tag}): representation agreement vs K, {title}")
             rep.image(f"figure1{tag}.png", f"Figure 1({tag})")
             summary[f"figure1{tag}"] = {c: dict(zip(*v)) for c, v in curves.items()}
-    if first in oods:
-        curves = {f"{first} vs {n}": (ood_sweep, [distribution_agreement(oods[first], oods[n], x)["jaccard"]
-                                                  for x in ood_sweep]) for n in names[1:] if n in oods}
-        if curves:
-            plot_sweep(curves, "Data distribution (deep-kNN OOD) agreement", "Jaccard of OOD sets",
-                       out / "figure1c.png")
-            rep.heading("Figure 1(c): OOD agreement vs K")
-            rep.image("figure1c.png", "Figure 1(c)")
-            summary["figure1c"] = {c: dict(zip(*v)) for c, v in curves.items()}
-        od = []
-        for n in names:
-            if n in oods:
-                o = oods[n]
-                od.append({"model": n, "threshold": o.thresholds[k_ood], "n_ood": int(o.ood_mask(k_ood).sum()),
-                           "n_test": len(o.test_ids), **{m: o.metrics[k_ood].get(m) for m in ("auroc", "fpr_at_tpr", "val_tpr")}})
-        cols = ["model", "threshold", "n_ood", "n_test", "val_tpr", "auroc", "fpr_at_tpr"]
-        write_table(od, cols, out / "ood_detail")
-        rep.heading(f"Deep-kNN OOD per model (k={k_ood}, TPR {ood_p.get('tpr', 0.95)})")
-        rep.text(f"Encoder: {art[first].get('ood_encoder', '')}; threshold: {oods[first].meta.get('val', '')}.")
-        rep.table(od, cols)
+    curves = ood_sweep(names, arts, spec.ood_ks)
+    if curves:
+        plot_sweep(curves, "Data distribution (deep-kNN OOD) agreement", "Jaccard of OOD sets", out / "figure1c.png")
+        rep.heading("Figure 1(c): OOD agreement vs K")
+        rep.image("figure1c.png", "Figure 1(c)")
+        summary["figure1c"] = {c: dict(zip(*v)) for c, v in curves.items()}
+    od = ood_detail_rows(names, arts, spec.k_ood)
+    if od:
+        cols_o = ["model", "threshold", "n_ood", "n_test", "fraction_ood", "val_tpr", "auroc", "fpr_at_tpr",
+                  "meaningful"]
+        write_table(od, cols_o, out / "ood_detail")
+        ref = arts[names[0]]
+        rep.heading(f"Deep-kNN OOD per model (k={spec.k_ood}, TPR {spec.tpr})")
+        rep.text(f"Encoder: {ref.ood_encoder}; threshold: {ref.ood.meta.get('val', '') if ref.ood else ''}. "
+                 "An OOD comparison is meaningful here when the model flags at least 5% of the challenge set and "
+                 "separates it from held-out in-distribution data with AUROC >= 0.9.")
+        rep.table(od, cols_o)
+        summary["ood_detail"] = od
 
-    # QA / classification metrics
-    qa_rows = []
-    for n in names:
-        if "predict_qa" in art[n]:
-            m = json.loads((art[n]["predict_qa"] / "metrics.json").read_text())
-            qa_rows.append({"model": n, **{x: m.get(x) for x in ("exact", "f1", "total", "HasAns_exact", "NoAns_exact",
-                                                                   "best_exact", "best_f1")},
-                            "errors": len(errors[n])})
-    if qa_rows:
-        cols = ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"]
-        write_table(qa_rows, cols, out / "qa_metrics")
+    qa = qa_rows(names, arts)
+    if qa:
+        cols_q = ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"]
+        write_table(qa, cols_q, out / "qa_metrics")
         rep.heading("Extractive QA (official SQuAD v2 metrics)")
-        rep.table(qa_rows, cols)
-    cls_rows = []
-    for n in names:
-        if "predict_cls" in art[n]:
-            m = json.loads((art[n]["predict_cls"] / "metrics.json").read_text())
-            cls_rows.append({"model": n, "accuracy": m["accuracy"], "total": m["total"], "errors": len(cls_errors[n])})
-    if cls_rows:
-        cols = ["model", "accuracy", "total", "errors"]
-        write_table(cls_rows, cols, out / "cls_metrics")
-        rep.heading("Sentiment classification")
-        rep.table(cls_rows, cols)
+        rep.table(qa, cols_q)
+        summary["qa_metrics"] = qa
+    cl = cls_rows(names, arts)
+    if cl:
+        write_table(cl, ["model", "accuracy", "total", "errors"], out / "cls_metrics")
+        rep.heading("Classification")
+        rep.table(cl, ["model", "accuracy", "total", "errors"])
+        summary["cls_metrics"] = cl
 
-    # Table 3: attack
-    t3 = []
-    for n in names:
-        if "attack" in art[n]:
-            s = json.loads((art[n]["attack"] / "summary.json").read_text())
-            t3.append({"target": n, **s})
+    t3 = table3_rows(names, arts)
     if t3:
-        cols = ["target", "original_accuracy", "accuracy_after_attack", "absolute_change", "percent_change",
-                "attack_success_rate", "avg_perturbed_words_pct", "avg_queries", "n"]
-        write_table(t3, cols, out / "table3_attack")
+        write_table(t3, TABLE3_COLUMNS[0], out / "table3_attack")
         rep.heading("Table 3: BERT-Attack")
-        rep.text(t3[0].get("setting", ""))
-        rep.table(t3, cols, ["Target", "Original accuracy", "After-attack accuracy", "Absolute change", "% change",
-                             "Success rate", "Perturbed words %", "Avg queries", "n"])
+        if spec.attack_setting:
+            rep.text(spec.attack_setting)
+        rep.table(t3, *TABLE3_COLUMNS)
+        summary["table3"] = t3
 
-    # latency per model
-    lat = []
-    for n in names:
-        if "latency" in art[n]:
-            d = json.loads(Path(art[n]["latency"]).read_text())
-            for r in d["rows"]:
-                lat.append({"model": n, "device": d["device"], **r})
+    lat = latency_rows(names, arts)
     if lat:
-        ref = {(r["batch_size"], r["seq_len"]): r["p50_ms"] for r in lat if r["model"] == first}
-        for r in lat:
-            base = ref.get((r["batch_size"], r["seq_len"]))
-            r["speedup_vs_first"] = base / r["p50_ms"] if base else None
-        cols = ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s", "speedup_vs_first"]
-        write_table(lat, cols, out / "latency")
+        cols_l = ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
+                  "speedup_vs_first"]
+        write_table(lat, cols_l, out / "latency")
         rep.heading("Latency per model")
-        rep.table(lat, cols)
-
-    rep.heading("Provenance")
-    rep.text(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-             + (f" in {seconds:.0f} s" if seconds is not None else "") + f"; steps run: {len(exp.cache.ran)}, "
-             f"reused from cache: {len(exp.cache.skipped)}. Artifacts under {exp.out / 'steps'}.")
-    summary["seconds"] = seconds
+        rep.table(lat, cols_l)
+    if spec.provenance:
+        rep.heading("Provenance")
+        rep.text(spec.provenance)
     dump_json(summary, out / "summary.json")
     rep.write(out)
-    return out
+    return summary
+
+
+def _md(rows, cols, heads) -> str:
+    from .report import markdown_table
+
+    return markdown_table(rows, cols, heads)

@@ -102,7 +102,15 @@ def detect_format(path: str | Path) -> str:
     if stem.endswith((".jsonl", ".ndjson")):
         for _, line in _lines(p):
             if line.strip():
-                return "mrqa" if '"header"' in line[:200] else "jsonl"
+                # MRQA: released files open with a {"header": ...} line; samples may not, then the first
+                # object already holds "context" and "qas"
+                if '"header"' in line[:200]:
+                    return "mrqa"
+                try:
+                    first = json.loads(line)
+                except json.JSONDecodeError:
+                    return "jsonl"  # the reader names the line
+                return "mrqa" if isinstance(first, dict) and {"context", "qas"} <= set(first) else "jsonl"
         return "jsonl"
     if stem.endswith(".json"):
         obj = _read_json(p)
@@ -140,8 +148,26 @@ def detect_format(path: str | Path) -> str:
 class Fields:
     text: str = "text"
     pair: str | None = None
-    id: str | None = None
+    id: str | None = None  # None: the "id" field when the first record has one, else row numbers
     label: str | None = None
+
+
+def _auto_ids(rows: Iterator[tuple[Any, str]], fields: Fields, path: Path, info: dict) -> Iterator[tuple[Any, str, Fields]]:
+    """Decide the id rule once, from the first row: its "id" field when present (then every row needs one),
+    else row numbers. `info["ids"]` says which."""
+    decided: Fields | None = None
+    for row, record in rows:
+        if decided is None:
+            if fields.id is not None:
+                decided = fields
+                info["ids"] = f"field '{fields.id}'"
+            elif isinstance(row, Mapping) and DEFAULT_ID_FIELD in row:
+                decided = Fields(fields.text, fields.pair, DEFAULT_ID_FIELD, fields.label)
+                info["ids"] = f"field '{DEFAULT_ID_FIELD}' (found in the records)"
+            else:
+                decided = fields
+                info["ids"] = "row numbers"
+        yield row, record, decided
 
 
 def _field(row: Mapping, name: str, path: Path, record: str, *, required: bool = True):
@@ -151,6 +177,9 @@ def _field(row: Mapping, name: str, path: Path, record: str, *, required: bool =
             raise InputError(f"missing (record has: {have})", path=path, record=record, field=name)
         return None
     return row[name]
+
+
+DEFAULT_ID_FIELD = "id"
 
 
 def _from_row(row: Any, index: int, path: Path, record: str, fields: Fields) -> Record:
@@ -187,12 +216,13 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
 
 
-def _read_jsonl(path: Path, fields: Fields) -> Iterator[Record]:
-    for index, (lineno, row) in enumerate(_json_lines(path)):
-        yield _from_row(row, index, path, f"line {lineno}", fields)
+def _read_jsonl(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
+    rows = ((row, f"line {lineno}") for lineno, row in _json_lines(path))
+    for index, (row, record, f) in enumerate(_auto_ids(rows, fields, path, info)):
+        yield _from_row(row, index, path, record, f)
 
 
-def _read_json_array(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_json_array(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
     obj = _read_json(path)
     if isinstance(obj, dict):  # {"data": [...]} or {"records": [...]}: the single list value
         lists = [v for v in obj.values() if isinstance(v, list)]
@@ -201,29 +231,35 @@ def _read_json_array(path: Path, fields: Fields) -> Iterator[Record]:
         obj = lists[0]
     if not isinstance(obj, list):
         raise InputError("expected a JSON array of records", path=path)
-    for i, row in enumerate(obj):
-        yield _from_row(row, i, path, f"record {i}", fields)
+    rows = ((row, f"record {i}") for i, row in enumerate(obj))
+    for i, (row, record, f) in enumerate(_auto_ids(rows, fields, path, info)):
+        yield _from_row(row, i, path, record, f)
 
 
-def _read_delimited(path: Path, fields: Fields, delimiter: str) -> Iterator[Record]:
+def _read_delimited(path: Path, fields: Fields, info: dict, delimiter: str) -> Iterator[Record]:
     def decoded():
         for _, line in _lines(path):
             yield line + "\n"
 
     reader = csv.DictReader(decoded(), delimiter=delimiter)
-    for i, row in enumerate(reader):
-        lineno = reader.line_num
-        if None in row:
-            raise InputError(f"more cells than header columns ({len(reader.fieldnames or [])})", path=path,
-                             record=f"line {lineno}")
-        if any(v is None for v in row.values()):
-            missing = [k for k, v in row.items() if v is None]
-            raise InputError("fewer cells than header columns", path=path, record=f"line {lineno}",
-                             field=missing[0])
-        yield _from_row(row, i, path, f"line {lineno}", fields)
+
+    def rows():
+        for row in reader:
+            lineno = reader.line_num
+            if None in row:
+                raise InputError(f"more cells than header columns ({len(reader.fieldnames or [])})", path=path,
+                                 record=f"line {lineno}")
+            if any(v is None for v in row.values()):
+                missing = [k for k, v in row.items() if v is None]
+                raise InputError("fewer cells than header columns", path=path, record=f"line {lineno}",
+                                 field=missing[0])
+            yield row, f"line {lineno}"
+
+    for i, (row, record, f) in enumerate(_auto_ids(rows(), fields, path, info)):
+        yield _from_row(row, i, path, record, f)
 
 
-def _read_parquet(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_parquet(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow comes with `datasets`
@@ -232,11 +268,15 @@ def _read_parquet(path: Path, fields: Fields) -> Iterator[Record]:
         pf = pq.ParquetFile(path)
     except Exception as exc:
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
-    i = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            yield _from_row(row, i, path, f"row {i}", fields)
-            i += 1
+    def rows():
+        i = 0
+        for batch in pf.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                yield row, f"row {i}"
+                i += 1
+
+    for i, (row, record, f) in enumerate(_auto_ids(rows(), fields, path, info)):
+        yield _from_row(row, i, path, record, f)
 
 
 def _read_text(path: Path, fields: Fields) -> Iterator[Record]:
@@ -442,9 +482,10 @@ def _read_aclimdb(path: Path, fields: Fields, split: str | None = None) -> Itera
 
 # --------------------------------------------------------------------------- Hugging Face datasets
 
-def _rows_from_hf(ds, path, fields: Fields) -> Iterator[Record]:
+def _rows_from_hf(ds, path, fields: Fields, info: dict) -> Iterator[Record]:
     columns = set(ds.column_names)
     if {"question", "context"} <= columns:
+        info["ids"] = "the dataset's question ids"
         for i, row in enumerate(ds):
             answers = row.get("answers") or {"text": [], "answer_start": []}
             texts = list(answers.get("text", []))
@@ -456,11 +497,12 @@ def _rows_from_hf(ds, path, fields: Fields) -> Iterator[Record]:
         raise InputError(f"dataset has no text column (columns: {sorted(columns)})", path=path, field=fields.text)
     if fields.label is None and "label" in columns:
         fields = Fields(fields.text, fields.pair, fields.id, "label")
-    for i, row in enumerate(ds):
-        yield _from_row(row, i, path, f"row {i}", fields)
+    rows = ((row, f"row {i}") for i, row in enumerate(ds))
+    for i, (row, record, f) in enumerate(_auto_ids(rows, fields, path, info)):
+        yield _from_row(row, i, path, record, f)
 
 
-def _read_hf(name: str, fields: Fields, split: str | None = None) -> Iterator[Record]:
+def _read_hf(name: str, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
     """`name[:config]:split`, e.g. `squad_v2:validation` or `imdb:test` (needs the hub or its cache)."""
     import datasets
 
@@ -476,17 +518,17 @@ def _read_hf(name: str, fields: Fields, split: str | None = None) -> Iterator[Re
     except Exception as exc:
         raise InputError(f"could not load Hugging Face dataset ({type(exc).__name__}: {str(exc)[:200]})",
                          path=name) from None
-    yield from _rows_from_hf(ds, name, fields)
+    yield from _rows_from_hf(ds, name, fields, info)
 
 
-def _read_hf_disk(path: Path, fields: Fields, split: str | None = None) -> Iterator[Record]:
+def _read_hf_disk(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
     import datasets
 
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         key = split or ("test" if "test" in ds else next(iter(ds)))
         ds = ds[key]
-    yield from _rows_from_hf(ds, path, fields)
+    yield from _rows_from_hf(ds, path, fields, info)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -495,8 +537,8 @@ _READERS: dict[str, Callable[..., Iterator[Record]]] = {
     "text": _read_text,
     "jsonl": _read_jsonl,
     "json": _read_json_array,
-    "csv": lambda p, f: _read_delimited(p, f, ","),
-    "tsv": lambda p, f: _read_delimited(p, f, "\t"),
+    "csv": lambda p, f, info: _read_delimited(p, f, info, ","),
+    "tsv": lambda p, f, info: _read_delimited(p, f, info, "\t"),
     "parquet": _read_parquet,
     "squad": _read_squad,
     "queries": _read_queries,
@@ -508,33 +550,45 @@ _READERS: dict[str, Callable[..., Iterator[Record]]] = {
     "hf-disk": _read_hf_disk,
 }
 _SPLIT_AWARE = {"newsqa-json", "aclimdb", "hf-disk"}
+_GENERIC = {"jsonl", "json", "csv", "tsv", "parquet", "hf", "hf-disk"}  # formats whose ids follow --id-field
 
 
 def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "text",
                 pair_field: str | None = None, id_field: str | None = None, label_field: str | None = None,
                 split: str | None = None, limit: int | None = None, every: int | None = None,
-                offset: int = 0) -> Iterator[Record]:
+                offset: int = 0, info: dict | None = None) -> Iterator[Record]:
     """Yield the corpus's records in file order.
 
-    fmt: one of FORMATS, or None to detect it. The *_field options apply to jsonl/json/csv/tsv/parquet.
-    every/offset: a deterministic subset, the records whose 0-based position p has p % every == offset
-    (e.g. every=2, offset=0 and offset=1 are two disjoint halves); limit applies after it.
+    fmt: one of FORMATS, or None to detect it. The *_field options apply to jsonl/json/csv/tsv/parquet;
+    without `id_field` those formats use the records' "id" field when the first record has one, else row
+    numbers. every/offset: a deterministic subset, the records whose 0-based position p has
+    p % every == offset (e.g. every=2, offset=0 and offset=1 are two disjoint halves); limit applies after it.
+    info: filled with {"format", "ids"} (where the ids come from).
     Raises InputError for an empty corpus or a duplicate id (after the rows before it were yielded).
     """
+    info = {} if info is None else info
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", path=path)
+    if every is not None and not (every >= 1 and 0 <= offset < every):
+        raise InputError(f"--every {every} --offset {offset}: need every >= 1 and 0 <= offset < every")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit}: need at least 1")
+    info["format"] = fmt
+    if fmt not in _GENERIC:
+        info["ids"] = "the format's own ids" if fmt not in ("text", "imdb-tsv") else "row numbers"
     fields = Fields(text_field, pair_field, id_field, label_field)
     if fmt == "hf":
-        records = _read_hf(str(path), fields, split)
+        records = _read_hf(str(path), fields, info, split)
     else:
         p = Path(path)
         if not p.exists():
             raise InputError("no such file or folder", path=p)
         reader = _READERS[fmt]
-        records = reader(p, fields, split) if fmt in _SPLIT_AWARE else reader(p, fields)
-    if every is not None and not (every >= 1 and 0 <= offset < every):
-        raise InputError(f"--every {every} --offset {offset}: need every >= 1 and 0 <= offset < every")
+        if fmt in _SPLIT_AWARE:
+            records = reader(p, fields, info, split) if fmt in _GENERIC else reader(p, fields, split)
+        else:
+            records = reader(p, fields, info) if fmt in _GENERIC else reader(p, fields)
     seen: set[str] = set()
     n = 0
     for pos, rec in enumerate(records):

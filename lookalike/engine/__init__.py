@@ -2,8 +2,9 @@
 
 from .batching import token_budget_batches, tokenize
 from .pipeline import embed
+from .plan import RayOptions
 from .runtime import OnnxModel, available_devices, resolve_device
 from .store import Store, StoreWriter, align, open_store
 
-__all__ = ["OnnxModel", "Store", "StoreWriter", "align", "available_devices", "embed", "open_store",
+__all__ = ["OnnxModel", "RayOptions", "Store", "StoreWriter", "align", "available_devices", "embed", "open_store",
            "resolve_device", "token_budget_batches", "tokenize"]

@@ -129,6 +129,7 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
     import tempfile
     from pathlib import Path
 
+    from ..data import CorpusSpec
     from .pipeline import embed
 
     ceiling = matmul_ceiling_gflops()
@@ -147,7 +148,8 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
                  "flops_per_token_at_128": flops_per_token(m.manifest, 128), "latency": rows}
         if corpus and m.manifest["task"] == "feature-extraction":
             with tempfile.TemporaryDirectory() as tmp:
-                s = embed(d, corpus, Path(tmp) / "store", limit=corpus_limit, model=m, progress=False)
+                s = embed(d, CorpusSpec(str(corpus), limit=corpus_limit), Path(tmp) / "store", model=m,
+                          progress=False)
             entry["corpus_throughput"] = {"rows_per_s": s["rows_per_s"], "real_tokens_per_s": s["real_tokens_per_s"],
                                           "rows": s["rows"]}
         models.append(entry)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..exporters import load_manifest
+from ..exporters.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 

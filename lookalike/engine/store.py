@@ -1,4 +1,4 @@
-"""HDF5 embedding stores: sharded, checksummed, resumable; one virtual entry point for HDF5 tools.
+"""HDF5 embedding stores: sharded, checksummed, resumable, verified on read; one virtual entry point for HDF5 tools.
 
 Layout of a store folder:
     part-00000.h5 ...   datasets `embedding` (rows × dim), `id` (UTF-8), `n_tokens` (int32), `truncated` (bool),
@@ -6,64 +6,45 @@ Layout of a store folder:
     manifest.json       config, dim, shards [{file, row_start, row_end, rows, sha256}], complete, totals
     embeddings.h5       (when complete) virtual datasets `embedding`, `n_tokens`, `truncated` over all shards,
                         plus a real `id` dataset: any HDF5 tool sees one array
+    .lookalike.lock     held (flock) by the one writer of the folder
 
-Every file is written under a temporary name, fsynced and renamed; the manifest is replaced atomically after
-the shard it lists, so a crash leaves either the old state or the new one.
+Every file is written under a temporary name unique to its writer, fsynced, renamed, and the folder fsynced;
+the manifest is replaced atomically after the shard it lists, so a crash leaves either the old state or the
+new one. A writer only ever removes files whose names the store owns (its shard, manifest and entry names and
+their temporaries), and refuses a folder that holds anything else. Readers check every shard against the
+manifest (sha256, rows, shape) before use.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import time
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import StoreError
+from ..files import (WriterLock, atomic_replace, atomic_write_json, fsync_file, load_json, owned_tmp,
+                     refuse_other_settings, sha256_file, tmp_name, utc_now)
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
 MANIFEST = "manifest.json"
 ENTRY = "embeddings.h5"
+OWNED = re.compile(r"part-\d{5}\.h5|manifest\.json|embeddings\.h5")
+# recorded for provenance, not part of a store's identity (the corpus fingerprint and model hash are)
+PROVENANCE = ("corpus", "model_source")
+# what makes two stores' vectors comparable as one model's features (deep-kNN banks, queries)
+FEATURE_KEYS = ("model_sha256", "pooling", "normalize", "max_length")
+REPAIR = "re-run the `lookalike embed` command that made it (it re-does damaged shards)"
 
 
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.h5"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - not every filesystem allows it
-        pass
 
 
 def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embedding: np.ndarray,
@@ -76,83 +57,159 @@ def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embe
 
     out_dir = Path(out_dir)
     end = start + len(ids)
-    name = shard_name(index)
-    final = out_dir / name
-    tmp = out_dir / f"{name}.{os.getpid()}.tmp"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("embedding", data=embedding)
-        f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-        f.create_dataset("n_tokens", data=np.asarray(n_tokens).astype(np.int32))
-        f.create_dataset("truncated", data=np.asarray(truncated).astype(bool))
-        for k, v in config.items():
-            if isinstance(v, (str, int, float, bool)):
-                f.attrs[k] = v
-        f.attrs["row_start"] = start
-        f.attrs["row_end"] = end
-        f.attrs["format_version"] = STORE_FORMAT
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(out_dir)
-    return {"file": name, "row_start": start, "row_end": end, "rows": len(ids), "sha256": _sha256(final),
+    final = out_dir / shard_name(index)
+    tmp = tmp_name(final)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("embedding", data=embedding)
+            f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("n_tokens", data=np.asarray(n_tokens).astype(np.int32))
+            f.create_dataset("truncated", data=np.asarray(truncated).astype(bool))
+            for k, v in config.items():
+                if isinstance(v, (str, int, float, bool)):
+                    f.attrs[k] = v
+            f.attrs["row_start"] = start
+            f.attrs["row_end"] = end
+            f.attrs["format_version"] = STORE_FORMAT
+        fsync_file(tmp)
+        atomic_replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"file": final.name, "row_start": start, "row_end": end, "rows": len(ids), "sha256": sha256_file(final),
             "n_truncated": int(np.asarray(truncated).sum())}
 
 
-class StoreWriter:
-    """Writes shards in row order and keeps the manifest current. Resumes an interrupted store."""
+def _identity(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in PROVENANCE}
 
-    def __init__(self, out_dir: str | Path, config: dict, dim: int):
+
+def _read_manifest(folder: Path) -> dict:
+    mpath = folder / MANIFEST
+    try:
+        manifest = load_json(mpath, "store manifest")
+    except InputError as exc:
+        raise StoreError(f"{exc}; {REPAIR}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) \
+            or not isinstance(manifest.get("config"), dict) or "dim" not in manifest:
+        raise StoreError(f"{mpath}: not a lookalike store manifest (fields config, dim, shards)")
+    if manifest.get("format_version", STORE_FORMAT) > STORE_FORMAT:
+        raise StoreError(f"{mpath}: store format {manifest['format_version']} is newer than this lookalike "
+                         f"understands ({STORE_FORMAT}); upgrade lookalike")
+    return manifest
+
+
+def check_shard(folder: Path, shard: dict, dim: int) -> str | None:
+    """Why the shard file does not match its manifest entry (missing, checksum, rows, shape), or None."""
+    import h5py
+
+    path = folder / shard["file"]
+    if not path.is_file():
+        return "missing"
+    if sha256_file(path) != shard["sha256"]:
+        return "checksum mismatch (the file changed after it was written)"
+    try:
+        with h5py.File(path, "r") as f:
+            rows = shard["rows"]
+            if f["embedding"].shape != (rows, dim):
+                return f"embedding shape {f['embedding'].shape}, manifest says ({rows}, {dim})"
+            for name in ("id", "n_tokens", "truncated"):
+                if f[name].shape != (rows,):
+                    return f"{name} has {f[name].shape[0]} rows, manifest says {rows}"
+            if int(f.attrs["row_start"]) != shard["row_start"]:
+                return f"row_start {int(f.attrs['row_start'])}, manifest says {shard['row_start']}"
+    except (OSError, KeyError) as exc:
+        return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+class StoreWriter:
+    """Writes a store in row order: `append` buffers rows and writes a shard at every `shard_rows` boundary;
+    `finalize` writes the last shard and the entry point. Resumes an interrupted store (re-checking every
+    recorded shard) and refuses other settings, another writer, and folders that are not stores.
+
+        with StoreWriter(out, config, dim, shard_rows) as w:
+            for ids, emb, n_tok, trunc in batches:
+                w.append(ids, emb, n_tok, trunc)
+            counts = w.finalize()
+    """
+
+    def __init__(self, out_dir: str | Path, config: dict, dim: int, shard_rows: int,
+                 on_shard: Callable[[int], None] | None = None):
         self.dir = Path(out_dir)
         self.config = config
         self.dim = dim
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.manifest = self._load_or_create()
+        self.shard_rows = shard_rows
+        self.on_shard = on_shard
+        self.manifest: dict = {}
+        self._lock = WriterLock(self.dir)
+        self._created = False
+        self._buf: list[tuple] = []
+        self._buffered = 0
 
-    # ---- resume
-    def _load_or_create(self) -> dict:
-        mpath = self.dir / MANIFEST
-        for tmp in self.dir.glob("*.tmp"):
-            tmp.unlink()
-        if not mpath.exists():
-            if any(self.dir.glob("part-*.h5")):
-                raise StoreError(f"{self.dir}: holds shards but no {MANIFEST}; not a lookalike store, refusing "
-                                 "to write into it")
-            manifest = {"format_version": STORE_FORMAT, "config": self.config, "dim": self.dim, "shards": [],
-                        "complete": False, "total_rows": None, "n_truncated": 0,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            atomic_write_json(mpath, manifest)
-            return manifest
+    # ---- open / close
+    def __enter__(self) -> "StoreWriter":
+        if self.dir.exists() and not self.dir.is_dir():
+            raise StoreError(f"{self.dir}: exists and is not a folder; give a folder for the store")
+        self._created = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
         try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError:
-            raise StoreError(f"{mpath}: corrupt manifest (invalid JSON); delete the folder to start over") from None
-        old = manifest.get("config", {})
-        diffs = [k for k in sorted(set(old) | set(self.config)) if old.get(k) != self.config.get(k)]
-        if diffs:
-            k = diffs[0]
-            raise StoreError(f"{self.dir}: holds a store made with other settings ({k}: {old.get(k)!r} there, "
-                             f"{self.config.get(k)!r} now); use another OUT_DIR or delete it")
+            self.manifest = self._load_or_new()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+        if self._created and not (self.dir / MANIFEST).exists():
+            # nothing recorded in a folder this run created: leave no stub behind
+            (self.dir / WriterLock.NAME).unlink(missing_ok=True)
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+
+    def _clean_own_temporaries(self) -> None:
+        for p in self.dir.iterdir():
+            if owned_tmp(p.name, OWNED):  # a crashed writer's (we hold the lock, so no live writer's)
+                p.unlink(missing_ok=True)
+
+    def _load_or_new(self) -> dict:
+        if not (self.dir / MANIFEST).exists():
+            foreign = sorted(p.name for p in self.dir.iterdir()
+                             if p.name != WriterLock.NAME and not owned_tmp(p.name, OWNED))
+            if foreign:
+                raise StoreError(f"{self.dir}: not empty and not a lookalike store (holds {', '.join(foreign[:3])}"
+                                 f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: give a new or "
+                                 "empty folder")
+            self._clean_own_temporaries()
+            return {"format_version": STORE_FORMAT, "config": self.config, "dim": self.dim, "shards": [],
+                    "complete": False, "total_rows": None, "n_truncated": 0, "created": utc_now()}
+        manifest = _read_manifest(self.dir)
+        refuse_other_settings(self.dir, _identity(manifest["config"]), _identity(self.config), "a store",
+                              StoreError)
+        self._clean_own_temporaries()
         good = []
         for shard in manifest["shards"]:
-            path = self.dir / shard["file"]
-            if not path.exists():
-                log.warning("%s: shard listed in the manifest is missing; re-doing it", path)
-                break
-            if _sha256(path) != shard["sha256"]:
-                log.warning("%s: corrupt shard (checksum mismatch); re-doing it and everything after it", path)
+            problem = check_shard(self.dir, shard, manifest["dim"])
+            if problem:
+                log.warning("%s: %s; re-doing it and every shard after it", self.dir / shard["file"], problem)
                 break
             good.append(shard)
-        if len(good) != len(manifest["shards"]):
-            manifest["shards"] = good
-            manifest["complete"] = False
-            atomic_write_json(mpath, manifest)
+        if len(good) != len(manifest["shards"]) or (manifest.get("complete") and not (self.dir / ENTRY).exists()):
+            manifest["shards"], manifest["complete"] = good, False
+            atomic_write_json(self.dir / MANIFEST, manifest)
         listed = {s["file"] for s in good}
         for stray in self.dir.glob("part-*.h5"):
-            if stray.name not in listed:  # written before a crash, never recorded: redo it
+            if OWNED.fullmatch(stray.name) and stray.name not in listed:  # written before a crash, never recorded
                 stray.unlink()
+        manifest["config"] = self.config  # provenance (e.g. the corpus path) as given this time
         manifest["n_truncated"] = sum(s.get("n_truncated", 0) for s in good)
         return manifest
 
+    # ---- state
     @property
     def rows_done(self) -> int:
         shards = self.manifest["shards"]
@@ -162,49 +219,94 @@ class StoreWriter:
     def complete(self) -> bool:
         return bool(self.manifest.get("complete"))
 
-    # ---- writing
-    def write_shard(self, ids: list[str], embedding: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
-        entry = write_shard_file(self.dir, len(self.manifest["shards"]), self.rows_done, ids, embedding, n_tokens,
-                                 truncated, self.config)
-        self.record_shard(entry)
+    @property
+    def shards_done(self) -> int:
+        return len(self.manifest["shards"])
 
-    def record_shard(self, entry: dict) -> None:
-        """Append a written shard (the next one in row order) to the manifest, atomically."""
-        if entry["row_start"] != self.rows_done or entry["file"] != shard_name(len(self.manifest["shards"])):
+    # ---- writing
+    def append(self, ids: list[str], embedding: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
+        """Buffer rows (the next ones in order); a full shard is written as soon as its last row arrives."""
+        if len(ids) != len(embedding) or embedding.ndim != 2 or embedding.shape[1] != self.dim:
+            raise StoreError(f"{self.dir}: append of {len(ids)} ids with embeddings of shape {embedding.shape} "
+                             f"(dim {self.dim})")
+        self._buf.append((list(ids), embedding, np.asarray(n_tokens), np.asarray(truncated)))
+        self._buffered += len(ids)
+        while self._buffered and self._buffered >= self.shard_rows - self.rows_done % self.shard_rows:
+            self._flush(self.shard_rows - self.rows_done % self.shard_rows)
+
+    def _flush(self, n: int) -> None:
+        ids, embs, nts, trs = [], [], [], []
+        need = n
+        while need:
+            b_ids, b_emb, b_nt, b_tr = self._buf[0]
+            take = min(need, len(b_ids))
+            ids += b_ids[:take]
+            embs.append(b_emb[:take])
+            nts.append(b_nt[:take])
+            trs.append(b_tr[:take])
+            if take == len(b_ids):
+                self._buf.pop(0)
+            else:
+                self._buf[0] = (b_ids[take:], b_emb[take:], b_nt[take:], b_tr[take:])
+            need -= take
+        self._buffered -= n
+        entry = write_shard_file(self.dir, self.shards_done, self.rows_done, ids, np.concatenate(embs),
+                                 np.concatenate(nts), np.concatenate(trs), self.config)
+        self.record_shard(entry, verified=True)
+
+    def record_shard(self, entry: dict, *, verified: bool = False) -> None:
+        """Append a written shard (the next one in row order) to the manifest, atomically. Shards written by
+        another process (Ray workers) are checked against their entry first."""
+        if entry["row_start"] != self.rows_done or entry["file"] != shard_name(self.shards_done):
             raise StoreError(f"{self.dir}: shard {entry['file']} (rows {entry['row_start']}..) is not the next one")
+        if not verified:
+            problem = check_shard(self.dir, entry, self.dim)
+            if problem:
+                raise StoreError(f"{self.dir / entry['file']}: {problem} (written by a worker)")
         self.manifest["shards"].append(entry)
         self.manifest["n_truncated"] = self.manifest.get("n_truncated", 0) + entry.get("n_truncated", 0)
         atomic_write_json(self.dir / MANIFEST, self.manifest)
+        if self.on_shard:
+            self.on_shard(self.shards_done)
 
     def finalize(self) -> dict:
-        """Mark the store complete and write the single HDF5 entry point (virtual datasets)."""
+        """Write what is buffered, mark the store complete, and write the single HDF5 entry point."""
         import h5py
 
+        if self._buffered:
+            self._flush(self._buffered)
         shards = self.manifest["shards"]
+        if not shards:
+            raise StoreError(f"{self.dir}: no rows were written")
         total = self.rows_done
         dtype = np.dtype(self.config.get("dtype", "float32"))
-        tmp = self.dir / (ENTRY + ".tmp")
-        with h5py.File(tmp, "w") as f:
-            for name, dt, shape in (("embedding", dtype, (total, self.dim)), ("n_tokens", np.int32, (total,)),
-                                    ("truncated", bool, (total,))):
-                layout = h5py.VirtualLayout(shape=shape, dtype=dt)
+        final = self.dir / ENTRY
+        tmp = tmp_name(final)
+        try:
+            with h5py.File(tmp, "w") as f:
+                for name, dt, shape in (("embedding", dtype, (total, self.dim)), ("n_tokens", np.int32, (total,)),
+                                        ("truncated", bool, (total,))):
+                    layout = h5py.VirtualLayout(shape=shape, dtype=dt)
+                    for s in shards:
+                        src_shape = (s["rows"], self.dim) if name == "embedding" else (s["rows"],)
+                        layout[s["row_start"]:s["row_end"]] = h5py.VirtualSource(s["file"], name, shape=src_shape)
+                    f.create_virtual_dataset(name, layout)
+                ids = []
                 for s in shards:
-                    src_shape = (s["rows"], self.dim) if name == "embedding" else (s["rows"],)
-                    layout[s["row_start"]:s["row_end"]] = h5py.VirtualSource(s["file"], name, shape=src_shape)
-                f.create_virtual_dataset(name, layout)
-            ids = []
-            for s in shards:
-                with h5py.File(self.dir / s["file"], "r") as sf:
-                    ids.extend(sf["id"].asstr()[:])
-            f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            for k, v in self.config.items():
-                if isinstance(v, (str, int, float, bool)):
-                    f.attrs[k] = v
-        os.replace(tmp, self.dir / ENTRY)
-        self.manifest.update(complete=True, total_rows=total,
-                             finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                    with h5py.File(self.dir / s["file"], "r") as sf:
+                        ids.extend(sf["id"].asstr()[:])
+                f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+                for k, v in self.config.items():
+                    if isinstance(v, (str, int, float, bool)):
+                        f.attrs[k] = v
+            fsync_file(tmp)
+            atomic_replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.manifest.update(complete=True, total_rows=total, finished=utc_now())
         atomic_write_json(self.dir / MANIFEST, self.manifest)
-        return self.manifest
+        return {"rows": total, "shards": len(shards), "n_truncated": self.manifest.get("n_truncated", 0)}
 
 
 @dataclass
@@ -225,16 +327,27 @@ class Store:
     def __len__(self) -> int:
         return self.manifest["shards"][-1]["row_end"] if self.manifest["shards"] else 0
 
+    def features(self) -> dict:
+        """What makes this store's vectors one model's features: model hash, pooling, normalisation, length."""
+        return {k: self.config.get(k) for k in FEATURE_KEYS}
+
+    def key(self) -> str:
+        """Content identity: the hash of its shards' checksums (for caches)."""
+        import hashlib
+
+        return hashlib.sha256("".join(s["sha256"] for s in self.manifest["shards"]).encode()).hexdigest()[:12]
+
+    def verify(self) -> None:
+        """StoreError naming the first shard that does not match the manifest (sha256, rows, shape)."""
+        for s in self.manifest["shards"]:
+            problem = check_shard(self.path, s, self.dim)
+            if problem:
+                raise StoreError(f"{self.path / s['file']}: {problem}; the store is damaged: {REPAIR}")
+
     @property
     def ids(self) -> np.ndarray:
         if not hasattr(self, "_ids"):
-            import h5py
-
-            parts = []
-            for s in self.manifest["shards"]:
-                with h5py.File(self.path / s["file"], "r") as f:
-                    parts.append(f["id"].asstr()[:])
-            self._ids = np.concatenate(parts) if parts else np.array([], dtype=object)
+            self._ids = self._column("id", None)
         return self._ids
 
     def _column(self, name: str, dtype) -> np.ndarray:
@@ -243,8 +356,11 @@ class Store:
         parts = []
         for s in self.manifest["shards"]:
             with h5py.File(self.path / s["file"], "r") as f:
-                parts.append(f[name][:])
-        return np.concatenate(parts).astype(dtype) if parts else np.array([], dtype=dtype)
+                parts.append(f[name].asstr()[:] if name == "id" else f[name][:])
+        if not parts:
+            return np.array([], dtype=dtype or object)
+        out = np.concatenate(parts)
+        return out if dtype is None else out.astype(dtype)
 
     @property
     def n_tokens(self) -> np.ndarray:
@@ -288,25 +404,34 @@ class Store:
         return out
 
 
-def open_store(path: str | Path, *, allow_incomplete: bool = False) -> Store:
-    """Open a store folder (or its manifest.json / embeddings.h5)."""
+def open_store(path: str | Path, *, allow_incomplete: bool = False, verify: bool = True) -> Store:
+    """Open a store folder (or its manifest.json / embeddings.h5), checking every shard against the manifest."""
     p = Path(path)
     if p.is_file():
         p = p.parent
-    mpath = p / MANIFEST
-    if not mpath.exists():
+    if not (p / MANIFEST).exists():
         raise StoreError(f"{p}: not an embedding store (no {MANIFEST}; make one with `lookalike embed`)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"{mpath}: invalid JSON at line {exc.lineno}") from None
+    manifest = _read_manifest(p)
     if not manifest.get("complete") and not allow_incomplete:
-        raise StoreError(f"{p}: store is incomplete ({len(manifest.get('shards', []))} shards written); "
+        raise StoreError(f"{p}: store is incomplete ({len(manifest['shards'])} shards written); "
                          "re-run the same `lookalike embed` command to finish it")
-    for s in manifest.get("shards", []):
-        if not (p / s["file"]).exists():
-            raise StoreError(f"{p}: shard {s['file']} listed in the manifest is missing")
-    return Store(p, manifest)
+    store = Store(p, manifest)
+    if verify:
+        store.verify()
+    return store
+
+
+def require_same_features(stores: dict[str, Store], what: str) -> None:
+    """StoreError unless every store holds the same model's features (model hash, pooling, normalisation,
+    max length): `what` mixes them into one computation."""
+    items = list(stores.items())
+    first_role, first = items[0]
+    for role, s in items[1:]:
+        for k in FEATURE_KEYS:
+            a, b = first.config.get(k), s.config.get(k)
+            if a != b:
+                raise StoreError(f"{what}: the {role} store ({s.path}) and the {first_role} store ({first.path}) "
+                                 f"differ in {k} ({b!r} vs {a!r}); {what} needs one model's features throughout")
 
 
 def align(a: Store, b: Store) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 """Exporters: Hugging Face models -> verified ONNX model folders (and compressed variants)."""
 
-from .onnx_export import MANIFEST, TASKS, drop_layers, export, load_manifest, sha256_file
+from .manifest import MANIFEST, TASKS, labels, load_manifest
+from .onnx_export import drop_layers, export
 
-__all__ = ["MANIFEST", "TASKS", "drop_layers", "export", "load_manifest", "sha256_file"]
+__all__ = ["MANIFEST", "TASKS", "drop_layers", "export", "labels", "load_manifest"]

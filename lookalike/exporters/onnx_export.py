@@ -7,7 +7,6 @@ never looks complete.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -21,14 +20,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ExportError, ModelError
+from ..files import fsync_dir, sha256_file
 from . import graph
+from .manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, TASKS, load_manifest  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-TASKS = ("feature-extraction", "question-answering", "text-classification")
-MANIFEST = "lookalike.json"
-MODEL_FILE = "model.onnx"
-FORMAT_VERSION = 1
 
 # Varied lengths on purpose: padding, truncation-free short inputs and a long one.
 PARITY_TEXTS = [
@@ -45,14 +41,6 @@ PARITY_PAIRS = [
     ("How many layers?", "BERT-base has twelve layers; BERT-large has twenty-four."),
     ("When?", "Never."),
 ]
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _auto_class(task: str):
@@ -303,9 +291,10 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
         manifest = _manifest(model, revision_id, task, opset, path, torch_model, variant, parity, variant_parity,
                              exporter, time.perf_counter() - t0)
         (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
+        if out_dir.exists():  # checked above: an earlier lookalike export (with --overwrite) or an empty folder
             shutil.rmtree(out_dir)
         os.replace(onnx_dir, out_dir)
+        fsync_dir(out_dir.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s -> %s (%s)", model, out_dir, manifest["variant"]["description"])
@@ -404,23 +393,3 @@ def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant,
     if task == "text-classification":
         m["labels"] = {int(k): v for k, v in cfg.id2label.items()}
     return m
-
-
-def load_manifest(model_dir: str | Path, task: str | None = None) -> dict:
-    """The manifest of an export folder; ModelError if the folder is not an export (or not for `task`)."""
-    model_dir = Path(model_dir)
-    mpath = model_dir / MANIFEST
-    if not model_dir.is_dir():
-        raise ModelError(f"{model_dir}: no such model folder")
-    if not mpath.exists():
-        raise ModelError(f"{model_dir}: not a lookalike export (no {MANIFEST}; make one with `lookalike export`)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{mpath}: invalid JSON at line {exc.lineno}") from None
-    if not (model_dir / manifest.get("file", MODEL_FILE)).exists():
-        raise ModelError(f"{model_dir}: manifest names {manifest.get('file')} but it is missing")
-    if task is not None and manifest.get("task") != task:
-        raise ModelError(f"{model_dir}: exported for task {manifest.get('task')!r}, this command needs {task!r} "
-                         f"(re-export with --task {task})")
-    return manifest

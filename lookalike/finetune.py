@@ -2,17 +2,20 @@
 
 Uses the Hugging Face Trainer; checkpoints go to OUT/checkpoints and a re-run resumes from the latest.
 The final model and tokenizer are saved to OUT as an ordinary Hugging Face folder, ready for `export`.
+`keep_layers` drops encoder layers before training (a layer-dropped model fine-tuned on its own, as the
+paper's compressed models are).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 
-from ..data import read_corpus
-from ..errors import InputError
+from .data import CorpusSpec
+from .errors import InputError
+from .files import atomic_write_json
+from .params import FinetuneParams
 
 log = logging.getLogger(__name__)
 
@@ -63,47 +66,47 @@ def qa_features(tokenizer, records, max_length: int, doc_stride: int) -> list[di
     return feats
 
 
-def finetune(task: str, model: str, data: str | Path, out: str | Path, *, reader: dict | None = None,
-             learning_rate: float | None = None, epochs: float | None = None, max_steps: int = -1,
-             batch_size: int | None = None, max_length: int | None = None, doc_stride: int | None = None,
-             seed: int = 42, save_steps: int = 500, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
-             every: int | None = None, offset: int = 0, limit: int | None = None, answerable_only: bool = False,
+def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | Path,
+             params: FinetuneParams | None = None, *, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
              progress: bool = True) -> Path:
-    """Fine-tune `model` on `data` for `task` ("qa" or "cls"); returns the saved model folder."""
+    """Fine-tune `model` on `corpus` for `task` ("qa" or "cls"); returns the saved model folder."""
     import torch
     import transformers
 
     if task not in DEFAULTS:
         raise InputError(f"unknown task {task!r} (qa or cls)")
+    params = params or FinetuneParams()
     d = DEFAULTS[task]
-    lr = learning_rate or d["learning_rate"]
-    epochs = epochs or d["epochs"]
-    batch_size = batch_size or d["batch_size"]
-    max_length = max_length or d["max_length"]
+    lr = params.learning_rate or d["learning_rate"]
+    epochs = params.epochs or d["epochs"]
+    batch_size = params.batch_size or d["batch_size"]
+    max_length = params.max_length or d["max_length"]
+    seed = params.seed
     out = Path(out)
-    reader = dict(reader or {})
-    if task == "cls" and "label_field" not in reader and str(data).endswith((".jsonl", ".json", ".csv", ".parquet")):
-        reader["label_field"] = "label"
-    records = list(read_corpus(data, every=every, offset=offset, limit=limit, **reader))
-    if task == "qa" and answerable_only:  # tiny training sets: learn spans first, not the majority "no answer"
+    corpus = CorpusSpec.coerce(corpus)
+    if task == "cls":
+        corpus = corpus.for_labels()
+    records = list(corpus.records())
+    if task == "qa" and params.answerable_only:  # tiny training sets: learn spans first, not the majority "no answer"
         records = [r for r in records if r.answers]
     transformers.set_seed(seed)
     tok = transformers.AutoTokenizer.from_pretrained(model, use_fast=True)
     if task == "qa":
         for r in records:
             if r.text_pair is None:
-                raise InputError("QA record has no context", path=data, record=f"question {r.id}", field="context")
+                raise InputError("QA record has no context", path=corpus.path, record=f"question {r.id}",
+                                 field="context")
             if r.answers and (not r.answer_starts or r.answer_starts[0] < 0):
-                raise InputError("answer text not found in the context (no answer_start)", path=data,
+                raise InputError("answer text not found in the context (no answer_start)", path=corpus.path,
                                  record=f"question {r.id}", field="answers")
-        rows = qa_features(tok, records, max_length, doc_stride or d["doc_stride"])
+        rows = qa_features(tok, records, max_length, params.doc_stride or d["doc_stride"])
         net = transformers.AutoModelForQuestionAnswering.from_pretrained(model)
         collator = transformers.default_data_collator
     else:
         values = [r.label for r in records]
         if any(v is None for v in values):
             bad = next(r for r in records if r.label is None)
-            raise InputError("record has no label", path=data, record=f"record {bad.id}", field="label")
+            raise InputError("record has no label", path=corpus.path, record=f"record {bad.id}", field="label")
         uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
         if set(uniq) <= {0, 1}:
             id2label = {0: "negative", 1: "positive"}
@@ -117,6 +120,12 @@ def finetune(task: str, model: str, data: str | Path, out: str | Path, *, reader
         net = transformers.AutoModelForSequenceClassification.from_pretrained(
             model, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
         collator = transformers.DataCollatorWithPadding(tok)
+    if params.keep_layers is not None:
+        from .exporters import drop_layers
+
+        drop_layers(net, params.keep_layers)
+    max_steps = params.max_steps
+    save_steps = params.save_steps
     ckpt = out / "checkpoints"
     args = transformers.TrainingArguments(
         output_dir=str(ckpt), learning_rate=lr, num_train_epochs=epochs, max_steps=max_steps,
@@ -129,11 +138,12 @@ def finetune(task: str, model: str, data: str | Path, out: str | Path, *, reader
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     net.save_pretrained(out)
     tok.save_pretrained(out)
-    info = {"task": task, "base": str(model), "data": str(data), "n_records": len(records), "n_features": len(rows),
-            "learning_rate": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
-            "max_length": max_length, "seed": seed, "every": every, "offset": offset, "limit": limit,
-            "answerable_only": answerable_only,
+    info = {"task": task, "base": str(model), "data": corpus.as_dict(), "data_fingerprint": corpus.fingerprint(),
+            "n_records": len(records), "n_features": len(rows), "learning_rate": lr, "epochs": epochs,
+            "max_steps": max_steps, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+            "answerable_only": params.answerable_only,
+            "keep_layers": list(params.keep_layers) if params.keep_layers is not None else None,
             "train_loss": float(result.training_loss), "train_seconds": float(result.metrics.get("train_runtime", 0)),
             "resumed": resume}
-    (out / "lookalike-finetune.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_json(out / "lookalike-finetune.json", info)
     return out

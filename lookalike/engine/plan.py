@@ -1,0 +1,170 @@
+"""What one embedding run will do, shared by the local and the Ray runners: the validated plan, the one rule
+that cuts rows into windows and shards, the one resume skip, and the stats every runner reports.
+
+Windows never cross a shard boundary and shard boundaries are fixed multiples of `shard_rows`, so a resumed
+run redoes exactly the shards that were not recorded and produces the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..data import CorpusSpec
+from ..errors import InputError, ModelError
+from ..params import EmbedParams
+from .batching import Batch, token_budget_batches, tokenize
+
+POOL_OUTPUTS = {"cls": "cls", "mean": "mean"}
+
+
+def default_batch_tokens(device: str) -> int:
+    # CPU: small batches keep the attention tensors in cache; measured on 2 cores, B x L = 1024 is ~20% faster
+    # than 8192 for MiniLM fp32 at L=256 and ~40% for int8 (benchmarks/results/engine-cpu.json).
+    # GPU: large batches fill the device.
+    return 65536 if device == "cuda" else 1024
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where a run goes on Ray (command line only; never read from experiment files).
+
+    address: None/"local" starts a local Ray, "auto" or "ray://host:10001" joins a cluster.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    part_rows: int = 256  # predict: records per task
+    ray_init: dict | None = None
+    fault: dict | None = None  # tests: make a worker die once (see distributed._maybe_die)
+
+
+def cut(items: Iterable, start: int, size: int, boundary: int) -> Iterator[tuple[int, list]]:
+    """(first row, items) chunks of at most `size` rows that never cross a multiple of `boundary`.
+
+    The one rule for sort windows (size = sort window) and shards (size = boundary = shard rows).
+    """
+    chunk: list = []
+    row = start
+    room = min(size, boundary - row % boundary)
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == room:
+            yield row, chunk
+            row += len(chunk)
+            chunk = []
+            room = min(size, boundary - row % boundary)
+    if chunk:
+        yield row, chunk
+
+
+def skip_done(records: Iterator, n: int, corpus) -> Iterator:
+    """`records` after its first `n` (already stored); InputError when the corpus has fewer."""
+    for _ in range(n):
+        if next(records, None) is None:
+            raise InputError(f"corpus has fewer rows than the {n} already stored; it changed since the store was "
+                             "started", path=corpus)
+    return records
+
+
+@dataclass
+class Window:
+    """Tokenized rows start..start+len(ids), cut into token-budget batches."""
+
+    start: int
+    ids: list[str]
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    n_empty: int
+    batches: list[Batch]
+
+
+@dataclass
+class EmbedPlan:
+    """Validated settings of one embedding run."""
+
+    corpus: CorpusSpec
+    params: EmbedParams
+    output: str
+    max_length: int
+    batch_tokens: int
+    config: dict
+    dim: int
+
+    @property
+    def out_dtype(self):
+        return np.float16 if self.params.dtype == "float16" else np.float32
+
+    def records(self, info: dict | None = None):
+        return self.corpus.records(info)
+
+    def prepare(self, model, start: int, window: list) -> Window:
+        """Tokenize a window and cut it into token-budget batches."""
+        enc = tokenize(model.tokenizer, window, self.max_length)
+        return self.batch(model, start, [r.id for r in window], enc,
+                          sum(1 for r in window if not r.text and not r.text_pair))
+
+    def batch(self, model, start: int, ids: list[str], enc, n_empty: int) -> Window:
+        return Window(start, ids, enc.n_tokens, enc.truncated, n_empty,
+                      token_budget_batches(enc, self.batch_tokens, model.pad_id))
+
+    def infer(self, model, win: Window, stats: dict) -> np.ndarray:
+        """Pooled vectors of a window, in window order (normalised and cast as asked)."""
+        emb = np.empty((len(win.ids), model.hidden_size), dtype=np.float32)
+        for b in win.batches:
+            (vec,) = model.run([self.output], b.input_ids, b.attention_mask, b.token_type_ids)
+            emb[b.rows] = vec
+            stats["real_tokens"] = stats.get("real_tokens", 0) + b.real_tokens
+            stats["padded_tokens"] = stats.get("padded_tokens", 0) + b.input_ids.size
+            stats["batches"] = stats.get("batches", 0) + 1
+        bad = ~np.isfinite(emb).all(axis=1)
+        if bad.any():
+            first = [win.ids[i] for i in np.flatnonzero(bad)[:3]]
+            raise ModelError(f"{model.dir}: model produced NaN/inf vectors for ids {first}")
+        if self.params.normalize:
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        stats["n_empty"] = stats.get("n_empty", 0) + win.n_empty
+        return emb.astype(self.out_dtype, copy=False)
+
+    def windows(self, records: Iterable, start: int) -> Iterator[tuple[int, list]]:
+        return cut(records, start, self.params.sort_window, self.params.shard_rows)
+
+
+def make_plan(manifest: dict, corpus: CorpusSpec, params: EmbedParams, *, device: str = "cpu",
+              output_names=None) -> EmbedPlan:
+    if manifest["task"] != "feature-extraction":
+        raise ModelError(f"exported for {manifest['task']!r}; embedding needs a feature-extraction export "
+                         "(lookalike export MODEL OUT --task feature-extraction)")
+    output = POOL_OUTPUTS[params.pooling]
+    if output not in (output_names or manifest.get("outputs", [])):
+        raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
+    max_length = min(params.max_length, int(manifest.get("max_position_embeddings") or 512))
+    batch_tokens = params.batch_tokens or default_batch_tokens(device)
+    if batch_tokens < max_length:
+        if params.batch_tokens is not None:
+            raise InputError(f"--batch-tokens {batch_tokens} is smaller than --max-length {max_length}")
+        batch_tokens = max_length
+    corpus_path = str(Path(corpus.path).resolve()) if corpus.is_local else corpus.path
+    config = {"model_sha256": manifest["sha256"], "model_source": manifest["source"]["model"],
+              "variant": manifest["variant"]["description"], "pooling": params.pooling, "max_length": max_length,
+              "dtype": params.dtype, "normalize": params.normalize, "shard_rows": params.shard_rows,
+              "sort_window": params.sort_window, "corpus": corpus_path, "corpus_fingerprint": corpus.fingerprint(),
+              **corpus.settings()}
+    return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, int(manifest["hidden_size"]))
+
+
+def run_stats(rows_done: int, resumed_from: int, n_truncated: int, shards: int, seconds: float, stats: dict,
+              **extra) -> dict:
+    """What one embedding run did (the same fields for every backend)."""
+    rows = rows_done - resumed_from
+    return {"rows": rows_done, "resumed_from": resumed_from, "rows_this_run": rows,
+            "seconds": round(seconds, 3), "rows_per_s": rows / seconds if seconds else 0.0,
+            "real_tokens_per_s": stats.get("real_tokens", 0) / seconds if seconds else 0.0,
+            "padding_overhead": stats.get("padded_tokens", 0) / max(stats.get("real_tokens", 0), 1) - 1,
+            "batches": stats.get("batches", 0), "n_truncated": n_truncated,
+            "n_empty": stats.get("n_empty", 0), "shards": shards, **extra}

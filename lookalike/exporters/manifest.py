@@ -1,0 +1,51 @@
+"""The export folder's contract: `lookalike.json` (the manifest) beside `model.onnx` and the tokenizer.
+
+`load_manifest` validates what every reader relies on; the accessors turn stored JSON into typed values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError, ModelError
+from ..files import load_json
+
+MANIFEST = "lookalike.json"
+MODEL_FILE = "model.onnx"
+FORMAT_VERSION = 1
+TASKS = ("feature-extraction", "question-answering", "text-classification")
+_REQUIRED = {"task": str, "file": str, "sha256": str, "hidden_size": int, "variant": dict, "source": dict}
+
+
+def load_manifest(model_dir: str | Path, task: str | None = None) -> dict:
+    """The manifest of an export folder; ModelError if the folder is not an export (or not for `task`)."""
+    model_dir = Path(model_dir)
+    mpath = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: no such model folder")
+    if not mpath.exists():
+        raise ModelError(f"{model_dir}: not a lookalike export (no {MANIFEST}; make one with `lookalike export`)")
+    try:
+        manifest = load_json(mpath, "export manifest")
+    except InputError as exc:
+        raise ModelError(str(exc)) from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{mpath}: not an export manifest (expected a JSON object)")
+    for key, typ in _REQUIRED.items():
+        if not isinstance(manifest.get(key), typ):
+            raise ModelError(f"{mpath}: field '{key}' missing or not a {typ.__name__}; re-export the model")
+    if not (model_dir / manifest["file"]).exists():
+        raise ModelError(f"{model_dir}: manifest names {manifest['file']} but it is missing")
+    if task is not None and manifest["task"] != task:
+        raise ModelError(f"{model_dir}: exported for task {manifest['task']!r}, this command needs {task!r} "
+                         f"(re-export with --task {task})")
+    return manifest
+
+
+def labels(manifest: dict) -> dict[int, str]:
+    """{label id: name} of a classification export ({} for other tasks)."""
+    return {int(k): v for k, v in (manifest.get("labels") or {}).items()}
+
+
+def variant_description(manifest: dict) -> str:
+    return manifest["variant"].get("description", "")

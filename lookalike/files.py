@@ -1,0 +1,216 @@
+"""File contracts every stage shares: atomic JSON, checksums, directory fsync, UTC stamps, JSON loading with
+typed errors, the settings guard, a writer lock and one progress bar.
+
+Temporary files are named `<final name>.<pid>-<8 hex>.tmp`, so a cleanup can tell its own leftovers (by the
+final name it owns) from anything else in a folder, and two writers never share a temporary name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, LookalikeError
+
+TMP_SUFFIX = re.compile(r"\.\d+(?:-[0-9a-f]{8})?\.tmp$|\.tmp$")
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def tmp_name(path: Path) -> Path:
+    """A temporary name beside `path`, unique to this process and call."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def owned_tmp(name: str, finals: re.Pattern) -> bool:
+    """True when `name` is a temporary file of one of the final names `finals` matches (ours to clean)."""
+    m = TMP_SUFFIX.search(name)
+    return bool(m) and bool(finals.fullmatch(name[:m.start()]))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in `path` durable (the directory entry, not only the file's bytes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not every filesystem allows opening a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_replace(tmp: Path, final: Path) -> None:
+    """Rename a fully written temporary file into place, durably."""
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf become null (strict JSON), numpy scalars plain numbers, tuples lists."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        return json_safe(obj.item())
+    return obj
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON under a temporary name, fsync, rename, fsync the folder: readers see the old or the new file."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        atomic_replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_json(path: str | Path, what: str = "file") -> Any:
+    """Parsed JSON; InputError naming the file (and line) when it is missing or not JSON."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"no such {what}", path=p)
+    if p.is_dir():
+        raise InputError(f"is a folder, expected a {what}", path=p)
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=p) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path=p) from None
+
+
+def first_difference(old: dict, new: dict) -> str | None:
+    """The first key (sorted) whose value differs between two settings dicts, compared as stored in JSON."""
+    old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            return k
+    return None
+
+
+def refuse_other_settings(where, old: dict, new: dict, what: str, error=InputError) -> None:
+    """Raise `error` when `old` (stored) and `new` settings differ, naming the first differing key."""
+    k = first_difference(old, new)
+    if k is not None:
+        raise error(f"{where}: holds {what} made with other settings ({k}: {old.get(k)!r} there, "
+                    f"{new.get(k)!r} now); use another output folder or remove it")
+
+
+def settings_guard(path: Path, settings: dict, what: str, error=InputError) -> None:
+    """Record `settings` in `path`, or refuse when the file records different ones (resumable outputs)."""
+    if path.exists():
+        refuse_other_settings(path.parent, load_json(path, "settings file"), settings, what, error)
+    else:
+        atomic_write_json(path, settings)
+
+
+def check_output_file(path: Path, kind_ok, what: str) -> None:
+    """Refuse to write `path` when it is a folder, or an existing file lookalike did not make (`kind_ok(path)`)."""
+    if path.is_dir():
+        raise InputError(f"is a folder; give a file name for the {what}", path=path)
+    if path.exists() and not kind_ok(path):
+        raise InputError(f"exists and is not a lookalike {what}; refusing to overwrite it", path=path)
+
+
+class WriterLock:
+    """An exclusive lock on an output folder for the whole run (`fcntl.flock` on OUT/.lookalike.lock).
+
+    A second writer fails at once with the holder's pid. The lock dies with its process (kill -9 included),
+    so a crashed run never blocks the next one.
+    """
+
+    NAME = ".lookalike.lock"
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / self.NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> "WriterLock":
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LookalikeError(f"{self.path.parent}: is being written by pid {holder} (another lookalike run); "
+                                 "wait for it or use another output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kw) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(enabled: bool | None, *, total: int | None = None, initial: int = 0, unit: str = "rows",
+                 desc: str = ""):
+    """A tqdm bar on stderr (enabled=None: when stderr is a terminal), or an object with the same methods."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr)

@@ -1,0 +1,243 @@
+"""Typed parameters of each step, with their defaults in one place.
+
+The command line and experiment files both build these. `parse_params` checks an experiment file's mapping
+against the dataclass: an unknown key is an error naming the nearest valid one, a value of the wrong type
+an error naming the key. Where and how a step runs (backend, Ray address, workers, device) is not a step
+parameter: it comes from the command line only, so a shared experiment file cannot start a cluster job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import InputError
+
+POOLINGS = ("cls", "mean")
+DTYPES = ("float32", "float16")
+INDEXES = ("flat", "ivf", "hnsw")
+SIMILARITIES = ("engine", "use", "none")
+QA_MAX_LENGTH = 384
+CLS_MAX_LENGTH = 512
+
+
+def _check(obj) -> None:
+    """Field metadata rules: min (inclusive), choices; None passes for optional fields."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if v is None:
+            continue
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        items = v if isinstance(v, tuple) else (v,)
+        for x in items:
+            if lo is not None and x < lo:
+                raise InputError(f"{x!r} is below the minimum {lo}", field=f.name)
+            if hi is not None and x > hi:
+                raise InputError(f"{x!r} is above the maximum {hi}", field=f.name)
+        if "choices" in f.metadata and v not in f.metadata["choices"]:
+            raise InputError(f"{v!r} is not one of {', '.join(map(str, f.metadata['choices']))}", field=f.name)
+
+
+def _min(n, **kw):
+    return {"min": n, **kw}
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    pooling: str = field(default="cls", metadata={"choices": POOLINGS})
+    max_length: int = field(default=512, metadata=_min(2))
+    batch_tokens: int | None = field(default=None, metadata=_min(2))
+    shard_rows: int = field(default=10000, metadata=_min(1))
+    sort_window: int = field(default=2048, metadata=_min(1))
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    normalize: bool = False
+
+    def __post_init__(self):
+        _check(self)
+
+
+@dataclass(frozen=True)
+class KnnParams:
+    k: int = field(default=10, metadata=_min(1))
+    sweep: tuple[int, ...] = field(default=(), metadata=_min(1))
+    index: str = field(default="flat", metadata={"choices": INDEXES})
+    block_rows: int = field(default=8192, metadata=_min(1))
+
+    def __post_init__(self):
+        _check(self)
+
+    @property
+    def k_max(self) -> int:
+        return max((self.k, *self.sweep))
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted({self.k, *self.sweep})
+
+
+@dataclass(frozen=True)
+class OodParams:
+    k: int = field(default=10, metadata=_min(1))
+    sweep: tuple[int, ...] = field(default=(), metadata=_min(1))
+    tpr: float = field(default=0.95, metadata={"min": 1e-9, "max": 1.0})
+    val_fraction: float = field(default=0.1, metadata={"min": 1e-9, "max": 0.9})
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self)
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted({self.k, *self.sweep})
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """QA and classification prediction; max_length None means the task's default (QA 384, classification 512)."""
+
+    max_length: int | None = field(default=None, metadata=_min(8))
+    doc_stride: int = field(default=128, metadata=_min(1))
+    n_best: int = field(default=20, metadata=_min(1))
+    max_answer_length: int = field(default=30, metadata=_min(1))
+    null_score_diff_threshold: float = 0.0
+    batch_tokens: int | None = field(default=None, metadata=_min(8))
+    f1_below: float | None = None
+
+    def __post_init__(self):
+        _check(self)
+
+    def qa_options(self) -> dict:
+        max_length = self.max_length or QA_MAX_LENGTH
+        if self.doc_stride >= max_length:
+            raise InputError(f"doc_stride {self.doc_stride} must be smaller than max_length {max_length}",
+                             field="doc_stride")
+        return {"max_length": max_length, "doc_stride": self.doc_stride, "n_best": self.n_best,
+                "max_answer_length": self.max_answer_length,
+                "null_score_diff_threshold": self.null_score_diff_threshold, "batch_tokens": self.batch_tokens}
+
+    def cls_options(self) -> dict:
+        return {"max_length": self.max_length or CLS_MAX_LENGTH, "batch_tokens": self.batch_tokens}
+
+    def options(self, task: str) -> dict:
+        return self.qa_options() if task == "qa" else self.cls_options()
+
+
+@dataclass(frozen=True)
+class AttackParams:
+    """BERT-Attack. max_candidates: MLM candidates per word (TextAttack's/BERT-Attack's K); top_words: the
+    paper's "K=3" as it describes K (only the N most important words are attacked)."""
+
+    mlm: str = "bert-base-uncased"
+    max_candidates: int = field(default=48, metadata=_min(1))
+    top_words: int | None = field(default=None, metadata=_min(1))
+    n: int | None = field(default=1000, metadata=_min(1))
+    seed: int = 0
+    max_percent: float = field(default=0.4, metadata={"min": 0.0, "max": 1.0})
+    similarity: str = field(default="engine", metadata={"choices": SIMILARITIES})
+    similarity_threshold: float = 0.2
+    max_length: int = field(default=512, metadata=_min(8))
+
+    def __post_init__(self):
+        _check(self)
+
+
+@dataclass(frozen=True)
+class LatencyParams:
+    batch_sizes: tuple[int, ...] = field(default=(1, 8), metadata=_min(1))
+    seq_lengths: tuple[int, ...] = field(default=(128,), metadata=_min(2))
+    repeat: int = field(default=10, metadata=_min(1))
+
+    def __post_init__(self):
+        _check(self)
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """None means the task's default (see lookalike.finetune.DEFAULTS)."""
+
+    learning_rate: float | None = field(default=None, metadata=_min(0.0))
+    epochs: float | None = field(default=None, metadata=_min(0.0))
+    max_steps: int = -1
+    batch_size: int | None = field(default=None, metadata=_min(1))
+    max_length: int | None = field(default=None, metadata=_min(8))
+    doc_stride: int | None = field(default=None, metadata=_min(1))
+    seed: int = 42
+    save_steps: int = field(default=500, metadata=_min(1))
+    answerable_only: bool = False
+    keep_layers: tuple[int, ...] | None = field(default=None, metadata=_min(0))
+
+    def __post_init__(self):
+        _check(self)
+
+
+STEPS: dict[str, type] = {"embed": EmbedParams, "knn": KnnParams, "ood": OodParams, "predict": PredictParams,
+                          "attack": AttackParams, "latency": LatencyParams}
+
+
+# --------------------------------------------------------------------------- parsing experiment files
+
+def _coerce(value, hint, key: str, where: str):
+    """`value` as the annotation `hint` wants it, or InputError naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, where)
+    if origin is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"expected a list, got {value!r}", record=where, field=key)
+        return tuple(_coerce(v, args[0], key, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"expected true or false, got {value!r}", record=where, field=key)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"expected an integer, got {value!r}", record=where, field=key)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"expected a number, got {value!r}", record=where, field=key)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise InputError(f"expected a string, got {value!r}", record=where, field=key)
+        return value
+    return value  # pragma: no cover - every annotation above is handled
+
+
+def parse_params(cls: type, values: Mapping[str, Any] | None, where: str):
+    """`cls(**values)` with unknown keys and wrong types refused (InputError naming `where` and the key)."""
+    from .data.spec import unknown_key_message
+
+    values = {} if values is None else values
+    if not isinstance(values, Mapping):
+        raise InputError(f"expected a mapping of parameters, got {type(values).__name__}", record=where)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for k in values:
+        if k not in names:
+            extra = (" (where and how to run comes from the command line, not from experiment files)"
+                     if k in RUN_KEYS else "")
+            raise InputError(unknown_key_message(k, names) + extra, record=where, field=str(k))
+    kwargs = {k: _coerce(v, hints[k], k, where) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except InputError as exc:
+        raise InputError(str(exc), record=where) from None
+
+
+RUN_KEYS = {"backend", "address", "workers", "gpus_per_worker", "cpus_per_worker", "runtime_env", "ray_init",
+            "device", "threads", "num_gpus", "num_cpus"}
+
+
+def as_key(params) -> dict:
+    """A parameters object as plain JSON-able values (for cache keys and stored settings)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
