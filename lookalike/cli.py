@@ -605,6 +605,8 @@ def demo(out, docs, code, no_fp16, device):
 
     from .demo import run_demo
 
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out}: exists and is not a folder; give a folder for the demo")
     t0 = time.perf_counter()
     report = run_demo(out, docs, code, echo=lambda s: click.echo(s, err=True), device=device, fp16=not no_fp16)
     click.echo((report / "table2_agreement.md").read_text())

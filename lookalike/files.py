@@ -141,12 +141,35 @@ def settings_guard(path: Path, settings: dict, what: str, error=InputError) -> N
         atomic_write_json(path, settings)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_dead_temporaries(path: Path) -> None:
+    """Remove temporaries of `path` (`<name>.<pid>-<hex>.tmp`) whose writing process no longer runs (a kill -9
+    mid-write); a live writer's temporaries, and every other file, are left alone."""
+    pattern = re.compile(re.escape(path.name) + r"\.(\d+)-[0-9a-f]{8}\.tmp")
+    for p in path.parent.glob(f"{path.name}.*.tmp"):
+        m = pattern.fullmatch(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+
+
 def check_output_file(path: Path, kind_ok, what: str) -> None:
-    """Refuse to write `path` when it is a folder, or an existing file lookalike did not make (`kind_ok(path)`)."""
+    """Refuse to write `path` when it is a folder, or an existing file lookalike did not make (`kind_ok(path)`);
+    clean up temporaries of `path` left by a killed writer."""
     if path.is_dir():
         raise InputError(f"is a folder; give a file name for the {what}", path=path)
     if path.exists() and not kind_ok(path):
         raise InputError(f"exists and is not a lookalike {what}; refusing to overwrite it", path=path)
+    if path.parent.is_dir():
+        remove_dead_temporaries(path)
 
 
 class WriterLock:

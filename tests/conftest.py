@@ -22,6 +22,18 @@ _CANDIDATES += [_ROOT.parent / "shared" / "data", _ROOT / "shared" / "data"]
 SHARED = next((p for p in _CANDIDATES if p.exists()), _CANDIDATES[0])
 
 
+def pytest_collection_modifyitems(config, items):
+    """GPU tests run where onnxruntime has a CUDA provider and are deselected elsewhere (not skipped)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return
+    gpu = [i for i in items if i.get_closest_marker("gpu")]
+    if gpu:
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [i for i in items if not i.get_closest_marker("gpu")]
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED.exists():

@@ -76,7 +76,8 @@ def build_index(x: np.ndarray, kind: str = "flat", *, gpu: bool | None = None, n
     elif kind == "ivf":
         if nlist is not None and nlist > len(x):
             raise InputError(f"ivf: nlist={nlist} clusters need at least as many points (have {len(x)})")
-        nlist = nlist or max(1, min(len(x), int(4 * np.sqrt(len(x)))))
+        # FAISS wants >= 39 training points per centroid; tiny stores get few lists (1 list = exact search)
+        nlist = nlist or max(1, min(int(4 * np.sqrt(len(x))), len(x) // 39))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index = _to_device(index, on_gpu)
@@ -138,7 +139,8 @@ class KnnResult:
                 f.attrs["k"] = self.k
                 f.attrs["index"] = self.index
                 f.attrs["kind"] = "lookalike.knn"
-                f.attrs["meta"] = json.dumps(self.meta)
+                # timings are reported, not stored: the file is a function of its inputs (byte-identical re-runs)
+                f.attrs["meta"] = json.dumps({k: v for k, v in self.meta.items() if k != "seconds"})
             fsync_file(tmp)
             atomic_replace(tmp, path)
         except BaseException:

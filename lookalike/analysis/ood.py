@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..engine.store import Store, require_same_features
-from ..files import atomic_write_json, check_output_file
+from ..files import atomic_write_json, check_output_file, load_json
 from ..errors import InputError
 from .knn import build_index, knn_search, load_normalized
 
@@ -106,13 +106,8 @@ def _is_ood_file(path: Path) -> bool:
 
 def load_ood(path: str | Path) -> OodResult:
     path = Path(path)
-    if not path.exists():
-        raise InputError("no such OOD file", path=path)
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON at line {exc.lineno}", path=path) from None
-    if obj.get("kind") != "lookalike.ood":
+    obj = load_json(path, "OOD file")
+    if not isinstance(obj, dict) or obj.get("kind") != "lookalike.ood":
         raise InputError("not a lookalike OOD file (made by `lookalike ood`)", path=path)
     ks = [int(k) for k in obj["k"]]
     res = obj["results"]

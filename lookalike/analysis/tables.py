@@ -17,7 +17,7 @@ from .agreement import (distribution_agreement, error_agreement, knn_jaccards, p
                         same_universe)
 from .knn import KnnResult
 from .ood import OodResult, meaningful
-from .report import Report, dump_json, plot_sweep, write_table
+from .report import Report, dump_json, markdown_table, plot_sweep, write_table
 from .scoring import ErrorSet
 from .uncertainty import (jaccard_interval, mean_interval, paired_jaccard_difference, paired_mean_difference)
 
@@ -270,117 +270,95 @@ class ReportSpec:
     provenance: str = ""
 
 
+def _section(rep: Report, out: Path, name: str, title: str, rows: list[dict], columns, headers=None,
+             text: str = "") -> None:
+    """Write a table's md/csv/json files and add it to the report under a heading."""
+    write_table(rows, columns, out / name)
+    rep.heading(title)
+    if text:
+        rep.text(text)
+    rep.table(rows, columns, headers)
+
+
 def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: Path) -> dict:
     """Write every table (md/csv/json), the figures and report.md/.html into `out`; return the summary."""
     rep = Report(spec.title)
-    if spec.description:
-        rep.text(spec.description)
-    for note in spec.notes:
-        rep.text(note)
+    for text in ([spec.description] if spec.description else []) + spec.notes:
+        rep.text(text)
     summary: dict = {"models": names, "k": spec.k, "k_ood": spec.k_ood}
-
-    t1 = table1_rows(names, arts)
-    write_table(t1, TABLE1_COLUMNS[0], out / "table1_models")
-    rep.heading("Table 1: models")
-    rep.table(t1, *TABLE1_COLUMNS)
+    _section(rep, out, "table1_models", "Table 1: models", table1_rows(names, arts), *TABLE1_COLUMNS)
 
     t2 = table2_rows(names, arts, spec.k, spec.k_ood, spec.reps)
     shown, cols, heads = table2_display(t2)
+    # .json/.csv hold the numbers (with *_lo/*_hi); .md the cells as read: "J [lo, hi]"
     write_table(t2, list(dict.fromkeys(c for r in t2 for c in r)), out / "table2_agreement")
-    (out / "table2_agreement.md").write_text(_md(shown, cols, heads) + "\n")
+    (out / "table2_agreement.md").write_text(markdown_table(shown, cols, heads) + "\n")
     rep.heading(f"Table 2: model-pair agreement (Jaccard; K={spec.k} for representation, k={spec.k_ood} for OOD)")
-    rep.text("Each cell: the Jaccard and its bootstrap 95% interval (over points for representation, over "
-             f"examples for error and OOD sets; {spec.reps} resamples).")
+    rep.text("Each cell: the Jaccard and its bootstrap 95% interval (over points for representation, over examples "
+             f"for error and OOD sets; {spec.reps} resamples).")
     rep.table(shown, cols, heads)
     summary["table2"] = t2
 
     noise = noise_rows(names, arts, spec.k, spec.k_ood, spec.reps)
     if noise:
-        cols_n = ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"]
-        write_table(noise, cols_n, out / "table2_differences")
-        rep.heading(f"Which differences are larger than the noise (paired bootstrap vs {names[0]})")
-        big = [r for r in noise if r["verdict"] == "larger than the noise"]
-        rep.text(f"{len(big)} of {len(noise)} paired differences exclude 0 at 95%: J({names[0]}, X) - "
-                 f"J({names[0]}, Y) with the same resamples on both sides.")
-        rep.table(noise, cols_n, ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi",
-                                  "Verdict"])
+        big = sum(r["verdict"] == "larger than the noise" for r in noise)
+        _section(rep, out, "table2_differences",
+                 f"Which differences are larger than the noise (paired bootstrap vs {names[0]})", noise,
+                 ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"],
+                 ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi", "Verdict"],
+                 f"{big} of {len(noise)} paired differences exclude 0 at 95%: J({names[0]}, X) - J({names[0]}, Y) "
+                 "with the same resamples on both sides.")
         summary["differences"] = noise
-
     subs = subset_rows(names, arts)
     if subs:
-        cols_s = ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
-                  "frac_b_in_a"]
-        write_table(subs, cols_s, out / "error_subsets")
-        rep.heading("Error-set containment")
-        rep.text("Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / |E_i|.")
-        rep.table(subs, cols_s)
+        _section(rep, out, "error_subsets", "Error-set containment", subs,
+                 ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
+                  "frac_b_in_a"], text="Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / |E_i|.")
 
-    for tag, phase, title in (("a", "before", "before fine-tuning"), ("b", "after", "after fine-tuning")):
-        curves = knn_sweep(names, arts, phase, spec.knn_ks)
+    figures = [("a", knn_sweep(names, arts, "before", spec.knn_ks), "representation agreement vs K, before "
+                "fine-tuning", "Data representation agreement, before fine-tuning", "mean Jaccard of K-NN sets"),
+               ("b", knn_sweep(names, arts, "after", spec.knn_ks), "representation agreement vs K, after "
+                "fine-tuning", "Data representation agreement, after fine-tuning", "mean Jaccard of K-NN sets"),
+               ("c", ood_sweep(names, arts, spec.ood_ks), "OOD agreement vs K",
+                "Data distribution (deep-kNN OOD) agreement", "Jaccard of OOD sets")]
+    for tag, curves, heading, title, ylabel in figures:
         if curves:
-            plot_sweep(curves, f"Data representation agreement, {title}", "mean Jaccard of K-NN sets",
-                       out / f"figure1{tag}.png")
-            rep.heading(f"Figure 1({tag}): representation agreement vs K, {title}")
+            plot_sweep(curves, title, ylabel, out / f"figure1{tag}.png")
+            rep.heading(f"Figure 1({tag}): {heading}")
             rep.image(f"figure1{tag}.png", f"Figure 1({tag})")
             summary[f"figure1{tag}"] = {c: dict(zip(*v)) for c, v in curves.items()}
-    curves = ood_sweep(names, arts, spec.ood_ks)
-    if curves:
-        plot_sweep(curves, "Data distribution (deep-kNN OOD) agreement", "Jaccard of OOD sets", out / "figure1c.png")
-        rep.heading("Figure 1(c): OOD agreement vs K")
-        rep.image("figure1c.png", "Figure 1(c)")
-        summary["figure1c"] = {c: dict(zip(*v)) for c, v in curves.items()}
+
     od = ood_detail_rows(names, arts, spec.k_ood)
     if od:
-        cols_o = ["model", "threshold", "n_ood", "n_test", "fraction_ood", "val_tpr", "auroc", "fpr_at_tpr",
-                  "meaningful"]
-        write_table(od, cols_o, out / "ood_detail")
         ref = arts[names[0]]
-        rep.heading(f"Deep-kNN OOD per model (k={spec.k_ood}, TPR {spec.tpr})")
-        rep.text(f"Encoder: {ref.ood_encoder}; threshold: {ref.ood.meta.get('val', '') if ref.ood else ''}. "
+        _section(rep, out, "ood_detail", f"Deep-kNN OOD per model (k={spec.k_ood}, TPR {spec.tpr})", od,
+                 ["model", "threshold", "n_ood", "n_test", "fraction_ood", "val_tpr", "auroc", "fpr_at_tpr",
+                  "meaningful"],
+                 text=f"Encoder: {ref.ood_encoder}; threshold: {ref.ood.meta.get('val', '') if ref.ood else ''}. "
                  "An OOD comparison is meaningful here when the model flags at least 5% of the challenge set and "
                  "separates it from held-out in-distribution data with AUROC >= 0.9.")
-        rep.table(od, cols_o)
         summary["ood_detail"] = od
-
     qa = qa_rows(names, arts)
     if qa:
-        cols_q = ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"]
-        write_table(qa, cols_q, out / "qa_metrics")
-        rep.heading("Extractive QA (official SQuAD v2 metrics)")
-        rep.table(qa, cols_q)
+        _section(rep, out, "qa_metrics", "Extractive QA (official SQuAD v2 metrics)", qa,
+                 ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"])
         summary["qa_metrics"] = qa
     cl = cls_rows(names, arts)
     if cl:
-        write_table(cl, ["model", "accuracy", "total", "errors"], out / "cls_metrics")
-        rep.heading("Classification")
-        rep.table(cl, ["model", "accuracy", "total", "errors"])
+        _section(rep, out, "cls_metrics", "Classification", cl, ["model", "accuracy", "total", "errors"])
         summary["cls_metrics"] = cl
-
     t3 = table3_rows(names, arts)
     if t3:
-        write_table(t3, TABLE3_COLUMNS[0], out / "table3_attack")
-        rep.heading("Table 3: BERT-Attack")
-        if spec.attack_setting:
-            rep.text(spec.attack_setting)
-        rep.table(t3, *TABLE3_COLUMNS)
+        _section(rep, out, "table3_attack", "Table 3: BERT-Attack", t3, *TABLE3_COLUMNS, text=spec.attack_setting)
         summary["table3"] = t3
-
     lat = latency_rows(names, arts)
     if lat:
-        cols_l = ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
-                  "speedup_vs_first"]
-        write_table(lat, cols_l, out / "latency")
-        rep.heading("Latency per model")
-        rep.table(lat, cols_l)
+        _section(rep, out, "latency", "Latency per model", lat,
+                 ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
+                  "speedup_vs_first"])
     if spec.provenance:
         rep.heading("Provenance")
         rep.text(spec.provenance)
     dump_json(summary, out / "summary.json")
     rep.write(out)
     return summary
-
-
-def _md(rows, cols, heads) -> str:
-    from .report import markdown_table
-
-    return markdown_table(rows, cols, heads)

@@ -1,0 +1,144 @@
+"""The code's shape: no import cycle inside lookalike/, and the engine's shared pieces against hand-made cases."""
+
+from __future__ import annotations
+
+import ast
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.engine.batching import Encoded, token_budget_batches
+from lookalike.engine.plan import cut
+from lookalike.engine.stages import staged
+
+PKG = Path(__file__).resolve().parents[1] / "lookalike"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> lookalike modules it imports (module level and inside functions: a lazy import is an edge too)."""
+    mods = {}
+    for p in PKG.rglob("*.py"):
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = p
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        package = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else (node.module or "")
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            graph[m].update(n for n in names if n in mods and n != m)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(u):
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(graph[u]):
+            if state.get(v) == 1:
+                return stack[stack.index(v):] + [v]
+            if not state.get(v):
+                found = visit(v)
+                if found:
+                    return found
+        stack.pop()
+        state[u] = 2
+        return None
+
+    for m in sorted(graph):
+        if not state.get(m):
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_in_lookalike():
+    graph = import_graph()
+    assert "lookalike.engine.distributed" in graph and len(graph) > 20
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+    # the checker itself finds a cycle when there is one
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    # one-way layers: nothing upstream imports the analysis or the CLI; distributed only the shared floor
+    for m, deps in graph.items():
+        if m.startswith(("lookalike.engine", "lookalike.data", "lookalike.exporters")):
+            assert not any(d.startswith(("lookalike.analysis", "lookalike.cli")) for d in deps), (m, deps)
+    assert not graph["lookalike.engine.distributed"] & {"lookalike.engine.pipeline", "lookalike.engine.predict"}
+
+
+@pytest.mark.parametrize("budget", [64, 100, 257, 1024])
+def test_token_budget_batches_stay_in_budget_and_cover_every_row_once(budget):
+    rng = np.random.default_rng(budget)
+    n = 300
+    lengths = rng.integers(1, 64, size=n)
+    enc = Encoded([list(range(1, L + 1)) for L in lengths], None, lengths.astype(np.int32), np.zeros(n, bool))
+    batches = token_budget_batches(enc, budget, pad_id=0, max_batch=50)
+    rows = np.concatenate([b.rows for b in batches])
+    assert sorted(rows.tolist()) == list(range(n))  # every row exactly once
+    for b in batches:
+        assert b.input_ids.size <= max(budget, int(lengths[b.rows].max()))  # a single long row may exceed it
+        assert len(b.rows) <= 50 and b.input_ids.shape[1] == lengths[b.rows].max()
+        for j, r in enumerate(b.rows):  # the row's tokens, then padding, and the mask says which is which
+            L = lengths[r]
+            assert b.input_ids[j, :L].tolist() == list(range(1, L + 1)) and not b.input_ids[j, L:].any()
+            assert b.attention_mask[j].sum() == L and b.real_tokens == int(lengths[b.rows].sum())
+
+
+@pytest.mark.parametrize("start,size,boundary", [(0, 4, 10), (3, 4, 10), (18, 7, 10), (0, 10, 10), (5, 100, 7)])
+def test_cut_never_crosses_a_boundary(start, size, boundary):
+    items = list(range(start, start + 53))
+    chunks = list(cut(items, start, size, boundary))
+    assert [x for _, c in chunks for x in c] == items
+    for first, c in chunks:
+        assert c[0] == first and 1 <= len(c) <= size
+        assert first // boundary == (first + len(c) - 1) // boundary  # inside one shard
+
+
+def test_staged_keeps_order_overlaps_stages_and_propagates_errors():
+    seen_threads = set()
+
+    def slow_square(x):
+        seen_threads.add(threading.current_thread().name)
+        time.sleep(0.01)
+        return x * x
+
+    t0 = time.perf_counter()
+    out = list(staged(range(20), slow_square, lambda x: (seen_threads.add(threading.current_thread().name), x + 1)[1],
+                      depth=2))
+    assert out == [x * x + 1 for x in range(20)]
+    assert len(seen_threads) == 2 and time.perf_counter() - t0 < 5
+
+    def boom(x):
+        if x == 3:
+            raise ValueError("stage failed on 3")
+        return x
+
+    with pytest.raises(ValueError, match="stage failed on 3"):
+        list(staged(range(10), boom))
+
+    def bad_source():
+        yield 1
+        raise KeyError("source failed")
+
+    with pytest.raises(KeyError, match="source failed"):
+        list(staged(bad_source(), lambda x: x))
+    # a consumer that stops early stops every thread
+    before = threading.active_count()
+    gen = staged(iter(range(10 ** 6)), lambda x: x)
+    assert next(gen) == 0
+    gen.close()
+    time.sleep(0.3)
+    assert threading.active_count() <= before
