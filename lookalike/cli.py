@@ -216,9 +216,12 @@ def export(model, out_dir, task, quantize, per_channel, fp16, keep_layers, optim
 @DEVICE
 @click.option("--threads", type=POSITIVE, default=None, help="ONNX Runtime intra-op threads [physical cores].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
+@click.option("--tokens", type=click.Path(path_type=Path), default=None,
+              help="Token cache to read instead of the text [a matching one from `lookalike tokenize`, if any].")
+@click.option("--no-tokens", is_flag=True, help="Never read a token cache; tokenize the text.")
 @ray_options
 def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_rows, dtype, normalize, device,
-          threads, progress, backend, ray):
+          threads, progress, tokens, no_tokens, backend, ray):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable).
 
     \b
@@ -233,7 +236,42 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_r
     params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
                          dtype=dtype, normalize=normalize)
     _echo_json(do_embed(model_dir, corpus, out_dir, params, device=device, threads=threads, progress=progress,
-                        backend=backend, ray=ray))
+                        backend=backend, ray=ray, tokens=False if no_tokens else tokens))
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("corpus")
+@click.argument("out_dir", type=click.Path(path_type=Path), required=False)
+@corpus_options("corpus")
+@click.option("--max-length", type=click.IntRange(min=2), default=EmbedParams.max_length, show_default=True,
+              help="As the embed runs that will read it (longer inputs are truncated, counted).")
+@click.option("--shard-rows", type=POSITIVE, default=EmbedParams.shard_rows, show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
+def tokenize(model_dir, corpus, out_dir, max_length, shard_rows, progress):
+    """Tokenize CORPUS once with MODEL_DIR's tokenizer into a token cache (resumable).
+
+    Every export that shares the tokenizer (a model and its int8/fp16/layer-dropped variants; the paper's six
+    BERTs share bert-base-uncased's vocabulary) then embeds from token ids: `embed` uses a matching cache from
+    the shared location ($LOOKALIKE_CACHE/tokens, the default OUT_DIR) by itself, or the one `--tokens` names.
+
+    \b
+    Example:
+      lookalike tokenize runs/minilm ../shared/data/squad2/cs224n-dev-v2.0.json --max-length 384
+      lookalike embed runs/minilm-int8 ../shared/data/squad2/cs224n-dev-v2.0.json runs/sq-int8 --max-length 384
+    """
+    import transformers
+
+    from .engine.tokens import tokenize_corpus
+    from .exporters import load_manifest
+
+    manifest = load_manifest(model_dir)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    except Exception as exc:
+        raise CLIError(f"{model_dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+    max_length = min(max_length, int(manifest.get("max_position_embeddings") or 512))
+    _echo_json(tokenize_corpus(tok, corpus, out_dir, max_length=max_length, shard_rows=shard_rows, progress=progress))
 
 
 # --------------------------------------------------------------------------- knn / ood

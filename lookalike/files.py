@@ -22,6 +22,11 @@ from .errors import InputError, LookalikeError
 TMP_SUFFIX = re.compile(r"\.\d+(?:-[0-9a-f]{8})?\.tmp$|\.tmp$")
 
 
+def cache_dir() -> Path:
+    """Where lookalike keeps shared caches (token caches, fitted MLM heads): $LOOKALIKE_CACHE or ~/.cache/lookalike."""
+    return Path(os.environ.get("LOOKALIKE_CACHE") or Path.home() / ".cache" / "lookalike")
+
+
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ModelError
+from .files import cache_dir
 
 # The paper's family (Table 1), uncased hub ids, for users who are online.
 PAPER_MODELS = {
@@ -36,12 +37,6 @@ def resolve_model(name: str) -> str:
     if name.lower() == "minilm-mlm":
         return str(minilm_mlm_path())
     return PAPER_MODELS.get(name, name)
-
-
-def cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("LOOKALIKE_CACHE", Path.home() / ".cache" / "lookalike"))
 
 
 def minilm_mlm_path() -> Path:

@@ -20,6 +20,7 @@ from .plan import RayOptions, make_plan, run_stats, skip_done
 from .runtime import OnnxModel
 from .stages import staged
 from .store import StoreWriter
+from .tokens import cache_config, matching_cache
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,14 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
           params: EmbedParams | None = None, *, device: str = "auto", threads: int | None = None,
           progress: bool | None = None, model: OnnxModel | None = None,
           on_shard: Callable[[int], None] | None = None, backend: str = "local",
-          ray: RayOptions | None = None) -> dict:
+          ray: RayOptions | None = None, tokens: str | Path | bool | None = None) -> dict:
     """Embed every record of `corpus` with the export in `model_dir` into the store `out_dir`; return stats.
 
     Re-running after a crash resumes from the last complete shard; other settings into the same `out_dir`
     are refused. `model` lets callers reuse a loaded OnnxModel. backend="ray" runs the shards on Ray actors
     (lookalike.engine.distributed) and makes the same store.
+    tokens: a token cache (`lookalike tokenize`) to read instead of tokenizing the text; None uses a matching
+    cache from the shared location when one exists; False never reads one. The store is the same either way.
     """
     corpus = CorpusSpec.coerce(corpus)
     params = params or EmbedParams()
@@ -55,11 +58,22 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         t0 = time.perf_counter()
         stats: dict = {}
         info: dict = {}
-        bar = progress_bar(progress, total=corpus.count() if progress else None, initial=resumed_from, desc="embed")
-        windows = plan.windows(skip_done(plan.records(info), resumed_from, corpus.path), resumed_from)
+        cache = None
+        if tokens is not False:
+            cache = matching_cache(tokens, cache_config(model.tokenizer, corpus, plan.max_length))
+        if cache is not None:  # ids, not text: no reader or tokenizer on the critical path
+            info["tokens_from"] = str(cache.path)
+            windows = cache.windows(resumed_from, params.sort_window, params.shard_rows)
+            prepare = lambda w: plan.batch(model, *w)  # noqa: E731
+            total = len(cache) if progress else None
+        else:
+            windows = plan.windows(skip_done(plan.records(info), resumed_from, corpus.path), resumed_from)
+            prepare = lambda w: plan.prepare(model, *w)  # noqa: E731
+            total = corpus.count() if progress else None
+        bar = progress_bar(progress, total=total, initial=resumed_from, desc="embed")
         try:
-            for win, emb in staged(windows, lambda w: plan.prepare(model, *w),
-                                   lambda win: (win, plan.infer(model, win, stats)), name="lookalike-embed"):
+            for win, emb in staged(windows, prepare, lambda win: (win, plan.infer(model, win, stats)),
+                                   name="lookalike-embed"):
                 writer.append(win.ids, emb, win.n_tokens, win.truncated)
                 bar.update(len(win.ids))
                 bar.set_postfix(tok_s=f"{stats['real_tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f}")
@@ -67,4 +81,5 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         finally:
             bar.close()
     return run_stats(counts["rows"], resumed_from, counts["n_truncated"], counts["shards"], time.perf_counter() - t0,
-                     stats, device=model.device, out_dir=str(out_dir), ids=info.get("ids"))
+                     stats, device=model.device, out_dir=str(out_dir), ids=info.get("ids"),
+                     tokens_from=info.get("tokens_from"))

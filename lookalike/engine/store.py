@@ -18,7 +18,6 @@ manifest (sha256, rows, shape) before use.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,16 +25,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import StoreError
-from ..files import (WriterLock, atomic_replace, atomic_write_json, fsync_file, load_json, owned_tmp,
-                     refuse_other_settings, sha256_file, tmp_name, utc_now)
-from ..errors import InputError
+from ..files import atomic_replace, fsync_file, sha256_file, tmp_name
+from .shards import MANIFEST, ShardedWriter, ShardFormat, read_manifest, sha_problem
 
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
-MANIFEST = "manifest.json"
 ENTRY = "embeddings.h5"
-OWNED = re.compile(r"part-\d{5}\.h5|manifest\.json|embeddings\.h5")
 # recorded for provenance, not part of a store's identity (the corpus fingerprint and model hash are)
 PROVENANCE = ("corpus", "model_source")
 # what makes two stores' vectors comparable as one model's features (deep-kNN banks, queries)
@@ -80,22 +76,10 @@ def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embe
             "n_truncated": int(np.asarray(truncated).sum())}
 
 
-def _identity(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in PROVENANCE}
-
-
 def _read_manifest(folder: Path) -> dict:
-    mpath = folder / MANIFEST
-    try:
-        manifest = load_json(mpath, "store manifest")
-    except InputError as exc:
-        raise StoreError(f"{exc}; {REPAIR}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) \
-            or not isinstance(manifest.get("config"), dict) or "dim" not in manifest:
-        raise StoreError(f"{mpath}: not a lookalike store manifest (fields config, dim, shards)")
-    if manifest.get("format_version", STORE_FORMAT) > STORE_FORMAT:
-        raise StoreError(f"{mpath}: store format {manifest['format_version']} is newer than this lookalike "
-                         f"understands ({STORE_FORMAT}); upgrade lookalike")
+    manifest = read_manifest(folder, StoreFormat)
+    if "dim" not in manifest:
+        raise StoreError(f"{folder / MANIFEST}: not a store manifest (no dim)")
     return manifest
 
 
@@ -104,10 +88,9 @@ def check_shard(folder: Path, shard: dict, dim: int) -> str | None:
     import h5py
 
     path = folder / shard["file"]
-    if not path.is_file():
-        return "missing"
-    if sha256_file(path) != shard["sha256"]:
-        return "checksum mismatch (the file changed after it was written)"
+    problem = sha_problem(folder, shard)
+    if problem:
+        return problem
     try:
         with h5py.File(path, "r") as f:
             rows = shard["rows"]
@@ -123,164 +106,37 @@ def check_shard(folder: Path, shard: dict, dim: int) -> str | None:
     return None
 
 
-class StoreWriter:
-    """Writes a store in row order: `append` buffers rows and writes a shard at every `shard_rows` boundary;
-    `finalize` writes the last shard and the entry point. Resumes an interrupted store (re-checking every
-    recorded shard) and refuses other settings, another writer, and folders that are not stores.
+class StoreFormat(ShardFormat):
+    kind = "lookalike.store"
+    noun = "store"
+    version = STORE_FORMAT
+    prefix = "part"
+    entry_files = (ENTRY,)
+    provenance = PROVENANCE
+    repair = REPAIR
 
-        with StoreWriter(out, config, dim, shard_rows) as w:
-            for ids, emb, n_tok, trunc in batches:
-                w.append(ids, emb, n_tok, trunc)
-            counts = w.finalize()
-    """
-
-    def __init__(self, out_dir: str | Path, config: dict, dim: int, shard_rows: int,
-                 on_shard: Callable[[int], None] | None = None):
-        self.dir = Path(out_dir)
-        self.config = config
+    def __init__(self, config: dict, dim: int):
+        super().__init__(config)
         self.dim = dim
-        self.shard_rows = shard_rows
-        self.on_shard = on_shard
-        self.manifest: dict = {}
-        self._lock = WriterLock(self.dir)
-        self._created = False
-        self._buf: list[tuple] = []
-        self._buffered = 0
 
-    # ---- open / close
-    def __enter__(self) -> "StoreWriter":
-        if self.dir.exists() and not self.dir.is_dir():
-            raise StoreError(f"{self.dir}: exists and is not a folder; give a folder for the store")
-        self._created = not self.dir.exists()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
-        try:
-            self.manifest = self._load_or_new()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+    def manifest_fields(self) -> dict:
+        return {"dim": self.dim}
 
-    def __exit__(self, *exc) -> None:
-        self._lock.release()
-        if self._created and not (self.dir / MANIFEST).exists():
-            # nothing recorded in a folder this run created: leave no stub behind
-            (self.dir / WriterLock.NAME).unlink(missing_ok=True)
-            try:
-                self.dir.rmdir()
-            except OSError:
-                pass
+    def write_shard(self, folder: Path, index: int, start: int, columns: dict) -> dict:
+        return write_shard_file(folder, index, start, columns["id"], columns["embedding"], columns["n_tokens"],
+                                columns["truncated"], self.config)
 
-    def _clean_own_temporaries(self) -> None:
-        for p in self.dir.iterdir():
-            if owned_tmp(p.name, OWNED):  # a crashed writer's (we hold the lock, so no live writer's)
-                p.unlink(missing_ok=True)
+    def check_shard(self, folder: Path, entry: dict, manifest: dict) -> str | None:
+        return check_shard(folder, entry, int(manifest.get("dim", self.dim)))
 
-    def _load_or_new(self) -> dict:
-        if not (self.dir / MANIFEST).exists():
-            foreign = sorted(p.name for p in self.dir.iterdir()
-                             if p.name != WriterLock.NAME and not owned_tmp(p.name, OWNED))
-            if foreign:
-                raise StoreError(f"{self.dir}: not empty and not a lookalike store (holds {', '.join(foreign[:3])}"
-                                 f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: give a new or "
-                                 "empty folder")
-            self._clean_own_temporaries()
-            return {"format_version": STORE_FORMAT, "config": self.config, "dim": self.dim, "shards": [],
-                    "complete": False, "total_rows": None, "n_truncated": 0, "created": utc_now()}
-        manifest = _read_manifest(self.dir)
-        refuse_other_settings(self.dir, _identity(manifest["config"]), _identity(self.config), "a store",
-                              StoreError)
-        self._clean_own_temporaries()
-        good = []
-        for shard in manifest["shards"]:
-            problem = check_shard(self.dir, shard, manifest["dim"])
-            if problem:
-                log.warning("%s: %s; re-doing it and every shard after it", self.dir / shard["file"], problem)
-                break
-            good.append(shard)
-        if len(good) != len(manifest["shards"]) or (manifest.get("complete") and not (self.dir / ENTRY).exists()):
-            manifest["shards"], manifest["complete"] = good, False
-            atomic_write_json(self.dir / MANIFEST, manifest)
-        listed = {s["file"] for s in good}
-        for stray in self.dir.glob("part-*.h5"):
-            if OWNED.fullmatch(stray.name) and stray.name not in listed:  # written before a crash, never recorded
-                stray.unlink()
-        manifest["config"] = self.config  # provenance (e.g. the corpus path) as given this time
-        manifest["n_truncated"] = sum(s.get("n_truncated", 0) for s in good)
-        return manifest
-
-    # ---- state
-    @property
-    def rows_done(self) -> int:
-        shards = self.manifest["shards"]
-        return shards[-1]["row_end"] if shards else 0
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.manifest.get("complete"))
-
-    @property
-    def shards_done(self) -> int:
-        return len(self.manifest["shards"])
-
-    # ---- writing
-    def append(self, ids: list[str], embedding: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
-        """Buffer rows (the next ones in order); a full shard is written as soon as its last row arrives."""
-        if len(ids) != len(embedding) or embedding.ndim != 2 or embedding.shape[1] != self.dim:
-            raise StoreError(f"{self.dir}: append of {len(ids)} ids with embeddings of shape {embedding.shape} "
-                             f"(dim {self.dim})")
-        self._buf.append((list(ids), embedding, np.asarray(n_tokens), np.asarray(truncated)))
-        self._buffered += len(ids)
-        while self._buffered and self._buffered >= self.shard_rows - self.rows_done % self.shard_rows:
-            self._flush(self.shard_rows - self.rows_done % self.shard_rows)
-
-    def _flush(self, n: int) -> None:
-        ids, embs, nts, trs = [], [], [], []
-        need = n
-        while need:
-            b_ids, b_emb, b_nt, b_tr = self._buf[0]
-            take = min(need, len(b_ids))
-            ids += b_ids[:take]
-            embs.append(b_emb[:take])
-            nts.append(b_nt[:take])
-            trs.append(b_tr[:take])
-            if take == len(b_ids):
-                self._buf.pop(0)
-            else:
-                self._buf[0] = (b_ids[take:], b_emb[take:], b_nt[take:], b_tr[take:])
-            need -= take
-        self._buffered -= n
-        entry = write_shard_file(self.dir, self.shards_done, self.rows_done, ids, np.concatenate(embs),
-                                 np.concatenate(nts), np.concatenate(trs), self.config)
-        self.record_shard(entry, verified=True)
-
-    def record_shard(self, entry: dict, *, verified: bool = False) -> None:
-        """Append a written shard (the next one in row order) to the manifest, atomically. Shards written by
-        another process (Ray workers) are checked against their entry first."""
-        if entry["row_start"] != self.rows_done or entry["file"] != shard_name(self.shards_done):
-            raise StoreError(f"{self.dir}: shard {entry['file']} (rows {entry['row_start']}..) is not the next one")
-        if not verified:
-            problem = check_shard(self.dir, entry, self.dim)
-            if problem:
-                raise StoreError(f"{self.dir / entry['file']}: {problem} (written by a worker)")
-        self.manifest["shards"].append(entry)
-        self.manifest["n_truncated"] = self.manifest.get("n_truncated", 0) + entry.get("n_truncated", 0)
-        atomic_write_json(self.dir / MANIFEST, self.manifest)
-        if self.on_shard:
-            self.on_shard(self.shards_done)
-
-    def finalize(self) -> dict:
-        """Write what is buffered, mark the store complete, and write the single HDF5 entry point."""
+    def finalize(self, folder: Path, manifest: dict) -> None:
+        """The single HDF5 entry point: virtual datasets over all shards, plus the ids."""
         import h5py
 
-        if self._buffered:
-            self._flush(self._buffered)
-        shards = self.manifest["shards"]
-        if not shards:
-            raise StoreError(f"{self.dir}: no rows were written")
-        total = self.rows_done
+        shards = manifest["shards"]
+        total = shards[-1]["row_end"]
         dtype = np.dtype(self.config.get("dtype", "float32"))
-        final = self.dir / ENTRY
+        final = folder / ENTRY
         tmp = tmp_name(final)
         try:
             with h5py.File(tmp, "w") as f:
@@ -293,7 +149,7 @@ class StoreWriter:
                     f.create_virtual_dataset(name, layout)
                 ids = []
                 for s in shards:
-                    with h5py.File(self.dir / s["file"], "r") as sf:
+                    with h5py.File(folder / s["file"], "r") as sf:
                         ids.extend(sf["id"].asstr()[:])
                 f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
                 for k, v in self.config.items():
@@ -304,9 +160,28 @@ class StoreWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self.manifest.update(complete=True, total_rows=total, finished=utc_now())
-        atomic_write_json(self.dir / MANIFEST, self.manifest)
-        return {"rows": total, "shards": len(shards), "n_truncated": self.manifest.get("n_truncated", 0)}
+
+
+class StoreWriter(ShardedWriter):
+    """Writes an embedding store in row order (see ShardedWriter): `append` buffers vectors and writes a shard
+    at every `shard_rows` boundary; `finalize` writes the last shard and the entry point.
+
+        with StoreWriter(out, config, dim, shard_rows) as w:
+            for ids, emb, n_tok, trunc in batches:
+                w.append(ids, emb, n_tok, trunc)
+            counts = w.finalize()
+    """
+
+    def __init__(self, out_dir: str | Path, config: dict, dim: int, shard_rows: int,
+                 on_shard: Callable[[int], None] | None = None):
+        super().__init__(out_dir, StoreFormat(config, dim), shard_rows, on_shard)
+        self.dim = dim
+
+    def append(self, ids: list[str], embedding: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
+        if embedding.ndim != 2 or embedding.shape[1] != self.dim:
+            raise StoreError(f"{self.dir}: embeddings of shape {embedding.shape} for a store of dim {self.dim}")
+        self.append_columns({"id": list(ids), "embedding": embedding, "n_tokens": np.asarray(n_tokens),
+                             "truncated": np.asarray(truncated)})
 
 
 @dataclass

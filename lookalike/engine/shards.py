@@ -1,0 +1,260 @@
+"""Sharded, resumable, checksummed HDF5 folders: the one writer under the embedding store and the token cache.
+
+A folder holds `<prefix>-NNNNN.h5` shards (rows in corpus order, boundaries at fixed multiples of `shard_rows`),
+a `manifest.json` listing them with row ranges and sha256, and `.lookalike.lock`, held by its one writer.
+Every file is written under a temporary name unique to its writer, fsynced, renamed, and the folder fsynced;
+the manifest is replaced atomically after the shard it lists, so a crash leaves the old state or the new one.
+A writer only ever removes files whose names the format owns (its shards, manifest, entry files and their
+temporaries), refuses a folder that holds anything else, and writes no manifest before its first shard (a
+run that fails early leaves nothing behind). On resume every recorded shard is checked again; the first bad
+one and all after it are redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError, StoreError
+from ..files import WriterLock, atomic_write_json, load_json, owned_tmp, refuse_other_settings, sha256_file, utc_now
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+class ShardFormat:
+    """What a kind of sharded folder stores; subclasses say how a shard is written and checked."""
+
+    kind = "lookalike.shards"
+    noun = "sharded folder"
+    version = 1
+    prefix = "part"
+    entry_files: tuple[str, ...] = ()  # extra files written at finalize (owned names)
+    provenance: tuple[str, ...] = ()  # config keys recorded but not part of the folder's identity
+    repair = "re-run the command that made it"
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    @property
+    def owned(self) -> re.Pattern:
+        names = [rf"{self.prefix}-\d{{5}}\.h5", re.escape(MANIFEST), *(re.escape(f) for f in self.entry_files)]
+        return re.compile("|".join(names))
+
+    def shard_name(self, index: int) -> str:
+        return f"{self.prefix}-{index:05d}.h5"
+
+    def manifest_fields(self) -> dict:
+        return {}
+
+    def write_shard(self, folder: Path, index: int, start: int, columns: dict) -> dict:
+        raise NotImplementedError
+
+    def check_shard(self, folder: Path, entry: dict, manifest: dict) -> str | None:
+        raise NotImplementedError
+
+    def finalize(self, folder: Path, manifest: dict) -> None:
+        pass
+
+    def identity(self, config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in self.provenance}
+
+
+def read_manifest(folder: Path, fmt: type[ShardFormat]) -> dict:
+    mpath = folder / MANIFEST
+    try:
+        manifest = load_json(mpath, "manifest")
+    except InputError as exc:
+        raise StoreError(f"{exc}; {fmt.repair}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) \
+            or not isinstance(manifest.get("config"), dict):
+        raise StoreError(f"{mpath}: not a lookalike manifest (fields config, shards)")
+    kind = manifest.get("kind", "lookalike.store")
+    if kind != fmt.kind:
+        raise StoreError(f"{folder}: holds a {kind} folder, not a {fmt.noun}")
+    if manifest.get("format_version", fmt.version) > fmt.version:
+        raise StoreError(f"{mpath}: format {manifest['format_version']} is newer than this lookalike understands "
+                         f"({fmt.version}); upgrade lookalike")
+    return manifest
+
+
+def sha_problem(folder: Path, entry: dict) -> str | None:
+    path = folder / entry["file"]
+    if not path.is_file():
+        return "missing"
+    if sha256_file(path) != entry["sha256"]:
+        return "checksum mismatch (the file changed after it was written)"
+    return None
+
+
+def _take(col, n: int):
+    return col[:n], col[n:]
+
+
+def _join(parts: list):
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [x for p in parts for x in p]
+
+
+class ShardedWriter:
+    """Writes a sharded folder in row order: `append` buffers columns and writes a shard at every `shard_rows`
+    boundary; `finalize` writes the last shard and the format's entry files.
+
+        with ShardedWriter(out, fmt, shard_rows) as w:
+            w.append_columns({"id": [...], ...})
+            counts = w.finalize()
+    """
+
+    def __init__(self, out_dir: str | Path, fmt: ShardFormat, shard_rows: int,
+                 on_shard: Callable[[int], None] | None = None):
+        self.dir = Path(out_dir)
+        self.fmt = fmt
+        self.config = fmt.config
+        self.shard_rows = shard_rows
+        self.on_shard = on_shard
+        self.manifest: dict = {}
+        self._lock = WriterLock(self.dir)
+        self._created = False
+        self._buf: list[dict] = []
+        self._buffered = 0
+
+    # ---- open / close
+    def __enter__(self) -> "ShardedWriter":
+        if self.dir.exists() and not self.dir.is_dir():
+            raise StoreError(f"{self.dir}: exists and is not a folder; give a folder")
+        self._created = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self.manifest = self._load_or_new()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+        if self._created and not (self.dir / MANIFEST).exists():
+            # nothing recorded in a folder this run created: leave no stub behind
+            (self.dir / WriterLock.NAME).unlink(missing_ok=True)
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+
+    def _clean_own_temporaries(self) -> None:
+        for p in self.dir.iterdir():
+            if owned_tmp(p.name, self.fmt.owned):  # a crashed writer's (we hold the lock, so no live writer's)
+                p.unlink(missing_ok=True)
+
+    def _load_or_new(self) -> dict:
+        if not (self.dir / MANIFEST).exists():
+            foreign = sorted(p.name for p in self.dir.iterdir()
+                             if p.name != WriterLock.NAME and not owned_tmp(p.name, self.fmt.owned))
+            if foreign:
+                raise StoreError(f"{self.dir}: not empty and not a lookalike {self.fmt.noun} (holds {', '.join(foreign[:3])}"
+                                 f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: give a new or "
+                                 "empty folder")
+            self._clean_own_temporaries()
+            return {"kind": self.fmt.kind, "format_version": self.fmt.version, "config": self.config,
+                    **self.fmt.manifest_fields(), "shards": [], "complete": False, "total_rows": None,
+                    "n_truncated": 0, "created": utc_now()}
+        manifest = read_manifest(self.dir, type(self.fmt))
+        refuse_other_settings(self.dir, self.fmt.identity(manifest["config"]), self.fmt.identity(self.config),
+                              f"a {self.fmt.noun}", StoreError)
+        self._clean_own_temporaries()
+        good = []
+        for shard in manifest["shards"]:
+            problem = self.fmt.check_shard(self.dir, shard, manifest)
+            if problem:
+                log.warning("%s: %s; re-doing it and every shard after it", self.dir / shard["file"], problem)
+                break
+            good.append(shard)
+        entries_missing = any(not (self.dir / f).exists() for f in self.fmt.entry_files)
+        if len(good) != len(manifest["shards"]) or (manifest.get("complete") and entries_missing):
+            manifest["shards"], manifest["complete"] = good, False
+            atomic_write_json(self.dir / MANIFEST, manifest)
+        listed = {s["file"] for s in good}
+        for stray in self.dir.glob(f"{self.fmt.prefix}-*.h5"):
+            if self.fmt.owned.fullmatch(stray.name) and stray.name not in listed:  # written, never recorded
+                stray.unlink()
+        manifest["config"] = self.config  # provenance (e.g. the corpus path) as given this time
+        manifest["n_truncated"] = sum(s.get("n_truncated", 0) for s in good)
+        return manifest
+
+    # ---- state
+    @property
+    def rows_done(self) -> int:
+        shards = self.manifest["shards"]
+        return shards[-1]["row_end"] if shards else 0
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete"))
+
+    @property
+    def shards_done(self) -> int:
+        return len(self.manifest["shards"])
+
+    # ---- writing
+    def append_columns(self, columns: dict) -> None:
+        """Buffer rows (the next ones in order); a full shard is written as soon as its last row arrives."""
+        n = len(columns["id"])
+        bad = [k for k, v in columns.items() if v is not None and len(v) != n]
+        if bad:
+            raise StoreError(f"{self.dir}: append of {n} ids with {bad[0]} of length {len(columns[bad[0]])}")
+        self._buf.append(columns)
+        self._buffered += n
+        while self._buffered and self._buffered >= self.shard_rows - self.rows_done % self.shard_rows:
+            self._flush(self.shard_rows - self.rows_done % self.shard_rows)
+
+    def _flush(self, n: int) -> None:
+        parts: list[dict] = []
+        need = n
+        while need:
+            chunk = self._buf[0]
+            rows = len(chunk["id"])
+            if rows <= need:
+                parts.append(self._buf.pop(0))
+                need -= rows
+            else:
+                head = {k: (v[:need] if v is not None else None) for k, v in chunk.items()}
+                self._buf[0] = {k: (v[need:] if v is not None else None) for k, v in chunk.items()}
+                parts.append(head)
+                need = 0
+        self._buffered -= n
+        columns = {k: (_join([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
+        entry = self.fmt.write_shard(self.dir, self.shards_done, self.rows_done, columns)
+        self.record_shard(entry, verified=True)
+
+    def record_shard(self, entry: dict, *, verified: bool = False) -> None:
+        """Append a written shard (the next one in row order) to the manifest, atomically. Shards written by
+        another process (Ray workers) are checked against their entry first."""
+        if entry["row_start"] != self.rows_done or entry["file"] != self.fmt.shard_name(self.shards_done):
+            raise StoreError(f"{self.dir}: shard {entry['file']} (rows {entry['row_start']}..) is not the next one")
+        if not verified:
+            problem = self.fmt.check_shard(self.dir, entry, self.manifest)
+            if problem:
+                raise StoreError(f"{self.dir / entry['file']}: {problem} (written by a worker)")
+        self.manifest["shards"].append(entry)
+        self.manifest["n_truncated"] = self.manifest.get("n_truncated", 0) + entry.get("n_truncated", 0)
+        atomic_write_json(self.dir / MANIFEST, self.manifest)
+        if self.on_shard:
+            self.on_shard(self.shards_done)
+
+    def finalize(self) -> dict:
+        """Write what is buffered, the format's entry files, and mark the folder complete."""
+        if self._buffered:
+            self._flush(self._buffered)
+        if not self.manifest["shards"]:
+            raise StoreError(f"{self.dir}: no rows were written")
+        self.fmt.finalize(self.dir, self.manifest)
+        self.manifest.update(complete=True, total_rows=self.rows_done, finished=utc_now())
+        atomic_write_json(self.dir / MANIFEST, self.manifest)
+        return {"rows": self.rows_done, "shards": self.shards_done, "n_truncated": self.manifest.get("n_truncated", 0)}

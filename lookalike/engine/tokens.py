@@ -1,0 +1,240 @@
+"""The token cache: a corpus tokenized once per tokenizer, read back by every model that shares it.
+
+The paper's workload embeds the same corpora with many models that share one WordPiece vocabulary (six BERTs,
+before and after fine-tuning, plus a compressed family). A token cache holds a corpus's token ids exactly as
+the engine's tokenizer produces them (truncated at `max_length`, flagged), in corpus order, so `embed` reads
+ids instead of text: no reader, no tokenizer, on the critical path. It is keyed by the tokenizer's content
+hash (its full serialisation: vocabulary, normaliser, pre-tokeniser, post-processor), the max length and the
+corpus (fingerprint and record selection), and it is a sharded, resumable, checksummed folder like a store:
+
+    tok-00000.h5 ...   `input_ids` (all rows' ids, flat, int32), `offsets` (rows + 1, int64: row i is
+                       input_ids[offsets[i]:offsets[i+1]]), `token_type_ids` (flat, int8; pairs only), `id`,
+                       `n_tokens`, `truncated`, `empty` (the record's text was empty)
+    manifest.json      config (tokenizer_sha256, max_length, corpus fingerprint and selection), shards
+
+`lookalike tokenize` writes one (by default into the shared cache, `$LOOKALIKE_CACHE/tokens/<key>`), and
+`embed` uses a matching one found there automatically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..data import CorpusSpec
+from ..errors import InputError, ModelError, StoreError
+from ..files import atomic_replace, cache_dir, fsync_file, progress_bar, tmp_name
+from .batching import Encoded, tokenize
+from .plan import cut, skip_done
+from .shards import ShardedWriter, ShardFormat, read_manifest, sha_problem
+from .stages import staged
+
+log = logging.getLogger(__name__)
+
+TOKENS_FORMAT = 1
+REPAIR = "re-run `lookalike tokenize` with the same arguments (it re-does damaged shards)"
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what decides a fast tokenizer's output: its full serialisation and the inputs it returns."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelError("the token cache needs a fast (Rust) tokenizer")
+    h = hashlib.sha256(backend.to_str().encode())
+    h.update(json.dumps([list(tokenizer.model_input_names), tokenizer.padding_side,
+                         tokenizer.truncation_side]).encode())
+    return h.hexdigest()[:32]
+
+
+def cache_config(tokenizer, corpus: CorpusSpec, max_length: int) -> dict:
+    return {"tokenizer_sha256": tokenizer_fingerprint(tokenizer), "max_length": int(max_length),
+            "corpus": str(Path(corpus.path).resolve()) if corpus.is_local else corpus.path,
+            "corpus_fingerprint": corpus.fingerprint(), **corpus.settings()}
+
+
+def cache_key(config: dict) -> str:
+    identity = {k: v for k, v in config.items() if k not in TokenFormat.provenance}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_location(config: dict) -> Path:
+    return cache_dir() / "tokens" / cache_key(config)
+
+
+class TokenFormat(ShardFormat):
+    kind = "lookalike.tokens"
+    noun = "token cache"
+    version = TOKENS_FORMAT
+    prefix = "tok"
+    provenance = ("corpus",)
+    repair = REPAIR
+
+    def write_shard(self, folder: Path, index: int, start: int, columns: dict) -> dict:
+        import h5py
+
+        ids = columns["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        final = folder / self.shard_name(index)
+        tmp = tmp_name(final)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("input_ids", data=np.fromiter((t for x in ids for t in x), dtype=np.int32,
+                                                               count=int(offsets[-1])))
+                f.create_dataset("offsets", data=offsets)
+                if columns.get("token_type_ids") is not None:
+                    f.create_dataset("token_type_ids", data=np.fromiter(
+                        (t for x in columns["token_type_ids"] for t in x), dtype=np.int8, count=int(offsets[-1])))
+                f.create_dataset("id", data=np.array(columns["id"], dtype=object), dtype=h5py.string_dtype("utf-8"))
+                f.create_dataset("n_tokens", data=np.asarray(columns["n_tokens"], dtype=np.int32))
+                f.create_dataset("truncated", data=np.asarray(columns["truncated"], dtype=bool))
+                f.create_dataset("empty", data=np.asarray(columns["empty"], dtype=bool))
+                f.attrs["row_start"] = start
+                f.attrs["format_version"] = TOKENS_FORMAT
+            fsync_file(tmp)
+            atomic_replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        from ..files import sha256_file
+
+        return {"file": final.name, "row_start": start, "row_end": start + len(ids), "rows": len(ids),
+                "sha256": sha256_file(final), "tokens": int(offsets[-1]),
+                "n_truncated": int(np.asarray(columns["truncated"]).sum())}
+
+    def check_shard(self, folder: Path, entry: dict, manifest: dict) -> str | None:
+        import h5py
+
+        problem = sha_problem(folder, entry)
+        if problem:
+            return problem
+        try:
+            with h5py.File(folder / entry["file"], "r") as f:
+                if f["offsets"].shape != (entry["rows"] + 1,) or f["id"].shape != (entry["rows"],):
+                    return f"holds {f['id'].shape[0]} rows, manifest says {entry['rows']}"
+                if int(f["offsets"][-1]) != f["input_ids"].shape[0]:
+                    return "offsets do not cover the token ids"
+        except (OSError, KeyError) as exc:
+            return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        return None
+
+
+class TokenCache:
+    """Read side: rows in corpus order, as windows of tokenized rows (no text, no tokenizer)."""
+
+    def __init__(self, path: Path, manifest: dict):
+        self.path, self.manifest = path, manifest
+
+    @property
+    def config(self) -> dict:
+        return self.manifest["config"]
+
+    def __len__(self) -> int:
+        return self.manifest["shards"][-1]["row_end"] if self.manifest["shards"] else 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(s["tokens"] for s in self.manifest["shards"])
+
+    def rows(self, start: int = 0) -> Iterator[tuple]:
+        """(id, input_ids, token_type_ids or None, truncated, empty) for rows start.. in order."""
+        import h5py
+
+        for s in self.manifest["shards"]:
+            if s["row_end"] <= start:
+                continue
+            with h5py.File(self.path / s["file"], "r") as f:
+                ids = f["input_ids"][:]
+                off = f["offsets"][:]
+                tts = f["token_type_ids"][:] if "token_type_ids" in f else None
+                names = f["id"].asstr()[:]
+                trunc, empty = f["truncated"][:], f["empty"][:]
+            for i in range(max(0, start - s["row_start"]), s["rows"]):
+                a, b = off[i], off[i + 1]
+                yield (names[i], ids[a:b], None if tts is None else tts[a:b], bool(trunc[i]), bool(empty[i]))
+
+    def windows(self, start: int, size: int, boundary: int) -> Iterator[tuple[int, list[str], Encoded, int]]:
+        """(first row, ids, Encoded, empty rows) windows cut by the engine's one rule (`plan.cut`)."""
+        for first, rows in cut(self.rows(start), start, size, boundary):
+            has_tt = rows[0][2] is not None
+            enc = Encoded([r[1] for r in rows], [r[2] for r in rows] if has_tt else None,
+                          np.fromiter((len(r[1]) for r in rows), dtype=np.int32, count=len(rows)),
+                          np.fromiter((r[3] for r in rows), dtype=bool, count=len(rows)))
+            yield first, [r[0] for r in rows], enc, sum(r[4] for r in rows)
+
+
+def open_tokens(path: str | Path, *, verify: bool = True) -> TokenCache:
+    p = Path(path)
+    if not (p / "manifest.json").exists():
+        raise StoreError(f"{p}: not a token cache (no manifest.json; make one with `lookalike tokenize`)")
+    manifest = read_manifest(p, TokenFormat)
+    if not manifest.get("complete"):
+        raise StoreError(f"{p}: token cache is incomplete; re-run `lookalike tokenize` to finish it")
+    if verify:
+        fmt = TokenFormat(manifest["config"])
+        for s in manifest["shards"]:
+            problem = fmt.check_shard(p, s, manifest)
+            if problem:
+                raise StoreError(f"{p / s['file']}: {problem}; the token cache is damaged: {REPAIR}")
+    return TokenCache(p, manifest)
+
+
+def matching_cache(tokens: str | Path | None, config: dict) -> TokenCache | None:
+    """The token cache to read: `tokens` if given (refused unless it matches `config`), else a complete one at the
+    default location for `config`, else None."""
+    if tokens is None:
+        path = default_location(config)
+        if not (path / "manifest.json").exists():
+            return None
+        try:
+            cache = open_tokens(path)
+        except StoreError as exc:
+            log.warning("ignoring the shared token cache: %s", exc)
+            return None
+    else:
+        cache = open_tokens(tokens)
+    ident = {k: v for k, v in config.items() if k not in TokenFormat.provenance}
+    have = {k: v for k, v in cache.config.items() if k not in TokenFormat.provenance}
+    if ident != have:
+        key = next(k for k in sorted(set(ident) | set(have)) if ident.get(k) != have.get(k))
+        raise InputError(f"{cache.path}: token cache made with other settings ({key}: {have.get(key)!r} there, "
+                         f"{ident.get(key)!r} needed)")
+    return cache
+
+
+def tokenize_corpus(tokenizer, corpus: CorpusSpec | str | Path, out: str | Path | None = None, *,
+                    max_length: int = 512, shard_rows: int = 10000, window: int = 2048,
+                    progress: bool | None = None) -> dict:
+    """Tokenize `corpus` once into a token cache (default: the shared location for its key); resumable."""
+    corpus = CorpusSpec.coerce(corpus)
+    config = cache_config(tokenizer, corpus, max_length)
+    out = Path(out) if out is not None else default_location(config)
+    t0 = time.perf_counter()
+    info: dict = {}
+    with ShardedWriter(out, TokenFormat(config), shard_rows) as w:
+        if w.complete:
+            return {"out": str(out), "rows": w.rows_done, "already_complete": True, "key": cache_key(config)}
+        resumed = w.rows_done
+        bar = progress_bar(progress, initial=resumed, desc="tokenize")
+        chunks = cut(skip_done(corpus.records(info), resumed, corpus.path), resumed, window, shard_rows)
+        n_tokens = 0
+        for recs, enc in staged(chunks, lambda c: (c[1], tokenize(tokenizer, c[1], max_length)), name="tokenize"):
+            w.append_columns({"id": [r.id for r in recs], "input_ids": enc.input_ids,
+                              "token_type_ids": enc.token_type_ids, "n_tokens": enc.n_tokens,
+                              "truncated": enc.truncated,
+                              "empty": np.array([not r.text and not r.text_pair for r in recs], dtype=bool)})
+            n_tokens += int(enc.n_tokens.sum())
+            bar.update(len(recs))
+        counts = w.finalize()
+        bar.close()
+    seconds = time.perf_counter() - t0
+    return {"out": str(out), "key": cache_key(config), "rows": counts["rows"], "resumed_from": resumed,
+            "tokens_this_run": n_tokens, "n_truncated": counts["n_truncated"], "seconds": round(seconds, 3),
+            "tokens_per_s": n_tokens / seconds if seconds else 0.0, "ids": info.get("ids")}
