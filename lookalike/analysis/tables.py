@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import model_label
 from .agreement import (distribution_agreement, error_agreement, knn_jaccards, pairs, representation_agreement,
                         same_universe)
 from .knn import KnnResult
@@ -47,11 +48,10 @@ def table1_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
     for n in names:
         m = arts[n].manifest
         if m:
-            src = m["source"]["model"]
+            src = model_label(m["source"]["model"])
             rows.append({"model": n, "layers": m.get("num_layers"), "parameters_M": round(m["parameters"] / 1e6, 2),
                          "embedding_dim": m["hidden_size"], "size_MB": round(m["file_size"] / 1e6, 1),
-                         "variant": m["variant"]["description"],
-                         "source": src.split("/")[-1] if "site-packages" in src else src})
+                         "variant": m["variant"]["description"], "source": src})
     return rows
 
 
@@ -107,7 +107,7 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
 TABLE2_METRICS = [("errors_jaccard", "Prediction errors (QA)"), ("repr_before_mean", "Repr. before FT, mean"),
                   ("repr_before_var", "Repr. before FT, var"), ("repr_after_mean", "Repr. after FT, mean"),
                   ("repr_after_var", "Repr. after FT, var"), ("ood_jaccard", "Data distribution (OOD)"),
-                  ("cls_errors_jaccard", "Prediction errors (sentiment)")]
+                  ("cls_errors_jaccard", "Prediction errors (classification)")]
 
 
 def _fmt3(v) -> str:
@@ -159,7 +159,7 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
             distribution_agreement(R.ood, Y.ood, k_ood)
             r, mx, my = _members(set(R.ood.test_ids), R.ood.ood_ids(k_ood), X.ood.ood_ids(k_ood), Y.ood.ood_ids(k_ood))
             add(f"OOD sets (k={k_ood})", x, y, *paired_jaccard_difference(r, mx, my, reps))
-        for key, label in (("errors", "QA error sets"), ("cls_errors", "sentiment error sets")):
+        for key, label in (("errors", "QA error sets"), ("cls_errors", "classification error sets")):
             er, ex, ey = getattr(R, key), getattr(X, key), getattr(Y, key)
             if er is not None and ex is not None and ey is not None:
                 universe = _error_universe(er, ex)
@@ -173,7 +173,7 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
 def subset_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
     rows = []
     for a, b in pairs(names):
-        for key, task in (("errors", "qa"), ("cls_errors", "sentiment")):
+        for key, task in (("errors", "qa"), ("cls_errors", "classification")):
             ea, eb = getattr(arts[a], key), getattr(arts[b], key)
             if ea is not None and eb is not None:
                 e = error_agreement(ea, eb)

@@ -1,0 +1,127 @@
+"""Table 2 with intervals on hand-made artifacts (known Jaccards; intervals against an independent bootstrap),
+the noise verdicts, the OOD meaningfulness rule, and the offline masked-LM's quality measurement."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lookalike.analysis.knn import KnnResult
+from lookalike.analysis.ood import OodResult, meaningful
+from lookalike.analysis.scoring import ErrorSet
+from lookalike.analysis.tables import ModelArtifacts, noise_rows, table2_display, table2_rows
+from lookalike.errors import InputError
+
+
+def _errors(ids, universe):
+    return ErrorSet(set(ids), frozenset(universe), "hand-made")
+
+
+def _independent_jaccard_ci(a: set, b: set, universe: list, reps=2000, seed=123):
+    """A plain bootstrap written separately: resample example indices, recount the sets."""
+    rng = np.random.default_rng(seed)
+    ua = np.array([x in a for x in universe])
+    ub = np.array([x in b for x in universe])
+    vals = []
+    for _ in range(reps):
+        idx = rng.integers(0, len(universe), len(universe))
+        inter, union = (ua[idx] & ub[idx]).sum(), (ua[idx] | ub[idx]).sum()
+        vals.append(inter / union)
+    return np.quantile(vals, [0.025, 0.975])
+
+
+def test_table2_values_and_intervals_by_hand():
+    universe = [f"q{i}" for i in range(200)]
+    ref = set(universe[:60])                 # 60 errors
+    near = set(universe[10:70])              # overlap 50, union 70: J = 5/7
+    far = set(universe[50:150])              # overlap 10, union 150: J = 1/15
+    arts = {"ref": ModelArtifacts(errors=_errors(ref, universe)),
+            "near": ModelArtifacts(errors=_errors(near, universe)),
+            "far": ModelArtifacts(errors=_errors(far, universe)),
+            "same": ModelArtifacts(errors=_errors(ref, universe))}
+    rows = {(r["model_i"], r["model_j"]): r for r in table2_rows(list(arts), arts, reps=2000)}
+    r = rows[("ref", "near")]
+    assert r["errors_jaccard"] == pytest.approx(5 / 7)
+    lo, hi = _independent_jaccard_ci(ref, near, universe)
+    assert r["errors_jaccard_lo"] == pytest.approx(lo, abs=0.03) and r["errors_jaccard_hi"] == pytest.approx(hi, abs=0.03)
+    assert r["errors_jaccard_lo"] < 5 / 7 < r["errors_jaccard_hi"]
+    assert rows[("ref", "far")]["errors_jaccard"] == pytest.approx(1 / 15)
+    same = rows[("ref", "same")]
+    assert same["errors_jaccard"] == same["errors_jaccard_lo"] == same["errors_jaccard_hi"] == 1.0
+    shown, cols, heads = table2_display(list(rows.values()))
+    assert shown[0]["errors_jaccard"].startswith("0.714 [") and "Prediction errors (QA)" in heads
+    # error sets over other questions are refused, not compared
+    other = {"ref": arts["ref"], "x": ModelArtifacts(errors=_errors(near, universe[:150]))}
+    with pytest.raises(InputError, match="different questions"):
+        table2_rows(["ref", "x"], other)
+
+
+def test_representation_interval_is_over_points():
+    rng = np.random.default_rng(0)
+    n, k = 300, 3
+    ids = np.array([f"p{i}" for i in range(n)], dtype=object)
+    base = np.array([rng.choice([j for j in range(n) if j != i], k, replace=False) for i in range(n)])
+    other = base.copy()
+    other[: n // 2, 0] = (np.arange(n // 2) + 7) % n  # half the points lose one neighbour
+    other[: n // 2, 0] = np.where(np.isin(other[: n // 2, 0], base[: n // 2]) | (other[: n // 2, 0] == np.arange(n // 2)),
+                                  (other[: n // 2, 0] + 1) % n, other[: n // 2, 0])
+    arts = {"a": ModelArtifacts(knn={"before": KnnResult(ids, base, np.ones((n, k)), k)}),
+            "b": ModelArtifacts(knn={"before": KnnResult(ids, other, np.ones((n, k)), k)})}
+    (row,) = table2_rows(["a", "b"], arts, k=k, reps=1000)
+    per_point = np.array([len(set(x) & set(y)) / len(set(x) | set(y)) for x, y in zip(base, other)])
+    assert row["repr_before_mean"] == pytest.approx(per_point.mean())
+    assert row["repr_before_var"] == pytest.approx(per_point.var())
+    se = per_point.std() / math.sqrt(n)
+    assert row["repr_before_mean_lo"] == pytest.approx(per_point.mean() - 1.96 * se, abs=0.012)
+    assert row["repr_before_mean_hi"] == pytest.approx(per_point.mean() + 1.96 * se, abs=0.012)
+
+
+def test_noise_rows_separate_real_differences_from_noise():
+    universe = [f"q{i}" for i in range(400)]
+    ref = set(universe[:100])
+    close = set(universe[5:105])            # J ~ 0.9
+    far = set(universe[60:160])             # J ~ 0.25
+    close2 = set(universe[:95]) | set(universe[200:205])  # as close as `close` (J = 95/105), other members
+    arts = {n: ModelArtifacts(errors=_errors(s, universe)) for n, s in
+            (("ref", ref), ("close", close), ("far", far), ("close2", close2))}
+    rows = {(r["model_x"], r["model_y"]): r for r in noise_rows(list(arts), arts, reps=1000)}
+    big = rows[("close", "far")]
+    assert big["verdict"] == "larger than the noise" and big["lo"] > 0 and big["difference"] > 0.5
+    assert rows[("close", "close2")]["verdict"] == "within the noise"
+
+
+def test_ood_meaningfulness_rule():
+    ids = np.array([f"t{i}" for i in range(100)], dtype=object)
+    scores = np.linspace(-1, 0, 100)
+
+    def result(threshold, auroc):
+        return OodResult(ids, [10], 0.95, {10: scores}, {10: threshold}, {10: {"auroc": auroc} if auroc else {}})
+
+    ok = meaningful(result(-0.5, 0.93), 10)
+    assert ok["ok"] and ok["n_ood"] == 50 and ok["fraction"] == 0.5
+    few = meaningful(result(-0.97, 0.95), 10)  # 3 of 100 flagged
+    assert not few["ok"] and "3.0%" in few["reason"]
+    weak = meaningful(result(-0.5, 0.63), 10)
+    assert not weak["ok"] and "AUROC 0.630" in weak["reason"]
+    assert not meaningful(result(-0.5, None), 10)["ok"]
+
+
+@pytest.mark.slow
+def test_fitted_mlm_head_beats_the_untrained_one_on_held_out_words(minilm_dir, tmp_path):
+    from lookalike.demo import stdlib_corpora, write_jsonl
+    from lookalike.mlm import describe, fit_mlm_head
+
+    docs, _ = stdlib_corpora(160, 0)
+    write_jsonl(docs[:120], tmp_path / "fit.jsonl")
+    write_jsonl(docs[120:], tmp_path / "held.jsonl")
+    rep = fit_mlm_head(minilm_dir, tmp_path / "fit.jsonl", tmp_path / "mlm", eval_corpus=tmp_path / "held.jsonl",
+                       max_length=64, epochs=2)
+    acc, base = rep["fill_mask_accuracy"], rep["untrained_head_accuracy"]
+    assert rep["eval_positions"] > 100 and 0 <= acc["top1"] <= acc["top10"] <= acc["top48"] <= 1
+    assert acc["top48"] > base["top48"] + 0.1  # the fitted head predicts held-out words; the untrained one does not
+    import transformers
+
+    mlm = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "mlm")  # an ordinary HF folder
+    assert mlm.config.vocab_size == 30522 and "fill-mask accuracy" in describe(tmp_path / "mlm")
