@@ -72,7 +72,11 @@ def machine() -> dict:
     import numpy
     import onnxruntime
 
+    from lookalike.engine.cpu import cpu_info
+
+    cpu = cpu_info()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+            "cpu_model": cpu["model"], "isa": cpu["isa"], "int8_class": cpu["int8_class"],
             "processor": platform.processor() or platform.machine(), "numpy": numpy.__version__,
             "onnxruntime": onnxruntime.__version__}
 

@@ -40,7 +40,7 @@ def qa_features(tokenizer, records, max_length: int, doc_stride: int) -> list[di
     """Training features with start/end token positions (CLS for unanswerable or out-of-window answers)."""
     enc = tokenizer([r.text.lstrip() for r in records], [r.text_pair for r in records], truncation="only_second",
                     max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True, padding="max_length")
+                    return_offsets_mapping=True, padding=False)
     feats = []
     for f, ex in enumerate(enc["overflow_to_sample_mapping"]):
         r = records[ex]
@@ -101,7 +101,7 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
                                  record=f"question {r.id}", field="answers")
         rows = qa_features(tok, records, max_length, params.doc_stride or d["doc_stride"])
         net = transformers.AutoModelForQuestionAnswering.from_pretrained(model)
-        collator = transformers.default_data_collator
+        collator = transformers.DataCollatorWithPadding(tok)  # pad each batch to its longest feature
     else:
         values = [r.label for r in records]
         if any(v is None for v in values):

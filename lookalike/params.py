@@ -105,6 +105,7 @@ class PredictParams:
     null_score_diff_threshold: float = 0.0
     batch_tokens: int | None = field(default=None, metadata=_min(8))
     f1_below: float | None = None
+    cls_max_length: int | None = field(default=None, metadata=_min(8))  # classification's own length [max_length]
 
     def __post_init__(self):
         _check(self)
@@ -119,7 +120,8 @@ class PredictParams:
                 "null_score_diff_threshold": self.null_score_diff_threshold, "batch_tokens": self.batch_tokens}
 
     def cls_options(self) -> dict:
-        return {"max_length": self.max_length or CLS_MAX_LENGTH, "batch_tokens": self.batch_tokens}
+        return {"max_length": self.cls_max_length or self.max_length or CLS_MAX_LENGTH,
+                "batch_tokens": self.batch_tokens}
 
     def options(self, task: str) -> dict:
         return self.qa_options() if task == "qa" else self.cls_options()
