@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DONE = ".done.json"
 TOP_KEYS = ("title", "description", "out", "models", "datasets", "steps")
 MODEL_KEYS = ("name", "like", "base", "qa", "sentiment", "variant")
-VARIANT_KEYS = ("quantize", "per_channel", "fp16", "keep_layers", "optimize")
+VARIANT_KEYS = ("quantize", "int8_scheme", "per_channel", "fp16", "keep_layers", "optimize")
 # dataset roles: what each one feeds
 DATASET_ROLES = {
     "representation": "kNN representation before/after fine-tuning",
@@ -277,7 +277,7 @@ class Experiment:
 
             export(src, out / "model", task, overwrite=True, quantize=v.get("quantize"),
                    per_channel=bool(v.get("per_channel")), fp16=bool(v.get("fp16")),
-                   keep_layers=v.get("keep_layers"), optimize=v.get("optimize"))
+                   keep_layers=v.get("keep_layers"), optimize=v.get("optimize"), int8_scheme=v.get("int8_scheme"))
 
         return self.cache.run("export", f"{spec.name}-{role}", key, run) / "model"
 

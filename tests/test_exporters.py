@@ -183,3 +183,49 @@ def test_bad_inputs(tiny_models, tiny_exports, tmp_path):
     with pytest.raises(ModelError, match="needs 'question-answering'"):
         load_manifest(tiny_exports["bert2"], "question-answering")
     assert not list(tmp_path.glob(".*tmp-*"))  # failed exports leave nothing half-written
+
+
+def test_int8_scheme_is_measured_on_this_cpu_and_recorded(tiny_models, tmp_path, monkeypatch):
+    """--quantize int8 (auto): every scheme built and timed against fp32 here; the fastest within cosine 0.99
+    is kept; the manifest names it, the CPU and ISA; an independent ONNX Runtime run confirms its cosine."""
+    import onnxruntime as ort
+    import transformers
+
+    from lookalike.data.stdlib import stdlib_corpora
+    from lookalike.engine.cpu import cpu_info
+    from lookalike.errors import ExportError
+    from lookalike.exporters.int8 import SCHEMES
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    fp32 = export(str(tiny_models["bert4"]), tmp_path / "fp32")
+    q = export(str(tiny_models["bert4"]), tmp_path / "q", quantize="int8")
+    rep = q["int8"]
+    assert [c["scheme"] for c in rep["candidates"]] == list(SCHEMES)
+    assert rep["cpu"] == cpu_info()["model"] and rep["isa"] == cpu_info()["isa"]
+    ok = [c for c in rep["candidates"] if c["ok"]]
+    assert rep["scheme"] == max(ok, key=lambda c: c["speedup"])["scheme"] and rep["cosine"] >= 0.99
+    assert all(c["ok"] == (c["cosine"] >= 0.99) for c in rep["candidates"] if "cosine" in c)
+    assert rep["faster_than_fp32"] == (rep["speedup"] > 1.05)
+    assert q["variant"]["int8_scheme"] == rep["scheme"] and "int8" in q["variant"]["description"]
+    # independent check of the recorded cosine: both exports through plain ONNX Runtime sessions
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "fp32")
+    texts = [d["text"] for d in stdlib_corpora(64, 0)[0]]
+    outs = []
+    for name in ("fp32", "q"):
+        sess = ort.InferenceSession(str(tmp_path / name / "model.onnx"), providers=["CPUExecutionProvider"])
+        rows = []
+        for i in range(0, 64, 8):
+            enc = tok(texts[i:i + 8], padding=True, truncation=True, max_length=128, return_tensors="np")
+            rows.append(sess.run(["cls"], {k: v.astype(np.int64) for k, v in enc.items()})[0])
+        outs.append(np.concatenate(rows))
+    a, b = outs
+    cos = ((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).mean()
+    assert cos == pytest.approx(rep["cosine"], abs=2e-3)
+    # the choice is cached per CPU and model shape: a same-shaped export reuses it
+    again = export(str(tiny_models["bert4"]), tmp_path / "q2", quantize="int8")
+    assert again["int8"]["scheme"] == rep["scheme"] and "from_cache" in again["int8"]
+    explicit = export(str(tiny_models["bert4"]), tmp_path / "rr", quantize="int8", int8_scheme="dynamic-reduce-range")
+    assert explicit["int8"]["measured"] is False and "reduce-range" in explicit["variant"]["description"]
+    with pytest.raises(ExportError, match="unknown int8 scheme"):
+        export(str(tiny_models["bert4"]), tmp_path / "x", quantize="int8", int8_scheme="int4")
+    assert fp32["variant"]["int8_scheme"] is None

@@ -146,6 +146,12 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
         entry = {"model": str(d), "variant": m.manifest["variant"]["description"], "device": m.device,
                  "parameters": m.manifest["parameters"], "file_size": m.manifest["file_size"],
                  "flops_per_token_at_128": flops_per_token(m.manifest, 128), "latency": rows}
+        if m.manifest.get("int8"):
+            from ..exporters.int8 import describe
+
+            i8 = m.manifest["int8"]
+            entry["int8"] = {**i8, "line": describe(i8) if i8.get("measured", True) else
+                             f"int8 {i8['scheme']} (given explicitly, not measured at export)"}
         if corpus and m.manifest["task"] == "feature-extraction":
             with tempfile.TemporaryDirectory() as tmp:
                 s = embed(d, CorpusSpec(str(corpus), limit=corpus_limit), Path(tmp) / "store", model=m,
@@ -153,7 +159,9 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
             entry["corpus_throughput"] = {"rows_per_s": s["rows_per_s"], "real_tokens_per_s": s["real_tokens_per_s"],
                                           "rows": s["rows"]}
         models.append(entry)
-    result = {"gemm_ceiling_gflops": ceiling, "models": models}
+    from .cpu import cpu_info
+
+    result = {"cpu": cpu_info(), "gemm_ceiling_gflops": ceiling, "models": models}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -171,6 +179,12 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
                 c = e["corpus_throughput"]
                 lines.append(f"\n{Path(e['model']).name}: engine on corpus {c['rows_per_s']:.1f} rows/s, "
                              f"{c['real_tokens_per_s']:.0f} real tokens/s")
+        for e in models:
+            if "int8" in e:
+                lines.append(f"\n{Path(e['model']).name}: {e['int8']['line']}")
+        cpu = result["cpu"]
+        lines.append(f"\nCPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, ISA {' '.join(cpu['isa'])} "
+                     f"(int8 class: {cpu['int8_class']})")
         lines.append(f"\nmatmul ceiling (best of numpy and ONNX Runtime fp32 GEMM): {ceiling:.1f} GFLOP/s")
         (out / "bench.md").write_text("\n".join(lines) + "\n")
         _plot(models, out / "bench.png")

@@ -70,21 +70,6 @@ def optimize_transformer(path: Path, config) -> None:
     opt.save_model_to_file(str(path))
 
 
-def quantize_int8(path: Path, *, per_channel: bool = False, fused: bool = False) -> None:
-    """Dynamic int8 quantisation of the weights (activations quantised at run time), in place."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = path.with_suffix(".int8.onnx")
-    extra = {}
-    if fused:
-        # fused contrib ops lose type info; without a default the quantiser cannot type their outputs
-        extra["DefaultTensorType"] = onnx.TensorProto.FLOAT
-    quantize_dynamic(str(path), str(tmp), per_channel=per_channel, weight_type=QuantType.QInt8,
-                     extra_options=extra)
-    tmp.replace(path)
-
-
 def to_fp16(path: Path) -> None:
     """float16 weights and activations, float32 inputs/outputs kept (for GPU execution)."""
     import onnx

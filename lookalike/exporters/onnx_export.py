@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file
-from . import graph
+from . import graph, int8
 from .manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, TASKS, load_manifest  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -223,12 +223,16 @@ def _count_params(torch_model) -> int:
 def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *, opset: int = 18,
            optimize: bool | None = None, quantize: str | None = None, per_channel: bool = False, fp16: bool = False,
            keep_layers: Sequence[int] | None = None, overwrite: bool = False, atol: float = 1e-4,
-           revision: str | None = None) -> dict:
+           revision: str | None = None, int8_scheme: str | None = None,
+           calibration_texts: Sequence[str] | None = None) -> dict:
     """Export `model` (hub id or folder) for `task` into `out_dir` and return the manifest.
 
     optimize: ONNX Runtime transformer fusions (graph.optimize_transformer); None (the default) fuses and
     falls back to the plain graph, with a warning, if the fusions fail or the fused graph fails parity.
-    quantize: None or "int8" (dynamic). fp16: float16 weights.
+    quantize: None or "int8". int8_scheme: one of int8.SCHEMES, or "auto" (the default; `per_channel` alone
+    means dynamic-per-channel): measure every scheme on this CPU and keep the fastest within cosine 0.99 of fp32
+    (lookalike.exporters.int8). calibration_texts: sample texts for that measurement and for static scales
+    [built-in: standard-library docstrings]. fp16: float16 weights.
     keep_layers: encoder layer indices to keep (layer dropping). atol: export parity tolerance (fp32 graph).
     """
     if task not in TASKS:
@@ -237,6 +241,11 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
         raise ExportError(f"unknown quantization {quantize!r} (known: int8)")
     if quantize and fp16:
         raise ExportError("choose one of --quantize int8 and --fp16")
+    if int8_scheme is not None and quantize != "int8":
+        raise ExportError("--int8-scheme needs --quantize int8")
+    scheme = int8_scheme or ("dynamic-per-channel" if per_channel else "auto")
+    if quantize == "int8" and scheme not in (*int8.SCHEMES, "auto"):
+        raise ExportError(f"unknown int8 scheme {scheme!r} (known: auto, {', '.join(int8.SCHEMES)})")
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not (out_dir / MANIFEST).exists():
@@ -269,16 +278,24 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
         if task == "feature-extraction":
             graph.add_pooling_outputs(path)
         feeds, ref = _torch_outputs(torch_model, tokenizer, task)
+        plain = path.with_name("plain.onnx")
+        if quantize == "int8":  # static int8 quantises the plain graph (the quantiser cannot type fused ops)
+            shutil.copyfile(path, plain)
         optimize, parity = _fuse_and_check(path, torch_model.config, optimize, feeds, ref, task, atol)
         if not parity["passed"]:
             raise ExportError(f"parity check failed: ONNX vs PyTorch max abs diff {parity['max_abs_diff']:.3g} "
                               f"> {atol:g} (outputs: {', '.join(ref)})")
+        int8_report = None
         if quantize == "int8":
-            graph.quantize_int8(path, per_channel=per_channel, fused=optimize)
+            scheme, int8_report = _int8(path, plain, scheme, task, tokenizer, torch_model.config, optimize,
+                                        calibration_texts)
+            plain.unlink(missing_ok=True)
         if fp16:
             graph.to_fp16(path)
-        variant = {"quantize": quantize, "per_channel": per_channel if quantize else None, "fp16": fp16,
-                   "keep_layers": list(keep_layers) if keep_layers is not None else None, "optimized": optimize}
+        variant = {"quantize": quantize, "int8_scheme": scheme if quantize else None,
+                   "per_channel": (scheme != "dynamic") if quantize else None, "fp16": fp16,
+                   "keep_layers": list(keep_layers) if keep_layers is not None else None,
+                   "optimized": optimize and not (quantize and scheme == "static-qdq")}
         variant["description"] = describe_variant(variant)
         variant_parity = None
         if quantize or fp16 or keep_layers is not None:
@@ -290,6 +307,8 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
         torch_model.config.save_pretrained(onnx_dir)
         manifest = _manifest(model, revision_id, task, opset, path, torch_model, variant, parity, variant_parity,
                              exporter, time.perf_counter() - t0)
+        if int8_report is not None:
+            manifest["int8"] = int8_report
         (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():  # checked above: an earlier lookalike export (with --overwrite) or an empty folder
             shutil.rmtree(out_dir)
@@ -299,6 +318,44 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s -> %s (%s)", model, out_dir, manifest["variant"]["description"])
     return manifest
+
+
+PRIMARY_OUTPUT = {"feature-extraction": "cls", "text-classification": "logits", "question-answering": "start_logits"}
+
+
+def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fused: bool,
+          texts: Sequence[str] | None) -> tuple[str, dict]:
+    """Quantise `path` in place with `scheme` ("auto": the fastest within cosine 0.99 of fp32 on this CPU)."""
+    from ..data.stdlib import stdlib_corpora
+
+    if not texts:
+        texts = [d["text"] for d in stdlib_corpora(64, 0)[0]]
+    names = {i.name for i in __import__("onnx").load(str(path), load_external_data=False).graph.input}
+    if task == "question-answering":  # question + context pairs from the sample texts
+        enc_texts = list(texts)
+        feeds = []
+        for i in range(0, len(enc_texts), 8):
+            part = enc_texts[i:i + 8]
+            enc = tokenizer([t.split(".")[0] + "?" for t in part], part, padding=True, truncation="only_second",
+                            max_length=128, return_tensors="np")
+            feeds.append({k: v.astype("int64") for k, v in enc.items() if k in names})
+    else:
+        feeds = int8.sample_feeds(tokenizer, list(texts), names)
+    output = PRIMARY_OUTPUT[task]
+    report = None
+    if scheme == "auto":
+        report = int8.choose_scheme(path, output, feeds, fused=fused, config=config, task=task,
+                                    plain=plain if plain.exists() else None)
+        scheme = report["scheme"]
+        log.info("%s", int8.describe(report))
+    else:
+        report = {"scheme": scheme, "measured": False, "note": "scheme given explicitly; not measured at export"}
+    if scheme == "static-qdq" and plain.exists():
+        shutil.copyfile(plain, path)
+        int8.quantize(path, scheme, fused=False, calibration=feeds)
+    else:
+        int8.quantize(path, scheme, fused=fused, calibration=feeds)
+    return scheme, report
 
 
 def _fuse_and_check(path: Path, config, optimize: bool | None, feeds, ref, task: str,
@@ -338,7 +395,10 @@ def describe_variant(v: dict) -> str:
     if v.get("keep_layers") is not None:
         parts.append(f"layers {','.join(map(str, v['keep_layers']))}")
     if v.get("quantize"):
-        parts.append(f"int8 dynamic{' per-channel' if v.get('per_channel') else ''}")
+        scheme = v.get("int8_scheme") or ("dynamic-per-channel" if v.get("per_channel") else "dynamic")
+        parts.append({"dynamic": "int8 dynamic", "dynamic-per-channel": "int8 dynamic per-channel",
+                      "dynamic-reduce-range": "int8 dynamic per-channel reduce-range",
+                      "static-qdq": "int8 static QDQ"}.get(scheme, f"int8 {scheme}"))
     if v.get("fp16"):
         parts.append("fp16")
     if not v.get("quantize") and not v.get("fp16"):
