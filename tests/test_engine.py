@@ -218,3 +218,22 @@ def test_cpu_sessions_do_not_fuse_skip_layernorm(tiny_models, tmp_path):
 
     assert "SkipLayerNormalization" in optimized_ops([])  # what ORT does on its own ...
     assert "SkipLayerNormalization" not in optimized_ops(session_setup("cpu", 1)[2])  # ... and the engine's sessions
+
+
+def test_io_binding_gives_the_plain_paths_vectors(tiny_exports, shared_data, tmp_path):
+    """IO binding (inputs uploaded in the batching stage, outputs bound to host memory; the CUDA default) makes
+    exactly the store the plain session.run path makes. Exercised on the CPU device here."""
+    from lookalike.engine import OnnxModel
+
+    data = CorpusSpec(shared_data / "squad2_dev500", limit=50)
+    params = EmbedParams(max_length=96, shard_rows=20, sort_window=16, batch_tokens=256)
+    plain = OnnxModel(tiny_exports["bert2"], device="cpu")
+    bound = OnnxModel(tiny_exports["bert2"], device="cpu", io_binding=True)
+    assert not plain.io_binding and bound.io_binding
+    embed(tiny_exports["bert2"], data, tmp_path / "plain", params, model=plain, tokens=False)
+    embed(tiny_exports["bert2"], data, tmp_path / "bound", params, model=bound, tokens=False)
+    a, b = open_store(tmp_path / "plain"), open_store(tmp_path / "bound")
+    assert list(a.ids) == list(b.ids)
+    np.testing.assert_array_equal(a.embeddings(), b.embeddings())
+    feeds = bound.upload(bound.feeds(np.array([[101, 2023, 102]]), np.array([[1, 1, 1]])))
+    assert all(type(v).__name__ == "OrtValue" for v in feeds.values())

@@ -56,6 +56,12 @@ def test_store_from_cache_is_byte_identical_and_found_by_itself(tiny_exports, sh
     # both tiny exports share MiniLM's vocabulary: one cache serves both
     tok4 = transformers.AutoTokenizer.from_pretrained(tiny_exports["bert4"])
     assert tokenizer_fingerprint(tok4) == tokenizer_fingerprint(tok)
+    # a tokenizer that has been used (truncation and padding state set by its last call) is the same tokenizer
+    tok4(["a b c", "d"], padding=True, truncation=True, max_length=7)
+    assert tokenizer_fingerprint(tok4) == tokenizer_fingerprint(tok)
+    # ... and one that tokenizes differently is not
+    other = transformers.AutoTokenizer.from_pretrained(tiny_exports["bert4"], do_lower_case=False)
+    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tok)
     for name in ("bert2", "bert4"):
         stats = embed(tiny_exports[name], data, tmp_path / f"cached-{name}", params)
         assert stats["tokens_from"] == out["out"], name

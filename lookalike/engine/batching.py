@@ -30,6 +30,7 @@ class Batch:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray | None
+    device_feeds: dict | None = None  # the inputs already on the model's device (OnnxModel.upload)
 
     @property
     def real_tokens(self) -> int:

@@ -110,14 +110,20 @@ class EmbedPlan:
                           sum(1 for r in window if not r.text and not r.text_pair))
 
     def batch(self, model, start: int, ids: list[str], enc, n_empty: int) -> Window:
-        return Window(start, ids, enc.n_tokens, enc.truncated, n_empty,
-                      token_budget_batches(enc, self.batch_tokens, model.pad_id))
+        batches = token_budget_batches(enc, self.batch_tokens, model.pad_id)
+        if model.io_binding:  # upload here, in the batching stage, while the previous window runs
+            for b in batches:
+                b.device_feeds = model.upload(model.feeds(b.input_ids, b.attention_mask, b.token_type_ids))
+        return Window(start, ids, enc.n_tokens, enc.truncated, n_empty, batches)
 
     def infer(self, model, win: Window, stats: dict) -> np.ndarray:
         """Pooled vectors of a window, in window order (normalised and cast as asked)."""
         emb = np.empty((len(win.ids), model.hidden_size), dtype=np.float32)
         for b in win.batches:
-            (vec,) = model.run([self.output], b.input_ids, b.attention_mask, b.token_type_ids)
+            if b.device_feeds is not None:
+                (vec,) = model.run_feeds([self.output], b.device_feeds)
+            else:
+                (vec,) = model.run([self.output], b.input_ids, b.attention_mask, b.token_type_ids)
             emb[b.rows] = vec
             stats["real_tokens"] = stats.get("real_tokens", 0) + b.real_tokens
             stats["padded_tokens"] = stats.get("padded_tokens", 0) + b.input_ids.size

@@ -46,7 +46,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ModelError("the token cache needs a fast (Rust) tokenizer")
-    h = hashlib.sha256(backend.to_str().encode())
+    state = json.loads(backend.to_str())
+    for runtime in ("truncation", "padding"):  # call-time settings the tokenizer keeps from its last use
+        state.pop(runtime, None)
+    h = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
     h.update(json.dumps([list(tokenizer.model_input_names), tokenizer.padding_side,
                          tokenizer.truncation_side]).encode())
     return h.hexdigest()[:32]
