@@ -82,8 +82,9 @@ def main():
     corpus_rows = 16 * 5000
     corpus_embed_seconds = corpus_rows / engine_rows_per_s
     results = {
-        "store": {"rows": args.rows, "dim": args.dim, "shards": 10, "bytes": store_bytes,
-                  "open_verify_seconds": round(verify, 4), "open_no_verify_seconds": round(no_verify, 4),
+        "store": {"rows": args.rows, "dim": args.dim, "bytes": store_bytes,
+                  "open_verify_seconds": round(verify, 4), "shard_files": len(list((work / "store").glob("part-*.h5"))),
+                  "open_no_verify_seconds": round(no_verify, 4),
                   "verify_gb_per_s": store_bytes / (verify - no_verify) / 1e9 if verify > no_verify else None,
                   "load_all_vectors_seconds": round(load_all, 4),
                   "engine_rows_per_s_fp32_minilm_256": round(engine_rows_per_s, 2),
