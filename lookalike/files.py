@@ -14,8 +14,9 @@ import re
 import secrets
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import InputError, LookalikeError
 
@@ -90,20 +91,29 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON under a temporary name, fsync, rename, fsync the folder: readers see the old or the new file."""
-    path = Path(path)
-    tmp = tmp_name(path)
+@contextmanager
+def atomic_file(final: str | Path) -> Iterator[Path]:
+    """A temporary path beside `final` to write; when the block ends it is fsynced and renamed into place (and the
+    folder fsynced), so readers see the old file or the new one; on an exception it is removed.
+
+        with atomic_file(out) as tmp, h5py.File(tmp, "w") as f: ...
+    """
+    final = Path(final)
+    tmp = tmp_name(final)
     try:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        atomic_replace(tmp, path)
+        yield tmp
+        fsync_file(tmp)
+        atomic_replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically and durably (see `atomic_file`)."""
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
 
 
 def load_json(path: str | Path, what: str = "file") -> Any:

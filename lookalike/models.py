@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import ModelError
-from .files import cache_dir
 
 # The paper's family (Table 1), uncased hub ids, for users who are online.
 PAPER_MODELS = {
@@ -40,45 +39,10 @@ def model_label(source: str | Path) -> str:
 
 
 def resolve_model(name: str) -> str:
-    """`minilm` (the packaged model), `minilm-mlm`, a paper name (hub id), a local folder or a hub id."""
+    """`minilm` (the packaged model), a paper name (hub id), a local folder or a hub id."""
     if name.lower() in ("minilm", "all-minilm-l6-v2", "packaged-minilm"):
         return str(minilm_path())
     if name.lower() == "minilm-mlm":
-        return str(minilm_mlm_path())
+        raise ModelError("minilm-mlm (MiniLM with an untrained MLM head) is gone: its substitutions were noise; fit "
+                         "a head on your text with `lookalike fit-mlm minilm CORPUS OUT` and pass --mlm OUT")
     return PAPER_MODELS.get(name, name)
-
-
-def minilm_mlm_path() -> Path:
-    """A masked-LM built from the packaged MiniLM encoder, for offline BERT-Attack runs.
-
-    The package ships no MLM head: the decoder is tied to MiniLM's word embeddings and the head's transform
-    starts as the identity (not trained), so its word swaps are much weaker than BERT-base's.
-    """
-    import shutil
-    import tempfile
-
-    out = cache_dir() / "minilm-mlm"
-    if (out / "config.json").exists():
-        return out
-    import torch
-    import transformers
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".minilm-mlm-", dir=out.parent))
-    try:
-        transformers.logging.set_verbosity_error()
-        model = transformers.BertForMaskedLM.from_pretrained(minilm_path())
-        head = model.cls.predictions.transform
-        with torch.no_grad():
-            head.dense.weight.copy_(torch.eye(head.dense.weight.shape[0]))
-            head.dense.bias.zero_()
-            head.LayerNorm.weight.fill_(1.0)
-            head.LayerNorm.bias.zero_()
-            model.cls.predictions.bias.zero_()
-        model.save_pretrained(tmp)
-        transformers.AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp)
-        if not out.exists():
-            tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -109,22 +109,13 @@ def test_select_and_summarize_by_hand():
     assert s["avg_queries"] == pytest.approx(40.0)
 
 
-def test_minilm_mlm_is_built_offline(tmp_path, monkeypatch):
-    import torch
-
+def test_the_untrained_minilm_mlm_alias_is_refused_with_the_way_forward():
+    """`minilm-mlm` (an untrained head: noise substitutions) is replaced by `lookalike fit-mlm` (a fitted head
+    with measured fill-mask accuracy, tested in test_report.py)."""
     from lookalike.models import resolve_model
 
-    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
-    path = resolve_model("minilm-mlm")
-    assert path == str(tmp_path / "minilm-mlm")
-    tok = transformers.AutoTokenizer.from_pretrained(path)
-    mlm = transformers.AutoModelForMaskedLM.from_pretrained(path).eval()
-    assert mlm.config.vocab_size == tok.vocab_size
-    enc = tok("the movie was [MASK] good", return_tensors="pt")
-    with torch.no_grad():
-        logits = mlm(**enc).logits
-    assert logits.shape[-1] == tok.vocab_size and torch.isfinite(logits).all()
-    assert resolve_model("minilm-mlm") == path  # built once, then reused
+    with pytest.raises(ModelError, match="lookalike fit-mlm"):
+        resolve_model("minilm-mlm")
 
 
 def test_subword_combinations_are_the_exact_top_k_by_perplexity():

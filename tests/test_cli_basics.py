@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from lookalike.cli import cli
 
 COMMANDS = ["export", "embed", "knn", "ood", "predict", "evaluate", "finetune", "attack", "bench", "agree", "run",
-            "demo", "tokenize"]
+            "demo", "tokenize", "fit-mlm"]
 
 
 def test_help_lists_commands():
@@ -45,6 +45,7 @@ def test_bad_model_folder_is_one_line_exit_2(tmp_path):
     ("demo", ["{t}/c.txt"], "not a folder"),
     ("tokenize", ["{t}/nomodel", "{t}/c.txt", "{t}/out"], "no such model folder"),
     ("export", ["{t}/nomodel-folder", "{t}/out", "--keep-layers", "a,b"], "comma-separated integers"),
+    ("fit-mlm", ["{t}/nomodel", "{t}/c.txt", "{t}/out"], "cannot load a BERT encoder"),
 ])
 def test_one_bad_input_per_command(tmp_path, command, args, needle):
     (tmp_path / "c.txt").write_text("a line\n")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..engine.store import Store
 from ..errors import InputError, StoreError
-from ..files import atomic_replace, check_output_file, fsync_file, tmp_name
+from ..files import atomic_file, check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -130,22 +130,15 @@ class KnnResult:
         path = Path(path)
         check_output_file(path, _is_knn_file, "neighbour file")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_name(path)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("neighbors", data=self.neighbors)
-                f.create_dataset("similarity", data=self.similarity)
-                f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-                f.attrs["k"] = self.k
-                f.attrs["index"] = self.index
-                f.attrs["kind"] = "lookalike.knn"
-                # timings are reported, not stored: the file is a function of its inputs (byte-identical re-runs)
-                f.attrs["meta"] = json.dumps({k: v for k, v in self.meta.items() if k != "seconds"})
-            fsync_file(tmp)
-            atomic_replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("neighbors", data=self.neighbors)
+            f.create_dataset("similarity", data=self.similarity)
+            f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            f.attrs["k"] = self.k
+            f.attrs["index"] = self.index
+            f.attrs["kind"] = "lookalike.knn"
+            # timings are reported, not stored: the file is a function of its inputs (byte-identical re-runs)
+            f.attrs["meta"] = json.dumps({k: v for k, v in self.meta.items() if k != "seconds"})
 
 
 def _is_knn_file(path: Path) -> bool:

@@ -77,12 +77,24 @@ def stdlib_corpora(n_docs: int = 1500, n_code: int = 300) -> tuple[list[dict], l
 
 
 def legal_corpus(n: int = 300) -> list[dict]:
-    """Paragraphs of the license texts shipped by the installed Python packages (legal English, a different
-    domain from API documentation), deduplicated, spread over packages, deterministic for an install."""
+    """Paragraphs of the license texts that lookalike's own declared dependencies ship (legal English, a domain
+    far from API documentation), deduplicated and spread over packages; the same for every install of one
+    lookalike version with the same dependency versions (other installed packages do not change it)."""
     import importlib.metadata as md
 
+    try:
+        names = sorted({re.split(r"[ ;<>=!~\[]", r)[0].lower() for r in md.requires("lookalike") or []
+                        if "extra ==" not in r})
+    except md.PackageNotFoundError:  # running from a source tree that is not installed
+        names = []
+    dists = []
+    for name in names:
+        try:
+            dists.append(md.distribution(name))
+        except md.PackageNotFoundError:
+            continue
     paras, seen = [], set()
-    for dist in sorted(md.distributions(), key=lambda d: ((d.metadata["Name"] or "").lower(), d.version or "")):
+    for dist in dists:
         name = (dist.metadata["Name"] or "?").lower()
         for f in sorted(dist.files or [], key=str):
             if not f.name.upper().startswith(("LICENSE", "LICENCE", "COPYING", "NOTICE")):
@@ -97,4 +109,6 @@ def legal_corpus(n: int = 300) -> list[dict]:
                     continue
                 seen.add(t.lower())
                 paras.append({"id": f"license:{name}:{len(paras)}", "text": t})
-    return paras[:: max(1, len(paras) // n)][:n]
+    if len(paras) <= n:
+        return paras
+    return [paras[i * len(paras) // n] for i in range(n)]  # evenly over all packages

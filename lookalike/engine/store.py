@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import StoreError
-from ..files import atomic_replace, fsync_file, sha256_file, tmp_name
+from ..files import atomic_file, sha256_file
 from .shards import MANIFEST, ShardedWriter, ShardFormat, read_manifest, sha_problem
 
 log = logging.getLogger(__name__)
@@ -54,24 +54,17 @@ def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embe
     out_dir = Path(out_dir)
     end = start + len(ids)
     final = out_dir / shard_name(index)
-    tmp = tmp_name(final)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("embedding", data=embedding)
-            f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("n_tokens", data=np.asarray(n_tokens).astype(np.int32))
-            f.create_dataset("truncated", data=np.asarray(truncated).astype(bool))
-            for k, v in config.items():
-                if isinstance(v, (str, int, float, bool)):
-                    f.attrs[k] = v
-            f.attrs["row_start"] = start
-            f.attrs["row_end"] = end
-            f.attrs["format_version"] = STORE_FORMAT
-        fsync_file(tmp)
-        atomic_replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(final) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("embedding", data=embedding)
+        f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        f.create_dataset("n_tokens", data=np.asarray(n_tokens).astype(np.int32))
+        f.create_dataset("truncated", data=np.asarray(truncated).astype(bool))
+        for k, v in config.items():
+            if isinstance(v, (str, int, float, bool)):
+                f.attrs[k] = v
+        f.attrs["row_start"] = start
+        f.attrs["row_end"] = end
+        f.attrs["format_version"] = STORE_FORMAT
     return {"file": final.name, "row_start": start, "row_end": end, "rows": len(ids), "sha256": sha256_file(final),
             "n_truncated": int(np.asarray(truncated).sum())}
 
@@ -136,30 +129,22 @@ class StoreFormat(ShardFormat):
         shards = manifest["shards"]
         total = shards[-1]["row_end"]
         dtype = np.dtype(self.config.get("dtype", "float32"))
-        final = folder / ENTRY
-        tmp = tmp_name(final)
-        try:
-            with h5py.File(tmp, "w") as f:
-                for name, dt, shape in (("embedding", dtype, (total, self.dim)), ("n_tokens", np.int32, (total,)),
-                                        ("truncated", bool, (total,))):
-                    layout = h5py.VirtualLayout(shape=shape, dtype=dt)
-                    for s in shards:
-                        src_shape = (s["rows"], self.dim) if name == "embedding" else (s["rows"],)
-                        layout[s["row_start"]:s["row_end"]] = h5py.VirtualSource(s["file"], name, shape=src_shape)
-                    f.create_virtual_dataset(name, layout)
-                ids = []
+        with atomic_file(folder / ENTRY) as tmp, h5py.File(tmp, "w") as f:
+            for name, dt, shape in (("embedding", dtype, (total, self.dim)), ("n_tokens", np.int32, (total,)),
+                                    ("truncated", bool, (total,))):
+                layout = h5py.VirtualLayout(shape=shape, dtype=dt)
                 for s in shards:
-                    with h5py.File(folder / s["file"], "r") as sf:
-                        ids.extend(sf["id"].asstr()[:])
-                f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-                for k, v in self.config.items():
-                    if isinstance(v, (str, int, float, bool)):
-                        f.attrs[k] = v
-            fsync_file(tmp)
-            atomic_replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+                    src_shape = (s["rows"], self.dim) if name == "embedding" else (s["rows"],)
+                    layout[s["row_start"]:s["row_end"]] = h5py.VirtualSource(s["file"], name, shape=src_shape)
+                f.create_virtual_dataset(name, layout)
+            ids = []
+            for s in shards:
+                with h5py.File(folder / s["file"], "r") as sf:
+                    ids.extend(sf["id"].asstr()[:])
+            f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            for k, v in self.config.items():
+                if isinstance(v, (str, int, float, bool)):
+                    f.attrs[k] = v
 
 
 class StoreWriter(ShardedWriter):

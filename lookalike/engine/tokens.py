@@ -29,7 +29,7 @@ import numpy as np
 
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError, StoreError
-from ..files import atomic_replace, cache_dir, fsync_file, progress_bar, tmp_name
+from ..files import atomic_file, cache_dir, progress_bar, sha256_file
 from .batching import Encoded, tokenize
 from .plan import cut, skip_done
 from .shards import ShardedWriter, ShardFormat, read_manifest, sha_problem
@@ -86,28 +86,19 @@ class TokenFormat(ShardFormat):
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         final = folder / self.shard_name(index)
-        tmp = tmp_name(final)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("input_ids", data=np.fromiter((t for x in ids for t in x), dtype=np.int32,
-                                                               count=int(offsets[-1])))
-                f.create_dataset("offsets", data=offsets)
-                if columns.get("token_type_ids") is not None:
-                    f.create_dataset("token_type_ids", data=np.fromiter(
-                        (t for x in columns["token_type_ids"] for t in x), dtype=np.int8, count=int(offsets[-1])))
-                f.create_dataset("id", data=np.array(columns["id"], dtype=object), dtype=h5py.string_dtype("utf-8"))
-                f.create_dataset("n_tokens", data=np.asarray(columns["n_tokens"], dtype=np.int32))
-                f.create_dataset("truncated", data=np.asarray(columns["truncated"], dtype=bool))
-                f.create_dataset("empty", data=np.asarray(columns["empty"], dtype=bool))
-                f.attrs["row_start"] = start
-                f.attrs["format_version"] = TOKENS_FORMAT
-            fsync_file(tmp)
-            atomic_replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        from ..files import sha256_file
-
+        with atomic_file(final) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("input_ids", data=np.fromiter((t for x in ids for t in x), dtype=np.int32,
+                                                           count=int(offsets[-1])))
+            f.create_dataset("offsets", data=offsets)
+            if columns.get("token_type_ids") is not None:
+                f.create_dataset("token_type_ids", data=np.fromiter(
+                    (t for x in columns["token_type_ids"] for t in x), dtype=np.int8, count=int(offsets[-1])))
+            f.create_dataset("id", data=np.array(columns["id"], dtype=object), dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("n_tokens", data=np.asarray(columns["n_tokens"], dtype=np.int32))
+            f.create_dataset("truncated", data=np.asarray(columns["truncated"], dtype=bool))
+            f.create_dataset("empty", data=np.asarray(columns["empty"], dtype=bool))
+            f.attrs["row_start"] = start
+            f.attrs["format_version"] = TOKENS_FORMAT
         return {"file": final.name, "row_start": start, "row_end": start + len(ids), "rows": len(ids),
                 "sha256": sha256_file(final), "tokens": int(offsets[-1]),
                 "n_truncated": int(np.asarray(columns["truncated"]).sum())}
