@@ -147,3 +147,19 @@ def test_demo_offline_small(tmp_path):
     for part in ("Figure 1(a)", "Figure 1(b)", "Figure 1(c)", "Table 3", "fill-mask accuracy", "larger than the noise"):
         assert part in text, part
     assert all((report / f"figure1{t}.png").exists() for t in "abc")
+
+
+def test_like_inherits_the_recipe_but_trains_its_own_base(tmp_path):
+    """`like:` copies a fine-tuning recipe; the model it names trains its own base, unless the recipe names one."""
+    from lookalike.experiment import parse_config
+
+    recipe = {"finetune": {"data": "squad_v2:train", "epochs": 2, "every": 2}}
+    cfg = {"models": [{"name": "large", "base": "bert-large-uncased", "qa": recipe},
+                      {"name": "base", "like": "large", "base": "bert-base-uncased"},
+                      {"name": "pinned", "like": "large", "base": "x/y",
+                       "qa": {"finetune": {**recipe["finetune"], "model": "my/checkpoint"}}}]}
+    models, _, _ = parse_config(cfg, tmp_path)
+    by = {m.name: m for m in models}
+    assert by["large"].qa.model == "bert-large-uncased" and by["base"].qa.model == "bert-base-uncased"
+    assert by["base"].qa.params.epochs == 2 and by["base"].qa.corpus.every == 2
+    assert by["pinned"].qa.model == "my/checkpoint"
