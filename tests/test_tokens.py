@@ -113,3 +113,17 @@ def test_tokenize_resumes_after_kill_9(tiny_exports, shared_data, tmp_path):
     assert stats["resumed_from"] == 120 and stats["rows"] == 200
     tokenize_corpus(tok, CorpusSpec(data, limit=200), tmp_path / "clean", max_length=96, shard_rows=30, window=8)
     assert _shas(tmp_path / "k") == _shas(tmp_path / "clean")
+
+
+def test_classification_predictions_read_a_matching_cache(tiny_exports, shared_data, tmp_path):
+    from lookalike.engine.predict import predict
+    from lookalike.params import PredictParams
+
+    data = CorpusSpec(shared_data / "imdb" / "imdb_1k.tsv", limit=60)
+    params = PredictParams(max_length=96)
+    a = predict(tiny_exports["cls"], data, tmp_path / "text", task="cls", params=params, tokens=False)
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_exports["cls"])
+    tokenize_corpus(tok, data.for_labels(), tmp_path / "tc", max_length=96, window=16)
+    b = predict(tiny_exports["cls"], data, tmp_path / "cached", task="cls", params=params, tokens=tmp_path / "tc")
+    assert a["tokens_from"] is None and b["tokens_from"] == str(tmp_path / "tc")
+    assert (tmp_path / "text" / "predictions.json").read_bytes() == (tmp_path / "cached" / "predictions.json").read_bytes()

@@ -27,8 +27,14 @@ EXPORT_TASK = {"qa": "question-answering", "cls": "text-classification"}
 
 def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | Path, *, task: str,
             params: PredictParams | None = None, device: str = "auto", model: OnnxModel | None = None,
-            backend: str = "local", ray: RayOptions | None = None, threads: int | None = None) -> dict:
-    """Run the export on `corpus` and write predictions.json (+ null_odds.json for QA) under `out`."""
+            backend: str = "local", ray: RayOptions | None = None, threads: int | None = None,
+            tokens: str | Path | bool | None = None) -> dict:
+    """Run the export on `corpus` and write predictions.json (+ null_odds.json for QA) under `out`.
+
+    tokens (classification, local runner): a token cache to read instead of tokenizing; None uses a matching one
+    from the shared location when it exists; False never. QA features (strided windows with offset maps) are not
+    cached: they depend on the doc stride and are a different product from the cache's rows.
+    """
     if task not in EXPORT_TASK:
         raise InputError(f"unknown task {task!r} (qa or cls)")
     if backend not in ("local", "ray"):
@@ -63,13 +69,21 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
         elif task == "qa":
             preds, odds = predict_qa(model, records, **options)
         else:
-            preds = predict_cls(model, records, **options)
+            cache = None
+            if tokens is not False:
+                from .tokens import cache_config, matching_cache
+
+                cache = matching_cache(tokens, cache_config(model.tokenizer, corpus,
+                                                            min(options["max_length"], model.max_positions)))
+            preds = predict_cls(model, records, **options, tokens=cache)
+            info_read["tokens_from"] = str(cache.path) if cache is not None else None
         if task == "qa":
             atomic_write_json(out / "null_odds.json", odds)
         atomic_write_json(out / "predictions.json", preds)
         info = {"kind": "lookalike.predictions", "task": task, "model_dir": str(model_dir),
                 "model_sha256": model.sha256, "data": corpus.path, "corpus": corpus.as_dict(),
-                "corpus_fingerprint": corpus.fingerprint(), "ids": info_read.get("ids"), "n": len(records),
+                "corpus_fingerprint": corpus.fingerprint(), "ids": info_read.get("ids"),
+                "tokens_from": info_read.get("tokens_from"), "n": len(records),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "device": model.device if backend == "local" else device, "backend": backend, "options": options}
         atomic_write_json(out / "predict_info.json", info)

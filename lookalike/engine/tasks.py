@@ -87,15 +87,25 @@ def predict_qa(model: OnnxModel, records, *, max_length: int = 384, doc_stride: 
 
 
 def predict_cls(model: OnnxModel, records, *, max_length: int = 512, batch_tokens: int | None = None,
-                chunk: int = 1024) -> dict:
-    """{id: {"label": name, "label_id": i, "probs": [...]}} for classification records."""
+                chunk: int = 1024, tokens=None) -> dict:
+    """{id: {"label": name, "label_id": i, "probs": [...]}} for classification records.
+
+    tokens: a TokenCache of exactly these records (same order) at this max length, read instead of tokenizing.
+    """
     labels = manifest_labels(model.manifest)
     out = {}
     records = list(records)
     batch_tokens = batch_tokens or 2048
+    max_length = min(max_length, model.max_positions)
+    cached = tokens.windows(0, chunk, 1 << 62) if tokens is not None else None
     for start in range(0, len(records), chunk):
         part = records[start:start + chunk]
-        enc = tokenize(model.tokenizer, part, min(max_length, model.max_positions))
+        if cached is not None:
+            _, ids, enc, _ = next(cached)
+            if ids != [r.id for r in part]:
+                raise ModelError(f"{tokens.path}: token cache rows do not match the records at row {start}")
+        else:
+            enc = tokenize(model.tokenizer, part, max_length)
         (logits,) = run_batched(model, enc, ["logits"], batch_tokens)
         for r, lg in zip(part, logits):
             lg = np.asarray(lg, dtype=np.float64)
