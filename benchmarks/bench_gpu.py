@@ -7,7 +7,9 @@ real WordPiece vocab, so no download is needed; throughput does not depend on th
   3. parity: max |diff| and min cosine of CLS vectors, cuda fp32 vs cpu fp32 and cuda fp16 vs cuda fp32;
   4. peers on the same GPU: transformers PyTorch eager, unsorted fp32 batches (the pipeline way) and
      length-sorted fp16 batches (sentence-transformers' encode strategy);
-  5. `lookalike bench` latency grid on cuda.
+  5. `lookalike bench` latency grid on cuda;
+  6. host never the limit: the engine end to end from a token cache vs the same batches run back to back on the
+     device (isolated rate), per batch budget (the batch-shape policy), and the fraction of --peak-tflops.
 Ratios against the peers are the result; the JSON also records the GPU name and library versions.
 
     python benchmarks/bench_gpu.py --corpus corpus.jsonl --vocab vocab.txt -o results/ [--device cuda]
@@ -63,6 +65,54 @@ def parity(a: Path, b: Path) -> dict:
             "mean_cosine": float(cos.mean()), "rows": len(ex)}
 
 
+def host_vs_device(model_dir: Path, corpus: Path, work: Path, max_length: int, device: str,
+                   budgets=(None,), peak_tflops: float | None = None) -> dict:
+    """Is the host ever the limit? The engine end to end from a token cache, against the same model running the
+    same batches back to back with every input already on the device (its isolated rate). The issue's target on
+    a GPU: end-to-end >= 90% of isolated. Also each batch budget's isolated rate (the batch shape policy) and,
+    with --peak-tflops, the fraction of the device's peak."""
+    import transformers
+
+    from lookalike.data import CorpusSpec
+    from lookalike.engine import OnnxModel, embed
+    from lookalike.engine.bench import flops_per_token
+    from lookalike.engine.plan import make_plan
+    from lookalike.engine.tokens import open_tokens, tokenize_corpus
+    from lookalike.params import EmbedParams
+
+    spec = CorpusSpec(corpus, id_field="id")
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    cache = tokenize_corpus(tok, spec, work / "tokens", max_length=max_length)["out"]
+    model = OnnxModel(model_dir, device=device)
+    out: dict = {"io_binding": model.io_binding, "budgets": {}}
+    for budget in budgets:
+        params = EmbedParams(max_length=max_length, batch_tokens=budget)
+        plan = make_plan(model.manifest, spec, params, device=model.device, output_names=model.output_names)
+        name = str(plan.batch_tokens)
+        batches = [b for w in open_tokens(cache).windows(0, params.sort_window, params.shard_rows)
+                   for b in plan.batch(model, *w).batches]
+        real = sum(b.real_tokens for b in batches)
+        for b in batches[:3]:  # warm-up
+            model.run_feeds([plan.output], b.device_feeds or model.feeds(b.input_ids, b.attention_mask,
+                                                                          b.token_type_ids))
+        t = time.perf_counter()
+        for b in batches:
+            model.run_feeds([plan.output], b.device_feeds or model.feeds(b.input_ids, b.attention_mask,
+                                                                          b.token_type_ids))
+        isolated = real / (time.perf_counter() - t)
+        stats = embed(model_dir, spec, work / f"e2e-{name}", params, model=model, tokens=cache, progress=False)
+        e2e = stats["real_tokens_per_s"]
+        row = {"isolated_real_tokens_per_s": isolated, "end_to_end_real_tokens_per_s": e2e,
+               "end_to_end_fraction_of_isolated": e2e / isolated, "padding_overhead": stats["padding_overhead"],
+               "batches": len(batches)}
+        if peak_tflops:
+            avg_len = real / max(stats["rows"], 1)
+            row["fraction_of_peak"] = e2e * flops_per_token(model.manifest, int(avg_len)) / (peak_tflops * 1e12)
+        out["budgets"][name] = row
+        print("host_vs_device", name, json.dumps(row), flush=True)
+    return out
+
+
 def versions(device: str) -> dict:
     import numpy
     import onnxruntime
@@ -88,6 +138,9 @@ def main():
     ap.add_argument("--cpu-limit", type=int, default=1000, help="records for the CPU reference run")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--corpus-repeat", type=int, default=1, help="repeat the corpus N times (new ids) to load a GPU")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense fp16 peak (H100 SXM: 989)")
+    ap.add_argument("--budgets", default="16384,32768,65536,131072",
+                    help="padded tokens per batch to try for the batch-shape policy (cuda)")
     args = ap.parse_args()
 
     from lookalike.data import CorpusSpec
@@ -185,6 +238,15 @@ def main():
         except Exception as exc:
             r["latency_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         log(f"{shape} ratios", ratios)
+        try:  # host never the limit? (token cache end to end vs isolated device rate, per batch budget)
+            budgets = [int(b) for b in args.budgets.split(",")] if dev == "cuda" else [512, 1024, 2048]
+            r["host_vs_device"] = host_vs_device(fp16 if dev == "cuda" else fp32,
+                                                 work / ("cpu-corpus.jsonl" if dev == "cpu" else "corpus.jsonl"),
+                                                 work / shape / "hvd", args.max_length, dev, budgets,
+                                                 args.peak_tflops)
+        except Exception as exc:
+            r["host_vs_device_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log(f"{shape} host_vs_device", r.get("host_vs_device") or r.get("host_vs_device_error"))
     print(f"wrote {args.out / f'gpu-{dev}.json'}")
 
 
