@@ -48,6 +48,12 @@ def test_table2_values_and_intervals_by_hand():
     assert r["errors_jaccard_lo"] == pytest.approx(lo, abs=0.03) and r["errors_jaccard_hi"] == pytest.approx(hi, abs=0.03)
     assert r["errors_jaccard_lo"] < 5 / 7 < r["errors_jaccard_hi"]
     assert rows[("ref", "far")]["errors_jaccard"] == pytest.approx(1 / 15)
+    # chance agreement of independent sets of sizes 60 and 60 of 200: (60*60/200) / (120 - 18) = 18/102
+    assert r["errors_jaccard_chance"] == pytest.approx(18 / 102)
+    rng = np.random.default_rng(1)  # ... which random sets of those sizes do show, on average
+    sim = [len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in
+           ((rng.choice(200, 60, replace=False), rng.choice(200, 60, replace=False)) for _ in range(3000))]
+    assert np.mean(sim) == pytest.approx(18 / 102, abs=0.01)
     same = rows[("ref", "same")]
     assert same["errors_jaccard"] == same["errors_jaccard_lo"] == same["errors_jaccard_hi"] == 1.0
     shown, cols, heads = table2_display(list(rows.values()))

@@ -66,6 +66,15 @@ def _members(universe, *sets) -> list[np.ndarray]:
     return [np.fromiter((x in s for x in ids), dtype=bool, count=len(ids)) for s in sets]
 
 
+def chance_jaccard(n_a: int, n_b: int, n: int) -> float:
+    """Expected Jaccard of two independent random subsets of sizes n_a and n_b of an n-element universe: the
+    agreement two models would show by their error (or OOD) rates alone."""
+    if n <= 0 or n_a + n_b == 0:
+        return math.nan
+    inter = n_a * n_b / n
+    return inter / (n_a + n_b - inter)
+
+
 def _set_ci(universe, a: set, b: set, reps: int) -> tuple[float, float]:
     if universe is None or reps <= 0:
         return math.nan, math.nan
@@ -89,7 +98,10 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
             ea, eb = getattr(A, key), getattr(B, key)
             if ea is not None and eb is not None:
                 row[col] = error_agreement(ea, eb)["jaccard"]
-                row[f"{col}_lo"], row[f"{col}_hi"] = _set_ci(_error_universe(ea, eb), ea.ids, eb.ids, reps)
+                universe = _error_universe(ea, eb)
+                row[f"{col}_lo"], row[f"{col}_hi"] = _set_ci(universe, ea.ids, eb.ids, reps)
+                if universe is not None:
+                    row[f"{col}_chance"] = chance_jaccard(len(ea.ids), len(eb.ids), len(universe))
         for phase in PHASES:
             if phase in A.knn and phase in B.knn:
                 j = knn_jaccards(A.knn[phase], B.knn[phase], k)
@@ -100,6 +112,8 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
             row["ood_jaccard"] = distribution_agreement(A.ood, B.ood, k_ood)["jaccard"]
             row["ood_jaccard_lo"], row["ood_jaccard_hi"] = _set_ci(set(A.ood.test_ids), A.ood.ood_ids(k_ood),
                                                                    B.ood.ood_ids(k_ood), reps)
+            row["ood_jaccard_chance"] = chance_jaccard(len(A.ood.ood_ids(k_ood)), len(B.ood.ood_ids(k_ood)),
+                                                       len(A.ood.test_ids))
         rows.append(row)
     return rows
 
@@ -298,6 +312,18 @@ def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: 
              f"for error and OOD sets; {spec.reps} resamples).")
     rep.table(shown, cols, heads)
     summary["table2"] = t2
+    chance = [{"model_i": r["model_i"], "model_j": r["model_j"],
+               **{c: r.get(c) for c in ("errors_jaccard_chance", "cls_errors_jaccard_chance", "ood_jaccard_chance")}}
+              for r in t2]
+    chance_cols = [c for c in ("errors_jaccard_chance", "cls_errors_jaccard_chance", "ood_jaccard_chance")
+                   if any(r.get(c) is not None for r in chance)]
+    if chance_cols:
+        names_ = {"errors_jaccard_chance": "QA errors", "cls_errors_jaccard_chance": "classification errors",
+                  "ood_jaccard_chance": "OOD sets"}
+        _section(rep, out, "table2_chance", "Set Jaccards by chance", chance, ["model_i", "model_j", *chance_cols],
+                 ["Model i", "Model j", *(names_[c] for c in chance_cols)],
+                 "The Jaccard two independent random sets of the same sizes would have (n_a n_b / n over "
+                 "n_a + n_b - n_a n_b / n): a set Jaccard means agreement only as far as it exceeds this.")
 
     noise = noise_rows(names, arts, spec.k, spec.k_ood, spec.reps)
     if noise:
