@@ -61,7 +61,7 @@ def demo_config(out: Path, n_docs: int = 1200, n_ood: int = 300, fp16: bool = Fa
             f"Offline, on Python {sys.version.split()[0]}'s standard library: {len(docs)} docstrings labelled by "
             f"library area ({len(TOPICS)} classes: {', '.join(TOPICS)}), split every fifth into "
             f"{len(docs[::5])} held-out and {n_train} training docstrings; and {len(legal)} paragraphs of the "
-            "license texts the installed packages ship, as the out-of-distribution challenge set. All four "
+            "license texts that lookalike's own dependencies ship, as the out-of-distribution challenge set. All four "
             "characteristics: (1) prediction errors of each model fine-tuned to classify docstrings by area "
             "(one recipe: 1 epoch at 64 tokens; MiniLM fine-tuned then quantised to int8, the layer-dropped "
             "models fine-tuned after the drop), on the held-out docstrings; (2) CLS kNN representation of all "
