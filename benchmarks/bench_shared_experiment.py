@@ -31,6 +31,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "runs" / "shared"))
     ap.add_argument("--config", default=str(ROOT / "examples" / "shared-data.yaml"))
+    ap.add_argument("--note", action="append", default=[],
+                    help="a fact about this run the files cannot show (e.g. a pause), kept in the results")
     args = ap.parse_args()
     from lookalike.experiment import run_experiment
 
@@ -52,8 +54,9 @@ def main():
     attacks = {}
     for s in (out / "steps" / "attack").glob("*/summary.json"):
         d = json.loads(s.read_text())
-        attacks[s.parent.name] = {"n": d["n"], "seconds": d["seconds_this_run"],
-                                  "seconds_per_example": d["seconds_this_run"] / d["n"] if d["n"] else None,
+        run_n = d.get("attacked_this_run", d["n"])  # a resumed attack timed only what it attacked
+        attacks[s.parent.name] = {"n": d["n"], "attacked_this_run": run_n, "seconds": d["seconds_this_run"],
+                                  "seconds_per_example": d["seconds_this_run"] / run_n if run_n else None,
                                   "target_queries_per_s": d["queries_per_s"]}
     mlm = next((_load(p) for p in (out / "steps" / "fit_mlm").glob("*/mlm/lookalike-mlm.json")), None)
     summary = _load(report / "summary.json") or {}
@@ -66,7 +69,7 @@ def main():
         "mlm": {k: mlm.get(k) for k in ("fit_texts", "fit_positions", "eval_positions", "fill_mask_accuracy",
                                         "untrained_head_accuracy", "seconds")} if mlm else None,
         "figure1": {k: summary.get(k) for k in ("figure1a", "figure1b", "figure1c")},
-        "report": str(report / "report.md")})
+        "report": str(report / "report.md"), "notes": args.note})
 
 
 if __name__ == "__main__":

@@ -372,6 +372,7 @@ def _attack_all(model, examples, gold, out: Path, setting: dict, p: AttackParams
     rows = [done[r.id] for r in examples]
     summary = summarize(rows, setting)
     summary["seconds_this_run"] = round(time.perf_counter() - t0, 2)
+    summary["attacked_this_run"] = len(todo)
     summary["target_queries_this_run"] = wrapper.queries
     summary["queries_per_s"] = wrapper.queries / summary["seconds_this_run"] if summary["seconds_this_run"] else None
     atomic_write_json(out / "summary.json", summary)
