@@ -106,7 +106,7 @@ def extrapolate(cfg: dict, finetunes: dict, predict_seconds: dict, attacks: dict
     }
     n_tr, tok_tr_e = _pair_tokens(tok, Path(qa_ft["data"]), PAPER["qa_length"])
     n_dv, tok_dv_e = _pair_tokens(tok, Path(d["qa_eval"]), PAPER["qa_length"])
-    n_nq, tok_nq_e = _pair_tokens(tok, Path(d["ood_test"]), PAPER["qa_length"])
+    _, tok_nq_e = _pair_tokens(tok, Path(d["ood_test"]), PAPER["qa_length"])
     att = next(v for k, v in attacks.items() if k.startswith("MiniLM-L6"))
     work = {  # paper-scale real tokens per job
         "qa_train": tok_train_p / n_train * PAPER["squad_train"] * PAPER["qa_epochs"],
@@ -142,8 +142,9 @@ def main():
     ap.add_argument("--config", default=str(ROOT / "examples" / "shared-data.yaml"))
     ap.add_argument("--note", action="append", default=[],
                     help="a fact about this run the files cannot show (e.g. a pause), kept in the results")
-    ap.add_argument("--paused", action="append", default=[], metavar="LABEL=SECONDS",
-                    help="a step that was paused (SIGSTOP) for SECONDS: its time is corrected and the fact kept")
+    ap.add_argument("--paused", action="append", default=[], metavar="STEP/LABEL=SECONDS",
+                    help="a step that was paused (SIGSTOP) for SECONDS, e.g. finetune/MiniLM-L6-qa=2593: its time "
+                         "is corrected and the fact kept")
     args = ap.parse_args()
     paused = {k: float(v) for k, v in (a.split("=", 1) for a in args.paused)}
     import yaml
@@ -164,7 +165,8 @@ def main():
     steps = {}
     for done in sorted((out / "steps").glob("*/*/.done.json")):
         d = json.loads(done.read_text())
-        steps.setdefault(d["step"], {})[d["label"]] = round(d["seconds"] - paused.get(d["label"], 0.0), 2)
+        pause = paused.get(f"{d['step']}/{d['label']}", 0.0)
+        steps.setdefault(d["step"], {})[d["label"]] = round(d["seconds"] - pause, 2)
     finetunes = {}
     for info in (out / "steps" / "finetune").glob("*/model/lookalike-finetune.json"):
         d = json.loads(info.read_text())
@@ -172,7 +174,7 @@ def main():
         f = {k: d.get(k) for k in ("task", "n_records", "n_features", "epochs", "max_length", "keep_layers",
                                    "train_loss", "train_seconds")}
         f["data"] = d["data"]["path"]
-        f["train_seconds"] = round(f["train_seconds"] - paused.get(label, 0.0), 2)
+        f["train_seconds"] = round(f["train_seconds"] - paused.get(f"finetune/{label}", 0.0), 2)
         f["features_per_s"] = f["n_features"] * f["epochs"] / f["train_seconds"]
         finetunes[label] = f
     attacks = {}
