@@ -58,11 +58,14 @@ def _pair_tokens(tok, path: Path, max_length: int) -> tuple[int, int]:
     return len(rs), sum(len(ids) for ids in enc["input_ids"])
 
 
-def _cls_tokens(tok, path: Path, max_length: int) -> tuple[int, int]:
+def _lengths(tok, path: Path):
+    """Untruncated token counts of each text (a cut at L then costs min(n, L) tokens: one tokenizing per file)."""
+    import numpy as np
+
     from lookalike.data import read_corpus
 
     texts = [r.text for r in read_corpus(path)]
-    return len(texts), sum(len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"])
+    return np.array([len(ids) for ids in tok(texts, truncation=False)["input_ids"]])
 
 
 def embed_rate(out: Path, label_prefix: str) -> tuple[int, float]:
@@ -82,7 +85,7 @@ def extrapolate(cfg: dict, finetunes: dict, predict_seconds: dict, attacks: dict
     """The paper's full setting on this machine, from the rates measured here: each job's measured MiniLM-L6
     FLOP rate (real tokens x forward FLOPs per token, x3 for training) applied to the paper's token counts
     (measured per question/review on the shared data at the paper's lengths, scaled to the full datasets) and
-    each paper model's FLOPs. Assumes the same efficiency at every size: a rough floor, not a plan."""
+    each paper model's FLOPs. Assumes the same efficiency at every size: a rough estimate, not a plan."""
     import transformers
 
     tok = transformers.AutoTokenizer.from_pretrained(base_dir)  # bert-base-uncased's WordPiece vocabulary
@@ -94,10 +97,10 @@ def extrapolate(cfg: dict, finetunes: dict, predict_seconds: dict, attacks: dict
     n_dev, tok_dev = _qa_tokens(tok, Path(d["qa_eval"]), L, cfg["steps"]["predict"]["doc_stride"])
     _, tok_train_p = _qa_tokens(tok, Path(qa_ft["data"]), PAPER["qa_length"], PAPER["qa_stride"])
     _, tok_dev_p = _qa_tokens(tok, Path(d["qa_eval"]), PAPER["qa_length"], PAPER["qa_stride"])
-    n_imdb, tok_imdb = _cls_tokens(tok, Path(cls_ft["data"]), Lcls)
-    _, tok_imdb_p = _cls_tokens(tok, Path(cls_ft["data"]), PAPER["cls_length"])
-    n_att, tok_att = _cls_tokens(tok, Path(d["attack"]), cfg["steps"]["attack"]["max_length"])
-    _, tok_att_p = _cls_tokens(tok, Path(d["attack"]), PAPER["cls_length"])
+    imdb, att_len = _lengths(tok, Path(cls_ft["data"])), _lengths(tok, Path(d["attack"]))
+    n_imdb, tok_imdb, tok_imdb_p = len(imdb), imdb.clip(max=Lcls).sum(), imdb.clip(max=PAPER["cls_length"]).sum()
+    n_att, tok_att = len(att_len), att_len.clip(max=cfg["steps"]["attack"]["max_length"]).sum()
+    tok_att_p = att_len.clip(max=PAPER["cls_length"]).sum()
     rates = {  # FLOP/s achieved by MiniLM-L6 on this machine, per job
         "qa_train": 3 * tok_train * qa_ft["epochs"] * flops_per_token(MINILM_L6, L) / qa_ft["train_seconds"],
         "qa_predict": tok_dev * flops_per_token(MINILM_L6, L) / predict_seconds["qa"],
