@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--limit", type=int, default=None, help="records (default: all ~17k)")
     ap.add_argument("--engine-limit", type=int, default=2000, help="records for the real fp32 engine run")
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--workers", default=None, help="tokenize_workers values to run from text [1,2,cores]")
+    ap.add_argument("--skip-engine", action="store_true", help="no real fp32 engine run (ratios to it are omitted)")
     args = ap.parse_args()
 
     import transformers
@@ -89,25 +91,38 @@ def main():
     single_path = write_corpus(singles, work / "singles.jsonl")
     specs = {"singles": CorpusSpec(single_path), "pairs": CorpusSpec(pair_path, pair_field="pair")}
 
-    def null_embed(name, spec, tokens):
+    def null_embed(name, spec, tokens, workers=0):
         out = work / f"store-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        stats = embed(real.dir, spec, out, params, model=null, progress=False, tokens=tokens)
-        return {"rows": stats["rows"], "real_tokens": int(open_store(out).n_tokens.sum())}
+        stats = embed(real.dir, spec, out, params, model=null, progress=False, tokens=tokens,
+                      tokenize_workers=workers)
+        return {"rows": stats["rows"], "real_tokens": int(open_store(out).n_tokens.sum()),
+                "padding_overhead": stats["padding_overhead"],
+                "shas": [s["sha256"] for s in open_store(out).manifest["shards"]]}
 
-    def both(name, tokens_of):
+    def both(name, tokens_of, workers=0):
         def go():
-            a = null_embed(f"{name}-singles", specs["singles"], tokens_of("singles"))
-            b = null_embed(f"{name}-pairs", specs["pairs"], tokens_of("pairs"))
-            return {"rows": a["rows"] + b["rows"], "real_tokens": a["real_tokens"] + b["real_tokens"]}
+            a = null_embed(f"{name}-singles", specs["singles"], tokens_of("singles"), workers)
+            b = null_embed(f"{name}-pairs", specs["pairs"], tokens_of("pairs"), workers)
+            shas[name] = a.pop("shas") + b.pop("shas")
+            return {"rows": a["rows"] + b["rows"], "real_tokens": a["real_tokens"] + b["real_tokens"],
+                    "tokenize_workers": workers}
         return go
+
+    shas: dict = {}
 
     # the real fp32 engine on a subset (its rate is what a CPU device reaches)
     sub = CorpusSpec(single_path, limit=args.engine_limit)
-    timed("engine_fp32", lambda: (lambda s: {"rows": s["rows"], "engine_seconds": s["seconds"],
+    if not args.skip_engine:
+        timed("engine_fp32", lambda: (lambda s: {"rows": s["rows"], "engine_seconds": s["seconds"],
                                              "real_tokens": int(open_store(work / "store-engine").n_tokens.sum())})(
         embed(real.dir, sub, work / "store-engine", params, model=real, progress=False, tokens=False)))
     timed("null_from_text", both("text", lambda k: False))
+    from lookalike.engine.runtime import physical_cores
+
+    for n in (int(x) for x in (args.workers or f"1,2,{physical_cores()}").split(",")):
+        if f"null_from_text_workers_{n}" not in runs:
+            timed(f"null_from_text_workers_{n}", both(f"text-w{n}", lambda k: False, n))
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     timed("null_from_text_serial_tokenizer", both("text-serial", lambda k: False))
     del os.environ["TOKENIZERS_PARALLELISM"]
@@ -127,13 +142,21 @@ def main():
     for name, r in runs.items():
         secs = r.get("engine_seconds", r["seconds"])
         r["real_tokens_per_s"] = r["real_tokens"] / secs if secs else None
-    eng = runs["engine_fp32"]["real_tokens_per_s"]
-    ratios = {f"{k}_vs_engine_fp32": runs[k]["real_tokens_per_s"] / eng for k in runs if k != "engine_fp32"}
-    ratios["target_cache_at_least_20x"] = ratios["null_from_cache_vs_engine_fp32"] >= 20
-    print(ratios)
+    ratios = {}
+    if "engine_fp32" in runs:
+        eng = runs["engine_fp32"]["real_tokens_per_s"]
+        ratios = {f"{k}_vs_engine_fp32": runs[k]["real_tokens_per_s"] / eng for k in runs if k != "engine_fp32"}
+        ratios["target_cache_at_least_20x"] = ratios["null_from_cache_vs_engine_fp32"] >= 20
+    text = runs["null_from_text"]["real_tokens_per_s"]
+    ratios.update({f"{k}_vs_null_from_text": runs[k]["real_tokens_per_s"] / text
+                   for k in runs if k.startswith("null_from_text_workers")})
+    # every way of feeding the engine makes the same store
+    same = {k: v == shas["text"] for k, v in shas.items()}
+    print(ratios, same)
     save("host-cpu", {"records": len(rows), "max_length": args.max_length, "model": "all-MiniLM-L6-v2 (packaged)",
                       "null_model": "answers every batch with zeros: the pipeline without inference",
-                      "runs": runs, "ratios": ratios})
+                      "sort_window": params.sort_window, "shard_rows": params.shard_rows,
+                      "runs": runs, "ratios": ratios, "stores_identical_to_text_inline": same})
     shutil.rmtree(work, ignore_errors=True)
 
 

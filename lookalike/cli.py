@@ -6,6 +6,7 @@ stderr with exit code 2. Warnings print one line each unless -q.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from . import NOTICE
 from .data import FORMATS, CorpusSpec
 from .errors import LookalikeError
 from .params import (DTYPES, INDEXES, POOLINGS, SIMILARITIES, AttackParams, EmbedParams, FinetuneParams, KnnParams,
@@ -55,7 +57,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)  # other libraries: errors only unless -vv
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    level = logging.ERROR if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.getLogger("lookalike").setLevel(level)
 
 
@@ -158,17 +160,41 @@ def _echo_json(obj) -> None:
     click.echo(json.dumps(json_safe(obj), indent=2, default=str))
 
 
+@contextlib.contextmanager
+def _stdin_corpus(spec: CorpusSpec, out_dir: Path):
+    """Standard input spooled to a file of ours beside OUT_DIR (the engine fingerprints and re-reads a corpus), as
+    plain text lines unless --format says otherwise; removed afterwards. Piping the same content again resumes."""
+    import shutil
+    import tempfile
+
+    out_dir = Path(out_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stdin-", dir=out_dir.parent))
+    try:
+        path = folder / "stdin"
+        with open(path, "wb") as f:
+            shutil.copyfileobj(click.get_binary_stream("stdin"), f, 1 << 20)
+        if path.stat().st_size == 0:
+            raise CLIError("-: standard input is empty")
+        yield spec.replace(path=str(path), format=spec.format or "text")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- export
 
 @cli.command()
 @click.argument("model")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--task", type=click.Choice(["feature-extraction", "question-answering", "text-classification"]),
-              default="feature-extraction", show_default=True)
+              default=None, help="[inferred from the checkpoint's architectures: …ForSequenceClassification -> "
+                                 "text-classification, …ForQuestionAnswering -> question-answering, else "
+                                 "feature-extraction]")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None, help="int8 quantisation.")
 @click.option("--int8-scheme", type=click.Choice(["auto", "dynamic", "dynamic-per-channel", "dynamic-reduce-range",
                                                   "static-qdq"]), default=None,
-              help="auto [default]: measure every scheme on this CPU, keep the fastest within cosine 0.99 of fp32.")
+              help="Implies --quantize int8. auto [default]: measure every scheme on this CPU, keep the fastest "
+                   "that stays close to fp32; a named scheme is used as is (recorded as not measured).")
 @click.option("--per-channel", is_flag=True, help="Same as --int8-scheme dynamic-per-channel.")
 @click.option("--calibration", default=None,
               help="Corpus of sample texts for the int8 measurement and static scales [stdlib docstrings].")
@@ -202,13 +228,18 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
     m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
                   per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
                   revision=revision, int8_scheme=int8_scheme, calibration_texts=texts)
-    summary = {"out_dir": str(out_dir), "task": m["task"], "variant": m["variant"]["description"],
+    summary = {"out_dir": str(out_dir), "task": m["task"], "task_inferred_from": m.get("task_inferred_from"),
+               "variant": m["variant"]["description"],
                "parameters": m["parameters"], "file_size": m["file_size"],
                "parity_max_abs_diff": m["parity"]["max_abs_diff"], "variant_parity": m["variant_parity"]}
     if "int8" in m:
         from .exporters.int8 import describe
 
         summary["int8"] = describe(m["int8"]) if m["int8"].get("measured", True) else m["int8"]
+    if m.get("sentence_transformers"):
+        st = m["sentence_transformers"]
+        summary["model_pooling"] = f"{st['pooling']}{', normalised' if st['normalize'] else ''} (sentence-transformers; " \
+                                   "`embed --pooling auto` uses it)"
     _echo_json(summary)
 
 
@@ -225,22 +256,29 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.option("--batch-tokens", type=click.IntRange(min=2), default=None,
               help="Padded tokens per batch [CPU 1024, CUDA 65536].")
 @click.option("--shard-rows", type=POSITIVE, default=EmbedParams.shard_rows, show_default=True)
+@click.option("--sort-window", type=POSITIVE, default=EmbedParams.sort_window, show_default=True,
+              help="Rows sorted by length together (less padding); windows never cross a shard.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=EmbedParams.dtype, show_default=True)
 @click.option("--normalize", is_flag=True, help="L2-normalise the stored vectors.")
 @DEVICE
 @click.option("--threads", type=POSITIVE, default=None, help="ONNX Runtime intra-op threads [physical cores].")
+@click.option("--tokenize-workers", type=click.IntRange(min=0), default=None,
+              help="Processes that tokenize the text [0 on CPU; all cores but two on CUDA]. Same store either way.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
 @click.option("--tokens", type=click.Path(path_type=Path), default=None,
               help="Token cache to read instead of the text [a matching one from `lookalike tokenize`, if any].")
 @click.option("--no-tokens", is_flag=True, help="Never read a token cache; tokenize the text.")
 @ray_options
-def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_rows, dtype, normalize, device,
-          threads, progress, tokens, no_tokens, backend, ray):
-    """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable).
+def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_rows, sort_window, dtype, normalize,
+          device, threads, tokenize_workers, progress, tokens, no_tokens, backend, ray):
+    """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable). CORPUS `-` reads standard
+    input (a text per line, or --format jsonl/csv/...).
 
     \b
     Example:
       lookalike embed runs/minilm ../shared/data/imdb/imdb_1k.tsv runs/imdb-minilm
+      lookalike embed runs/minilm corpus.txt runs/own --pooling auto     # the model's own embeddings
+      cat reviews.txt | lookalike embed runs/minilm - runs/reviews
       lookalike embed runs/minilm ../shared/data/squad2_dev500 runs/squad-minilm --max-length 384
       lookalike embed runs/minilm big.jsonl /nfs/stores/big --backend ray --address auto --workers 8
     Re-running the same command after a crash continues from the last complete shard.
@@ -248,9 +286,11 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_r
     from .engine import embed as do_embed
 
     params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
-                         dtype=dtype, normalize=normalize)
-    _echo_json(do_embed(model_dir, corpus, out_dir, params, device=device, threads=threads, progress=progress,
-                        backend=backend, ray=ray, tokens=False if no_tokens else tokens))
+                         sort_window=sort_window, dtype=dtype, normalize=normalize)
+    with _stdin_corpus(corpus, out_dir) if corpus.path == "-" else contextlib.nullcontext(corpus) as corpus:
+        _echo_json(do_embed(model_dir, corpus, out_dir, params, device=device, threads=threads, progress=progress,
+                            backend=backend, ray=ray, tokens=False if no_tokens else tokens,
+                            tokenize_workers=tokenize_workers))
 
 
 @cli.command()

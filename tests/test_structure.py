@@ -84,7 +84,7 @@ def test_token_budget_batches_stay_in_budget_and_cover_every_row_once(budget):
     rng = np.random.default_rng(budget)
     n = 300
     lengths = rng.integers(1, 64, size=n)
-    enc = Encoded([list(range(1, L + 1)) for L in lengths], None, lengths.astype(np.int32), np.zeros(n, bool))
+    enc = Encoded.from_lists([list(range(1, L + 1)) for L in lengths], None, np.zeros(n, bool))
     batches = token_budget_batches(enc, budget, pad_id=0, max_batch=50)
     rows = np.concatenate([b.rows for b in batches])
     assert sorted(rows.tolist()) == list(range(n))  # every row exactly once

@@ -7,6 +7,7 @@ writer, which writes each shard as soon as it is full.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -16,8 +17,9 @@ from ..data import CorpusSpec
 from ..errors import InputError
 from ..files import progress_bar
 from ..params import EmbedParams
+from .batching import TokenizerPool
 from .plan import RayOptions, make_plan, run_stats, skip_done
-from .runtime import OnnxModel
+from .runtime import OnnxModel, physical_cores
 from .stages import staged
 from .store import StoreWriter
 from .tokens import cache_config, matching_cache
@@ -25,11 +27,18 @@ from .tokens import cache_config, matching_cache
 log = logging.getLogger(__name__)
 
 
+def default_tokenize_workers(device: str) -> int:
+    """Tokenizing processes by default: none on the CPU device (inference takes every core and the tokenizer
+    overlaps it in a thread); all cores but two on CUDA (one drives the device, one reads and writes)."""
+    return 0 if device == "cpu" else max(1, physical_cores() - 2)
+
+
 def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str | Path,
           params: EmbedParams | None = None, *, device: str = "auto", threads: int | None = None,
           progress: bool | None = None, model: OnnxModel | None = None,
           on_shard: Callable[[int], None] | None = None, backend: str = "local",
-          ray: RayOptions | None = None, tokens: str | Path | bool | None = None) -> dict:
+          ray: RayOptions | None = None, tokens: str | Path | bool | None = None,
+          tokenize_workers: int | None = None) -> dict:
     """Embed every record of `corpus` with the export in `model_dir` into the store `out_dir`; return stats.
 
     Re-running after a crash resumes from the last complete shard; other settings into the same `out_dir`
@@ -37,6 +46,8 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
     (lookalike.engine.distributed) and makes the same store.
     tokens: a token cache (`lookalike tokenize`) to read instead of tokenizing the text; None uses a matching
     cache from the shared location when one exists; False never reads one. The store is the same either way.
+    tokenize_workers: processes that tokenize the text (None: none on the CPU device, where inference takes every
+    core; all cores but two on CUDA, where the host must keep up with the device). The store is the same.
     """
     corpus = CorpusSpec.coerce(corpus)
     params = params or EmbedParams()
@@ -49,7 +60,8 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         raise InputError(f"unknown backend {backend!r} (local or ray)")
     model = model or OnnxModel(model_dir, device=device, threads=threads)
     plan = make_plan(model.manifest, corpus, params, device=model.device, output_names=model.output_names)
-    with StoreWriter(out_dir, plan.config, plan.dim, params.shard_rows, on_shard=on_shard) as writer:
+    with StoreWriter(out_dir, plan.config, plan.dim, params.shard_rows, on_shard=on_shard) as writer, \
+            contextlib.ExitStack() as stack:
         if writer.complete:
             log.info("%s: store already complete, nothing to do", out_dir)
             return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
@@ -58,7 +70,7 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         t0 = time.perf_counter()
         stats: dict = {}
         info: dict = {}
-        cache = None
+        cache = pool = None
         if tokens is not False:
             cache = matching_cache(tokens, cache_config(model.tokenizer, corpus, plan.max_length))
         if cache is not None:  # ids, not text: no reader or tokenizer on the critical path
@@ -68,7 +80,10 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
             total = len(cache) if progress else None
         else:
             windows = plan.windows(skip_done(plan.records(info), resumed_from, corpus.path), resumed_from)
-            prepare = lambda w: plan.prepare(model, *w)  # noqa: E731
+            workers = default_tokenize_workers(model.device) if tokenize_workers is None else tokenize_workers
+            if workers and getattr(model.tokenizer, "is_fast", False):
+                pool = stack.enter_context(TokenizerPool(model.tokenizer, plan.max_length, workers))
+            prepare = lambda w: plan.prepare(model, *w, pool=pool)  # noqa: E731
             total = corpus.count() if progress else None
         bar = progress_bar(progress, total=total, initial=resumed_from, desc="embed")
         try:
@@ -80,6 +95,9 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
             counts = writer.finalize()
         finally:
             bar.close()
+        stats["tokenize_workers"] = pool.workers if pool is not None else 0
     return run_stats(counts["rows"], resumed_from, counts["n_truncated"], counts["shards"], time.perf_counter() - t0,
                      stats, device=model.device, out_dir=str(out_dir), ids=info.get("ids"),
-                     tokens_from=info.get("tokens_from"))
+                     tokens_from=info.get("tokens_from"), tokenize_workers=stats["tokenize_workers"],
+                     pooling=plan.config["pooling"], normalize=plan.config["normalize"],
+                     pooling_from=plan.config.get("pooling_from"))

@@ -7,18 +7,22 @@ run redoes exactly the shards that were not recorded and produces the same bytes
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from .. import NOTICE
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError
 from ..params import EmbedParams
 from .batching import Batch, token_budget_batches, tokenize
 
 POOL_OUTPUTS = {"cls": "cls", "mean": "mean"}
+log = logging.getLogger(__name__)
 
 
 def default_batch_tokens(device: str) -> int:
@@ -63,6 +67,15 @@ def cut(items: Iterable, start: int, size: int, boundary: int) -> Iterator[tuple
         yield row, chunk
 
 
+def window_ranges(start: int, total: int, size: int, boundary: int) -> Iterator[tuple[int, int]]:
+    """(first, end) row ranges of `cut` over rows start..total, for sources that know their length."""
+    row = start
+    while row < total:
+        end = min(total, row + min(size, boundary - row % boundary))
+        yield row, end
+        row = end
+
+
 def skip_done(records: Iterator, n: int, corpus) -> Iterator:
     """`records` after its first `n` (already stored); InputError when the corpus has fewer."""
     for _ in range(n):
@@ -103,9 +116,9 @@ class EmbedPlan:
     def records(self, info: dict | None = None):
         return self.corpus.records(info)
 
-    def prepare(self, model, start: int, window: list) -> Window:
-        """Tokenize a window and cut it into token-budget batches."""
-        enc = tokenize(model.tokenizer, window, self.max_length)
+    def prepare(self, model, start: int, window: list, pool=None) -> Window:
+        """Tokenize a window (in `pool`'s worker processes when given) and cut it into token-budget batches."""
+        enc = pool.tokenize(window) if pool is not None else tokenize(model.tokenizer, window, self.max_length)
         return self.batch(model, start, [r.id for r in window], enc,
                           sum(1 for r in window if not r.text and not r.text_pair))
 
@@ -141,26 +154,61 @@ class EmbedPlan:
         return cut(records, start, self.params.sort_window, self.params.shard_rows)
 
 
-def make_plan(manifest: dict, corpus: CorpusSpec, params: EmbedParams, *, device: str = "cpu",
+def resolve_pooling(manifest: dict, params: EmbedParams) -> tuple[str, bool, str | None]:
+    """(pooling, normalize, where it came from) for a run: "auto" takes the model's own (sentence-transformers)
+    pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is logged when
+    the model's own differs from what the run uses."""
+    st = manifest.get("sentence_transformers")
+    own = None
+    if st:
+        own = f"{st['pooling']}{' + normalize' if st.get('normalize') else ''}"
+    if params.pooling == "auto":
+        if st and st.get("supported"):
+            return st["pooling"], bool(st.get("normalize") or params.normalize), f"auto: the model's own ({own})"
+        if st:
+            log.warning("%s: the model's own pooling (%s%s) is not one lookalike's graph has; --pooling auto uses "
+                        "cls", manifest["source"]["model"], own,
+                        f", then {', '.join(st['unsupported'])}" if st.get("unsupported") else "")
+            return "cls", params.normalize, f"auto: cls (the model's own, {own}, is not supported)"
+        return "cls", params.normalize, "auto: cls (the model declares no pooling of its own)"
+    if st and (st["pooling"], bool(st.get("normalize"))) != (params.pooling, params.normalize):
+        log.log(NOTICE, "%s: this model's own embeddings are %s (sentence-transformers); this run uses %s%s, as "
+                "asked; --pooling auto gives the model's own", manifest["source"]["model"], own, params.pooling,
+                " + normalize" if params.normalize else "")
+    return params.pooling, params.normalize, None
+
+
+def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *, device: str = "cpu",
               output_names=None) -> EmbedPlan:
+    """The validated plan of a run over `corpus` (None: texts in memory, no corpus identity in the config)."""
     if manifest["task"] != "feature-extraction":
         raise ModelError(f"exported for {manifest['task']!r}; embedding needs a feature-extraction export "
                          "(lookalike export MODEL OUT --task feature-extraction)")
-    output = POOL_OUTPUTS[params.pooling]
+    pooling, normalize, pooling_from = resolve_pooling(manifest, params)
+    if pooling_from is not None or normalize != params.normalize:
+        params = dataclasses.replace(params, pooling=pooling, normalize=normalize)
+    output = POOL_OUTPUTS[pooling]
     if output not in (output_names or manifest.get("outputs", [])):
         raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
-    max_length = min(params.max_length, int(manifest.get("max_position_embeddings") or 512))
+    positions = int(manifest.get("max_position_embeddings") or 512)
+    max_length = min(params.max_length, positions)
+    if params.max_length > positions:
+        log.warning("max length %d is more than the model's %d positions; using %d", params.max_length, positions,
+                    positions)
     batch_tokens = params.batch_tokens or default_batch_tokens(device)
     if batch_tokens < max_length:
         if params.batch_tokens is not None:
             raise InputError(f"--batch-tokens {batch_tokens} is smaller than --max-length {max_length}")
         batch_tokens = max_length
-    corpus_path = str(Path(corpus.path).resolve()) if corpus.is_local else corpus.path
     config = {"model_sha256": manifest["sha256"], "model_source": manifest["source"]["model"],
-              "variant": manifest["variant"]["description"], "pooling": params.pooling, "max_length": max_length,
-              "dtype": params.dtype, "normalize": params.normalize, "shard_rows": params.shard_rows,
-              "sort_window": params.sort_window, "corpus": corpus_path, "corpus_fingerprint": corpus.fingerprint(),
-              **corpus.settings()}
+              "variant": manifest["variant"]["description"], "pooling": pooling, "max_length": max_length,
+              "dtype": params.dtype, "normalize": normalize, "shard_rows": params.shard_rows,
+              "sort_window": params.sort_window}
+    if pooling_from is not None:
+        config["pooling_from"] = pooling_from
+    if corpus is not None:
+        corpus_path = str(Path(corpus.path).resolve()) if corpus.is_local else corpus.path
+        config.update({"corpus": corpus_path, "corpus_fingerprint": corpus.fingerprint(), **corpus.settings()})
     return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, int(manifest["hidden_size"]))
 
 

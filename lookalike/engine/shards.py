@@ -97,6 +97,8 @@ def _take(col, n: int):
 
 
 def _join(parts: list):
+    if hasattr(type(parts[0]), "concat"):  # ragged columns (batching.Encoded)
+        return type(parts[0]).concat(parts)
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts)
     return [x for p in parts for x in p]

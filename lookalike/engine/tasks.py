@@ -19,7 +19,7 @@ from .runtime import OnnxModel
 def run_batched(model: OnnxModel, enc: Encoded, outputs: list[str], batch_tokens: int) -> list[list[np.ndarray]]:
     """Outputs for every row of `enc` (unpadded per row for sequence outputs), in row order, through the
     engine's token-budget batches."""
-    results: list[list] = [[None] * len(enc.input_ids) for _ in outputs]
+    results: list[list] = [[None] * len(enc) for _ in outputs]
     for b in token_budget_batches(enc, batch_tokens, model.pad_id):
         outs = model.run(outputs, b.input_ids, b.attention_mask, b.token_type_ids)
         for o, arr in enumerate(outs):
@@ -50,9 +50,7 @@ def predict_qa(model: OnnxModel, records, *, max_length: int = 384, doc_stride: 
         enc = tok([r.text.lstrip() for r in part], [r.text_pair for r in part], truncation="only_second",
                   max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
                   return_offsets_mapping=True, padding=False)
-        features = Encoded(enc["input_ids"], enc.get("token_type_ids"),
-                           np.array([len(x) for x in enc["input_ids"]], dtype=np.int32),
-                           np.zeros(len(enc["input_ids"]), dtype=bool))
+        features = Encoded.from_lists(enc["input_ids"], enc.get("token_type_ids"))
         starts, ends = run_batched(model, features, ["start_logits", "end_logits"], batch_tokens)
         by_example: dict[int, list[int]] = {}
         for f, ex in enumerate(enc["overflow_to_sample_mapping"]):

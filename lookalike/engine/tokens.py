@@ -31,7 +31,7 @@ from ..data import CorpusSpec
 from ..errors import InputError, ModelError, StoreError
 from ..files import atomic_file, cache_dir, progress_bar, sha256_file
 from .batching import Encoded, tokenize
-from .plan import cut, skip_done
+from .plan import cut, skip_done, window_ranges
 from .shards import ShardedWriter, ShardFormat, read_manifest, sha_problem
 from .stages import staged
 
@@ -81,26 +81,21 @@ class TokenFormat(ShardFormat):
     def write_shard(self, folder: Path, index: int, start: int, columns: dict) -> dict:
         import h5py
 
-        ids = columns["input_ids"]
-        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        enc = columns["enc"]
         final = folder / self.shard_name(index)
         with atomic_file(final) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("input_ids", data=np.fromiter((t for x in ids for t in x), dtype=np.int32,
-                                                           count=int(offsets[-1])))
-            f.create_dataset("offsets", data=offsets)
-            if columns.get("token_type_ids") is not None:
-                f.create_dataset("token_type_ids", data=np.fromiter(
-                    (t for x in columns["token_type_ids"] for t in x), dtype=np.int8, count=int(offsets[-1])))
+            f.create_dataset("input_ids", data=enc.ids)
+            f.create_dataset("offsets", data=enc.offsets - enc.offsets[0])
+            if enc.type_ids is not None:
+                f.create_dataset("token_type_ids", data=enc.type_ids)
             f.create_dataset("id", data=np.array(columns["id"], dtype=object), dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("n_tokens", data=np.asarray(columns["n_tokens"], dtype=np.int32))
             f.create_dataset("truncated", data=np.asarray(columns["truncated"], dtype=bool))
             f.create_dataset("empty", data=np.asarray(columns["empty"], dtype=bool))
             f.attrs["row_start"] = start
             f.attrs["format_version"] = TOKENS_FORMAT
-        return {"file": final.name, "row_start": start, "row_end": start + len(ids), "rows": len(ids),
-                "sha256": sha256_file(final), "tokens": int(offsets[-1]),
+        return {"file": final.name, "row_start": start, "row_end": start + len(enc), "rows": len(enc),
+                "sha256": sha256_file(final), "tokens": int(enc.offsets[-1] - enc.offsets[0]),
                 "n_truncated": int(np.asarray(columns["truncated"]).sum())}
 
     def check_shard(self, folder: Path, entry: dict, manifest: dict) -> str | None:
@@ -137,32 +132,47 @@ class TokenCache:
     def tokens(self) -> int:
         return sum(s["tokens"] for s in self.manifest["shards"])
 
-    def rows(self, start: int = 0) -> Iterator[tuple]:
-        """(id, input_ids, token_type_ids or None, truncated, empty) for rows start.. in order."""
+    def shards(self, start: int = 0) -> Iterator[tuple[int, Encoded, list[str], np.ndarray]]:
+        """(first row, Encoded, ids, empty) of every shard that holds rows start.., read whole."""
         import h5py
 
         for s in self.manifest["shards"]:
             if s["row_end"] <= start:
                 continue
             with h5py.File(self.path / s["file"], "r") as f:
-                ids = f["input_ids"][:]
-                off = f["offsets"][:]
-                tts = f["token_type_ids"][:] if "token_type_ids" in f else None
-                names = f["id"].asstr()[:]
-                trunc, empty = f["truncated"][:], f["empty"][:]
-            for i in range(max(0, start - s["row_start"]), s["rows"]):
-                a, b = off[i], off[i + 1]
-                yield (names[i], ids[a:b], None if tts is None else tts[a:b], bool(trunc[i]), bool(empty[i]))
+                enc = Encoded(f["input_ids"][:], f["offsets"][:],
+                              f["token_type_ids"][:] if "token_type_ids" in f else None, f["truncated"][:])
+                names = list(f["id"].asstr()[:])
+                empty = f["empty"][:]
+            yield s["row_start"], enc, names, empty
+
+    def rows(self, start: int = 0) -> Iterator[tuple]:
+        """(id, input_ids, token_type_ids or None, truncated, empty) for rows start.. in order."""
+        for first, enc, names, empty in self.shards(start):
+            tts = enc.token_type_ids
+            for i in range(max(0, start - first), len(enc)):
+                yield names[i], enc.row(i), None if tts is None else tts[i], bool(enc.truncated[i]), bool(empty[i])
 
     def windows(self, start: int, size: int, boundary: int) -> Iterator[tuple[int, list[str], Encoded, int]]:
-        """(first row, ids, Encoded, empty rows) windows cut by the engine's one rule (`plan.cut`)."""
-        for first, rows in cut(self.rows(start), start, size, boundary):
-            has_tt = rows[0][2] is not None
-            enc = Encoded([r[1] for r in rows], [r[2] for r in rows] if has_tt else None,
-                          np.fromiter((len(r[1]) for r in rows), dtype=np.int32, count=len(rows)),
-                          np.fromiter((r[3] for r in rows), dtype=bool, count=len(rows)))
-            yield first, [r[0] for r in rows], enc, sum(r[4] for r in rows)
-
+        """(first row, ids, Encoded, empty rows) windows cut by the engine's one rule (`plan.window_ranges`)."""
+        shards = self.shards(start)
+        have: list = []  # (first row, Encoded, ids, empty) read but not yet consumed
+        for a, b in window_ranges(start, len(self), size, boundary):
+            parts, names, empty = [], [], 0
+            row = a
+            while row < b:
+                if not have or have[0][0] + len(have[0][1]) <= row:
+                    if have:
+                        have.pop(0)
+                    have.append(next(shards))
+                    continue
+                first, enc, ids, emp = have[0]
+                i, j = row - first, min(b, first + len(enc)) - first
+                parts.append(enc.slice(i, j))
+                names += ids[i:j]
+                empty += int(emp[i:j].sum())
+                row = first + j
+            yield a, names, Encoded.concat(parts), empty
 
 def open_tokens(path: str | Path, *, verify: bool = True) -> TokenCache:
     p = Path(path)
@@ -220,8 +230,7 @@ def tokenize_corpus(tokenizer, corpus: CorpusSpec | str | Path, out: str | Path 
         chunks = cut(skip_done(corpus.records(info), resumed, corpus.path), resumed, window, shard_rows)
         n_tokens = 0
         for recs, enc in staged(chunks, lambda c: (c[1], tokenize(tokenizer, c[1], max_length)), name="tokenize"):
-            w.append_columns({"id": [r.id for r in recs], "input_ids": enc.input_ids,
-                              "token_type_ids": enc.token_type_ids, "n_tokens": enc.n_tokens,
+            w.append_columns({"id": [r.id for r in recs], "enc": enc, "n_tokens": enc.n_tokens,
                               "truncated": enc.truncated,
                               "empty": np.array([not r.text and not r.text_pair for r in recs], dtype=bool)})
             n_tokens += int(enc.n_tokens.sum())

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file
-from . import graph, int8
+from .. import NOTICE
+from . import graph, int8, pooling
 from .manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, TASKS, load_manifest  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -220,13 +221,15 @@ def _count_params(torch_model) -> int:
     return int(sum(p.numel() for p in torch_model.parameters()))
 
 
-def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *, opset: int = 18,
+def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: int = 18,
            optimize: bool | None = None, quantize: str | None = None, per_channel: bool = False, fp16: bool = False,
            keep_layers: Sequence[int] | None = None, overwrite: bool = False, atol: float = 1e-4,
            revision: str | None = None, int8_scheme: str | None = None,
            calibration_texts: Sequence[str] | None = None) -> dict:
     """Export `model` (hub id or folder) for `task` into `out_dir` and return the manifest.
 
+    task: None infers it from the checkpoint's `architectures` (…ForSequenceClassification: text-classification,
+    …ForQuestionAnswering: question-answering, else feature-extraction); the manifest says it was inferred.
     optimize: ONNX Runtime transformer fusions (graph.optimize_transformer); None (the default) fuses and
     falls back to the plain graph, with a warning, if the fusions fail or the fused graph fails parity.
     quantize: None or "int8". int8_scheme: one of int8.SCHEMES, or "auto" (the default; `per_channel` alone
@@ -235,14 +238,19 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
     [built-in: standard-library docstrings]. fp16: float16 weights.
     keep_layers: encoder layer indices to keep (layer dropping). atol: export parity tolerance (fp32 graph).
     """
+    task_from = None
+    if task is None:
+        task, task_from = pooling.infer_task(model, revision)
+        log.log(NOTICE, "task %s (inferred from %s; --task overrides)", task, task_from or "no architectures")
+        task_from = task_from or "default"
     if task not in TASKS:
         raise ExportError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
     if quantize not in (None, "int8"):
         raise ExportError(f"unknown quantization {quantize!r} (known: int8)")
+    if int8_scheme is not None or per_channel:  # a scheme means int8
+        quantize = quantize or "int8"
     if quantize and fp16:
-        raise ExportError("choose one of --quantize int8 and --fp16")
-    if int8_scheme is not None and quantize != "int8":
-        raise ExportError("--int8-scheme needs --quantize int8")
+        raise ExportError("choose one of --quantize int8 (or --int8-scheme) and --fp16")
     scheme = int8_scheme or ("dynamic-per-channel" if per_channel else "auto")
     if quantize == "int8" and scheme not in (*int8.SCHEMES, "auto"):
         raise ExportError(f"unknown int8 scheme {scheme!r} (known: auto, {', '.join(int8.SCHEMES)})")
@@ -309,6 +317,12 @@ def export(model: str, out_dir: str | Path, task: str = "feature-extraction", *,
                              exporter, time.perf_counter() - t0)
         if int8_report is not None:
             manifest["int8"] = int8_report
+        if task_from is not None:
+            manifest["task_inferred_from"] = task_from
+        if task == "feature-extraction":
+            st = pooling.sentence_transformers_pooling(model, revision)
+            if st is not None:
+                manifest["sentence_transformers"] = st
         (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():  # checked above: an earlier lookalike export (with --overwrite) or an empty folder
             shutil.rmtree(out_dir)
@@ -397,7 +411,7 @@ def describe_variant(v: dict) -> str:
     if v.get("quantize"):
         scheme = v.get("int8_scheme") or ("dynamic-per-channel" if v.get("per_channel") else "dynamic")
         parts.append({"dynamic": "int8 dynamic", "dynamic-per-channel": "int8 dynamic per-channel",
-                      "dynamic-reduce-range": "int8 dynamic per-channel reduce-range",
+                      "dynamic-reduce-range": "int8 dynamic reduce-range",
                       "static-qdq": "int8 static QDQ"}.get(scheme, f"int8 {scheme}"))
     if v.get("fp16"):
         parts.append("fp16")

@@ -1,0 +1,96 @@
+"""The Python API on lists: an export loaded once, `encode(texts) -> np.ndarray`, through the engine itself.
+
+    from lookalike import Embedder
+    model = Embedder("runs/minilm", pooling="auto")          # the model's own embeddings (sentence-transformers)
+    vectors = model.encode(["a great movie", "terrible acting"])
+
+`encode` runs exactly what `lookalike embed` runs (the same plan, sort windows, token-budget batches, session
+and pooling), so its rows are the ones a store made with the same settings holds, byte for byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..data import Record
+from ..errors import InputError
+from ..files import progress_bar
+from ..params import EmbedParams
+from .plan import make_plan
+from .runtime import OnnxModel
+from .stages import staged
+
+
+class Embedder:
+    """An export ready to embed lists of texts.
+
+    pooling: "cls" (the default, as the paper), "mean", or "auto" (the model's own, from sentence-transformers'
+    modules.json when the export records one, else cls). normalize: L2-normalise (auto adds the model's own).
+    Every setting given to the constructor is the default of `encode`, which can override it per call.
+    """
+
+    def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None,
+                 pooling: str = "cls", normalize: bool = False, max_length: int = 512,
+                 batch_tokens: int | None = None, dtype: str = "float32"):
+        self.model = OnnxModel(model_dir, task="feature-extraction", device=device, threads=threads)
+        self.defaults = EmbedParams(pooling=pooling, normalize=normalize, max_length=max_length,
+                                    batch_tokens=batch_tokens, dtype=dtype)
+        self._plans: dict = {}
+
+    @property
+    def dim(self) -> int:
+        return self.model.hidden_size
+
+    @property
+    def device(self) -> str:
+        return self.model.device
+
+    def settings(self, **overrides) -> dict:
+        """The resolved settings `encode` would use (pooling after "auto", normalisation, max length)."""
+        plan = self._plan(**overrides)
+        return {k: plan.config[k] for k in ("pooling", "normalize", "max_length", "dtype")} | \
+            {"pooling_from": plan.config.get("pooling_from"), "batch_tokens": plan.batch_tokens}
+
+    def _plan(self, **overrides):
+        given = {k: v for k, v in overrides.items() if v is not None}
+        params = EmbedParams(**{**self.defaults.__dict__, **given})
+        if params not in self._plans:  # resolve once per settings: the pooling note is said once, not per call
+            self._plans[params] = make_plan(self.model.manifest, None, params, device=self.model.device,
+                                            output_names=self.model.output_names)
+        return self._plans[params]
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_tokens: int | None = None,
+               pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
+               dtype: str | None = None, progress: bool = False) -> np.ndarray:
+        """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order."""
+        if isinstance(texts, str):
+            raise InputError("encode takes a list of texts, not one string (wrap it: [text])")
+        texts = list(texts)
+        if pairs is not None:
+            pairs = list(pairs)
+            if len(pairs) != len(texts):
+                raise InputError(f"{len(texts)} texts but {len(pairs)} pairs")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InputError(f"text {i} is a {type(t).__name__}, not a str")
+            if pairs is not None and not isinstance(pairs[i], str):
+                raise InputError(f"pair {i} is a {type(pairs[i]).__name__}, not a str")
+        plan = self._plan(batch_tokens=batch_tokens, pooling=pooling, normalize=normalize, max_length=max_length,
+                          dtype=dtype)
+        out = np.empty((len(texts), self.dim), dtype=plan.out_dtype)
+        if not texts:
+            return out
+        records = (Record(str(i), t, None if pairs is None else pairs[i]) for i, t in enumerate(texts))
+        stats: dict = {}
+        bar = progress_bar(progress, total=len(texts), desc="encode")
+        try:
+            for win, emb in staged(plan.windows(records, 0), lambda w: plan.prepare(self.model, *w),
+                                   lambda win: (win, plan.infer(self.model, win, stats)), name="lookalike-encode"):
+                out[win.start:win.start + len(win.ids)] = emb
+                bar.update(len(win.ids))
+        finally:
+            bar.close()
+        return out

@@ -1,0 +1,143 @@
+"""The host side of the engine: one-pass tokenizing equals transformers' own call, worker processes give the same
+ids and the same store bytes, and the default batch policy pads little on real text."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import transformers
+
+from lookalike.data import CorpusSpec, Record
+from lookalike.engine import embed, open_store
+from lookalike.engine.batching import Encoded, TokenizerPool, token_budget_batches, tokenize
+from lookalike.engine.plan import cut, window_ranges
+from lookalike.params import EmbedParams
+
+
+def _records(shared_data, n_pairs=120, n_singles=120):
+    pairs = list(CorpusSpec(shared_data / "squad2_dev500", limit=n_pairs).records())
+    singles = list(CorpusSpec(shared_data / "imdb" / "imdb_test_2k.tsv", limit=n_singles).records())
+    mixed = pairs + singles + [Record("empty", ""), Record("empty-pair", "", "")]
+    random.Random(0).shuffle(mixed)
+    return mixed
+
+
+@pytest.mark.parametrize("max_length", [16, 128, 512])
+def test_one_pass_tokenizing_equals_transformers(minilm_dir, shared_data, max_length):
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    recs = _records(shared_data)
+    enc = tokenize(tok, recs, max_length)
+    assert len(enc) == len(recs) and enc.truncated.any()
+    for i, r in enumerate(recs):
+        # a batch call, as the engine always made: an empty pair is still a pair ([CLS] text [SEP] [SEP])
+        pair = None if r.text_pair is None else [r.text_pair]
+        ref = tok([r.text], pair, truncation=True, max_length=max_length)
+        full = tok([r.text], pair, verbose=False)
+        assert enc.row(i).tolist() == ref["input_ids"][0], r.id
+        assert enc.token_type_ids[i].tolist() == ref["token_type_ids"][0], r.id
+        assert bool(enc.truncated[i]) == (len(full["input_ids"][0]) > max_length), r.id
+
+
+def test_a_rows_ids_do_not_depend_on_its_neighbours(minilm_dir, shared_data):
+    # the old chunked call encoded a single text as (text, "") when another row of its chunk had a pair
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    recs = _records(shared_data, 20, 20)
+    whole = tokenize(tok, recs, 64)
+    for i, r in enumerate(recs):
+        assert tokenize(tok, [r], 64).row(0).tolist() == whole.row(i).tolist()
+
+
+def test_worker_processes_give_the_same_ids(minilm_dir, shared_data):
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    recs = _records(shared_data)
+    ref = tokenize(tok, recs, 96)
+    with TokenizerPool(tok, 96, workers=2, chunk=17) as pool:
+        got = pool.tokenize(recs)
+        assert len(pool.tokenize([])) == 0
+    for name in ("ids", "offsets", "type_ids", "truncated", "n_tokens"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
+
+
+def test_encoded_slices_and_concat_are_inverse():
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(1, 999, size=rng.integers(0, 9))) for _ in range(50)]
+    enc = Encoded.from_lists(rows, [[1] * len(r) for r in rows], rng.random(50) < 0.3)
+    parts = [enc[0:7], enc[7:7], enc[7:30], enc[30:]]
+    back = Encoded.concat(parts)
+    for name in ("ids", "offsets", "type_ids", "truncated"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(enc, name))
+    assert [x.tolist() for x in back.input_ids] == [[int(v) for v in r] for r in rows]
+
+
+def test_padding_is_vectorised_exactly():
+    rng = np.random.default_rng(1)
+    rows = [list(rng.integers(1, 999, size=rng.integers(1, 40))) for _ in range(200)]
+    enc = Encoded.from_lists(rows, [[i % 2] * len(r) for i, r in enumerate(rows)])
+    seen = []
+    for b in token_budget_batches(enc, 300, pad_id=0, max_batch=64):
+        for j, r in enumerate(b.rows):
+            L = len(rows[r])
+            assert b.input_ids[j, :L].tolist() == rows[r] and not b.input_ids[j, L:].any()
+            assert b.attention_mask[j].tolist() == [1] * L + [0] * (b.input_ids.shape[1] - L)
+            assert b.token_type_ids[j, :L].tolist() == [r % 2] * L
+        seen += b.rows.tolist()
+    assert sorted(seen) == list(range(200))
+
+
+@pytest.mark.parametrize("start,size,boundary", [(0, 5, 7), (3, 4, 6), (10, 100, 25), (0, 3, 3)])
+def test_window_ranges_are_the_cut_rule(start, size, boundary):
+    total = 61
+    assert list(window_ranges(start, total, size, boundary)) == \
+        [(a, a + len(c)) for a, c in cut(range(start, total), start, size, boundary)]
+
+
+def test_default_policy_pads_little_on_real_text(minilm_dir, shared_data):
+    """The default sort window at the GPU batch budget: padding <= 3% on the shared data's real mixed text."""
+    tok = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    recs = list(CorpusSpec(shared_data / "imdb" / "imdb_test_2k.tsv").records())
+    recs += list(CorpusSpec(shared_data / "squad2_dev500").records())
+    random.Random(0).shuffle(recs)
+    recs = (recs * 5)[:12000]  # more than one default window
+    enc = tokenize(tok, recs, 256)
+    params = EmbedParams()
+
+    def padding(window):
+        real = padded = 0
+        for a, b in window_ranges(0, len(enc), window, params.shard_rows):
+            for batch in token_budget_batches(enc.slice(a, b), 65536, 0):
+                real += batch.real_tokens
+                padded += batch.input_ids.size
+        return padded / real - 1
+
+    assert padding(params.sort_window) <= 0.03
+    assert padding(2048) > padding(params.sort_window)  # the old default padded more
+
+
+def test_store_is_byte_identical_with_tokenizing_workers(tiny_exports, shared_data, tmp_path):
+    data = CorpusSpec(shared_data / "squad2_dev500", limit=150)
+    params = EmbedParams(max_length=96, shard_rows=40, sort_window=30)
+    a = embed(tiny_exports["bert2"], data, tmp_path / "inline", params, tokens=False, tokenize_workers=0)
+    b = embed(tiny_exports["bert2"], data, tmp_path / "workers", params, tokens=False, tokenize_workers=2)
+    assert a["tokenize_workers"] == 0 and b["tokenize_workers"] == 2
+
+    def shas(p):
+        return [s["sha256"] for s in json.loads((p / "manifest.json").read_text())["shards"]]
+
+    assert shas(tmp_path / "inline") == shas(tmp_path / "workers")
+    assert len(open_store(tmp_path / "workers")) == 150
+
+
+def test_larger_window_gives_the_same_vectors(tiny_exports, shared_data, tmp_path):
+    """Batch composition changes with the window; every row's vector stays the same within float noise."""
+    data = CorpusSpec(shared_data / "imdb" / "imdb_test_2k.tsv", limit=120)
+    small = EmbedParams(max_length=64, shard_rows=60, sort_window=8, batch_tokens=512)
+    big = EmbedParams(max_length=64, shard_rows=60, batch_tokens=512)
+    embed(tiny_exports["bert2"], data, tmp_path / "small", small, tokens=False)
+    embed(tiny_exports["bert2"], data, tmp_path / "big", big, tokens=False)
+    x, y = open_store(tmp_path / "small").embeddings(), open_store(tmp_path / "big").embeddings()
+    assert list(open_store(tmp_path / "small").ids) == list(open_store(tmp_path / "big").ids)
+    cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+    assert cos.min() > 0.99999

@@ -1,0 +1,145 @@
+"""lookalike as a bulk-embedding user meets it: a Python API on lists that equals the store, the model's own
+embeddings one flag away (and equal to sentence-transformers'), standard input, tasks inferred on export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lookalike.cli import cli
+from lookalike.data import CorpusSpec
+from lookalike.engine import Embedder, embed, open_store
+from lookalike.errors import InputError
+from lookalike.params import EmbedParams
+
+
+def _texts(shared_data, n=80):
+    return [r.text for r in CorpusSpec(shared_data / "imdb" / "imdb_test_2k.tsv", limit=n).records()]
+
+
+def test_encode_equals_the_store_byte_for_byte(tiny_exports, shared_data, tmp_path):
+    texts = _texts(shared_data)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+    params = EmbedParams(max_length=64, shard_rows=30, sort_window=12, batch_tokens=256)
+    embed(tiny_exports["bert2"], CorpusSpec(corpus), tmp_path / "store", params, tokens=False)
+    stored = open_store(tmp_path / "store").embeddings()
+    model = Embedder(tiny_exports["bert2"], max_length=64, batch_tokens=256)
+    got = model.encode([t.replace("\n", " ") for t in texts])
+    # the API's one window is the whole list, the store's are 12 rows: other batches, same vectors
+    np.testing.assert_allclose(got, stored, rtol=0, atol=2e-6)
+    # with the store's windows, the very bytes
+    same = Embedder(tiny_exports["bert2"], max_length=64, batch_tokens=256)
+    same.defaults = params
+    assert np.array_equal(same.encode([t.replace("\n", " ") for t in texts]), stored)
+    assert model.encode([]).shape == (0, model.dim)
+    assert model.encode(["one"], normalize=True).dtype == np.float32
+
+
+def test_encode_refuses_what_is_not_a_list_of_texts(tiny_exports):
+    model = Embedder(tiny_exports["bert2"])
+    with pytest.raises(InputError, match="not one string"):
+        model.encode("a great movie")
+    with pytest.raises(InputError, match="text 1 is a int"):
+        model.encode(["fine", 3])
+    with pytest.raises(InputError, match="2 texts but 1 pairs"):
+        model.encode(["a", "b"], ["c"])
+
+
+@pytest.fixture(scope="module")
+def st_reference(minilm_dir, shared_data):
+    from sentence_transformers import SentenceTransformer
+
+    texts = _texts(shared_data, 40) + ["", "a", "Short one.", "x " * 600]
+    return texts, SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, convert_to_numpy=True)
+
+
+def test_pooling_auto_equals_sentence_transformers(minilm_export, st_reference, tmp_path):
+    texts, ref = st_reference
+    m = json.loads((minilm_export / "lookalike.json").read_text())
+    assert m["sentence_transformers"]["pooling"] == "mean" and m["sentence_transformers"]["normalize"]
+    model = Embedder(minilm_export, pooling="auto", max_length=256)  # ST's max_seq_length for this model
+    assert model.settings()["pooling"] == "mean" and model.settings()["normalize"]
+    got = model.encode(texts)
+    assert (got * ref).sum(1).min() >= 0.9999
+    cls = Embedder(minilm_export, max_length=256).encode(texts)  # the default: CLS, as the paper
+    assert (cls * ref).sum(1).mean() / np.linalg.norm(cls, axis=1).mean() < 0.9
+
+    corpus = tmp_path / "t.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    r = CliRunner().invoke(cli, ["embed", str(minilm_export), str(corpus), str(tmp_path / "s"), "--pooling", "auto",
+                                 "--max-length", "256"])
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.stdout)
+    assert stats["pooling"] == "mean" and stats["normalize"] and "auto" in stats["pooling_from"]
+    store = open_store(tmp_path / "s")
+    assert store.config["pooling"] == "mean" and store.config["pooling_from"].startswith("auto")
+    assert (store.embeddings() * ref).sum(1).min() >= 0.9999
+
+
+def test_default_pooling_tells_the_user_about_auto(minilm_export, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a great movie\nterrible acting\n")
+    r = CliRunner().invoke(cli, ["embed", str(minilm_export), str(corpus), str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    notes = [line for line in r.stderr.splitlines() if "--pooling auto" in line]
+    assert len(notes) == 1 and notes[0].startswith("note:") and "mean + normalize" in notes[0]
+    r = CliRunner().invoke(cli, ["-q", "embed", str(minilm_export), str(corpus), str(tmp_path / "q")])
+    assert r.exit_code == 0 and "--pooling auto" not in r.stderr
+
+
+def test_embed_reads_standard_input(tiny_exports, tmp_path):
+    lines = ["a great movie", "terrible acting", "", "fine"]
+    r = CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), "-", str(tmp_path / "s")],
+                           input="\n".join(lines) + "\n")
+    assert r.exit_code == 0, r.output
+    store = open_store(tmp_path / "s")
+    assert len(store) == 4
+    np.testing.assert_allclose(store.embeddings(), Embedder(tiny_exports["bert2"]).encode(lines), atol=2e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # the spooled input is gone
+    r = CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), "-", str(tmp_path / "e")], input="")
+    assert r.exit_code == 2 and "standard input is empty" in r.output
+
+
+def test_export_infers_the_task_from_the_checkpoint(tiny_models, tmp_path):
+    from lookalike.exporters import export
+
+    m = export(str(tiny_models["cls"]), tmp_path / "cls")
+    assert m["task"] == "text-classification" and m["task_inferred_from"] == "BertForSequenceClassification"
+    r = CliRunner().invoke(cli, ["export", str(tiny_models["qa"]), str(tmp_path / "qa")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["task"] == "question-answering"
+    assert "inferred from BertForQuestionAnswering" in r.stderr
+    assert export(str(tiny_models["bert2"]), tmp_path / "fe")["task"] == "feature-extraction"
+
+
+def test_int8_scheme_implies_int8(tiny_models, tmp_path):
+    from lookalike.exporters import export
+
+    m = export(str(tiny_models["bert2"]), tmp_path / "q", int8_scheme="dynamic-reduce-range")
+    assert m["variant"]["quantize"] == "int8" and m["variant"]["int8_scheme"] == "dynamic-reduce-range"
+    assert "dynamic reduce-range" in m["variant"]["description"]
+
+
+def test_int8_refusal_lists_candidates_and_the_way_forward(tmp_path, monkeypatch):
+    from lookalike.errors import ExportError
+    from lookalike.exporters import int8
+
+    def fake_rows(sess, feeds, output):  # every int8 candidate flips the labels of a classifier
+        base = np.array([[1.0, 0.0], [0.0, 1.0]] * 4)
+        return base if sess == "fp32" else base[:, ::-1]
+
+    monkeypatch.setattr(int8, "_session", lambda p: "fp32" if p.name == "fp32.onnx" else "int8")
+    monkeypatch.setattr(int8, "_rows", fake_rows)
+    monkeypatch.setattr(int8, "quantize", lambda *a, **k: None)
+    monkeypatch.setattr(int8, "measure", lambda paths, feeds, output: {k: 100.0 for k in paths})
+    fp32 = tmp_path / "fp32.onnx"
+    fp32.write_bytes(b"0")
+    with pytest.raises(ExportError) as e:
+        int8.choose_scheme(fp32, "logits", [{}], fused=False, config=None, task="text-classification",
+                           use_cache=False)
+    msg = str(e.value)
+    assert "label agreement 0.0%" in msg and "--int8-scheme SCHEME" in msg and "dynamic-per-channel" in msg
