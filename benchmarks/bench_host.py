@@ -32,6 +32,7 @@ class NullModel:
         self.dir, self.manifest, self.tokenizer = real.dir, real.manifest, real.tokenizer
         self.pad_id, self.hidden_size, self.max_positions = real.pad_id, real.hidden_size, real.max_positions
         self.output_names, self.device, self.io_binding = real.output_names, "cpu", False
+        self.vocab_size = real.vocab_size
 
     def run(self, outputs, input_ids, attention_mask, token_type_ids=None):
         return [np.zeros((len(input_ids), self.hidden_size), dtype=np.float32)]

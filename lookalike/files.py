@@ -7,11 +7,13 @@ final name it owns) from anything else in a folder, and two writers never share 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import secrets
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -203,7 +205,17 @@ class WriterLock:
     def acquire(self) -> "WriterLock":
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symlink: the lock file is ours, and a link could point at a user's file
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if os.path.islink(self.path) or exc.errno == errno.ELOOP:
+                raise LookalikeError(f"{self.path}: is a symbolic link, not lookalike's lock file; remove it (it "
+                                     "is not ours to delete) and re-run") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LookalikeError(f"{self.path}: is not a regular file, so not lookalike's lock file; remove it and "
+                                 "re-run")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -215,6 +227,27 @@ class WriterLock:
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return self
+
+    @classmethod
+    def holder(cls, folder: str | Path) -> str | None:
+        """The pid holding `folder`'s lock (a writer is running), or None."""
+        import fcntl
+
+        path = Path(folder) / cls.NAME
+        if not path.is_file() or path.is_symlink():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return os.read(fd, 64).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd is not None:

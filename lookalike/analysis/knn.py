@@ -8,6 +8,7 @@ within the returned candidates, ties are ordered by row index so results are det
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -43,6 +44,11 @@ def load_normalized(store: Store | np.ndarray, block_rows: int = 65536, ids=None
         raise InputError(f"NaN/inf in the vectors of ids {[str(i) for i in np.asarray(ids)[bad][:5]]}",
                          path=getattr(store, "path", None), field="embedding")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if len(zero):  # no direction: every cosine with it is 0, so its neighbours are arbitrary ties
+        log.warning("%s: %d all-zero vectors (ids %s%s); their neighbours are ties at similarity 0",
+                    getattr(store, "path", "vectors"), len(zero), [str(i) for i in np.asarray(ids)[zero[:3]]],
+                    ", ..." if len(zero) > 3 else "")
     x /= np.maximum(norms, 1e-12)
     return x
 
@@ -119,6 +125,20 @@ class KnnResult:
     index: str = "flat"
     meta: dict = field(default_factory=dict)
 
+    def content_sha256(self) -> str:
+        """sha256 of what the file holds (ids, neighbours, similarities, k, index, meta): checked on load."""
+        h = hashlib.sha256()
+        for a in (np.ascontiguousarray(self.neighbors, dtype=np.int64), np.ascontiguousarray(self.similarity,
+                                                                                               dtype=np.float32)):
+            h.update(str(a.shape).encode())
+            h.update(a.tobytes())
+        h.update("\0".join(str(x) for x in self.ids).encode())
+        h.update(json.dumps([int(self.k), str(self.index), self.stored_meta()], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def stored_meta(self) -> dict:
+        return {k: v for k, v in self.meta.items() if k != "seconds"}
+
     def neighbor_ids(self, k: int | None = None) -> np.ndarray:
         k = k or self.k
         return self.ids[self.neighbors[:, :k]]
@@ -138,7 +158,8 @@ class KnnResult:
             f.attrs["index"] = self.index
             f.attrs["kind"] = "lookalike.knn"
             # timings are reported, not stored: the file is a function of its inputs (byte-identical re-runs)
-            f.attrs["meta"] = json.dumps({k: v for k, v in self.meta.items() if k != "seconds"})
+            f.attrs["meta"] = json.dumps(self.stored_meta())
+            f.attrs["content_sha256"] = self.content_sha256()
 
 
 def _is_knn_file(path: Path) -> bool:
@@ -161,10 +182,28 @@ def load_knn(path: str | Path) -> KnnResult:
         with h5py.File(path, "r") as f:
             if f.attrs.get("kind") != "lookalike.knn":
                 raise InputError("not a lookalike neighbour file (made by `lookalike knn`)", path=path)
-            return KnnResult(f["id"].asstr()[:], f["neighbors"][:], f["similarity"][:], int(f.attrs["k"]),
-                             str(f.attrs["index"]), json.loads(f.attrs["meta"]))
+            res = KnnResult(f["id"].asstr()[:], f["neighbors"][:], f["similarity"][:], int(f.attrs["k"]),
+                            str(f.attrs["index"]), json.loads(f.attrs["meta"]))
+            stored = f.attrs.get("content_sha256")
     except OSError as exc:
         raise InputError(f"not a readable HDF5 file ({exc})", path=path) from None
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"not a complete lookalike neighbour file ({exc}); re-run `lookalike knn`",
+                         path=path) from None
+    n = len(res.ids)
+    if res.neighbors.shape != (n, res.k) or res.similarity.shape != (n, res.k):
+        raise InputError(f"holds {n} ids but neighbours of shape {res.neighbors.shape}; the file is damaged: re-run "
+                         "`lookalike knn`", path=path)
+    if res.neighbors.size and (res.neighbors.min() < 0 or res.neighbors.max() >= n):
+        bad = int(res.neighbors.min()) if res.neighbors.min() < 0 else int(res.neighbors.max())
+        raise InputError(f"neighbour row {bad} is outside 0..{n - 1}; the file is damaged: re-run `lookalike knn`",
+                         path=path, field="neighbors")
+    if stored is None:
+        log.warning("%s: made by an older lookalike (no content checksum); re-run `lookalike knn` to verify it", path)
+    elif stored != res.content_sha256():
+        raise InputError("its content does not match the checksum it was written with (changed after `lookalike "
+                         "knn` wrote it); re-run `lookalike knn`", path=path)
+    return res
 
 
 def knn_search(x: np.ndarray, queries: np.ndarray, k: int, *, index=None, gpu: bool | None = None,

@@ -91,10 +91,19 @@ class OodResult:
                                     "metrics": self.metrics.get(k, {}),
                                     "score": [round(float(x), 7) for x in self.scores[k]],
                                     "ood": [bool(x) for x in self.ood_mask(k)]} for k in self.ks}}
+        out["content_sha256"] = _content_sha256(out)
         path = Path(path)
         check_output_file(path, _is_ood_file, "OOD file")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, out)
+
+
+def _content_sha256(obj: dict) -> str:
+    """sha256 of an OOD file's content (everything but this checksum), in canonical JSON."""
+    import hashlib
+
+    body = {k: v for k, v in obj.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _is_ood_file(path: Path) -> bool:
@@ -109,8 +118,20 @@ def load_ood(path: str | Path) -> OodResult:
     obj = load_json(path, "OOD file")
     if not isinstance(obj, dict) or obj.get("kind") != "lookalike.ood":
         raise InputError("not a lookalike OOD file (made by `lookalike ood`)", path=path)
-    ks = [int(k) for k in obj["k"]]
-    res = obj["results"]
+    if "content_sha256" not in obj:
+        log.warning("%s: made by an older lookalike (no content checksum); re-run `lookalike ood` to verify it", path)
+    elif obj["content_sha256"] != _content_sha256(obj):
+        raise InputError("its content does not match the checksum it was written with (changed after `lookalike "
+                         "ood` wrote it); re-run `lookalike ood`", path=path)
+    try:
+        ks = [int(k) for k in obj["k"]]
+        res = obj["results"]
+        n = len(obj["test_ids"])
+        for k in ks:
+            if len(res[str(k)]["score"]) != n:
+                raise ValueError(f"k={k} has {len(res[str(k)]['score'])} scores for {n} test ids")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"not a complete lookalike OOD file ({exc}); re-run `lookalike ood`", path=path) from None
     return OodResult(np.array(obj["test_ids"], dtype=object), ks, obj["tpr"],
                      {k: np.array(res[str(k)]["score"]) for k in ks},
                      {k: float(res[str(k)]["threshold"]) for k in ks},

@@ -27,7 +27,7 @@ from ..errors import InputError, LookalikeError
 from ..exporters.manifest import load_manifest
 from ..files import atomic_write_json, load_json, progress_bar, settings_guard
 from ..params import EmbedParams
-from .plan import RayOptions, cut, make_plan, run_stats, skip_done
+from .plan import RayOptions, check_unchanged, cut, make_plan, run_stats, skip_done
 from .runtime import OnnxModel, resolve_device
 from .store import StoreWriter, write_shard_file
 
@@ -158,6 +158,7 @@ def embed_ray(model_dir: str | Path, corpus: CorpusSpec, out_dir: str | Path, pa
                     writer.record_shard(finished.pop(next_to_record))
                     next_to_record += 1
             bar.close()
+            check_unchanged(corpus, plan.config["corpus_fingerprint"])
             counts = writer.finalize()
             return run_stats(counts["rows"], resumed_from, counts["n_truncated"], counts["shards"],
                              time.perf_counter() - t0, stats, backend="ray", workers=len(pool),

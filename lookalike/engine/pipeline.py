@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..files import progress_bar
 from ..params import EmbedParams
 from .batching import TokenizerPool
-from .plan import RayOptions, make_plan, run_stats, skip_done
+from .plan import RayOptions, check_unchanged, make_plan, run_stats, skip_done
 from .runtime import OnnxModel, physical_cores
 from .stages import staged
 from .store import StoreWriter
@@ -75,7 +75,7 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
             cache = matching_cache(tokens, cache_config(model.tokenizer, corpus, plan.max_length))
         if cache is not None:  # ids, not text: no reader or tokenizer on the critical path
             info["tokens_from"] = str(cache.path)
-            windows = cache.windows(resumed_from, params.sort_window, params.shard_rows)
+            windows = cache.windows(resumed_from, params.sort_window, params.shard_rows, model.vocab_size)
             prepare = lambda w: plan.batch(model, *w)  # noqa: E731
             total = len(cache) if progress else None
         else:
@@ -92,6 +92,8 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
                 writer.append(win.ids, emb, win.n_tokens, win.truncated)
                 bar.update(len(win.ids))
                 bar.set_postfix(tok_s=f"{stats['real_tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f}")
+            if cache is None:
+                check_unchanged(corpus, plan.config["corpus_fingerprint"])
             counts = writer.finalize()
         finally:
             bar.close()

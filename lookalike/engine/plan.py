@@ -212,6 +212,16 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
     return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, int(manifest["hidden_size"]))
 
 
+def check_unchanged(corpus: CorpusSpec, fingerprint: str) -> None:
+    """InputError when the corpus's content now differs from the fingerprint taken when the run started (edited in
+    place while it was read): its rows would be labelled with content they were not made from."""
+    if corpus.is_local and corpus.fingerprint() != fingerprint:
+        raise InputError("the corpus changed while it was being embedded (its content fingerprint at the start "
+                         "and at the end differ); the store is left unfinished and will not resume on the new "
+                         "content: re-run into a new folder on a corpus that stays put while it is read",
+                         path=corpus.path)
+
+
 def run_stats(rows_done: int, resumed_from: int, n_truncated: int, shards: int, seconds: float, stats: dict,
               **extra) -> dict:
     """What one embedding run did (the same fields for every backend)."""

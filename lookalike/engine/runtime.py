@@ -91,7 +91,7 @@ class OnnxModel:
         import transformers
 
         self.dir = Path(model_dir)
-        self.manifest = load_manifest(self.dir, task)
+        self.manifest = load_manifest(self.dir, task, verify=True)
         self.device = resolve_device(device)
         opts, providers, disabled = session_setup(self.device, threads)
         try:
@@ -119,6 +119,11 @@ class OnnxModel:
     @property
     def sha256(self) -> str:
         return self.manifest["sha256"]
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the model's embedding matrix: token ids must be below it."""
+        return int(self.manifest.get("vocab_size") or len(self.tokenizer))
 
     @property
     def hidden_size(self) -> int:

@@ -80,7 +80,40 @@ def read_manifest(folder: Path, fmt: type[ShardFormat]) -> dict:
     if manifest.get("format_version", fmt.version) > fmt.version:
         raise StoreError(f"{mpath}: format {manifest['format_version']} is newer than this lookalike understands "
                          f"({fmt.version}); upgrade lookalike")
+    problem = chain_problem(manifest, fmt)
+    if problem:
+        raise StoreError(f"{mpath}: {problem}; the manifest is damaged (edited by hand?): delete the folder and "
+                         f"{fmt.repair.split(' (')[0]}")
     return manifest
+
+
+_ENTRY = {"file": str, "row_start": int, "row_end": int, "rows": int, "sha256": str}
+
+
+def chain_problem(manifest: dict, fmt: type[ShardFormat]) -> str | None:
+    """Why the manifest's shard list is not one contiguous chain from row 0 (entry fields, names in order,
+    row ranges, row counts, the total), or None."""
+    row = 0
+    for i, entry in enumerate(manifest["shards"]):
+        where = f"shard entry {i}"
+        if not isinstance(entry, dict):
+            return f"{where} is not an object"
+        for key, typ in _ENTRY.items():
+            if not isinstance(entry.get(key), typ) or isinstance(entry.get(key), bool):
+                return f"{where} has no {typ.__name__} '{key}'"
+        if entry["file"] != f"{fmt.prefix}-{i:05d}.h5":
+            return f"{where} names {entry['file']!r}, expected {fmt.prefix}-{i:05d}.h5 (entries out of order?)"
+        if entry["row_start"] != row:
+            return f"{where} ({entry['file']}) starts at row {entry['row_start']}, the chain is at row {row}"
+        if entry["rows"] < 1 or entry["row_end"] - entry["row_start"] != entry["rows"]:
+            return (f"{where} ({entry['file']}) covers rows {entry['row_start']}..{entry['row_end']} but says "
+                    f"{entry['rows']} rows")
+        row = entry["row_end"]
+    if manifest.get("complete"):
+        total = manifest.get("total_rows")
+        if total != row:
+            return f"total_rows is {total!r}, the shards hold {row}"
+    return None
 
 
 def sha_problem(folder: Path, entry: dict) -> str | None:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import StoreError
-from ..files import atomic_file, sha256_file
+from ..files import WriterLock, atomic_file, sha256_file
 from .shards import MANIFEST, ShardedWriter, ShardFormat, read_manifest, sha_problem
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,13 @@ def _read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def check_shard(folder: Path, shard: dict, dim: int) -> str | None:
-    """Why the shard file does not match its manifest entry (missing, checksum, rows, shape), or None."""
+# shard attributes that must say what the manifest's config says (an edit of either is caught)
+SHARD_ATTRS = ("model_sha256", "pooling", "normalize", "max_length", "dtype")
+
+
+def check_shard(folder: Path, shard: dict, dim: int, config: dict | None = None) -> str | None:
+    """Why the shard file does not match its manifest entry (missing, checksum, rows, shape, row range, and the
+    settings it was written with), or None."""
     import h5py
 
     path = folder / shard["file"]
@@ -94,6 +99,14 @@ def check_shard(folder: Path, shard: dict, dim: int) -> str | None:
                     return f"{name} has {f[name].shape[0]} rows, manifest says {rows}"
             if int(f.attrs["row_start"]) != shard["row_start"]:
                 return f"row_start {int(f.attrs['row_start'])}, manifest says {shard['row_start']}"
+            if "row_end" in f.attrs and int(f.attrs["row_end"]) != shard["row_end"]:
+                return f"row_end {int(f.attrs['row_end'])}, manifest says {shard['row_end']}"
+            for key in SHARD_ATTRS if config else ():
+                if key in f.attrs and key in config:
+                    have = f.attrs[key]
+                    have = have.item() if hasattr(have, "item") else have
+                    if have != config[key]:
+                        return f"written with {key} {have!r}, the manifest's config says {config[key]!r}"
     except (OSError, KeyError) as exc:
         return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
     return None
@@ -120,7 +133,7 @@ class StoreFormat(ShardFormat):
                                 columns["truncated"], self.config)
 
     def check_shard(self, folder: Path, entry: dict, manifest: dict) -> str | None:
-        return check_shard(folder, entry, int(manifest.get("dim", self.dim)))
+        return check_shard(folder, entry, int(manifest.get("dim", self.dim)), manifest.get("config"))
 
     def finalize(self, folder: Path, manifest: dict) -> None:
         """The single HDF5 entry point: virtual datasets over all shards, plus the ids."""
@@ -198,11 +211,23 @@ class Store:
         return hashlib.sha256("".join(s["sha256"] for s in self.manifest["shards"]).encode()).hexdigest()[:12]
 
     def verify(self) -> None:
-        """StoreError naming the first shard that does not match the manifest (sha256, rows, shape)."""
+        """StoreError naming the first shard that does not match the manifest (sha256, rows, shape, settings),
+        or the first id that appears twice."""
         for s in self.manifest["shards"]:
-            problem = check_shard(self.path, s, self.dim)
+            problem = check_shard(self.path, s, self.dim, self.config)
             if problem:
+                writer = WriterLock.holder(self.path)
+                if writer:
+                    raise StoreError(f"{self.path}: is being written by pid {writer}; open it when that run ends")
                 raise StoreError(f"{self.path / s['file']}: {problem}; the store is damaged: {REPAIR}")
+        ids = self.ids
+        if len(set(ids)) != len(ids):
+            seen: dict = {}
+            for i, x in enumerate(ids):
+                if x in seen:
+                    raise StoreError(f"{self.path}: id {x!r} is at rows {seen[x]} and {i}; a store's ids are unique "
+                                     f"(the store was altered): {REPAIR}")
+                seen[x] = i
 
     @property
     def ids(self) -> np.ndarray:
@@ -273,6 +298,10 @@ def open_store(path: str | Path, *, allow_incomplete: bool = False, verify: bool
         raise StoreError(f"{p}: not an embedding store (no {MANIFEST}; make one with `lookalike embed`)")
     manifest = _read_manifest(p)
     if not manifest.get("complete") and not allow_incomplete:
+        writer = WriterLock.holder(p)
+        if writer:
+            raise StoreError(f"{p}: is being written by pid {writer} ({len(manifest['shards'])} shards so far); "
+                             "open it when that run ends")
         raise StoreError(f"{p}: store is incomplete ({len(manifest['shards'])} shards written); "
                          "re-run the same `lookalike embed` command to finish it")
     store = Store(p, manifest)

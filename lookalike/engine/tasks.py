@@ -95,7 +95,7 @@ def predict_cls(model: OnnxModel, records, *, max_length: int = 512, batch_token
     records = list(records)
     batch_tokens = batch_tokens or 2048
     max_length = min(max_length, model.max_positions)
-    cached = tokens.windows(0, chunk, 1 << 62) if tokens is not None else None
+    cached = tokens.windows(0, chunk, 1 << 62, model.vocab_size) if tokens is not None else None
     for start in range(0, len(records), chunk):
         part = records[start:start + chunk]
         if cached is not None:

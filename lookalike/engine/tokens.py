@@ -108,8 +108,13 @@ class TokenFormat(ShardFormat):
             with h5py.File(folder / entry["file"], "r") as f:
                 if f["offsets"].shape != (entry["rows"] + 1,) or f["id"].shape != (entry["rows"],):
                     return f"holds {f['id'].shape[0]} rows, manifest says {entry['rows']}"
-                if int(f["offsets"][-1]) != f["input_ids"].shape[0]:
+                off = f["offsets"][:]
+                if off[0] != 0 or int(off[-1]) != f["input_ids"].shape[0]:
                     return "offsets do not cover the token ids"
+                if (np.diff(off) < 0).any():
+                    return f"offsets decrease at row {int(np.flatnonzero(np.diff(off) < 0)[0])}"
+                if not np.array_equal(np.diff(off), f["n_tokens"][:]):
+                    return "n_tokens do not match the offsets"
         except (OSError, KeyError) as exc:
             return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
         return None
@@ -132,18 +137,31 @@ class TokenCache:
     def tokens(self) -> int:
         return sum(s["tokens"] for s in self.manifest["shards"])
 
-    def shards(self, start: int = 0) -> Iterator[tuple[int, Encoded, list[str], np.ndarray]]:
-        """(first row, Encoded, ids, empty) of every shard that holds rows start.., read whole."""
+    def shards(self, start: int = 0, vocab_size: int | None = None
+               ) -> Iterator[tuple[int, Encoded, list[str], np.ndarray]]:
+        """(first row, Encoded, ids, empty) of every shard that holds rows start.., read whole; token ids are
+        checked to lie in 0..vocab_size-1 (a negative id would be wrapped by the model's Gather, silently)."""
         import h5py
 
         for s in self.manifest["shards"]:
             if s["row_end"] <= start:
                 continue
-            with h5py.File(self.path / s["file"], "r") as f:
+            path = self.path / s["file"]
+            with h5py.File(path, "r") as f:
                 enc = Encoded(f["input_ids"][:], f["offsets"][:],
                               f["token_type_ids"][:] if "token_type_ids" in f else None, f["truncated"][:])
                 names = list(f["id"].asstr()[:])
                 empty = f["empty"][:]
+            if len(enc.offsets) != s["rows"] + 1 or enc.offsets[0] != 0 or enc.offsets[-1] != len(enc.ids) \
+                    or (np.diff(enc.offsets) < 0).any():
+                raise StoreError(f"{path}: offsets do not cut the token ids into {s['rows']} rows; the token cache "
+                                 f"is damaged: {REPAIR}")
+            if enc.ids.size and (int(enc.ids.min()) < 0 or (vocab_size and int(enc.ids.max()) >= vocab_size)):
+                bad = int(enc.ids.min()) if int(enc.ids.min()) < 0 else int(enc.ids.max())
+                raise StoreError(f"{path}: token id {bad} is outside the vocabulary (0..{(vocab_size or 0) - 1}); "
+                                 f"the token cache is damaged: {REPAIR}")
+            if enc.type_ids is not None and enc.type_ids.size and (enc.type_ids.min() < 0 or enc.type_ids.max() > 1):
+                raise StoreError(f"{path}: token type ids outside 0..1; the token cache is damaged: {REPAIR}")
             yield s["row_start"], enc, names, empty
 
     def rows(self, start: int = 0) -> Iterator[tuple]:
@@ -153,9 +171,10 @@ class TokenCache:
             for i in range(max(0, start - first), len(enc)):
                 yield names[i], enc.row(i), None if tts is None else tts[i], bool(enc.truncated[i]), bool(empty[i])
 
-    def windows(self, start: int, size: int, boundary: int) -> Iterator[tuple[int, list[str], Encoded, int]]:
+    def windows(self, start: int, size: int, boundary: int, vocab_size: int | None = None
+                ) -> Iterator[tuple[int, list[str], Encoded, int]]:
         """(first row, ids, Encoded, empty rows) windows cut by the engine's one rule (`plan.window_ranges`)."""
-        shards = self.shards(start)
+        shards = self.shards(start, vocab_size)
         have: list = []  # (first row, Encoded, ids, empty) read but not yet consumed
         for a, b in window_ranges(start, len(self), size, boundary):
             parts, names, empty = [], [], 0

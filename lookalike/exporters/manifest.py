@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError, ModelError
-from ..files import load_json
+from ..files import load_json, sha256_file
 
 MANIFEST = "lookalike.json"
 MODEL_FILE = "model.onnx"
@@ -17,8 +17,10 @@ TASKS = ("feature-extraction", "question-answering", "text-classification")
 _REQUIRED = {"task": str, "file": str, "sha256": str, "hidden_size": int, "variant": dict, "source": dict}
 
 
-def load_manifest(model_dir: str | Path, task: str | None = None) -> dict:
-    """The manifest of an export folder; ModelError if the folder is not an export (or not for `task`)."""
+def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: bool = False) -> dict:
+    """The manifest of an export folder; ModelError if the folder is not an export (or not for `task`).
+
+    verify: check the model file's sha256 against the manifest (`verify_model_file`)."""
     model_dir = Path(model_dir)
     mpath = model_dir / MANIFEST
     if not model_dir.is_dir():
@@ -36,10 +38,30 @@ def load_manifest(model_dir: str | Path, task: str | None = None) -> dict:
             raise ModelError(f"{mpath}: field '{key}' missing or not a {typ.__name__}; re-export the model")
     if not (model_dir / manifest["file"]).exists():
         raise ModelError(f"{model_dir}: manifest names {manifest['file']} but it is missing")
+    if verify:
+        verify_model_file(model_dir, manifest)
     if task is not None and manifest["task"] != task:
         raise ModelError(f"{model_dir}: exported for task {manifest['task']!r}, this command needs {task!r} "
                          f"(re-export with --task {task})")
     return manifest
+
+
+_VERIFIED: dict = {}
+
+
+def verify_model_file(model_dir: str | Path, manifest: dict) -> None:
+    """ModelError unless the model file's sha256 is the manifest's: every artifact made with the model is labelled
+    with that hash. Cached in this process per (path, size, mtime, inode), so a model loaded twice is hashed once;
+    any rewrite changes the mtime and is hashed again."""
+    path = Path(model_dir) / manifest["file"]
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, manifest["sha256"])
+    if key in _VERIFIED:
+        return
+    if sha256_file(path) != manifest["sha256"]:
+        raise ModelError(f"{path}: its sha256 is not the one {MANIFEST} records (the file was changed or replaced "
+                         "after export); re-export the model")
+    _VERIFIED[key] = True
 
 
 def labels(manifest: dict) -> dict[int, str]:
