@@ -7,6 +7,7 @@ stderr with exit code 2. Warnings print one line each unless -q.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -38,7 +39,11 @@ class _Group(click.Group):
             raise CLIError(str(exc)) from None
         except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            raise CLIError(f"{where}{exc.strerror or exc}") from None
+            if exc.errno == errno.ENOSPC or "No space left" in str(exc):  # HDF5 says it in several raw lines
+                raise CLIError(f"{where}no space left on device; free space and re-run the same command (finished "
+                               "shards and files are kept)") from None
+            text = str(exc.strerror or exc).strip().splitlines()
+            raise CLIError(f"{where}{text[0] if text else type(exc).__name__}") from None
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
             sys.exit(130)
@@ -324,7 +329,10 @@ def tokenize(model_dir, corpus, out_dir, max_length, shard_rows, progress):
         tok = transformers.AutoTokenizer.from_pretrained(model_dir, use_fast=True)
     except Exception as exc:
         raise CLIError(f"{model_dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
-    max_length = min(max_length, int(manifest.get("max_position_embeddings") or 512))
+    positions = int(manifest.get("max_position_embeddings") or 512)
+    if max_length > positions:
+        log.warning("max length %d is more than the model's %d positions; using %d", max_length, positions, positions)
+    max_length = min(max_length, positions)
     _echo_json(tokenize_corpus(tok, corpus, out_dir, max_length=max_length, shard_rows=shard_rows, progress=progress))
 
 
@@ -370,8 +378,10 @@ def knn(store, out, k, index, gpu, block_rows):
               show_default=True)
 @click.option("--seed", type=int, default=OodParams.seed, show_default=True)
 @click.option("--gpu/--no-gpu", default=None)
+@click.option("--allow-overlap", is_flag=True,
+              help="Accept val/in-test/test stores that share points with the bank (refused by default; recorded).")
 @click.argument("out", type=click.Path(path_type=Path))
-def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
+def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overlap, out):
     """Deep-kNN OOD: score TEST against the TRAIN bank, flag points below the TPR threshold.
 
     Deep Nearest Neighbors (Sun, Ming, Zhu and Li, ICML 2022) on L2-normalised features. All stores must
@@ -381,18 +391,25 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, out):
     Example:
       lookalike ood --train runs/squad-minilm --test runs/cuad-minilm --k 1,5,10,20 runs/ood-minilm.json
     """
-    from .analysis.ood import _is_ood_file, deep_knn_ood
+    from .analysis.ood import _is_ood_file, deep_knn_ood, meaningful
     from .engine import open_store
     from .files import check_output_file
 
     check_output_file(out, _is_ood_file, "OOD file")
     res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
                        val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
-                       val_fraction=val_fraction, seed=seed, gpu=gpu)
+                       val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap)
     res.save(out)
-    summary = {str(k): {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
-                        "n_test": len(res.test_ids), **res.metrics[k]} for k in res.ks}
-    _echo_json({"out": str(out), "val": res.meta["val"], "results": summary})
+    summary = {}
+    for k in res.ks:
+        verdict = meaningful(res, k)
+        summary[str(k)] = {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
+                           "n_test": len(res.test_ids), **res.metrics[k], "meaningful": verdict["ok"],
+                           "verdict": verdict["reason"]}
+        if not verdict["ok"]:
+            log.warning("k=%d: this OOD set is not meaningful (%s); agreements over it say little", k,
+                        verdict["reason"])
+    _echo_json({"out": str(out), "val": res.meta["val"], "pooling": res.meta.get("pooling"), "results": summary})
 
 
 # --------------------------------------------------------------------------- predict / evaluate / finetune

@@ -538,8 +538,22 @@ def load_config(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise InputError("no such experiment file", path=p)
+    class _Loader(yaml.SafeLoader):
+        """safe_load, but a key given twice in one mapping is an error (YAML keeps the last one silently)."""
+
+    def _mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise InputError(f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                                 path=p, field=str(key))
+            seen[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
     try:
-        cfg = yaml.safe_load(p.read_text())
+        cfg = yaml.load(p.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=p,

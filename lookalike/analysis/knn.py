@@ -190,6 +190,11 @@ def load_knn(path: str | Path) -> KnnResult:
     except (KeyError, ValueError) as exc:
         raise InputError(f"not a complete lookalike neighbour file ({exc}); re-run `lookalike knn`",
                          path=path) from None
+    if stored is None:
+        log.warning("%s: made by an older lookalike (no content checksum); re-run `lookalike knn` to verify it", path)
+    elif stored != res.content_sha256():
+        raise InputError("its content does not match the checksum it was written with (changed after `lookalike "
+                         "knn` wrote it); re-run `lookalike knn`", path=path)
     n = len(res.ids)
     if res.neighbors.shape != (n, res.k) or res.similarity.shape != (n, res.k):
         raise InputError(f"holds {n} ids but neighbours of shape {res.neighbors.shape}; the file is damaged: re-run "
@@ -198,11 +203,6 @@ def load_knn(path: str | Path) -> KnnResult:
         bad = int(res.neighbors.min()) if res.neighbors.min() < 0 else int(res.neighbors.max())
         raise InputError(f"neighbour row {bad} is outside 0..{n - 1}; the file is damaged: re-run `lookalike knn`",
                          path=path, field="neighbors")
-    if stored is None:
-        log.warning("%s: made by an older lookalike (no content checksum); re-run `lookalike knn` to verify it", path)
-    elif stored != res.content_sha256():
-        raise InputError("its content does not match the checksum it was written with (changed after `lookalike "
-                         "knn` wrote it); re-run `lookalike knn`", path=path)
     return res
 
 

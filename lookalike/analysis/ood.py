@@ -140,11 +140,14 @@ def load_ood(path: str | Path) -> OodResult:
 
 def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | Sequence[int] = 10, *,
                  tpr: float = 0.95, val: Store | np.ndarray | None = None, in_test: Store | np.ndarray | None = None,
-                 val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None) -> OodResult:
+                 val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None,
+                 allow_overlap: bool = False) -> OodResult:
     """Score `test` against the `train` bank; threshold from `val` (or a held-out split of train).
 
     in_test: held-out in-distribution test points; with them AUROC and FPR@tpr are reported
     (in-distribution positive, `test` as OOD), as in the original paper.
+    allow_overlap: accept val/in-test/test stores that hold points of the bank (refused by default: a bank point
+    is its own nearest neighbour, so thresholds and AUROC computed on it are not held-out numbers).
     """
     ks = [ks] if isinstance(ks, int) else sorted(set(int(k) for k in ks))
     if not ks or min(ks) < 1:
@@ -158,6 +161,12 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
               if isinstance(s, Store)}
     if len(stores) > 1:
         require_same_features(stores, "deep-kNN OOD")
+    overlap = _bank_overlap(stores)
+    if overlap and not allow_overlap:
+        role, n, example = overlap[0]
+        raise InputError(f"the {role} store holds {n} of the bank's points (e.g. id {example!r}); deep-kNN needs "
+                         "held-out points (a bank point is its own nearest neighbour). Use a held-out store, or "
+                         "pass --allow-overlap to accept it (recorded)", path=stores[role].path)
     bank = load_normalized(train)
     queries = load_normalized(test)
     test_ids = test.ids if isinstance(test, Store) else np.arange(len(queries)).astype(str)
@@ -193,7 +202,28 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
                               fpr_at_tpr=float((test_scores[k] >= lam_test).mean()),
                               in_test_tpr_at_val_threshold=float((id_scores[k] >= thresholds[k]).mean()))
     meta.update(n_bank=len(bank), n_val=len(val_x), n_test=len(queries))
+    if overlap:
+        meta["bank_overlap"] = {role: n for role, n, _ in overlap}
     return OodResult(np.asarray(test_ids), ks, tpr, test_scores, thresholds, metrics, meta)
+
+
+def _bank_overlap(stores: dict[str, Store]) -> list[tuple[str, int, str]]:
+    """(role, shared points, an example id) for every store that is the bank or shares records with it: the same
+    content, or the same corpus (fingerprint) with ids in common."""
+    bank = stores.get("train")
+    if bank is None:
+        return []
+    out = []
+    for role, s in stores.items():
+        if role == "train":
+            continue
+        if s.key() == bank.key() or Path(s.path).resolve() == Path(bank.path).resolve():
+            out.append((role, len(s), str(s.ids[0]) if len(s) else ""))
+        elif s.config.get("corpus_fingerprint") == bank.config.get("corpus_fingerprint"):
+            shared = set(s.ids) & set(bank.ids)
+            if shared:
+                out.append((role, len(shared), str(sorted(shared)[0])))
+    return out
 
 
 # a comparison of OOD sets says something only when the sets are large enough to differ and the detector works

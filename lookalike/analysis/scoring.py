@@ -210,6 +210,14 @@ def evaluate(corpus: CorpusSpec | str | Path, predictions: str | Path | dict, *,
             probs = _check_na_probs(load_json(na_probs, "no-answer probability file"), na_probs)
         elif na_probs is not None:
             probs = _check_na_probs(na_probs, None)
+        if probs is not None:
+            uncovered = [q for q in preds if q in known and q not in probs]
+            if uncovered:
+                raise InputError(f"the no-answer probability file covers {len(preds) - len(extra) - len(uncovered)} "
+                                 f"of the {len(preds) - len(extra)} predicted questions (missing e.g. "
+                                 f"{uncovered[:3]}); best_exact/best_f1 need all of them: give the file `predict` "
+                                 "wrote with these predictions", path=na_probs if isinstance(na_probs, (str, Path))
+                                 else None)
         metrics, exact, f1 = squad_v2_eval(records, preds, probs, na_prob_thresh)
         errors = error_set(exact, f1, f1_below)
         per_id = {q: {"exact": exact[q], "f1": round(f1[q], 6)} for q in exact}
@@ -262,7 +270,7 @@ def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None
         p = p / "errors.json"
     if not p.is_file():
         raise InputError("no such error-set file", path=p)
-    text = p.read_text(errors="replace")
+    text = p.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is not part of the first id
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:

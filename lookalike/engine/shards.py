@@ -12,8 +12,11 @@ one and all after it are redone.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -137,6 +140,28 @@ def _join(parts: list):
     return [x for p in parts for x in p]
 
 
+def _size_estimate(columns: dict) -> int:
+    """Bytes a shard of these columns will take on disk, with room for HDF5's own structures."""
+    size = 0
+    for v in columns.values():
+        if isinstance(v, np.ndarray):
+            size += v.nbytes
+        elif hasattr(v, "ids"):  # batching.Encoded
+            size += v.ids.nbytes + v.offsets.nbytes + (0 if v.type_ids is None else v.type_ids.nbytes)
+        elif isinstance(v, list):
+            size += sum(len(str(x)) + 16 for x in v)
+    return int(size * 1.1) + (1 << 20)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+
+
+def _no_space(path: Path, free: int, need: int) -> str:
+    return (f"{path}: no space left on device ({free / 1e6:.0f} MB free, about {need / 1e6:.0f} MB needed for "
+            "this shard); free space and re-run the same command: nothing written so far is lost")
+
+
 class ShardedWriter:
     """Writes a sharded folder in row order: `append` buffers columns and writes a shard at every `shard_rows`
     boundary; `finalize` writes the last shard and the format's entry files.
@@ -161,6 +186,9 @@ class ShardedWriter:
 
     # ---- open / close
     def __enter__(self) -> "ShardedWriter":
+        if self.dir.is_symlink() and not self.dir.exists():
+            raise StoreError(f"{self.dir}: is a symbolic link to {os.readlink(self.dir)}, which does not exist; create "
+                             "that folder or give another output folder")
         if self.dir.exists() and not self.dir.is_dir():
             raise StoreError(f"{self.dir}: exists and is not a folder; give a folder")
         self._created = not self.dir.exists()
@@ -265,7 +293,17 @@ class ShardedWriter:
                 need = 0
         self._buffered -= n
         columns = {k: (_join([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
-        entry = self.fmt.write_shard(self.dir, self.shards_done, self.rows_done, columns)
+        name = self.fmt.shard_name(self.shards_done)
+        need = _size_estimate(columns)
+        free = shutil.disk_usage(self.dir).free
+        if free < need:
+            raise StoreError(_no_space(self.dir / name, free, need))
+        try:
+            entry = self.fmt.write_shard(self.dir, self.shards_done, self.rows_done, columns)
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            raise StoreError(_no_space(self.dir / name, shutil.disk_usage(self.dir).free, need)) from None
         self.record_shard(entry, verified=True)
 
     def record_shard(self, entry: dict, *, verified: bool = False) -> None:
