@@ -100,7 +100,9 @@ def host_vs_device(model_dir: Path, corpus: Path, work: Path, max_length: int, d
             model.run_feeds([plan.output], b.device_feeds or model.feeds(b.input_ids, b.attention_mask,
                                                                           b.token_type_ids))
         isolated = real / (time.perf_counter() - t)
-        stats = embed(model_dir, spec, work / f"e2e-{name}", params, model=model, tokens=cache, progress=False)
+        # a fresh folder per budget and call: a repeated budget must not find a finished store
+        e2e_dir = work / f"e2e-{len(out['budgets'])}-{name}"
+        stats = embed(model_dir, spec, e2e_dir, params, model=model, tokens=cache, progress=False)
         e2e = stats["real_tokens_per_s"]
         row = {"isolated_real_tokens_per_s": isolated, "end_to_end_real_tokens_per_s": e2e,
                "end_to_end_fraction_of_isolated": e2e / isolated, "padding_overhead": stats["padding_overhead"],
@@ -108,8 +110,112 @@ def host_vs_device(model_dir: Path, corpus: Path, work: Path, max_length: int, d
         if peak_tflops:
             avg_len = real / max(stats["rows"], 1)
             row["fraction_of_peak"] = e2e * flops_per_token(model.manifest, int(avg_len)) / (peak_tflops * 1e12)
-        out["budgets"][name] = row
+        out["budgets"][f"{name}" if name not in out["budgets"] else f"{name}#{len(out['budgets'])}"] = row
         print("host_vs_device", name, json.dumps(row), flush=True)
+    return out
+
+
+def same_batch_reference(src: Path, model_dir: Path, corpus: Path, work: Path, max_length: int, device: str,
+                         half: bool, budget: int | None = None) -> dict:
+    """The device's own numbers on identical batches, all inputs already on the device, back to back:
+    the engine's ONNX Runtime session (IO binding), PyTorch eager `BertModel` with SDPA attention (the reference the
+    issue sets), and a GEMM-only ceiling (the model's dense matmuls at the same token count, no attention/norms).
+    Also the padding of those batches and, on CUDA, the attention kernel ONNX Runtime picked (its debug print)."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from lookalike.data import CorpusSpec
+    from lookalike.engine import OnnxModel
+    from lookalike.engine.plan import make_plan
+    from lookalike.engine.tokens import open_tokens, tokenize_corpus
+    from lookalike.params import EmbedParams
+
+    spec = CorpusSpec(corpus, id_field="id")
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    cache = tokenize_corpus(tok, spec, work / "tokens", max_length=max_length)["out"]
+    model = OnnxModel(model_dir, device=device)
+    params = EmbedParams(max_length=max_length, batch_tokens=budget)
+    plan = make_plan(model.manifest, spec, params, device=model.device, output_names=model.output_names)
+    batches = [b for w in open_tokens(cache).windows(0, params.sort_window, params.shard_rows)
+               for b in plan.batch(model, *w).batches]
+    real = sum(b.real_tokens for b in batches)
+    padded = sum(b.input_ids.size for b in batches)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def timed(run, items):
+        for x in items[:3]:
+            run(x)
+        sync()
+        t = time.perf_counter()
+        for x in items:
+            run(x)
+        sync()
+        return real / (time.perf_counter() - t)
+
+    out = {"batches": len(batches), "real_tokens": real, "padding_overhead": padded / real - 1,
+           "batch_tokens": plan.batch_tokens, "sort_window": params.sort_window}
+    out["ort_isolated"] = timed(lambda b: model.run_feeds([plan.output], b.device_feeds or model.feeds(
+        b.input_ids, b.attention_mask, b.token_type_ids)), batches)
+    torch_model = transformers.AutoModel.from_pretrained(src, attn_implementation="sdpa").eval().to(device)
+    if half:
+        torch_model = torch_model.half()
+    feeds = [{k: torch.from_numpy(v).to(device) for k, v in (("input_ids", b.input_ids),
+                                                            ("attention_mask", b.attention_mask))} for b in batches]
+    with torch.inference_mode():
+        out["torch_eager_sdpa"] = timed(lambda f: torch_model(**f).last_hidden_state[:, 0].float().cpu(), feeds)
+        cfg = torch_model.config
+        h, i_size, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+        n_tok = 65536 if device == "cuda" else 4096  # the GPU's batch size; small on a CPU dry run
+        dt = torch.float16 if half else torch.float32
+        x = torch.randn(n_tok, h, device=device, dtype=dt)
+        ws = [torch.randn(h, o, device=device, dtype=dt) for o in (3 * h, h, i_size)] + \
+            [torch.randn(i_size, h, device=device, dtype=dt)]
+        y = torch.randn(n_tok, i_size, device=device, dtype=dt)
+
+        def gemms(_):
+            for _ in range(layers):
+                x @ ws[0], x @ ws[1], x @ ws[2], y @ ws[3]
+
+        reps = max(1, int(real // n_tok))
+        sync()
+        gemms(0)
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            gemms(0)
+        sync()
+        out["gemm_ceiling"] = reps * n_tok / (time.perf_counter() - t)
+    out["ort_vs_torch_eager_sdpa"] = out["ort_isolated"] / out["torch_eager_sdpa"]
+    out["ort_fraction_of_gemm_ceiling"] = out["ort_isolated"] / out["gemm_ceiling"]
+    if device == "cuda":  # which attention kernel ONNX Runtime runs (printed by ORT itself, in a child process)
+        import subprocess
+
+        probe = ("import numpy as np, onnxruntime as ort; from lookalike.engine import OnnxModel; "
+                 f"m = OnnxModel({str(model_dir)!r}, device='cuda'); "
+                 "ids = np.ones((4, 64), np.int64); m.run([m.output_names[0]], ids, np.ones_like(ids))")
+        env = {**os.environ, "ORT_ENABLE_ATTENTION_KERNEL_DEBUG_INFO": "1"}
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+        out["attention_kernel_debug"] = [line for line in (r.stdout + r.stderr).splitlines()
+                                         if "kernel" in line.lower() or "attention" in line.lower()][:12]
+    del torch_model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def from_text(model_dir: Path, corpus: Path, work: Path, max_length: int, device: str, workers: list[int]) -> dict:
+    """The engine end to end from text, per number of tokenizing processes (the host pipeline's scaling)."""
+    from lookalike.data import CorpusSpec
+    from lookalike.engine import embed
+    from lookalike.params import EmbedParams
+
+    out = {}
+    for n in workers:
+        stats = embed(model_dir, CorpusSpec(corpus, id_field="id"), work / f"text-w{n}", EmbedParams(
+            max_length=max_length), device=device, progress=False, tokens=False, tokenize_workers=n)
+        out[str(n)] = {k: stats[k] for k in ("real_tokens_per_s", "padding_overhead", "seconds", "tokenize_workers")}
+        print("from_text", n, json.dumps(out[str(n)]), flush=True)
     return out
 
 
@@ -141,6 +247,10 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense fp16 peak (H100 SXM: 989)")
     ap.add_argument("--budgets", default="16384,32768,65536,131072",
                     help="padded tokens per batch to try for the batch-shape policy (cuda)")
+    ap.add_argument("--focus", action="store_true",
+                    help="only the device-limit checks (issue 24): same-batch ORT vs PyTorch SDPA vs GEMM ceiling, "
+                         "from text per tokenizing workers, from the cache; sized for a few minutes")
+    ap.add_argument("--workers", default=None, help="--focus: tokenize_workers to try from text [0,4,all but 2]")
     args = ap.parse_args()
 
     from lookalike.data import CorpusSpec
@@ -165,7 +275,33 @@ def main():
 
     def log(name, value):
         print(name, json.dumps(value), flush=True)
-        (args.out / f"gpu-{dev}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{result['benchmark']}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+    if args.focus:
+        from lookalike.engine.runtime import physical_cores
+
+        workers = [int(x) for x in (args.workers or f"0,4,{max(1, physical_cores() - 2)}").split(",")]
+        result["benchmark"] = f"gpu-focus-{dev}"
+        for shape in args.shapes.split(","):
+            r = result["shapes"][shape] = {}
+            src = build_source(shape, args.vocab, work / shape / "src")
+            model_dir = work / shape / ("fp16" if dev == "cuda" else "fp32")
+            export(str(src), model_dir, fp16=dev == "cuda")
+            for name, fn in (("same_batches", lambda: same_batch_reference(
+                                 src, model_dir, args.corpus, work / shape / "sb", args.max_length, dev, dev == "cuda")),
+                             ("from_text", lambda: from_text(model_dir, args.corpus, work / shape / "ft",
+                                                             args.max_length, dev, workers)),
+                             ("host_vs_device", lambda: host_vs_device(model_dir, args.corpus, work / shape / "hvd",
+                                                                       args.max_length, dev, (None,),
+                                                                       args.peak_tflops))):
+                try:
+                    r[name] = fn()
+                except Exception as exc:  # keep going: a failed check is a result too
+                    r[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                log(f"{shape} {name}", r[name])
+        (args.out / f"gpu-focus-{dev}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out / f'gpu-focus-{dev}.json'}")
+        return
 
     for shape in args.shapes.split(","):
         r = result["shapes"][shape] = {}

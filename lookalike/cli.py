@@ -11,12 +11,13 @@ import errno
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from . import NOTICE
+from .notes import NOTICE
 from .data import FORMATS, CorpusSpec
 from .errors import LookalikeError
 from .params import (DTYPES, INDEXES, POOLINGS, SIMILARITIES, AttackParams, EmbedParams, FinetuneParams, KnnParams,
@@ -40,7 +41,7 @@ class _Group(click.Group):
         except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             if exc.errno == errno.ENOSPC or "No space left" in str(exc):  # HDF5 says it in several raw lines
-                raise CLIError(f"{where}no space left on device; free space and re-run the same command (finished "
+                raise CLIError(f"{where}No space left on device; free space and re-run the same command (finished "
                                "shards and files are kept)") from None
             text = str(exc.strerror or exc).strip().splitlines()
             raise CLIError(f"{where}{text[0] if text else type(exc).__name__}") from None
@@ -64,6 +65,12 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)  # other libraries: errors only unless -vv
     level = logging.ERROR if quiet else (NOTICE, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.getLogger("lookalike").setLevel(level)
+    # libraries' own warnings (Python warnings: TracerWarning, deprecations) go through logging too, so they obey
+    # the same switch: shown with -vv, not otherwise; transformers' own logger likewise
+    logging.captureWarnings(True)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info" if verbose >= 2 else "error")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity(logging.INFO if verbose >= 2 else logging.ERROR)
 
 
 def _int_list(value: str) -> tuple[int, ...]:
@@ -157,6 +164,11 @@ def ray_options(f):
 
 
 DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+
+
+def _interactive() -> bool:
+    """Progress bars only for a person at a terminal who did not ask for quiet."""
+    return sys.stderr.isatty() and logging.getLogger("lookalike").level < logging.ERROR
 
 
 def _echo_json(obj) -> None:
@@ -273,9 +285,10 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.option("--tokens", type=click.Path(path_type=Path), default=None,
               help="Token cache to read instead of the text [a matching one from `lookalike tokenize`, if any].")
 @click.option("--no-tokens", is_flag=True, help="Never read a token cache; tokenize the text.")
+@click.option("--overwrite", is_flag=True, help="Replace a store lookalike made in OUT_DIR (instead of resuming it).")
 @ray_options
 def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_rows, sort_window, dtype, normalize,
-          device, threads, tokenize_workers, progress, tokens, no_tokens, backend, ray):
+          device, threads, tokenize_workers, progress, tokens, no_tokens, overwrite, backend, ray):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable). CORPUS `-` reads standard
     input (a text per line, or --format jsonl/csv/...).
 
@@ -292,6 +305,10 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_r
 
     params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
                          sort_window=sort_window, dtype=dtype, normalize=normalize)
+    if overwrite:
+        from .engine.store import remove_store
+
+        remove_store(out_dir)
     with _stdin_corpus(corpus, out_dir) if corpus.path == "-" else contextlib.nullcontext(corpus) as corpus:
         _echo_json(do_embed(model_dir, corpus, out_dir, params, device=device, threads=threads, progress=progress,
                             backend=backend, ray=ray, tokens=False if no_tokens else tokens,
@@ -401,14 +418,17 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overl
                        val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap)
     res.save(out)
     summary = {}
+    failing = []
     for k in res.ks:
         verdict = meaningful(res, k)
         summary[str(k)] = {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
                            "n_test": len(res.test_ids), **res.metrics[k], "meaningful": verdict["ok"],
                            "verdict": verdict["reason"]}
         if not verdict["ok"]:
-            log.warning("k=%d: this OOD set is not meaningful (%s); agreements over it say little", k,
-                        verdict["reason"])
+            failing.append((k, verdict["reason"]))
+    if failing:
+        log.warning("the OOD set is not meaningful at k=%s (%s); agreements over it say little",
+                    ",".join(str(k) for k, _ in failing), failing[0][1])
     _echo_json({"out": str(out), "val": res.meta["val"], "pooling": res.meta.get("pooling"), "results": summary})
 
 
@@ -501,8 +521,12 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, al
 @click.option("--seed", type=int, default=FinetuneParams.seed, show_default=True)
 @click.option("--answerable-only", is_flag=True, help="QA: train on answerable questions only (tiny data sets).")
 @click.option("--keep-layers", callback=_int_list_option, help="Drop encoder layers before training: e.g. 1,3,5.")
+@click.option("--shuffle-seed", type=int, default=None,
+              help="With --limit: draw the N records with this seed from the whole file [the training seed].")
+@click.option("--no-shuffle", is_flag=True, help="With --limit: the first N records (a file sorted by label gives "
+                                                 "one class).")
 def finetune(model, data, out, task, learning_rate, epochs, max_steps, batch_size, max_length, doc_stride,
-             save_steps, seed, answerable_only, keep_layers):
+             save_steps, seed, answerable_only, keep_layers, shuffle_seed, no_shuffle):
     """Fine-tune MODEL on DATA for QA (SQuAD v2 style) or classification (IMDB style); resumable.
 
     \b
@@ -515,8 +539,9 @@ def finetune(model, data, out, task, learning_rate, epochs, max_steps, batch_siz
 
     params = FinetuneParams(learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                             max_length=max_length, doc_stride=doc_stride, seed=seed, save_steps=save_steps,
-                            answerable_only=answerable_only, keep_layers=keep_layers)
-    path = do_finetune(task, resolve_model(model), data, out, params)
+                            answerable_only=answerable_only, keep_layers=keep_layers, shuffle=not no_shuffle,
+                            shuffle_seed=shuffle_seed)
+    path = do_finetune(task, resolve_model(model), data, out, params, progress=_interactive())
     click.echo((path / "lookalike-finetune.json").read_text())
 
 
@@ -688,7 +713,15 @@ def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
             e = error_agreement(arts[a].errors, arts[b].errors)
             r.update(i_errors_subset_of_j=e["a_subset_of_b"], frac_i_in_j=e["frac_a_in_b"], universe=e.get("universe"))
     shown, shown_cols, heads = table2_display(rows)
-    heads = [h.replace("Repr. before FT", "Representation") for h in heads]
+    # agree cannot tell a QA error list from a classifier's: say "prediction errors"
+    heads = [h.replace("Repr. before FT", "Representation").replace("Prediction errors (QA)", "Prediction errors")
+             for h in heads]
+    for col, head in (("errors_jaccard_chance", "errors: chance"), ("ood_jaccard_chance", "OOD: chance")):
+        if any(col in r for r in rows):  # the Markdown shows what the CSV/JSON carry
+            for cells, r in zip(shown, rows):
+                cells[col] = f"{r[col]:.3f}" if r.get(col) is not None else "—"
+            shown_cols.append(col)
+            heads.append(head)
     # agree speaks of K-NN sets without a before/after phase
     rows = [{key.replace("repr_before_", "repr_"): v for key, v in r.items()} for r in rows]
     cols = list(dict.fromkeys(c for r in rows for c in r))
@@ -706,8 +739,9 @@ def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
         click.echo(markdown_table(shown, shown_cols, heads))
     unchecked = [n for n in errs if arts[n].errors.universe is None]
     if unchecked:
-        click.echo(f"note: the question universe of {', '.join(unchecked)} is unchecked (an id list; give "
-                   "--dataset to check it)", err=True)
+        click.echo(f"note: the record universe of {', '.join(unchecked)} is unchecked (an id list; give "
+                   "--dataset to check it), so these error Jaccards have no interval and no chance level: a "
+                   "bootstrap needs the records the errors were counted over", err=True)
 
 
 @cli.command()

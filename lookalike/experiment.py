@@ -564,8 +564,15 @@ def load_config(path: str | Path) -> dict:
 def run_experiment(path: str | Path, out: str | Path | None = None, echo=None, device: str = "auto") -> Path:
     cfg = load_config(path)
     try:
-        out = Path(out or (cfg.get("out") if isinstance(cfg, dict) else None) or Path(path).with_suffix(""))
-        return Experiment(cfg, out, Path(path).parent, echo=echo, device=device).run()
+        # the command line's -o is relative to the working folder; every path in the file (out: included) is
+        # relative to the file, like its datasets
+        base = Path(path).resolve().parent
+        if out is not None:
+            out = Path(out).resolve()
+        else:
+            given = cfg.get("out") if isinstance(cfg, dict) else None
+            out = (base / given).resolve() if given else Path(path).resolve().with_suffix("")
+        return Experiment(cfg, out, base, echo=echo, device=device).run()
     except InputError as exc:
         if exc.path is None:
             raise InputError(str(exc), path=path) from None

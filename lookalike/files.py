@@ -275,12 +275,15 @@ class _NoBar:
         pass
 
 
+def shows_progress(enabled: bool | None) -> bool:
+    """Whether `progress_bar(enabled)` draws a bar (None: when stderr is a terminal)."""
+    return sys.stderr.isatty() if enabled is None else bool(enabled)
+
+
 def progress_bar(enabled: bool | None, *, total: int | None = None, initial: int = 0, unit: str = "rows",
                  desc: str = ""):
     """A tqdm bar on stderr (enabled=None: when stderr is a terminal), or an object with the same methods."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
+    if not shows_progress(enabled):
         return _NoBar()
     from tqdm import tqdm
 

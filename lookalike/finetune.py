@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 
+from .notes import NOTICE
 from .data import CorpusSpec
 from .errors import InputError
 from .files import atomic_write_json
@@ -66,6 +67,36 @@ def qa_features(tokenizer, records, max_length: int, doc_stride: int) -> list[di
     return feats
 
 
+def _select(corpus: CorpusSpec, params: FinetuneParams) -> tuple[list, str]:
+    """The records to train on and how they were chosen: with a limit, a seeded draw from the whole corpus (so a
+    file sorted by label still gives every class), unless shuffle is off."""
+    if corpus.limit is None or not params.shuffle:
+        records = list(corpus.records())
+        return records, (f"the first {len(records)}" if corpus.limit else f"all {len(records)}")
+    import random
+
+    every = list(corpus.replace(limit=None).records())
+    seed = params.seed if params.shuffle_seed is None else params.shuffle_seed
+    pick = sorted(random.Random(seed).sample(range(len(every)), min(corpus.limit, len(every))))
+    return [every[i] for i in pick], f"{len(pick)} of {len(every)} drawn with seed {seed}"
+
+
+def _say_label_counts(labels: list, corpus: CorpusSpec, selection: str) -> None:
+    from collections import Counter
+
+    counts = Counter(labels)
+    log.log(NOTICE, "training on %s records of %s; labels: %s", selection, corpus.path,
+            ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))))
+    if len(counts) < 2:
+        log.warning("only one label (%s) in the training records: the classifier cannot learn to tell classes "
+                    "apart%s", next(iter(counts)), " (is the file sorted by label? drop --no-shuffle)"
+                    if corpus.limit else "")
+        return
+    rare = [k for k, v in counts.items() if v < 0.1 * len(labels)]
+    if rare:
+        log.warning("labels %s are under 10%% of the training records", sorted(map(str, rare)))
+
+
 def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | Path,
              params: FinetuneParams | None = None, *, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
              progress: bool = True) -> Path:
@@ -86,7 +117,7 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
     corpus = CorpusSpec.coerce(corpus)
     if task == "cls":
         corpus = corpus.for_labels()
-    records = list(corpus.records())
+    records, selection = _select(corpus, params)
     if task == "qa" and params.answerable_only:  # tiny training sets: learn spans first, not the majority "no answer"
         records = [r for r in records if r.answers]
     transformers.set_seed(seed)
@@ -107,6 +138,7 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
         if any(v is None for v in values):
             bad = next(r for r in records if r.label is None)
             raise InputError("record has no label", path=corpus.path, record=f"record {bad.id}", field="label")
+        _say_label_counts(values, corpus, selection)
         uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
         if set(uniq) <= {0, 1}:
             id2label = {0: "negative", 1: "positive"}
@@ -134,6 +166,8 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
         report_to=[], seed=seed, use_cpu=not torch.cuda.is_available(), disable_tqdm=not progress,
         dataloader_num_workers=0)
     trainer = transformers.Trainer(model=net, args=args, train_dataset=_ListDataset(rows), data_collator=collator)
+    if not progress:  # without bars the Trainer prints every log dict instead: keep quiet runs quiet
+        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     resume = ckpt.exists() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     net.save_pretrained(out)
@@ -141,7 +175,7 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
     info = {"task": task, "base": str(model), "data": corpus.as_dict(), "data_fingerprint": corpus.fingerprint(),
             "n_records": len(records), "n_features": len(rows), "learning_rate": lr, "epochs": epochs,
             "max_steps": max_steps, "batch_size": batch_size, "max_length": max_length, "seed": seed,
-            "answerable_only": params.answerable_only,
+            "answerable_only": params.answerable_only, "selection": selection,
             "keep_layers": list(params.keep_layers) if params.keep_layers is not None else None,
             "train_loss": float(result.training_loss), "train_seconds": float(result.metrics.get("train_runtime", 0)),
             "resumed": resume}

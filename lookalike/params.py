@@ -172,6 +172,10 @@ class FinetuneParams:
     save_steps: int = field(default=500, metadata=_min(1))
     answerable_only: bool = False
     keep_layers: tuple[int, ...] | None = field(default=None, metadata=_min(0))
+    # with a record limit: draw the limited records with this seed from the whole corpus (None: the training seed);
+    # a file sorted by label would otherwise give one class. shuffle False keeps the first N.
+    shuffle: bool = True
+    shuffle_seed: int | None = None
 
     def __post_init__(self):
         _check(self)

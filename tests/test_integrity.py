@@ -270,7 +270,7 @@ def test_expected_failures_are_one_line(tiny_exports, corpus, tmp_path, monkeypa
 
     monkeypatch.setattr(ood_mod, "atomic_write_json", disk_full)
     _one_line_error(_run("ood", "--train", tmp_path / "s12", "--test", tmp_path / "s12", "--k", "2",
-                         tmp_path / "o.json"), "No space left on device")
+                         "--allow-overlap", tmp_path / "o.json"), "No space left on device")
 
 
 # 11 -----------------------------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def test_cli_knn_and_ood_on_stores(tiny_exports, shared_data, tmp_path):
     r = CliRunner().invoke(cli, ["ood", "--train", str(tmp_path / "sq"), "--test", str(tmp_path / "cu"),
                                  "--k", "1,5", str(tmp_path / "ood.json")])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)
     assert set(out["results"]) == {"1", "5"} and out["results"]["5"]["n_test"] == 40
     r = CliRunner().invoke(cli, ["knn", str(tmp_path / "cu"), str(tmp_path / "x.h5"), "--k", "40"])
     assert r.exit_code == 2 and "k=40 needs more than k points" in r.output

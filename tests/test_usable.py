@@ -143,3 +143,93 @@ def test_int8_refusal_lists_candidates_and_the_way_forward(tmp_path, monkeypatch
                            use_cache=False)
     msg = str(e.value)
     assert "label agreement 0.0%" in msg and "--int8-scheme SCHEME" in msg and "dynamic-per-channel" in msg
+
+
+def test_quiet_is_quiet_and_notes_say_what_was_inferred(tiny_models, tmp_path):
+    """-q: nothing on stderr for a clean export (no library deprecations or tracer warnings); without it, only
+    lookalike's own one-line notes."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "lookalike.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+
+    r = run("-q", "export", tiny_models["cls"], tmp_path / "q")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    r = run("export", tiny_models["cls"], tmp_path / "n")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == ["note: task text-classification (inferred from BertForSequenceClassification; "
+                                     "--task overrides)"]
+
+
+def test_finetune_limit_draws_every_class(tiny_models, shared_data, tmp_path, caplog):
+    from lookalike.finetune import _select
+    from lookalike.params import FinetuneParams
+
+    data = CorpusSpec(shared_data / "imdb" / "imdb_train_5k.tsv", limit=40).for_labels()
+    first, how = _select(data, FinetuneParams(shuffle=False))
+    assert len({r.label for r in first}) == 1 and how == "the first 40"  # the file is sorted by label
+    drawn, how = _select(data, FinetuneParams())
+    labels = [r.label for r in drawn]
+    assert len(drawn) == 40 and min(labels.count(x) for x in set(labels)) >= 10 and "seed 42" in how
+    assert [r.id for r in _select(data, FinetuneParams())[0]] == [r.id for r in drawn]  # deterministic
+
+
+def test_a_saved_datasetdict_needs_its_split(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["a", "b", "c"]}),
+                               "test": datasets.Dataset.from_dict({"text": ["d"]})})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(InputError, match="splits train, test: say which with --split"):
+        list(CorpusSpec(tmp_path / "dd").records())
+    assert [r.text for r in CorpusSpec(tmp_path / "dd", split="train").records()] == ["a", "b", "c"]
+    with pytest.raises(InputError, match="no split 'dev'"):
+        list(CorpusSpec(tmp_path / "dd", split="dev").records())
+
+
+def test_experiment_paths_resolve_against_the_file(tmp_path):
+    from lookalike.experiment import run_experiment
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "e.yaml").write_text("title: t\nout: ../runs/tiny\nmodels: 5\n")
+    with pytest.raises(InputError):  # fails on the models field, after out: was resolved
+        run_experiment(exp / "e.yaml")
+    import lookalike.experiment as e
+
+    seen = {}
+
+    class Probe:
+        def __init__(self, cfg, out, base, **kw):
+            seen.update(out=out, base=base)
+
+        def run(self):
+            return seen["out"] / "report"
+
+    orig = e.Experiment
+    e.Experiment = Probe
+    try:
+        run_experiment(exp / "e.yaml")
+    finally:
+        e.Experiment = orig
+    assert seen["out"] == (tmp_path / "runs" / "tiny").resolve() and seen["base"] == exp.resolve()
+
+
+def test_embed_overwrite_replaces_only_its_own_store(tiny_exports, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one\ntwo\nthree\n")
+    out = tmp_path / "s"
+    assert CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), str(corpus), str(out)]).exit_code == 0
+    (out / "notes.md").write_text("mine")
+    r = CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), str(corpus), str(out), "--max-length", "8"])
+    assert r.exit_code == 2 and "other settings" in r.output
+    r = CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), str(corpus), str(out), "--max-length", "8",
+                                 "--overwrite"])
+    assert r.exit_code == 2 and "notes.md" in r.output  # the user's file stays, so the folder is not ours to fill
+    (out / "notes.md").unlink()
+    r = CliRunner().invoke(cli, ["embed", str(tiny_exports["bert2"]), str(corpus), str(out), "--max-length", "8",
+                                 "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert open_store(out).config["max_length"] == 8

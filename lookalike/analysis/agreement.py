@@ -81,7 +81,7 @@ def same_universe(a: ErrorSet, b: ErrorSet) -> str:
             raise InputError(f"prediction errors: {a.source} was scored on {len(a.universe)} questions and "
                              f"{b.source} on {len(b.universe)} (e.g. only in the first: {only_a}); error sets over "
                              "different questions cannot be compared")
-        return f"checked ({len(a.universe)} questions)"
+        return f"checked ({len(a.universe)} records)"
     known = a.universe if a.universe is not None else b.universe
     if known is not None:
         other = b if a.universe is not None else a

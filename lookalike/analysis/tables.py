@@ -114,8 +114,18 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
                                                                    B.ood.ood_ids(k_ood), reps)
             row["ood_jaccard_chance"] = chance_jaccard(len(A.ood.ood_ids(k_ood)), len(B.ood.ood_ids(k_ood)),
                                                        len(A.ood.test_ids))
+            row["ood_meaningful"], row["ood_verdict"] = ood_verdict({a: A.ood, b: B.ood}, k_ood)
         rows.append(row)
     return rows
+
+
+def ood_verdict(results: dict[str, OodResult], k: int) -> tuple[bool, str]:
+    """(meaningful?, why) for an agreement over these models' OOD sets: every model must pass the rule
+    (`ood.meaningful`), else the Jaccard compares sets that say little."""
+    failing = [(n, meaningful(o, k)["reason"]) for n, o in results.items() if not meaningful(o, k)["ok"]]
+    if not failing:
+        return True, "ok"
+    return False, "not meaningful: " + "; ".join(f"{n} {why}" for n, why in failing)
 
 
 TABLE2_METRICS = [("errors_jaccard", "Prediction errors (QA)"), ("repr_before_mean", "Repr. before FT, mean"),
@@ -145,6 +155,9 @@ def table2_display(rows: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     present = [(c, h) for c, h in TABLE2_METRICS if any(c in r for r in rows)]
     out = [{"model_i": r["model_i"], "model_j": r["model_j"], **{c: with_interval(r, c) for c, _ in present}}
            for r in rows]
+    for cells, r in zip(out, rows):
+        if "ood_jaccard" in cells and r.get("ood_meaningful") is False:
+            cells["ood_jaccard"] += " ✗ not meaningful"
     return out, ["model_i", "model_j"] + [c for c, _ in present], ["Model i", "Model j"] + [h for _, h in present]
 
 
@@ -155,9 +168,11 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
     R = arts[ref]
     out = []
 
-    def add(metric, x, y, diff, lo, hi):
+    def add(metric, x, y, diff, lo, hi, not_meaningful: str | None = None):
         verdict = ("larger than the noise" if (lo > 0 or hi < 0) else "within the noise") if not math.isnan(lo) \
             else "no interval"
+        if not_meaningful:  # never counted as a difference: the sets compared say little
+            verdict = not_meaningful
         out.append({"metric": metric, "reference": ref, "model_x": x, "model_y": y, "difference": diff,
                     "lo": lo, "hi": hi, "verdict": verdict})
 
@@ -172,7 +187,9 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
             distribution_agreement(R.ood, X.ood, k_ood)
             distribution_agreement(R.ood, Y.ood, k_ood)
             r, mx, my = _members(set(R.ood.test_ids), R.ood.ood_ids(k_ood), X.ood.ood_ids(k_ood), Y.ood.ood_ids(k_ood))
-            add(f"OOD sets (k={k_ood})", x, y, *paired_jaccard_difference(r, mx, my, reps))
+            ok, why = ood_verdict({ref: R.ood, x: X.ood, y: Y.ood}, k_ood)
+            add(f"OOD sets (k={k_ood})", x, y, *paired_jaccard_difference(r, mx, my, reps),
+                not_meaningful=None if ok else why)
         for key, label in (("errors", "QA error sets"), ("cls_errors", "classification error sets")):
             er, ex, ey = getattr(R, key), getattr(X, key), getattr(Y, key)
             if er is not None and ex is not None and ey is not None:

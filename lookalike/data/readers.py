@@ -526,8 +526,15 @@ def _read_hf_disk(path: Path, fields: Fields, info: dict, split: str | None = No
 
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
-        key = split or ("test" if "test" in ds else next(iter(ds)))
-        ds = ds[key]
+        if split is None:
+            if len(ds) != 1:
+                raise InputError(f"a saved DatasetDict with splits {', '.join(ds)}: say which with --split (or "
+                                 "`split:` in an experiment file)", path=path, field="split")
+            split = next(iter(ds))
+        if split not in ds:
+            raise InputError(f"no split {split!r} (splits: {', '.join(ds)})", path=path, field="split")
+        info["split"] = split
+        ds = ds[split]
     yield from _rows_from_hf(ds, path, fields, info)
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..data import CorpusSpec
 from ..errors import InputError
-from ..files import progress_bar
+from ..files import progress_bar, shows_progress
 from ..params import EmbedParams
 from .batching import TokenizerPool
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, skip_done
@@ -77,14 +77,14 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
             info["tokens_from"] = str(cache.path)
             windows = cache.windows(resumed_from, params.sort_window, params.shard_rows, model.vocab_size)
             prepare = lambda w: plan.batch(model, *w)  # noqa: E731
-            total = len(cache) if progress else None
+            total = len(cache)
         else:
             windows = plan.windows(skip_done(plan.records(info), resumed_from, corpus.path), resumed_from)
             workers = default_tokenize_workers(model.device) if tokenize_workers is None else tokenize_workers
             if workers and getattr(model.tokenizer, "is_fast", False):
                 pool = stack.enter_context(TokenizerPool(model.tokenizer, plan.max_length, workers))
             prepare = lambda w: plan.prepare(model, *w, pool=pool)  # noqa: E731
-            total = corpus.count() if progress else None
+            total = corpus.count() if shows_progress(progress) else None  # a bar with an ETA
         bar = progress_bar(progress, total=total, initial=resumed_from, desc="embed")
         try:
             for win, emb in staged(windows, prepare, lambda win: (win, plan.infer(model, win, stats)),

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .. import NOTICE
+from ..notes import NOTICE
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError
 from ..params import EmbedParams

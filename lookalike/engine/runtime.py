@@ -55,7 +55,7 @@ def resolve_device(device: str = "auto") -> str:
         raise ModelError(f"unknown device {device!r} (cpu, cuda or auto)")
     if device not in have:
         raise ModelError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider "
-                         "(pip install 'lookalike[gpu]' on a machine with CUDA 12)")
+                         "(pip install -e \".[gpu]\" from lookalike's checkout, on a machine with CUDA 13 and cuDNN 9)")
     return device
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import StoreError
-from ..files import WriterLock, atomic_file, sha256_file
+from ..files import WriterLock, atomic_file, owned_tmp, sha256_file
 from .shards import MANIFEST, ShardedWriter, ShardFormat, read_manifest, sha_problem
 
 log = logging.getLogger(__name__)
@@ -308,6 +308,22 @@ def open_store(path: str | Path, *, allow_incomplete: bool = False, verify: bool
     if verify:
         store.verify()
     return store
+
+
+def remove_store(path: str | Path) -> bool:
+    """Delete a store lookalike made at `path` (its shards, manifest, entry file and their temporaries; nothing
+    else: a folder that holds other files keeps them). False when there is none. Refused while it is written."""
+    p = Path(path)
+    if not (p / MANIFEST).is_file():
+        return False
+    _read_manifest(p)  # a store's manifest, or StoreError
+    with WriterLock(p):
+        owned = StoreFormat({}, 0).owned
+        for f in p.iterdir():
+            if owned.fullmatch(f.name) or owned_tmp(f.name, owned):
+                f.unlink()
+    log.info("%s: removed the earlier store (--overwrite)", p)
+    return True
 
 
 def require_same_features(stores: dict[str, Store], what: str) -> None:

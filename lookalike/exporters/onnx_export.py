@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file
-from .. import NOTICE
+from ..notes import NOTICE
 from . import graph, int8, pooling
 from .manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, TASKS, load_manifest  # noqa: F401 (re-exported)
 
@@ -68,7 +68,13 @@ def _load_source(model: str, task: str, revision: str | None):
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True)
     except Exception as exc:
-        raise ModelError(f"{model}: could not load a tokenizer ({type(exc).__name__}: {str(exc)[:200]})") from None
+        if not local.exists():  # a hub id: the usual cause is no network (the library's text is a wrapped URL)
+            log.debug("loading %s from the hub: %s", model, exc)
+            raise ModelError(f"{model}: no such local folder, and the Hugging Face hub did not give it (offline, or "
+                             "no such model id); give a local model folder or `minilm` (the packaged MiniLM), or "
+                             "run where the hub is reachable") from None
+        first = " ".join(str(exc).split())[:200]
+        raise ModelError(f"{model}: could not load a tokenizer ({type(exc).__name__}: {first})") from None
     if not tokenizer.is_fast:
         raise ModelError(f"{model}: no fast tokenizer (the engine needs offsets and batched tokenization)")
     try:
