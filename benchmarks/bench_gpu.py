@@ -230,6 +230,9 @@ def versions(device: str) -> dict:
          "transformers": transformers.__version__, "ort_providers": onnxruntime.get_available_providers()}
     if device == "cuda":
         v["gpu"] = torch.cuda.get_device_name(0)
+    from _common import machine
+
+    v["cpu"] = {k: machine()[k] for k in ("cpu_model", "isa", "int8_class")}  # the host side depends on it too
     return v
 
 

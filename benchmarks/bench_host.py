@@ -29,7 +29,7 @@ class NullModel:
     """The engine's model interface with inference removed: batches in, zero vectors out."""
 
     def __init__(self, real):
-        self.dir, self.manifest, self.tokenizer = real.dir, real.manifest, real.tokenizer
+        self.dir, self.manifest, self.encoder = real.dir, real.manifest, real.encoder
         self.pad_id, self.hidden_size, self.max_positions = real.pad_id, real.hidden_size, real.max_positions
         self.output_names, self.device, self.io_binding = real.output_names, "cpu", False
         self.vocab_size = real.vocab_size

@@ -115,10 +115,15 @@ def _encode(backend, inputs: list, with_types: bool) -> Encoded:
 
 def _backend(tokenizer, max_length: int):
     """A copy of the fast tokenizer's Rust backend that truncates at max_length the way transformers does
-    (`truncation=True`: longest first, on the tokenizer's truncation side) and never pads."""
+    (`truncation=True`: longest first, on the tokenizer's truncation side) and never pads. Made once per
+    tokenizer and length (a copy: the caller's tokenizer keeps its own settings)."""
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    made = tokenizer.__dict__.setdefault("_lookalike_backends", {})
+    key = (max_length, tokenizer.truncation_side)
+    if key in made:
+        return made[key]
+    backend = made[key] = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_padding()
     backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side)
     return backend

@@ -104,8 +104,8 @@ def latency(model: OnnxModel, batch_sizes: Sequence[int] = (1, 8, 32), seq_lengt
         L = min(L, model.max_positions)
         for B in batch_sizes:
             ids = rng.integers(1000, vocab, size=(B, L), dtype=np.int64)
-            ids[:, 0] = model.tokenizer.cls_token_id or 101
-            ids[:, -1] = model.tokenizer.sep_token_id or 102
+            ids[:, 0] = model.encoder.cls_token_id or 101
+            ids[:, -1] = model.encoder.sep_token_id or 102
             mask = np.ones_like(ids)
             for _ in range(warmup):
                 model.run([out], ids, mask)

@@ -72,7 +72,7 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         info: dict = {}
         cache = pool = None
         if tokens is not False:
-            cache = matching_cache(tokens, cache_config(model.tokenizer, corpus, plan.max_length))
+            cache = matching_cache(tokens, cache_config(model.encoder, corpus, plan.max_length))
         if cache is not None:  # ids, not text: no reader or tokenizer on the critical path
             info["tokens_from"] = str(cache.path)
             windows = cache.windows(resumed_from, params.sort_window, params.shard_rows, model.vocab_size)
@@ -81,8 +81,8 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         else:
             windows = plan.windows(skip_done(plan.records(info), resumed_from, corpus.path), resumed_from)
             workers = default_tokenize_workers(model.device) if tokenize_workers is None else tokenize_workers
-            if workers and getattr(model.tokenizer, "is_fast", False):
-                pool = stack.enter_context(TokenizerPool(model.tokenizer, plan.max_length, workers))
+            if workers and getattr(model.encoder, "is_fast", False):
+                pool = stack.enter_context(TokenizerPool(model.encoder, plan.max_length, workers))
             prepare = lambda w: plan.prepare(model, *w, pool=pool)  # noqa: E731
             total = corpus.count() if shows_progress(progress) else None  # a bar with an ETA
         bar = progress_bar(progress, total=total, initial=resumed_from, desc="embed")

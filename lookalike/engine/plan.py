@@ -118,7 +118,7 @@ class EmbedPlan:
 
     def prepare(self, model, start: int, window: list, pool=None) -> Window:
         """Tokenize a window (in `pool`'s worker processes when given) and cut it into token-budget batches."""
-        enc = pool.tokenize(window) if pool is not None else tokenize(model.tokenizer, window, self.max_length)
+        enc = pool.tokenize(window) if pool is not None else tokenize(model.encoder, window, self.max_length)
         return self.batch(model, start, [r.id for r in window], enc,
                           sum(1 for r in window if not r.text and not r.text_pair))
 

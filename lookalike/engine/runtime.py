@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..exporters.manifest import load_manifest
+from .tokenizer import load_engine_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ class OnnxModel:
     def __init__(self, model_dir: str | Path, task: str | None = None, device: str = "auto",
                  threads: int | None = None, io_binding: bool | None = None):
         import onnxruntime as ort
-        import transformers
 
         self.dir = Path(model_dir)
         self.manifest = load_manifest(self.dir, task, verify=True)
@@ -103,18 +103,32 @@ class OnnxModel:
             # ORT falls back to CPU silently when the CUDA/cuDNN libraries do not load; say so instead
             raise ModelError(f"{self.dir}: ONNX Runtime could not start its CUDA provider (CUDA 12/13 runtime, cuBLAS "
                              "or cuDNN 9 not found); run with --device cpu or install the CUDA libraries")
+        self._tokenizer = None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.dir, use_fast=True)
+        try:  # the engine's own light tokenizer (no transformers import); transformers' on first use of .tokenizer
+            self.encoder = load_engine_tokenizer(self.dir, self.input_names) or self.tokenizer
         except Exception as exc:
             raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
-        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.pad_id = self.encoder.pad_token_id or 0
         self.max_positions = int(self.manifest.get("max_position_embeddings") or 512)
         # IO binding: inputs uploaded ahead of time (`upload`, called in the batching stage, so on CUDA the next
         # batches are on the device while the current one runs), outputs bound to host memory. Default: on CUDA.
         self.io_binding = (self.device == "cuda") if io_binding is None else io_binding
         self._ort = ort
+
+    @property
+    def tokenizer(self):
+        """transformers' fast tokenizer of the export (loaded on first use: QA decoding and the attack need its
+        offsets and pair handling; embedding uses the light `encoder`)."""
+        if self._tokenizer is None:
+            import transformers
+
+            try:
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.dir, use_fast=True)
+            except Exception as exc:
+                raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+        return self._tokenizer
 
     @property
     def sha256(self) -> str:
@@ -123,7 +137,7 @@ class OnnxModel:
     @property
     def vocab_size(self) -> int:
         """Rows of the model's embedding matrix: token ids must be below it."""
-        return int(self.manifest.get("vocab_size") or len(self.tokenizer))
+        return int(self.manifest.get("vocab_size") or len(self.encoder))
 
     @property
     def hidden_size(self) -> int:
