@@ -79,6 +79,36 @@ def main():
         CorpusSpec(corpus).fingerprint()
 
     fp_seconds = best(fingerprint)
+
+    # the model file's sha256, checked when an export is loaded (uncached: the in-process cache cleared)
+    from lookalike.exporters import manifest as export_manifest
+
+    m = export_manifest.load_manifest(work / "fp32")
+
+    def verify_model():
+        export_manifest._VERIFIED.clear()
+        export_manifest.verify_model_file(work / "fp32", m)
+
+    model_verify = best(verify_model)
+    model_bytes = (work / "fp32" / m["file"]).stat().st_size
+
+    # a neighbour file of the store's size: its content checksum and range checks on load
+    import h5py
+
+    from lookalike.analysis.knn import KnnResult, load_knn
+
+    n = args.rows
+    knn = KnnResult(np.array([str(i) for i in range(n)], dtype=object), rng.integers(0, n, (n, 10)),
+                    rng.random((n, 10), dtype=np.float32), 10)
+    knn.save(work / "k.h5")
+    knn_checked = best(lambda: load_knn(work / "k.h5"))
+    shutil.copyfile(work / "k.h5", work / "k-old.h5")
+    with h5py.File(work / "k-old.h5", "r+") as f:
+        del f.attrs["content_sha256"]
+    import logging
+
+    logging.getLogger("lookalike").setLevel(logging.ERROR)  # the older-file warning, on purpose here
+    knn_unchecked = best(lambda: load_knn(work / "k-old.h5"))
     corpus_rows = 16 * 5000
     corpus_embed_seconds = corpus_rows / engine_rows_per_s
     results = {
@@ -91,6 +121,12 @@ def main():
                   "engine_seconds_to_make_it": round(embed_seconds, 1),
                   "verify_fraction_of_embed_time": verify / embed_seconds,
                   "verify_vs_loading_the_vectors": verify / load_all},
+        "model_file": {"bytes": model_bytes, "verify_seconds": round(model_verify, 4),
+                       "gb_per_s": model_bytes / model_verify / 1e9},
+        "neighbour_file": {"rows": n, "k": 10, "load_checked_seconds": round(knn_checked, 4),
+                           "load_without_checksum_seconds": round(knn_unchecked, 4),
+                           "checksum_seconds": round(knn_checked - knn_unchecked, 4)},
+        "corpus_refingerprint_at_end": "one more fingerprint pass per embed run (the 'fingerprint' row)",
         "fingerprint": {"corpus_bytes": size, "seconds": round(fp_seconds, 3), "gb_per_s": size / fp_seconds / 1e9,
                         "records": corpus_rows, "engine_seconds_to_embed_it": round(corpus_embed_seconds, 1),
                         "fraction_of_embed_time": fp_seconds / corpus_embed_seconds},

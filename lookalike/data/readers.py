@@ -9,9 +9,11 @@ file, the record and the field; nothing is dropped silently.
 
 from __future__ import annotations
 
+import bz2
 import csv
 import gzip
 import json
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -37,17 +39,38 @@ class Record:
 
 # --------------------------------------------------------------------------- opening files
 
+# compressed files are read through transparently, streaming, in every format (as Hugging Face datasets does);
+# the corpus fingerprint is taken over the file as stored
+COMPRESSED = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
+_BAD_STREAM = (EOFError, OSError, lzma.LZMAError)
+
+
 def _open_text(path: Path):
-    """Binary handle (gzip-aware): lines are decoded one by one so errors can name the line."""
+    """Binary handle (.gz/.xz/.bz2 decompressed): lines are decoded one by one so errors can name the line."""
     if not path.exists():
         raise InputError("no such file", path=path)
     if path.is_dir():
         raise InputError("is a folder, expected a file", path=path)
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    opener = COMPRESSED.get(path.suffix.lower())
+    return opener(path, "rb") if opener else open(path, "rb")
+
+
+def _stream_error(path: Path, exc: BaseException) -> InputError:
+    return InputError(f"cannot decompress it ({type(exc).__name__}: {exc}; truncated or not {path.suffix[1:]}?)",
+                      path=path)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line without newline)."""
+    try:
+        yield from _decoded_lines(path)
+    except _BAD_STREAM as exc:
+        if path.suffix.lower() not in COMPRESSED or isinstance(exc, InputError):
+            raise
+        raise _stream_error(path, exc) from None
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     with _open_text(path) as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
@@ -61,8 +84,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _read_json(path: Path) -> Any:
-    with _open_text(path) as fh:
-        raw = fh.read()
+    try:
+        with _open_text(path) as fh:
+            raw = fh.read()
+    except _BAD_STREAM as exc:
+        if path.suffix.lower() not in COMPRESSED:
+            raise
+        raise _stream_error(path, exc) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -98,7 +126,7 @@ def detect_format(path: str | Path) -> str:
         raise InputError("folder is not a known corpus layout (queries.json/ground_truth.json, aclImdb "
                          "pos/neg, or a saved Hugging Face dataset)", path=p)
     name = p.name.lower()
-    stem = name[:-3] if name.endswith(".gz") else name
+    stem = next((name[:-len(z)] for z in COMPRESSED if name.endswith(z)), name)
     if stem.endswith((".jsonl", ".ndjson")):
         for _, line in _lines(p):
             if line.strip():
@@ -265,7 +293,13 @@ def _read_parquet(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
     except ImportError as exc:  # pragma: no cover - pyarrow comes with `datasets`
         raise InputError("reading Parquet needs pyarrow (pip install pyarrow)", path=path) from exc
     try:
-        pf = pq.ParquetFile(path)
+        if path.suffix.lower() in COMPRESSED:  # Parquet needs a seekable file: decompress it into memory
+            import io
+
+            with _open_text(path) as fh:
+                pf = pq.ParquetFile(io.BytesIO(fh.read()))
+        else:
+            pf = pq.ParquetFile(path)
     except Exception as exc:
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
     def rows():
