@@ -121,7 +121,6 @@ def same_batch_reference(src: Path, model_dir: Path, corpus: Path, work: Path, m
     the engine's ONNX Runtime session (IO binding), PyTorch eager `BertModel` with SDPA attention (the reference the
     issue sets), and a GEMM-only ceiling (the model's dense matmuls at the same token count, no attention/norms).
     Also the padding of those batches and, on CUDA, the attention kernel ONNX Runtime picked (its debug print)."""
-    import numpy as np
     import torch
     import transformers
 

@@ -20,6 +20,7 @@ import click
 from .notes import NOTICE
 from .data import FORMATS, CorpusSpec
 from .errors import LookalikeError
+from .files import status
 from .params import (DTYPES, INDEXES, POOLINGS, SIMILARITIES, AttackParams, EmbedParams, FinetuneParams, KnnParams,
                      OodParams, PredictParams)
 
@@ -376,7 +377,10 @@ def knn(store, out, k, index, gpu, block_rows):
     from .files import check_output_file
 
     check_output_file(out, _is_knn_file, "neighbour file")
-    res = knn_self(open_store(store), k, index=index, gpu=gpu, block_rows=block_rows)
+    status(f"knn: verifying and loading {store}")
+    s = open_store(store)
+    status(f"knn: {len(s):,} points, K={k}, {index} index")
+    res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows)
     res.save(out)
     _echo_json({"out": str(out), "k": k, "index": index, **res.meta})
 
@@ -413,6 +417,7 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overl
     from .files import check_output_file
 
     check_output_file(out, _is_ood_file, "OOD file")
+    status("ood: verifying the stores, scoring against the bank")
     res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
                        val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
                        val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap)
@@ -706,6 +711,7 @@ def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
         arts[n].ood = load_ood(p)
     for n, p in errs.items():
         arts[n].errors = load_errors(p, dataset)
+    status(f"agree: {len(names)} models, {reps} bootstrap resamples per Jaccard")
     rows = table2_rows(names, arts, k, k_ood or k, reps)
     for r in rows:
         a, b = r["model_i"], r["model_j"]

@@ -275,6 +275,16 @@ class _NoBar:
         pass
 
 
+def status(message: str) -> None:
+    """One line saying which long step runs now, for a person at a terminal (not under -q, not into logs)."""
+    import logging
+
+    from .notes import NOTICE
+
+    if sys.stderr.isatty() and logging.getLogger("lookalike").isEnabledFor(NOTICE):
+        print(f"… {message}", file=sys.stderr, flush=True)
+
+
 def shows_progress(enabled: bool | None) -> bool:
     """Whether `progress_bar(enabled)` draws a bar (None: when stderr is a terminal)."""
     return sys.stderr.isatty() if enabled is None else bool(enabled)

@@ -12,31 +12,19 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from lookalike.analysis.knn import knn_self, load_knn
 from lookalike.analysis.ood import deep_knn_ood, load_ood
 from lookalike.analysis.scoring import evaluate, load_errors
-from lookalike.cli import cli
 from lookalike.data import CorpusSpec
 from lookalike.engine import OnnxModel, embed, open_store
 from lookalike.engine.tokens import open_tokens, tokenize_corpus
 from lookalike.errors import InputError, LookalikeError, ModelError, StoreError
 from lookalike.files import WriterLock, sha256_file
 from lookalike.params import EmbedParams
+from test_integrity import _one_line_error, _run  # the same one-line-error check as round one
 
 PARAMS = EmbedParams(max_length=64, shard_rows=50)
-
-
-def _run(*args, **kw):
-    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
-
-
-def _one_line_error(r, *needles):
-    assert r.exit_code == 2, r.output
-    assert "Traceback" not in r.output and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    for n in needles:
-        assert n in r.stderr, (n, r.stderr)
 
 
 @pytest.fixture

@@ -233,3 +233,20 @@ def test_embed_overwrite_replaces_only_its_own_store(tiny_exports, tmp_path):
                                  "--overwrite"])
     assert r.exit_code == 0, r.output
     assert open_store(out).config["max_length"] == 8
+
+
+def test_bench_interleaves_refuses_duplicates_and_says_speedups(tiny_models, tiny_exports, tmp_path):
+    from lookalike.engine.bench import run_bench
+    from lookalike.exporters import export
+
+    with pytest.raises(InputError, match="listed twice"):
+        run_bench([tiny_exports["bert2"], str(tiny_exports["bert2"]) + "/"], [1], [16], repeat=3)
+    q = export(str(tiny_models["bert2"]), tmp_path / "q", int8_scheme="dynamic")
+    assert q["variant"]["quantize"] == "int8"
+    res = run_bench([tiny_exports["bert2"], tmp_path / "q"], [1, 2], [16], repeat=6, out=tmp_path / "b")
+    first, int8 = res["models"]
+    assert all(r["speedup_vs_first"] == 1.0 and r["fraction_of_ceiling"] is not None for r in first["latency"])
+    assert all(r["speedup_vs_first"] > 0 and r["fraction_of_ceiling"] is None for r in int8["latency"])
+    assert all(0 <= r["spread"] for m in res["models"] for r in m["latency"])
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "× bert2" in md and "| spread |" in md and "interleaved" in res["timing"]

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..files import status
 from .runtime import OnnxModel
 
 log = logging.getLogger(__name__)
@@ -122,27 +123,86 @@ def latency(model: OnnxModel, batch_sizes: Sequence[int] = (1, 8, 32), seq_lengt
     return rows
 
 
+SPREAD_WARNING = 0.2  # rounds of one cell whose medians differ by more than this: the machine was shared
+
+
+def interleaved_latency(models: list, outputs: list[str], batch_sizes: Sequence[int], seq_lengths: Sequence[int],
+                        repeat: int = 20, rounds: int = 3, warmup: int = 3, seed: int = 0) -> list[list[dict]]:
+    """`latency` for several models at once, with every timed run interleaved across models (cell by cell, run by
+    run), so load that shifts during the benchmark falls on all of them alike. Each row adds `spread`: how far
+    the medians of `rounds` equal slices of its runs differ, relative to the overall median."""
+    rng = np.random.default_rng(seed)
+    per_model: list[list[dict]] = [[] for _ in models]
+    for L0 in seq_lengths:
+        for B in batch_sizes:
+            feeds = []
+            for m, out in zip(models, outputs):
+                L = min(L0, m.max_positions)
+                vocab = int(m.manifest.get("vocab_size") or 1000)
+                ids = rng.integers(1000, vocab, size=(B, L), dtype=np.int64)
+                ids[:, 0] = m.encoder.cls_token_id or 101
+                ids[:, -1] = m.encoder.sep_token_id or 102
+                feeds.append((ids, np.ones_like(ids)))
+                for _ in range(warmup):
+                    m.run([out], ids, feeds[-1][1])
+            times: list[list[float]] = [[] for _ in models]
+            for _ in range(repeat):
+                for i, (m, out) in enumerate(zip(models, outputs)):
+                    t = time.perf_counter()
+                    m.run([out], *feeds[i])
+                    times[i].append(time.perf_counter() - t)
+            for i, m in enumerate(models):
+                t = np.array(times[i])
+                L = feeds[i][0].shape[1]
+                p50 = float(np.percentile(t, 50))
+                slices = [np.median(x) for x in np.array_split(t, max(1, min(rounds, len(t))))]
+                per_model[i].append({"batch_size": B, "seq_len": L, "p50_ms": p50 * 1e3,
+                                     "p90_ms": float(np.percentile(t, 90)) * 1e3,
+                                     "p99_ms": float(np.percentile(t, 99)) * 1e3, "seq_per_s": B / p50,
+                                     "tokens_per_s": B * L / p50,
+                                     "gflops": flops_per_token(m.manifest, L) * B * L / p50 / 1e9,
+                                     "spread": float((max(slices) - min(slices)) / p50)})
+    return per_model
+
+
 def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=None, corpus_limit: int = 2000,
               device: str = "auto", out=None) -> dict:
-    """Latency grid per model (+ engine throughput on a real corpus); JSON, Markdown table and a PNG plot."""
+    """Latency grid per model (+ engine throughput on a real corpus); JSON, Markdown table and a PNG plot.
+
+    Models are timed interleaved (run by run), each row has its speed-up over the first model and the spread
+    of its rounds; a large spread is a warning (a shared machine)."""
     import json
     import tempfile
     from pathlib import Path
 
     from ..data import CorpusSpec
+    from ..errors import InputError
     from .pipeline import embed
 
-    ceiling = matmul_ceiling_gflops()
-    models = []
+    seen: dict = {}
     for d in model_dirs:
-        m = OnnxModel(d, device=device)
-        if m.manifest["task"] != "feature-extraction":
-            output = {"question-answering": "start_logits", "text-classification": "logits"}[m.manifest["task"]]
-        else:
-            output = "cls"
-        rows = latency(m, batch_sizes, seq_lengths, repeat=repeat, output=output)
-        for r in rows:
-            r["fraction_of_ceiling"] = r["gflops"] / ceiling if m.device == "cpu" else None
+        key = str(Path(d).resolve())
+        if key in seen:
+            raise InputError(f"{d} is listed twice (as {seen[key]}); each model once")
+        seen[key] = d
+    status("bench: this machine's fp32 GEMM rate")
+    ceiling = matmul_ceiling_gflops()
+    status(f"bench: latency of {len(model_dirs)} models, interleaved")
+    loaded = [OnnxModel(d, device=device) for d in model_dirs]
+    outputs = [{"question-answering": "start_logits", "text-classification": "logits"}.get(m.manifest["task"], "cls")
+               for m in loaded]
+    grids = interleaved_latency(loaded, outputs, batch_sizes, seq_lengths, repeat=repeat)
+    spread = max((r["spread"] for g in grids for r in g), default=0.0)
+    if spread > SPREAD_WARNING:
+        log.warning("latency rounds differ by up to %.0f%% of their median: the machine was busy; compare the "
+                    "models' speed-ups (timed interleaved), not absolute times", 100 * spread)
+    models = []
+    for d, m, rows in zip(model_dirs, loaded, grids):
+        int8 = bool(m.manifest["variant"].get("quantize"))
+        for r, first in zip(rows, grids[0]):
+            # int8 runs integer GEMMs: a fraction of the fp32 GEMM rate would read above 100%
+            r["fraction_of_ceiling"] = r["gflops"] / ceiling if m.device == "cpu" and not int8 else None
+            r["speedup_vs_first"] = first["p50_ms"] / r["p50_ms"]
         entry = {"model": str(d), "variant": m.manifest["variant"]["description"], "device": m.device,
                  "parameters": m.manifest["parameters"], "file_size": m.manifest["file_size"],
                  "flops_per_token_at_128": flops_per_token(m.manifest, 128), "latency": rows}
@@ -153,6 +213,7 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
             entry["int8"] = {**i8, "line": describe(i8) if i8.get("measured", True) else
                              f"int8 {i8['scheme']} (given explicitly, not measured at export)"}
         if corpus and m.manifest["task"] == "feature-extraction":
+            status(f"bench: {Path(d).name} on the corpus")
             with tempfile.TemporaryDirectory() as tmp:
                 s = embed(d, CorpusSpec(str(corpus), limit=corpus_limit), Path(tmp) / "store", model=m,
                           progress=False)
@@ -161,19 +222,23 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
         models.append(entry)
     from .cpu import cpu_info
 
-    result = {"cpu": cpu_info(), "gemm_ceiling_gflops": ceiling, "models": models}
+    result = {"cpu": cpu_info(), "gemm_ceiling_gflops": ceiling, "models": models, "max_spread": spread,
+              "timing": "interleaved across models, run by run"}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-        lines = ["| model | variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | GFLOP/s | of ceiling |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+        first = Path(models[0]["model"]).name
+        lines = [f"| model | variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | × {first} | spread | GFLOP/s "
+                 "| of fp32 ceiling |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in models:
             for r in e["latency"]:
                 frac = f"{r['fraction_of_ceiling']:.0%}" if r["fraction_of_ceiling"] is not None else "—"
                 lines.append(f"| {Path(e['model']).name} | {e['variant']} | {r['batch_size']} | {r['seq_len']} | "
                              f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['seq_per_s']:.1f} | "
-                             f"{r['gflops']:.1f} | {frac} |")
+                             f"{r['speedup_vs_first']:.2f}× | {r['spread']:.0%} | {r['gflops']:.1f} | {frac} |")
+        lines.append("\nModels are timed interleaved, run by run; spread: how far the medians of three slices of a "
+                     "cell's runs differ (large on a busy machine). int8 rows have no fraction of the fp32 ceiling.")
         for e in models:
             if "corpus_throughput" in e:
                 c = e["corpus_throughput"]

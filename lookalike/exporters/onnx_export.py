@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ExportError, ModelError
-from ..files import fsync_dir, sha256_file
+from ..files import fsync_dir, sha256_file, status
 from ..notes import NOTICE
 from . import graph, int8, pooling
 from .manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, TASKS, load_manifest  # noqa: F401 (re-exported)
@@ -271,6 +271,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
             raise ExportError(f"{out_dir}: an export already exists there (use --overwrite to replace it)")
 
     t0 = time.perf_counter()
+    status(f"export: loading {model}")
     tokenizer, torch_model = _load_source(model, task, revision)
     revision_id = _source_revision(model, torch_model)
     source_feeds, source_ref = _torch_outputs(torch_model, tokenizer, task)
@@ -287,6 +288,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
             log.info("dropped layers: kept %s of %d", list(keep_layers), n_before)
         onnx_dir = tmp / "onnx"
         onnx_dir.mkdir()
+        status("export: tracing the ONNX graph")
         exporter = _export_graph(source, onnx_dir, task, opset, torch_model, tokenizer)
         path = onnx_dir / MODEL_FILE
         if task == "feature-extraction":
@@ -295,12 +297,14 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
         plain = path.with_name("plain.onnx")
         if quantize == "int8":  # static int8 quantises the plain graph (the quantiser cannot type fused ops)
             shutil.copyfile(path, plain)
+        status("export: fusing and checking parity against PyTorch")
         optimize, parity = _fuse_and_check(path, torch_model.config, optimize, feeds, ref, task, atol)
         if not parity["passed"]:
             raise ExportError(f"parity check failed: ONNX vs PyTorch max abs diff {parity['max_abs_diff']:.3g} "
                               f"> {atol:g} (outputs: {', '.join(ref)})")
         int8_report = None
         if quantize == "int8":
+            status("export: int8 (every scheme measured against fp32 on this CPU)")
             scheme, int8_report = _int8(path, plain, scheme, task, tokenizer, torch_model.config, optimize,
                                         calibration_texts)
             plain.unlink(missing_ok=True)
