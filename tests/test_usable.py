@@ -250,3 +250,14 @@ def test_bench_interleaves_refuses_duplicates_and_says_speedups(tiny_models, tin
     assert all(0 <= r["spread"] for m in res["models"] for r in m["latency"])
     md = (tmp_path / "b" / "bench.md").read_text()
     assert "× bert2" in md and "| spread |" in md and "interleaved" in res["timing"]
+
+
+def test_pooling_auto_reads_the_source_of_an_older_export(minilm_export, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(minilm_export, old)
+    m = json.loads((old / "lookalike.json").read_text())
+    del m["sentence_transformers"]  # as exports made before this was recorded
+    (old / "lookalike.json").write_text(json.dumps(m))
+    assert Embedder(old, pooling="auto").settings()["pooling"] == "mean"

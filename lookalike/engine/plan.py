@@ -159,6 +159,12 @@ def resolve_pooling(manifest: dict, params: EmbedParams) -> tuple[str, bool, str
     pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is logged when
     the model's own differs from what the run uses."""
     st = manifest.get("sentence_transformers")
+    if "sentence_transformers" not in manifest:  # an export made before lookalike recorded it: ask its source
+        source = str(manifest.get("source", {}).get("model", ""))
+        if source and Path(source).is_dir():
+            from ..exporters.pooling import sentence_transformers_pooling
+
+            st = sentence_transformers_pooling(source)
     own = None
     if st:
         own = f"{st['pooling']}{' + normalize' if st.get('normalize') else ''}"
