@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--export", action="append", default=[], help="DIR=NAME: another feature-extraction export")
     ap.add_argument("--limit-test", type=int, default=None, help="records of the dev half and NewsQA (all)")
     ap.add_argument("--dry-run", action="store_true", help="a tiny run to check the script (300-question bank)")
+    ap.add_argument("--name", default="covering-bank", help="results file name [covering-bank]")
     args = ap.parse_args()
     if args.dry_run:
         args.bank, args.limit_test = 300, 150
@@ -79,9 +80,10 @@ def main():
         "newsqa": CorpusSpec(SHARED / "newsqa" / "newsqa_dev_robustqa.json", limit=args.limit_test),
     }
     exports = {}
-    if any(e.startswith("minilm") for e in args.encoders.split(",")):
+    encoders = [e for e in args.encoders.split(",") if e]
+    if encoders:
         export(str(minilm_path()), work / "minilm")
-    for e in args.encoders.split(","):
+    for e in encoders:
         exports[e] = (work / "minilm", e.split("-")[1])
     for spec in args.export:
         d, name = spec.split("=")
@@ -113,7 +115,7 @@ def main():
     if args.dry_run:
         print(json.dumps(results, indent=1)[:3000])
         return
-    save("covering-bank", results)
+    save(args.name, results)
 
 
 if __name__ == "__main__":

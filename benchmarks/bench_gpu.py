@@ -115,8 +115,8 @@ def host_vs_device(model_dir: Path, corpus: Path, work: Path, max_length: int, d
     return out
 
 
-def same_batch_reference(src: Path, model_dir: Path, corpus: Path, work: Path, max_length: int, device: str,
-                         half: bool, budget: int | None = None) -> dict:
+def same_batch_reference(src: Path, model_dirs: dict[str, Path], corpus: Path, work: Path, max_length: int,
+                         device: str, half: bool, budget: int | None = None) -> dict:
     """The device's own numbers on identical batches, all inputs already on the device, back to back:
     the engine's ONNX Runtime session (IO binding), PyTorch eager `BertModel` with SDPA attention (the reference the
     issue sets), and a GEMM-only ceiling (the model's dense matmuls at the same token count, no attention/norms).
@@ -131,6 +131,7 @@ def same_batch_reference(src: Path, model_dir: Path, corpus: Path, work: Path, m
     from lookalike.params import EmbedParams
 
     spec = CorpusSpec(corpus, id_field="id")
+    model_dir = next(iter(model_dirs.values()))
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     cache = tokenize_corpus(tok, spec, work / "tokens", max_length=max_length)["out"]
     model = OnnxModel(model_dir, device=device)
@@ -154,8 +155,13 @@ def same_batch_reference(src: Path, model_dir: Path, corpus: Path, work: Path, m
 
     out = {"batches": len(batches), "real_tokens": real, "padding_overhead": padded / real - 1,
            "batch_tokens": plan.batch_tokens, "sort_window": params.sort_window}
-    out["ort_isolated"] = timed(lambda b: model.run_feeds([plan.output], b.device_feeds or model.feeds(
-        b.input_ids, b.attention_mask, b.token_type_ids)), batches)
+    out["ort_isolated"] = {}
+    for name, d in model_dirs.items():  # every graph variant on the very same batches (same tokenizer)
+        m = OnnxModel(d, device=device)
+        feeds = [m.upload(m.feeds(b.input_ids, b.attention_mask, b.token_type_ids)) for b in batches]
+        out["ort_isolated"][name] = timed(lambda f, m=m: m.run_feeds([plan.output], f), feeds)
+        out.setdefault("fused_operators", {})[name] = m.manifest["variant"].get("fused_operators")
+        del m
     torch_model = transformers.AutoModel.from_pretrained(src, attn_implementation="sdpa").eval().to(device)
     if half:
         torch_model = torch_model.half()
@@ -185,8 +191,8 @@ def same_batch_reference(src: Path, model_dir: Path, corpus: Path, work: Path, m
             gemms(0)
         sync()
         out["gemm_ceiling"] = reps * n_tok / (time.perf_counter() - t)
-    out["ort_vs_torch_eager_sdpa"] = out["ort_isolated"] / out["torch_eager_sdpa"]
-    out["ort_fraction_of_gemm_ceiling"] = out["ort_isolated"] / out["gemm_ceiling"]
+    out["ort_vs_torch_eager_sdpa"] = {n: r / out["torch_eager_sdpa"] for n, r in out["ort_isolated"].items()}
+    out["ort_fraction_of_gemm_ceiling"] = {n: r / out["gemm_ceiling"] for n, r in out["ort_isolated"].items()}
     if device == "cuda":  # which attention kernel ONNX Runtime runs (printed by ORT itself, in a child process)
         import subprocess
 
@@ -287,10 +293,15 @@ def main():
         for shape in args.shapes.split(","):
             r = result["shapes"][shape] = {}
             src = build_source(shape, args.vocab, work / shape / "src")
-            model_dir = work / shape / ("fp16" if dev == "cuda" else "fp32")
-            export(str(src), model_dir, fp16=dev == "cuda")
+            half = dev == "cuda"
+            variants = {}  # the fusion routes, each on the same batches: the default first
+            for name, kw in (("gpu-set", dict(fusions="gpu")), ("cpu-set", dict(fusions="cpu")),
+                             ("plain", dict(optimize=False))):
+                variants[name] = work / shape / name
+                export(str(src), variants[name], fp16=half, **kw)
+            model_dir = variants["gpu-set" if half else "cpu-set"]  # each precision's default export
             for name, fn in (("same_batches", lambda: same_batch_reference(
-                                 src, model_dir, args.corpus, work / shape / "sb", args.max_length, dev, dev == "cuda")),
+                                 src, variants, args.corpus, work / shape / "sb", args.max_length, dev, half)),
                              ("from_text", lambda: from_text(model_dir, args.corpus, work / shape / "ft",
                                                              args.max_length, dev, workers)),
                              ("host_vs_device", lambda: host_vs_device(model_dir, args.corpus, work / shape / "hvd",

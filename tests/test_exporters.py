@@ -121,11 +121,11 @@ def test_fusion_default_and_fallback(tiny_models, tiny_exports, tmp_path, monkey
 
     real = graph.optimize_transformer
 
-    def broken(path, config):
+    def broken(path, config, target="cpu"):
         import onnx
         from onnx import numpy_helper
 
-        real(path, config)
+        real(path, config, target)
         model = onnx.load(str(path))
         for init in model.graph.initializer:
             if init.name.endswith("qkv_bias"):

@@ -141,3 +141,21 @@ def test_larger_window_gives_the_same_vectors(tiny_exports, shared_data, tmp_pat
     assert list(open_store(tmp_path / "small").ids) == list(open_store(tmp_path / "big").ids)
     cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
     assert cos.min() > 0.99999
+
+
+def test_the_gpu_fusion_set_passes_parity_on_cpu(tiny_models, tiny_exports, tmp_path):
+    """fp16 exports get ORT's CUDA fusion set (SkipLayerNormalization, Attention on a 1-D mask of right-padded
+    lengths): checked here on CPU, where those ops run too, against PyTorch and the CPU set's vectors."""
+    from lookalike.engine import Embedder
+    from lookalike.exporters import export
+
+    gpu = export(str(tiny_models["bert2"]), tmp_path / "gpu", fusions="gpu")
+    ops = gpu["variant"]["fused_operators"]
+    assert ops.get("Attention") == 2 and ops.get("SkipLayerNormalization", 0) >= 2
+    assert gpu["parity"]["passed"] and gpu["variant"]["fusions"] == "gpu"
+    texts = ["a great movie", "terrible acting and a long plot that goes nowhere at all", "", "fine"]
+    ref = Embedder(tiny_exports["bert2"]).encode(texts)  # the CPU set, as every fp32 export
+    np.testing.assert_allclose(Embedder(tmp_path / "gpu").encode(texts), ref, atol=1e-5)
+    fp16 = export(str(tiny_models["bert2"]), tmp_path / "fp16", fp16=True)
+    assert fp16["variant"]["fusions"] == "gpu" and "GPU set" in fp16["variant"]["description"]
+    assert fp16["variant_parity"]["mean_cosine_cls"] >= 0.999

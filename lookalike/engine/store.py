@@ -18,6 +18,8 @@ manifest (sha256, rows, shape) before use.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -213,8 +215,11 @@ class Store:
     def verify(self) -> None:
         """StoreError naming the first shard that does not match the manifest (sha256, rows, shape, settings),
         or the first id that appears twice."""
-        for s in self.manifest["shards"]:
-            problem = check_shard(self.path, s, self.dim, self.config)
+        shards = self.manifest["shards"]
+        # sha256 releases the GIL: shards are hashed in parallel, problems reported in shard order
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1, len(shards)))) as pool:
+            problems = list(pool.map(lambda sh: check_shard(self.path, sh, self.dim, self.config), shards))
+        for s, problem in zip(shards, problems):
             if problem:
                 writer = WriterLock.holder(self.path)
                 if writer:

@@ -231,7 +231,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
            optimize: bool | None = None, quantize: str | None = None, per_channel: bool = False, fp16: bool = False,
            keep_layers: Sequence[int] | None = None, overwrite: bool = False, atol: float = 1e-4,
            revision: str | None = None, int8_scheme: str | None = None,
-           calibration_texts: Sequence[str] | None = None) -> dict:
+           calibration_texts: Sequence[str] | None = None, fusions: str | None = None) -> dict:
     """Export `model` (hub id or folder) for `task` into `out_dir` and return the manifest.
 
     task: None infers it from the checkpoint's `architectures` (…ForSequenceClassification: text-classification,
@@ -243,6 +243,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
     (lookalike.exporters.int8). calibration_texts: sample texts for that measurement and for static scales
     [built-in: standard-library docstrings]. fp16: float16 weights.
     keep_layers: encoder layer indices to keep (layer dropping). atol: export parity tolerance (fp32 graph).
+    fusions: which fusion set (graph.optimize_transformer): "gpu" for fp16 exports, "cpu" otherwise [by fp16].
     """
     task_from = None
     if task is None:
@@ -257,6 +258,9 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
         quantize = quantize or "int8"
     if quantize and fp16:
         raise ExportError("choose one of --quantize int8 (or --int8-scheme) and --fp16")
+    fusions = fusions or ("gpu" if fp16 else "cpu")
+    if fusions not in graph.FUSION_SETS:
+        raise ExportError(f"unknown fusion set {fusions!r} (cpu or gpu)")
     scheme = int8_scheme or ("dynamic-per-channel" if per_channel else "auto")
     if quantize == "int8" and scheme not in (*int8.SCHEMES, "auto"):
         raise ExportError(f"unknown int8 scheme {scheme!r} (known: auto, {', '.join(int8.SCHEMES)})")
@@ -298,7 +302,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
         if quantize == "int8":  # static int8 quantises the plain graph (the quantiser cannot type fused ops)
             shutil.copyfile(path, plain)
         status("export: fusing and checking parity against PyTorch")
-        optimize, parity = _fuse_and_check(path, torch_model.config, optimize, feeds, ref, task, atol)
+        optimize, parity = _fuse_and_check(path, torch_model.config, optimize, feeds, ref, task, atol, fusions)
         if not parity["passed"]:
             raise ExportError(f"parity check failed: ONNX vs PyTorch max abs diff {parity['max_abs_diff']:.3g} "
                               f"> {atol:g} (outputs: {', '.join(ref)})")
@@ -314,6 +318,9 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
                    "per_channel": (scheme != "dynamic") if quantize else None, "fp16": fp16,
                    "keep_layers": list(keep_layers) if keep_layers is not None else None,
                    "optimized": optimize and not (quantize and scheme == "static-qdq")}
+        if variant["optimized"]:
+            variant["fusions"] = fusions
+            variant["fused_operators"] = graph.fused_operators(path)
         variant["description"] = describe_variant(variant)
         variant_parity = None
         if quantize or fp16 or keep_layers is not None:
@@ -383,7 +390,7 @@ def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fu
 
 
 def _fuse_and_check(path: Path, config, optimize: bool | None, feeds, ref, task: str,
-                    atol: float) -> tuple[bool, dict]:
+                    atol: float, fusions: str = "cpu") -> tuple[bool, dict]:
     """Apply ORT's fusions as asked (None: fuse, or fall back) and check parity; (fused?, parity)."""
     auto = optimize is None
     fuse = True if auto else optimize
@@ -394,7 +401,7 @@ def _fuse_and_check(path: Path, config, optimize: bool | None, feeds, ref, task:
     if fuse:
         problem = None
         try:
-            graph.optimize_transformer(path, config)
+            graph.optimize_transformer(path, config, fusions)
             parity = _compare(ref, _onnx_outputs(path, feeds, task))
             if parity["max_abs_diff"] > atol:
                 problem = f"max abs diff {parity['max_abs_diff']:.3g} > {atol:g}"
@@ -428,7 +435,7 @@ def describe_variant(v: dict) -> str:
     if not v.get("quantize") and not v.get("fp16"):
         parts.append("fp32")
     if v.get("optimized"):
-        parts.append("ORT-fused")
+        parts.append("ORT-fused" + (" (GPU set)" if v.get("fusions") == "gpu" else ""))
     return ", ".join(parts)
 
 
