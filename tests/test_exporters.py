@@ -141,7 +141,7 @@ def test_fusion_default_and_fallback(tiny_models, tiny_exports, tmp_path, monkey
     # ... while an explicit --optimize fails loudly
     with pytest.raises(ExportError, match="parity check failed"):
         export(str(tiny_models["bert2"]), tmp_path / "forced", optimize=True)
-    monkeypatch.setattr(graph, "optimize_transformer", lambda path, config: 1 / 0)
+    monkeypatch.setattr(graph, "optimize_transformer", lambda path, config, target="cpu": 1 / 0)
     with pytest.raises(ExportError, match="fusions failed.*ZeroDivisionError"):
         export(str(tiny_models["bert2"]), tmp_path / "raises", optimize=True)
 
