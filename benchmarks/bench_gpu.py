@@ -203,7 +203,7 @@ def same_batch_reference(src: Path, model_dirs: dict[str, Path], corpus: Path, w
         r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
         out["attention_kernel_debug"] = [line for line in (r.stdout + r.stderr).splitlines()
                                          if "kernel" in line.lower() or "attention" in line.lower()][:12]
-    del torch_model
+    torch_model = None  # free the device memory before the next check
     if device == "cuda":
         torch.cuda.empty_cache()
     return out
