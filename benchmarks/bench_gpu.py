@@ -256,8 +256,10 @@ def main():
     ap.add_argument("--budgets", default="16384,32768,65536,131072",
                     help="padded tokens per batch to try for the batch-shape policy (cuda)")
     ap.add_argument("--focus", action="store_true",
-                    help="only the device-limit checks (issue 24): same-batch ORT vs PyTorch SDPA vs GEMM ceiling, "
-                         "from text per tokenizing workers, from the cache; sized for a few minutes")
+                    help="only the device-limit checks (issue 24): each fusion route's ORT session vs PyTorch SDPA vs "
+                         "the GEMM ceiling on the same batches, from text per tokenizing workers, from the cache. "
+                         "Three exports per shape (~30-60 s each for BERT-base): with --corpus-repeat 20 on the "
+                         "1,911-record corpus, run one shape per call to stay within a few minutes")
     ap.add_argument("--workers", default=None, help="--focus: tokenize_workers to try from text [0,4,all but 2]")
     args = ap.parse_args()
 
@@ -298,7 +300,9 @@ def main():
             for name, kw in (("gpu-set", dict(fusions="gpu")), ("cpu-set", dict(fusions="cpu")),
                              ("plain", dict(optimize=False))):
                 variants[name] = work / shape / name
+                t = time.perf_counter()
                 export(str(src), variants[name], fp16=half, **kw)
+                r.setdefault("export_seconds", {})[name] = round(time.perf_counter() - t, 1)
             model_dir = variants["gpu-set" if half else "cpu-set"]  # each precision's default export
             for name, fn in (("same_batches", lambda: same_batch_reference(
                                  src, variants, args.corpus, work / shape / "sb", args.max_length, dev, half)),
