@@ -123,9 +123,10 @@ def _backend(tokenizer, max_length: int):
     key = (max_length, tokenizer.truncation_side)
     if key in made:
         return made[key]
-    backend = made[key] = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_padding()
     backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side)
+    made[key] = backend  # cached only once fully set up
     return backend
 
 
@@ -136,7 +137,8 @@ def _with_types(tokenizer) -> bool:
 def tokenize(tokenizer, records: Sequence[Record], max_length: int) -> Encoded:
     """Fast tokenization, one pass per row; long inputs are truncated and flagged (never dropped).
 
-    The ids are exactly `tokenizer(text, pair, truncation=True, max_length=max_length)`'s.
+    The ids are exactly transformers' batch call's, `tokenizer([text], [pair], truncation=True, max_length=...)`
+    (an empty pair is still a pair).
     """
     if not records:
         return Encoded.from_lists([], [] if _with_types(tokenizer) else None)

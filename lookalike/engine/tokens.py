@@ -70,6 +70,18 @@ def default_location(config: dict) -> Path:
     return cache_dir() / "tokens" / cache_key(config)
 
 
+def offsets_problem(offsets: np.ndarray, rows: int, n_ids: int) -> str | None:
+    """Why `offsets` do not cut `n_ids` token ids into `rows` rows (length, start, end, order), or None."""
+    if len(offsets) != rows + 1:
+        return f"offsets hold {len(offsets) - 1} rows, the manifest says {rows}"
+    if offsets[0] != 0 or int(offsets[-1]) != n_ids:
+        return "offsets do not cover the token ids"
+    step = np.diff(offsets)
+    if (step < 0).any():
+        return f"offsets decrease at row {int(np.flatnonzero(step < 0)[0])}"
+    return None
+
+
 class TokenFormat(ShardFormat):
     kind = "lookalike.tokens"
     noun = "token cache"
@@ -109,10 +121,9 @@ class TokenFormat(ShardFormat):
                 if f["offsets"].shape != (entry["rows"] + 1,) or f["id"].shape != (entry["rows"],):
                     return f"holds {f['id'].shape[0]} rows, manifest says {entry['rows']}"
                 off = f["offsets"][:]
-                if off[0] != 0 or int(off[-1]) != f["input_ids"].shape[0]:
-                    return "offsets do not cover the token ids"
-                if (np.diff(off) < 0).any():
-                    return f"offsets decrease at row {int(np.flatnonzero(np.diff(off) < 0)[0])}"
+                problem = offsets_problem(off, entry["rows"], f["input_ids"].shape[0])
+                if problem:
+                    return problem
                 if not np.array_equal(np.diff(off), f["n_tokens"][:]):
                     return "n_tokens do not match the offsets"
         except (OSError, KeyError) as exc:
@@ -152,10 +163,9 @@ class TokenCache:
                               f["token_type_ids"][:] if "token_type_ids" in f else None, f["truncated"][:])
                 names = list(f["id"].asstr()[:])
                 empty = f["empty"][:]
-            if len(enc.offsets) != s["rows"] + 1 or enc.offsets[0] != 0 or enc.offsets[-1] != len(enc.ids) \
-                    or (np.diff(enc.offsets) < 0).any():
-                raise StoreError(f"{path}: offsets do not cut the token ids into {s['rows']} rows; the token cache "
-                                 f"is damaged: {REPAIR}")
+            problem = offsets_problem(enc.offsets, s["rows"], len(enc.ids))
+            if problem:
+                raise StoreError(f"{path}: {problem}; the token cache is damaged: {REPAIR}")
             if enc.ids.size and (int(enc.ids.min()) < 0 or (vocab_size and int(enc.ids.max()) >= vocab_size)):
                 bad = int(enc.ids.min()) if int(enc.ids.min()) < 0 else int(enc.ids.max())
                 raise StoreError(f"{path}: token id {bad} is outside the vocabulary (0..{(vocab_size or 0) - 1}); "
