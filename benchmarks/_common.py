@@ -72,7 +72,7 @@ def machine() -> dict:
     import numpy
     import onnxruntime
 
-    from lookalike.engine.cpu import cpu_info
+    from lookalike.core.cpu import cpu_info
 
     cpu = cpu_info()
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),

@@ -33,7 +33,7 @@ def _session(path, threads, no_skip_ln):
     """The engine's CPU session settings, with ORT's SkipLayerNormFusion on (ORT's default) or off (the engine's)."""
     import onnxruntime as ort
 
-    from lookalike.engine.runtime import session_setup
+    from lookalike.core.session import session_setup
 
     opts, providers, disabled = session_setup("cpu", threads)
     return ort.InferenceSession(str(path), opts, providers=providers,

@@ -265,6 +265,7 @@ def main():
 
     from lookalike.data import CorpusSpec
     from lookalike.engine import embed
+    from lookalike.analysis.report import write_bench
     from lookalike.engine.bench import run_bench
     from lookalike.params import EmbedParams
     from lookalike.exporters import export
@@ -288,7 +289,7 @@ def main():
         (args.out / f"{result['benchmark']}.json").write_text(json.dumps(result, indent=2) + "\n")
 
     if args.focus:
-        from lookalike.engine.runtime import physical_cores
+        from lookalike.core.session import physical_cores
 
         workers = [int(x) for x in (args.workers or f"0,4,{max(1, physical_cores() - 2)}").split(",")]
         result["benchmark"] = f"gpu-focus-{dev}"
@@ -386,7 +387,8 @@ def main():
                     ratios[f"{eng}_vs_{peer}"] = ok[eng] / ok[peer]
         try:
             bench = run_bench([str(fp32)] + ([str(fp16)] if dev == "cuda" else []), [1, 8, 32, 128], [128],
-                              repeat=args.repeat, device=dev, out=args.out / f"bench-{shape}")
+                              repeat=args.repeat, device=dev)
+            write_bench(bench, args.out / f"bench-{shape}")
             r["latency"] = bench.get("models", bench)
         except Exception as exc:
             r["latency_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"

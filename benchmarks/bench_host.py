@@ -119,7 +119,7 @@ def main():
                                              "real_tokens": int(open_store(work / "store-engine").n_tokens.sum())})(
         embed(real.dir, sub, work / "store-engine", params, model=real, progress=False, tokens=False)))
     timed("null_from_text", both("text", lambda k: False))
-    from lookalike.engine.runtime import physical_cores
+    from lookalike.core.session import physical_cores
 
     for n in (int(x) for x in (args.workers or f"1,2,{physical_cores()}").split(",")):
         if f"null_from_text_workers_{n}" not in runs:

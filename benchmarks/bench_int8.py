@@ -19,7 +19,7 @@ from _common import save  # noqa: E402
 
 def main():
     os.environ["LOOKALIKE_CACHE"] = tempfile.mkdtemp(prefix="lookalike-int8-")  # measure, never reuse a choice
-    from lookalike.engine.cpu import cpu_info
+    from lookalike.core.cpu import cpu_info
     from lookalike.exporters import export
     from lookalike.models import minilm_path
 

@@ -39,7 +39,7 @@ def main():
     from lookalike.data import CorpusSpec
     from lookalike.data.spec import _content_hash
     from lookalike.engine import embed, open_store
-    from lookalike.engine.store import StoreWriter
+    from lookalike.core.store import StoreWriter
     from lookalike.exporters import export
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams

@@ -66,7 +66,7 @@ def make_wrapper(model, max_length: int = 512, batch_tokens: int = 2048):
 
         def __call__(self, text_input_list):
             recs = [Record(str(i), t) for i, t in enumerate(text_input_list)]
-            enc = tokenize(model.tokenizer, recs, min(max_length, model.max_positions))
+            enc = tokenize(model.tokenizer, recs, model.clamp(max_length))
             (logits,) = run_batched(model, enc, ["logits"], batch_tokens)
             self.queries += len(recs)
             return np.stack(logits).astype(np.float32)
@@ -99,7 +99,7 @@ def make_similarity(kind: str, threshold: float, encoder_dir: str | Path | None,
 
         def encode(self, sentences):
             recs = [Record(str(i), s) for i, s in enumerate(sentences)]
-            enc = tokenize(enc_model.tokenizer, recs, min(256, enc_model.max_positions))
+            enc = tokenize(enc_model.tokenizer, recs, enc_model.clamp(256))
             (vecs,) = run_batched(enc_model, enc, ["mean"], 2048)
             import torch
 
@@ -292,8 +292,8 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
                device: str = "auto", progress: bool = False) -> dict:
     """Attack the classification export `target_dir` on `corpus`; JSONL per example (resumable) + summary.json."""
     from .engine import OnnxModel
-    from .engine.tasks import label_index
-    from .exporters.manifest import labels as manifest_labels
+    from .core.tasks import label_index
+    from .core.manifest import labels as manifest_labels
     from .models import minilm_path
 
     p = params or AttackParams()
@@ -307,7 +307,7 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
             raise InputError("record has no label", path=corpus.path, record=f"record {r.id}", field="label")
         gold[r.id] = label_index(r.label, labels, f"record {r.id}", corpus.path)
     examples = [dataclasses.replace(r, text=cut_to_model_input(r.text, model.tokenizer,
-                                                               min(p.max_length, model.max_positions)))
+                                                               model.clamp(p.max_length)))
                 for r in select_examples(records, p.n, p.seed)]
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -327,7 +327,7 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
                    "similarity_model": str(sim_dir) if sim_dir else None, "n": len(examples), "seed": p.seed,
                    "target": str(target_dir), "target_sha256": model.sha256, "data": corpus.path,
                    "data_fingerprint": corpus.fingerprint(), "subword_candidates": "exact top-K by perplexity (beam)",
-                   "examples": f"cut to the words the target reads ({min(p.max_length, model.max_positions)} tokens)"}
+                   "examples": f"cut to the words the target reads ({model.clamp(p.max_length)} tokens)"}
         settings_guard(out / "setting.json", setting, "an attack")
         return _attack_all(model, examples, gold, out, setting, p, sim_dir, device, progress)
 

@@ -13,14 +13,36 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
 
-from .notes import NOTICE
+from .analysis.knn import _is_knn_file, knn_self
+from .analysis.ood import _is_ood_file, deep_knn_ood
+from .analysis.ood import summary_by_k as ood_summary_by_k
+from .analysis.report import csv_text, markdown_table, write_bench, write_table
+from .analysis.scoring import evaluate as do_eval
+from .analysis.tables import ModelArtifacts, agreement_table
+from .attack import run_attack
+from .core.store import open_store, remove_store
 from .data import FORMATS, CorpusSpec
+from .data.stdin import spooled_stdin
+from .demo import run_demo
+from .engine import embed as do_embed
+from .engine.bench import run_bench
+from .engine.plan import RayOptions
+from .engine.tokens import export_tokenizer, tokenize_corpus
 from .errors import LookalikeError
-from .files import status
+from .experiment import run_experiment
+from .experiment.steps import predict_and_score
+from .exporters import export as do_export
+from .exporters import export_summary
+from .files import check_output_file, json_safe, status
+from .finetune import finetune as do_finetune
+from .mlm import fit_mlm_head
+from .models import resolve_model
+from .notes import NOTICE
 from .params import (DTYPES, INDEXES, POOLINGS, SIMILARITIES, AttackParams, EmbedParams, FinetuneParams, KnnParams,
                      OodParams, PredictParams)
 
@@ -141,8 +163,6 @@ def corpus_options(arg: str):
 
 def ray_options(f):
     """--backend local|ray and the Ray options (command line only), shared by embed and predict."""
-    from .engine.plan import RayOptions
-
     opts = [
         click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True),
         click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none for a local Ray."),
@@ -173,30 +193,7 @@ def _interactive() -> bool:
 
 
 def _echo_json(obj) -> None:
-    from .files import json_safe
-
     click.echo(json.dumps(json_safe(obj), indent=2, default=str))
-
-
-@contextlib.contextmanager
-def _stdin_corpus(spec: CorpusSpec, out_dir: Path):
-    """Standard input spooled to a file of ours beside OUT_DIR (the engine fingerprints and re-reads a corpus), as
-    plain text lines unless --format says otherwise; removed afterwards. Piping the same content again resumes."""
-    import shutil
-    import tempfile
-
-    out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stdin-", dir=out_dir.parent))
-    try:
-        path = folder / "stdin"
-        with open(path, "wb") as f:
-            shutil.copyfileobj(click.get_binary_stream("stdin"), f, 1 << 20)
-        if path.stat().st_size == 0:
-            raise CLIError("-: standard input is empty")
-        yield spec.replace(path=str(path), format=spec.format or "text")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- export
@@ -237,28 +234,13 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
       lookalike export minilm runs/minilm-q8 --quantize int8 --int8-scheme dynamic-per-channel
       lookalike export bert-base-uncased runs/bb-l6 --keep-layers 0,2,4,6,8,10
     """
-    from .exporters import export as do_export
-    from .models import resolve_model
-
     texts = None
     if calibration:
         texts = [r.text for r in CorpusSpec(calibration, limit=256).records() if r.text.strip()][:64]
     m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
                   per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
                   revision=revision, int8_scheme=int8_scheme, calibration_texts=texts)
-    summary = {"out_dir": str(out_dir), "task": m["task"], "task_inferred_from": m.get("task_inferred_from"),
-               "variant": m["variant"]["description"],
-               "parameters": m["parameters"], "file_size": m["file_size"],
-               "parity_max_abs_diff": m["parity"]["max_abs_diff"], "variant_parity": m["variant_parity"]}
-    if "int8" in m:
-        from .exporters.int8 import describe
-
-        summary["int8"] = describe(m["int8"]) if m["int8"].get("measured", True) else m["int8"]
-    if m.get("sentence_transformers"):
-        st = m["sentence_transformers"]
-        summary["model_pooling"] = f"{st['pooling']}{', normalised' if st['normalize'] else ''} (sentence-transformers; " \
-                                   "`embed --pooling auto` uses it)"
-    _echo_json(summary)
+    _echo_json(export_summary(m, out_dir))
 
 
 # --------------------------------------------------------------------------- embed
@@ -302,15 +284,12 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_r
       lookalike embed runs/minilm big.jsonl /nfs/stores/big --backend ray --address auto --workers 8
     Re-running the same command after a crash continues from the last complete shard.
     """
-    from .engine import embed as do_embed
-
     params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
                          sort_window=sort_window, dtype=dtype, normalize=normalize)
     if overwrite:
-        from .engine.store import remove_store
-
         remove_store(out_dir)
-    with _stdin_corpus(corpus, out_dir) if corpus.path == "-" else contextlib.nullcontext(corpus) as corpus:
+    stdin = click.get_binary_stream("stdin")
+    with spooled_stdin(corpus, out_dir, stdin) if corpus.path == "-" else contextlib.nullcontext(corpus) as corpus:
         _echo_json(do_embed(model_dir, corpus, out_dir, params, device=device, threads=threads, progress=progress,
                             backend=backend, ray=ray, tokens=False if no_tokens else tokens,
                             tokenize_workers=tokenize_workers))
@@ -337,20 +316,7 @@ def tokenize(model_dir, corpus, out_dir, max_length, shard_rows, progress):
       lookalike tokenize runs/minilm ../shared/data/squad2/cs224n-dev-v2.0.json --max-length 384
       lookalike embed runs/minilm-int8 ../shared/data/squad2/cs224n-dev-v2.0.json runs/sq-int8 --max-length 384
     """
-    import transformers
-
-    from .engine.tokens import tokenize_corpus
-    from .exporters import load_manifest
-
-    manifest = load_manifest(model_dir)
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(model_dir, use_fast=True)
-    except Exception as exc:
-        raise CLIError(f"{model_dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
-    positions = int(manifest.get("max_position_embeddings") or 512)
-    if max_length > positions:
-        log.warning("max length %d is more than the model's %d positions; using %d", max_length, positions, positions)
-    max_length = min(max_length, positions)
+    tok, max_length = export_tokenizer(model_dir, max_length, warn=True)
     _echo_json(tokenize_corpus(tok, corpus, out_dir, max_length=max_length, shard_rows=shard_rows, progress=progress))
 
 
@@ -372,10 +338,6 @@ def knn(store, out, k, index, gpu, block_rows):
     Example:
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --k 50
     """
-    from .analysis.knn import _is_knn_file, knn_self
-    from .engine import open_store
-    from .files import check_output_file
-
     check_output_file(out, _is_knn_file, "neighbour file")
     status(f"knn: verifying and loading {store}")
     s = open_store(store)
@@ -412,25 +374,13 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overl
     Example:
       lookalike ood --train runs/squad-minilm --test runs/cuad-minilm --k 1,5,10,20 runs/ood-minilm.json
     """
-    from .analysis.ood import _is_ood_file, deep_knn_ood, meaningful
-    from .engine import open_store
-    from .files import check_output_file
-
     check_output_file(out, _is_ood_file, "OOD file")
     status("ood: verifying the stores, scoring against the bank")
     res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
                        val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
                        val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap)
     res.save(out)
-    summary = {}
-    failing = []
-    for k in res.ks:
-        verdict = meaningful(res, k)
-        summary[str(k)] = {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
-                           "n_test": len(res.test_ids), **res.metrics[k], "meaningful": verdict["ok"],
-                           "verdict": verdict["reason"]}
-        if not verdict["ok"]:
-            failing.append((k, verdict["reason"]))
+    summary, failing = ood_summary_by_k(res)
     if failing:
         log.warning("the OOD set is not meaningful at k=%s (%s); agreements over it say little",
                     ",".join(str(k) for k, _ in failing), failing[0][1])
@@ -465,17 +415,11 @@ def predict(model_dir, data, out, task, max_length, doc_stride, n_best, max_answ
       lookalike predict runs/sst ../shared/data/imdb/imdb_1k.tsv runs/imdb-pred --task cls
       lookalike predict runs/qa squad-dev.json /nfs/qa-pred --task qa --backend ray --address auto
     """
-    from .analysis.scoring import evaluate as do_eval
-    from .engine.predict import predict as do_predict
-    from .exporters import labels, load_manifest
-
     params = PredictParams(max_length=max_length, doc_stride=doc_stride, n_best=n_best,
                            max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold,
                            f1_below=f1_below)
-    info = do_predict(model_dir, data, out, task=task, params=params, device=device, backend=backend, ray=ray)
-    metrics = do_eval(data, out / "predictions.json", task=task, out=out, f1_below=f1_below,
-                      na_probs=out / "null_odds.json" if task == "qa" else None,
-                      labels=labels(load_manifest(model_dir)) or None)
+    info, metrics = predict_and_score(model_dir, data, out, task=task, params=params, device=device,
+                                      backend=backend, ray=ray)
     _echo_json({"out": str(out), "n": info["n"], "seconds": info["seconds"], **metrics})
 
 
@@ -502,8 +446,6 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, al
       lookalike evaluate ../shared/data/squad2_dev500 runs/qa-pred/predictions.json \\
           --na-prob-file runs/qa-pred/null_odds.json
     """
-    from .analysis.scoring import evaluate as do_eval
-
     if out is not None and out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder")
     _echo_json(do_eval(data, predictions, task=task, na_probs=na_prob_file, na_prob_thresh=na_prob_thresh,
@@ -539,9 +481,6 @@ def finetune(model, data, out, task, learning_rate, epochs, max_steps, batch_siz
       lookalike finetune minilm ../shared/data/imdb/imdb_train_5k.tsv runs/minilm-imdb --task cls
       lookalike finetune bert-base-uncased squad_v2:train runs/bb-squad2 --task qa
     """
-    from .finetune import finetune as do_finetune
-    from .models import resolve_model
-
     params = FinetuneParams(learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                             max_length=max_length, doc_stride=doc_stride, seed=seed, save_steps=save_steps,
                             answerable_only=answerable_only, keep_layers=keep_layers, shuffle=not no_shuffle,
@@ -585,8 +524,6 @@ def attack(target_dir, data, out, mlm, max_candidates, top_words, n, seed, max_p
       lookalike attack runs/imdb-cls ../shared/data/imdb/imdb_1k.tsv runs/attack --mlm bert-base-uncased --top-words 3
     Re-running the same command resumes where it stopped.
     """
-    from .attack import run_attack
-
     params = AttackParams(mlm=mlm, max_candidates=max_candidates, top_words=top_words, n=n, seed=seed,
                           max_percent=max_percent, similarity=similarity, similarity_threshold=similarity_threshold,
                           max_length=max_length)
@@ -616,9 +553,6 @@ def fit_mlm(base, data, out, eval_data, max_length, epochs):
           --eval ../shared/data/imdb/imdb_test_2k.tsv
       lookalike attack runs/imdb-cls ../shared/data/imdb/imdb_test_2k.tsv runs/attack --mlm runs/mlm --top-words 3
     """
-    from .mlm import fit_mlm_head
-    from .models import resolve_model
-
     report = fit_mlm_head(resolve_model(base), data, out, eval_corpus=CorpusSpec(eval_data, limit=300)
                           if eval_data else None, max_length=max_length, epochs=epochs)
     _echo_json({k: report[k] for k in ("fit_texts", "fit_positions", "eval_positions", "fill_mask_accuracy",
@@ -642,13 +576,11 @@ def bench(model_dirs, batch_sizes, seq_lengths, repeat, corpus, corpus_limit, de
       lookalike bench runs/minilm runs/minilm-int8 --batch-sizes 1,8 --seq-lengths 128 --corpus corpus.jsonl
     Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
     """
-    from .engine.bench import run_bench
-
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder")
-    run_bench(model_dirs, list(batch_sizes), list(seq_lengths), repeat=repeat, corpus=corpus,
-              corpus_limit=corpus_limit, device=device, out=out)
-    click.echo((out / "bench.md").read_text())
+    result = run_bench(model_dirs, list(batch_sizes), list(seq_lengths), repeat=repeat, corpus=corpus,
+                       corpus_limit=corpus_limit, device=device)
+    click.echo(write_bench(result, out))
 
 
 # --------------------------------------------------------------------------- analysis
@@ -690,60 +622,24 @@ def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
       lookalike agree --errors large=runs/pl/errors.json --errors mini=runs/pm/errors.json --format csv
       lookalike agree --errors a=a_errors.json --errors b=b_errors.txt --dataset ../shared/data/squad2/cs224n-dev-v2.0.json
     """
-    import csv as _csv
-    import io
-
-    from .analysis.agreement import error_agreement
-    from .analysis.knn import load_knn
-    from .analysis.ood import load_ood
-    from .analysis.report import markdown_table, write_table
-    from .analysis.scoring import load_errors
-    from .analysis.tables import ModelArtifacts, table2_display, table2_rows
-
     knns, oods, errs = _named(knns, "--knn"), _named(oods, "--ood"), _named(errs, "--errors")
     names = list(dict.fromkeys([*knns, *oods, *errs]))
     if len(names) < 2:
         raise click.UsageError("give artifacts of at least two models")
-    arts = {n: ModelArtifacts() for n in names}
-    for n, p in knns.items():
-        arts[n].knn["before"] = load_knn(p)
-    for n, p in oods.items():
-        arts[n].ood = load_ood(p)
-    for n, p in errs.items():
-        arts[n].errors = load_errors(p, dataset)
+    arts = {n: ModelArtifacts.load(knn={"before": knns[n]} if n in knns else None, ood=oods.get(n),
+                                   qa_errors=errs.get(n), dataset=dataset) for n in names}
     status(f"agree: {len(names)} models, {reps} bootstrap resamples per Jaccard")
-    rows = table2_rows(names, arts, k, k_ood or k, reps)
-    for r in rows:
-        a, b = r["model_i"], r["model_j"]
-        if a in errs and b in errs:
-            e = error_agreement(arts[a].errors, arts[b].errors)
-            r.update(i_errors_subset_of_j=e["a_subset_of_b"], frac_i_in_j=e["frac_a_in_b"], universe=e.get("universe"))
-    shown, shown_cols, heads = table2_display(rows)
-    # agree cannot tell a QA error list from a classifier's: say "prediction errors"
-    heads = [h.replace("Repr. before FT", "Representation").replace("Prediction errors (QA)", "Prediction errors")
-             for h in heads]
-    for col, head in (("errors_jaccard_chance", "errors: chance"), ("ood_jaccard_chance", "OOD: chance")):
-        if any(col in r for r in rows):  # the Markdown shows what the CSV/JSON carry
-            for cells, r in zip(shown, rows):
-                cells[col] = f"{r[col]:.3f}" if r.get(col) is not None else "—"
-            shown_cols.append(col)
-            heads.append(head)
-    # agree speaks of K-NN sets without a before/after phase
-    rows = [{key.replace("repr_before_", "repr_"): v for key, v in r.items()} for r in rows]
+    rows, shown, shown_cols, heads = agreement_table(names, arts, k, k_ood or k, reps)
     cols = list(dict.fromkeys(c for r in rows for c in r))
     if out:
         write_table(rows, cols, out)
     if fmt == "json":
         _echo_json(rows)
     elif fmt == "csv":
-        buf = io.StringIO()
-        w = _csv.DictWriter(buf, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-        click.echo(buf.getvalue().rstrip())
+        click.echo(csv_text(rows, cols))
     else:
         click.echo(markdown_table(shown, shown_cols, heads))
-    unchecked = [n for n in errs if arts[n].errors.universe is None]
+    unchecked = [n for n in errs if arts[n].qa_errors.universe is None]
     if unchecked:
         click.echo(f"note: the record universe of {', '.join(unchecked)} is unchecked (an id list; give "
                    "--dataset to check it), so these error Jaccards have no interval and no chance level: a "
@@ -762,8 +658,6 @@ def run(experiment, out, device):
       lookalike run examples/shared-data.yaml -o runs/shared
     A re-run skips finished steps; changing a parameter redoes only what depends on it.
     """
-    from .experiment import run_experiment
-
     report = run_experiment(experiment, out, echo=lambda s: click.echo(s, err=True), device=device)
     click.echo(f"report: {report / 'report.md'}")
 
@@ -783,10 +677,6 @@ def demo(out, docs, n_ood, fp16, attack_n, device):
     Example:
       lookalike demo            # writes lookalike-demo/report/report.md
     """
-    import time
-
-    from .demo import run_demo
-
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder; give a folder for the demo")
     t0 = time.perf_counter()

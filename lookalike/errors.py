@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 class LookalikeError(Exception):
     """Base class of every error lookalike raises on purpose."""
@@ -28,3 +30,10 @@ class StoreError(LookalikeError):
 
 class ExportError(LookalikeError):
     """An export that could not be made or failed its parity check."""
+
+
+def unknown_key_message(key: str, valid) -> str:
+    """"unknown key 'x' (did you mean 'y'? valid: ...)": the one wording for every config and parameter check."""
+    near = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown key {key!r} ({hint}valid: {', '.join(sorted(valid))})"

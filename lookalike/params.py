@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import InputError
+from .errors import InputError, unknown_key_message
 
 POOLINGS = ("cls", "mean", "auto")  # auto: the model's own (sentence-transformers), else cls
 DTYPES = ("float32", "float16")
@@ -41,11 +41,17 @@ def _check(obj) -> None:
             raise InputError(f"{v!r} is not one of {', '.join(map(str, f.metadata['choices']))}", field=f.name)
 
 
+def params(cls):
+    """A frozen dataclass whose fields' metadata (min, max, choices) is checked on construction."""
+    cls.__post_init__ = _check
+    return dataclass(frozen=True)(cls)
+
+
 def _min(n, **kw):
     return {"min": n, **kw}
 
 
-@dataclass(frozen=True)
+@params
 class EmbedParams:
     pooling: str = field(default="cls", metadata={"choices": POOLINGS})
     max_length: int = field(default=512, metadata=_min(2))
@@ -57,20 +63,12 @@ class EmbedParams:
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
     normalize: bool = False
 
-    def __post_init__(self):
-        _check(self)
-
-
-@dataclass(frozen=True)
+@params
 class KnnParams:
     k: int = field(default=10, metadata=_min(1))
     sweep: tuple[int, ...] = field(default=(), metadata=_min(1))
     index: str = field(default="flat", metadata={"choices": INDEXES})
     block_rows: int = field(default=8192, metadata=_min(1))
-
-    def __post_init__(self):
-        _check(self)
-
     @property
     def k_max(self) -> int:
         return max((self.k, *self.sweep))
@@ -80,23 +78,19 @@ class KnnParams:
         return sorted({self.k, *self.sweep})
 
 
-@dataclass(frozen=True)
+@params
 class OodParams:
     k: int = field(default=10, metadata=_min(1))
     sweep: tuple[int, ...] = field(default=(), metadata=_min(1))
     tpr: float = field(default=0.95, metadata={"min": 1e-9, "max": 1.0})
     val_fraction: float = field(default=0.1, metadata={"min": 1e-9, "max": 0.9})
     seed: int = 0
-
-    def __post_init__(self):
-        _check(self)
-
     @property
     def ks(self) -> list[int]:
         return sorted({self.k, *self.sweep})
 
 
-@dataclass(frozen=True)
+@params
 class PredictParams:
     """QA and classification prediction; max_length None means the task's default (QA 384, classification 512)."""
 
@@ -108,10 +102,6 @@ class PredictParams:
     batch_tokens: int | None = field(default=None, metadata=_min(8))
     f1_below: float | None = None
     cls_max_length: int | None = field(default=None, metadata=_min(8))  # classification's own length [max_length]
-
-    def __post_init__(self):
-        _check(self)
-
     def qa_options(self) -> dict:
         max_length = self.max_length or QA_MAX_LENGTH
         if self.doc_stride >= max_length:
@@ -129,7 +119,7 @@ class PredictParams:
         return self.qa_options() if task == "qa" else self.cls_options()
 
 
-@dataclass(frozen=True)
+@params
 class AttackParams:
     """BERT-Attack. max_candidates: MLM candidates per word (TextAttack's/BERT-Attack's K); top_words: the
     paper's "K=3" as it describes K (only the N most important words are attacked)."""
@@ -144,21 +134,13 @@ class AttackParams:
     similarity_threshold: float = 0.2
     max_length: int = field(default=512, metadata=_min(8))
 
-    def __post_init__(self):
-        _check(self)
-
-
-@dataclass(frozen=True)
+@params
 class LatencyParams:
     batch_sizes: tuple[int, ...] = field(default=(1, 8), metadata=_min(1))
     seq_lengths: tuple[int, ...] = field(default=(128,), metadata=_min(2))
     repeat: int = field(default=10, metadata=_min(1))
 
-    def __post_init__(self):
-        _check(self)
-
-
-@dataclass(frozen=True)
+@params
 class FinetuneParams:
     """None means the task's default (see lookalike.finetune.DEFAULTS)."""
 
@@ -176,10 +158,6 @@ class FinetuneParams:
     # a file sorted by label would otherwise give one class. shuffle False keeps the first N.
     shuffle: bool = True
     shuffle_seed: int | None = None
-
-    def __post_init__(self):
-        _check(self)
-
 
 STEPS: dict[str, type] = {"embed": EmbedParams, "knn": KnnParams, "ood": OodParams, "predict": PredictParams,
                           "attack": AttackParams, "latency": LatencyParams}
@@ -223,8 +201,6 @@ def _coerce(value, hint, key: str, where: str):
 
 def parse_params(cls: type, values: Mapping[str, Any] | None, where: str):
     """`cls(**values)` with unknown keys and wrong types refused (InputError naming `where` and the key)."""
-    from .data.spec import unknown_key_message
-
     values = {} if values is None else values
     if not isinstance(values, Mapping):
         raise InputError(f"expected a mapping of parameters, got {type(values).__name__}", record=where)

@@ -204,7 +204,7 @@ def test_cpu_sessions_do_not_fuse_skip_layernorm(tiny_models, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from lookalike.engine.runtime import session_setup
+    from lookalike.core.session import session_setup
     from lookalike.exporters import export
 
     export(str(tiny_models["bert2"]), tmp_path / "int8", quantize="int8", int8_scheme="dynamic-per-channel",

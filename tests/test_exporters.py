@@ -193,7 +193,7 @@ def test_int8_scheme_is_measured_on_this_cpu_and_recorded(tiny_models, tmp_path,
     import transformers
 
     from lookalike.data.stdlib import stdlib_corpora
-    from lookalike.engine.cpu import cpu_info
+    from lookalike.core.cpu import cpu_info
     from lookalike.errors import ExportError
     from lookalike.exporters.int8 import SCHEMES
 

@@ -201,7 +201,7 @@ def test_neighbour_and_ood_files_are_verified(store, tmp_path):
 
 # 7 ------------------------------------------------------------------------------------------------------------
 def test_disk_full_is_one_line_and_loses_nothing(tiny_exports, c200, tmp_path, monkeypatch):
-    from lookalike.engine import shards
+    from lookalike.core import shards
 
     real = shutil.disk_usage
     calls = {"n": 0}
@@ -222,7 +222,7 @@ def test_disk_full_is_one_line_and_loses_nothing(tiny_exports, c200, tmp_path, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(shards.shutil, "disk_usage", real)
-    from lookalike.engine import store as store_mod
+    from lookalike.core import store as store_mod
 
     monkeypatch.setattr(store_mod, "write_shard_file", enospc)
     r = _run("embed", tiny_exports["bert2"], c200, out, "--max-length", 64, "--shard-rows", 50)

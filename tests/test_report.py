@@ -37,10 +37,10 @@ def test_table2_values_and_intervals_by_hand():
     ref = set(universe[:60])                 # 60 errors
     near = set(universe[10:70])              # overlap 50, union 70: J = 5/7
     far = set(universe[50:150])              # overlap 10, union 150: J = 1/15
-    arts = {"ref": ModelArtifacts(errors=_errors(ref, universe)),
-            "near": ModelArtifacts(errors=_errors(near, universe)),
-            "far": ModelArtifacts(errors=_errors(far, universe)),
-            "same": ModelArtifacts(errors=_errors(ref, universe))}
+    arts = {"ref": ModelArtifacts(qa_errors=_errors(ref, universe)),
+            "near": ModelArtifacts(qa_errors=_errors(near, universe)),
+            "far": ModelArtifacts(qa_errors=_errors(far, universe)),
+            "same": ModelArtifacts(qa_errors=_errors(ref, universe))}
     rows = {(r["model_i"], r["model_j"]): r for r in table2_rows(list(arts), arts, reps=2000)}
     r = rows[("ref", "near")]
     assert r["errors_jaccard"] == pytest.approx(5 / 7)
@@ -59,7 +59,7 @@ def test_table2_values_and_intervals_by_hand():
     shown, cols, heads = table2_display(list(rows.values()))
     assert shown[0]["errors_jaccard"].startswith("0.714 [") and "Prediction errors (QA)" in heads
     # error sets over other questions are refused, not compared
-    other = {"ref": arts["ref"], "x": ModelArtifacts(errors=_errors(near, universe[:150]))}
+    other = {"ref": arts["ref"], "x": ModelArtifacts(qa_errors=_errors(near, universe[:150]))}
     with pytest.raises(InputError, match="different questions"):
         table2_rows(["ref", "x"], other)
 
@@ -90,7 +90,7 @@ def test_noise_rows_separate_real_differences_from_noise():
     close = set(universe[5:105])            # J ~ 0.9
     far = set(universe[60:160])             # J ~ 0.25
     close2 = set(universe[:95]) | set(universe[200:205])  # as close as `close` (J = 95/105), other members
-    arts = {n: ModelArtifacts(errors=_errors(s, universe)) for n, s in
+    arts = {n: ModelArtifacts(qa_errors=_errors(s, universe)) for n, s in
             (("ref", ref), ("close", close), ("far", far), ("close2", close2))}
     rows = {(r["model_x"], r["model_y"]): r for r in noise_rows(list(arts), arts, reps=1000)}
     big = rows[("close", "far")]

@@ -74,7 +74,7 @@ def test_no_import_cycle_in_lookalike():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     # one-way layers: nothing upstream imports the analysis or the CLI; distributed only the shared floor
     for m, deps in graph.items():
-        if m.startswith(("lookalike.engine", "lookalike.data", "lookalike.exporters")):
+        if m.startswith(("lookalike.engine", "lookalike.data", "lookalike.exporters", "lookalike.core")):
             assert not any(d.startswith(("lookalike.analysis", "lookalike.cli")) for d in deps), (m, deps)
     assert not graph["lookalike.engine.distributed"] & {"lookalike.engine.pipeline", "lookalike.engine.predict"}
 
@@ -142,3 +142,23 @@ def test_staged_keeps_order_overlaps_stages_and_propagates_errors():
     gen.close()
     time.sleep(0.3)
     assert threading.active_count() <= before
+
+
+def test_floors_import_only_downwards():
+    """The floors of the README's layout: contracts (core) at the bottom, then exporters, the engine, the analysis.
+    exporters and analysis never import the engine, the engine never imports the analysis, core imports none of
+    them. The checker itself sees a violation."""
+    graph = import_graph()
+    assert {"lookalike.core.manifest", "lookalike.core.store", "lookalike.core.session", "lookalike.core.tasks"} <= set(graph)
+    forbidden = {"lookalike.core": ("lookalike.exporters", "lookalike.engine", "lookalike.analysis", "lookalike.data"),
+                 "lookalike.exporters": ("lookalike.engine", "lookalike.analysis"),
+                 "lookalike.analysis": ("lookalike.engine", "lookalike.exporters"),
+                 "lookalike.engine": ("lookalike.analysis",)}
+
+    def violations(g):
+        return sorted((m, d) for m, deps in g.items() for floor, above in forbidden.items()
+                      if m == floor or m.startswith(floor + ".") for d in deps if d.startswith(above))
+
+    assert violations(graph) == []
+    assert violations({"lookalike.analysis.knn": {"lookalike.engine.store"}}) == [("lookalike.analysis.knn",
+                                                                                 "lookalike.engine.store")]

@@ -86,7 +86,7 @@ KILL = textwrap.dedent("""
     import os, signal, sys
     import transformers
     from lookalike.data import CorpusSpec
-    from lookalike.engine.shards import ShardedWriter
+    from lookalike.core.shards import ShardedWriter
     from lookalike.engine.tokens import tokenize_corpus
     model, corpus, out, when = sys.argv[1:5]
     real = ShardedWriter.record_shard

@@ -197,7 +197,7 @@ def test_experiment_paths_resolve_against_the_file(tmp_path):
     (exp / "e.yaml").write_text("title: t\nout: ../runs/tiny\nmodels: 5\n")
     with pytest.raises(InputError):  # fails on the models field, after out: was resolved
         run_experiment(exp / "e.yaml")
-    import lookalike.experiment as e
+    import lookalike.experiment.runner as e
 
     seen = {}
 
@@ -236,6 +236,7 @@ def test_embed_overwrite_replaces_only_its_own_store(tiny_exports, tmp_path):
 
 
 def test_bench_interleaves_refuses_duplicates_and_says_speedups(tiny_models, tiny_exports, tmp_path):
+    from lookalike.analysis.report import write_bench
     from lookalike.engine.bench import run_bench
     from lookalike.exporters import export
 
@@ -243,7 +244,8 @@ def test_bench_interleaves_refuses_duplicates_and_says_speedups(tiny_models, tin
         run_bench([tiny_exports["bert2"], str(tiny_exports["bert2"]) + "/"], [1], [16], repeat=3)
     q = export(str(tiny_models["bert2"]), tmp_path / "q", int8_scheme="dynamic")
     assert q["variant"]["quantize"] == "int8"
-    res = run_bench([tiny_exports["bert2"], tmp_path / "q"], [1, 2], [16], repeat=6, out=tmp_path / "b")
+    res = run_bench([tiny_exports["bert2"], tmp_path / "q"], [1, 2], [16], repeat=6)
+    write_bench(res, tmp_path / "b")
     first, int8 = res["models"]
     assert all(r["speedup_vs_first"] == 1.0 and r["fraction_of_ceiling"] is not None for r in first["latency"])
     assert all(r["speedup_vs_first"] > 0 and r["fraction_of_ceiling"] is None for r in int8["latency"])

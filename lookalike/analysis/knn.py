@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.store import Store
+from ..core.store import Store
 from ..errors import InputError, StoreError
 from ..files import atomic_file, check_output_file
+from ..params import INDEXES
 
 log = logging.getLogger(__name__)
 
-INDEXES = ("flat", "ivf", "hnsw")
 TIE_DECIMALS = 6
 
 

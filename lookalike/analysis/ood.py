@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..engine.store import Store, require_same_features
+from ..core.store import Store, require_same_features
 from ..files import atomic_write_json, check_output_file, load_json
 from ..errors import InputError
 from .knn import build_index, knn_search, load_normalized
@@ -248,3 +248,16 @@ def meaningful(res: OodResult, k: int, min_fraction: float = OOD_MIN_FRACTION,
         problems.append(f"AUROC {auroc:.3f} < {min_auroc}")
     return {"n_ood": n_ood, "n_test": n_test, "fraction": frac, "auroc": auroc, "ok": not problems,
             "reason": "; ".join(problems) or "ok"}
+
+
+def summary_by_k(res: OodResult) -> tuple[dict, list[tuple[int, str]]]:
+    """({k: threshold, counts, metrics and the meaningfulness verdict}, [(k, why) for each k that fails the rule])."""
+    summary, failing = {}, []
+    for k in res.ks:
+        verdict = meaningful(res, k)
+        summary[str(k)] = {"threshold": res.thresholds[k], "n_ood": int(res.ood_mask(k).sum()),
+                           "n_test": len(res.test_ids), **res.metrics[k], "meaningful": verdict["ok"],
+                           "verdict": verdict["reason"]}
+        if not verdict["ok"]:
+            failing.append((k, verdict["reason"]))
+    return summary, failing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import math
 from pathlib import Path
@@ -41,15 +42,22 @@ def html_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence[s
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """The rows as CSV (header first; keys outside `columns` left out), without the last newline."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().rstrip()
+
+
 def write_table(rows: Sequence[dict], columns: Sequence[str], base: Path, headers: Sequence[str] | None = None) -> str:
     """Write base.md, base.csv and base.json; return the Markdown."""
     base.parent.mkdir(parents=True, exist_ok=True)
     md = markdown_table(rows, columns, headers)
     base.with_suffix(".md").write_text(md + "\n")
     with open(base.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+        fh.write(csv_text(rows, columns) + "\r\n")
     atomic_write_json(base.with_suffix(".json"), json_safe(list(rows)))
     return md
 
@@ -132,3 +140,71 @@ class Report:
 def dump_json(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, json_safe(json.loads(json.dumps(obj, default=str))))
+
+
+# --------------------------------------------------------------------------- `lookalike bench`
+
+def bench_markdown(result: dict) -> str:
+    """`run_bench`'s measurement as a Markdown table with its notes (speed-ups, corpus rates, int8, CPU)."""
+    models = result["models"]
+    first = Path(models[0]["model"]).name
+    lines = [f"| model | variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | × {first} | spread | GFLOP/s "
+             "| of fp32 ceiling |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in models:
+        for r in e["latency"]:
+            frac = f"{r['fraction_of_ceiling']:.0%}" if r["fraction_of_ceiling"] is not None else "—"
+            lines.append(f"| {Path(e['model']).name} | {e['variant']} | {r['batch_size']} | {r['seq_len']} | "
+                         f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['seq_per_s']:.1f} | "
+                         f"{r['speedup_vs_first']:.2f}× | {r['spread']:.0%} | {r['gflops']:.1f} | {frac} |")
+    lines.append("\nModels are timed interleaved, run by run; spread: how far the medians of three slices of a "
+                 "cell's runs differ (large on a busy machine). int8 rows have no fraction of the fp32 ceiling.")
+    for e in models:
+        if "corpus_throughput" in e:
+            c = e["corpus_throughput"]
+            lines.append(f"\n{Path(e['model']).name}: engine on corpus {c['rows_per_s']:.1f} rows/s, "
+                         f"{c['real_tokens_per_s']:.0f} real tokens/s")
+    for e in models:
+        if "int8" in e:
+            lines.append(f"\n{Path(e['model']).name}: {e['int8']['line']}")
+    cpu = result["cpu"]
+    lines.append(f"\nCPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, ISA {' '.join(cpu['isa'])} "
+                 f"(int8 class: {cpu['int8_class']})")
+    lines.append(f"\nmatmul ceiling (best of numpy and ONNX Runtime fp32 GEMM): {result['gemm_ceiling_gflops']:.1f} GFLOP/s")
+    return "\n".join(lines)
+
+
+def plot_bench(models: list[dict], path: Path) -> None:
+    """p50 latency by batch size (middle sequence length) and the best sequences/s, per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for e in models:
+        seqs = sorted({r["seq_len"] for r in e["latency"]})
+        L = seqs[len(seqs) // 2]
+        rows = [r for r in e["latency"] if r["seq_len"] == L]
+        axes[0].plot([r["batch_size"] for r in rows], [r["p50_ms"] for r in rows], marker="o",
+                     label=f"{Path(e['model']).name} (L={L})")
+        axes[1].bar(Path(e["model"]).name, max(r["seq_per_s"] for r in e["latency"] if r["seq_len"] == L))
+    axes[0].set_xlabel("batch size")
+    axes[0].set_ylabel("p50 latency (ms)")
+    axes[0].set_xscale("log", base=2)
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylabel("best sequences / s")
+    axes[1].tick_params(axis="x", labelrotation=20, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_bench(result: dict, out: Path) -> str:
+    """OUT/bench.json, bench.md and bench.png; the Markdown."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = bench_markdown(result)
+    (out / "bench.md").write_text(md + "\n")
+    plot_bench(result["models"], out / "bench.png")
+    return md

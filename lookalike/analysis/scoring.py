@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ..core.tasks import label_index
 from ..data import CorpusSpec, Record
 from ..errors import InputError
 from ..files import atomic_write_json, load_json
@@ -130,8 +131,6 @@ def squad_v2_eval(records: Iterable[Record], preds: dict[str, str], na_probs: di
 
 def cls_eval(records: Iterable[Record], preds: dict, labels: dict[int, str] | None = None) -> tuple[dict, dict]:
     """(accuracy and confusion, {id: 1 if correct else 0})."""
-    from ..engine.tasks import label_index
-
     correct, confusion = {}, collections.Counter()
     missing = 0
     for r in records:

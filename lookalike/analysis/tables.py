@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.manifest import load_manifest
+from ..files import load_json
 from ..models import model_label
 from .agreement import (distribution_agreement, error_agreement, knn_jaccards, pairs, representation_agreement,
                         same_universe)
-from .knn import KnnResult
-from .ood import OodResult, meaningful
+from .knn import KnnResult, load_knn
+from .ood import OodResult, load_ood, meaningful
 from .report import Report, dump_json, markdown_table, plot_sweep, write_table
-from .scoring import ErrorSet
+from .scoring import ErrorSet, load_errors
 from .uncertainty import (jaccard_interval, mean_interval, paired_jaccard_difference, paired_mean_difference)
 
 PHASES = ("before", "after")
@@ -30,7 +32,7 @@ class ModelArtifacts:
     """What one model contributed, loaded from its stored files (any part may be missing)."""
 
     manifest: dict | None = None
-    errors: ErrorSet | None = None  # QA prediction errors
+    qa_errors: ErrorSet | None = None  # QA prediction errors
     cls_errors: ErrorSet | None = None  # sentiment prediction errors (beyond the paper)
     knn: dict[str, KnnResult] = field(default_factory=dict)  # {"before": ..., "after": ...}
     ood: OodResult | None = None
@@ -39,6 +41,27 @@ class ModelArtifacts:
     cls_metrics: dict | None = None
     attack: dict | None = None  # attack summary.json
     latency: dict | None = None  # {"device", "rows"}
+
+    @classmethod
+    def load(cls, *, manifest: Path | None = None, knn: dict[str, Path] | None = None, ood: Path | None = None,
+             ood_encoder: str = "", qa_errors: Path | None = None, cls_errors: Path | None = None,
+             dataset=None, attack: Path | None = None, latency: Path | None = None) -> ModelArtifacts:
+        """One model's artifacts from their files: an export folder's manifest, neighbour files by phase, an
+        ood.json, error sets (a `predict` output folder, whose metrics.json comes along, or an error-set file:
+        `dataset` checks its ids), an attack folder's summary.json, a latency.json. The run and `agree` both
+        load through here."""
+        m = cls(manifest=load_manifest(manifest) if manifest else None, ood_encoder=ood_encoder)
+        m.knn = {phase: load_knn(p) for phase, p in (knn or {}).items()}
+        m.ood = load_ood(ood) if ood else None
+        for field_name, path in (("qa", qa_errors), ("cls", cls_errors)):
+            if path is None:
+                continue
+            setattr(m, f"{field_name}_errors", load_errors(path, dataset))
+            if Path(path).is_dir():
+                setattr(m, f"{field_name}_metrics", load_json(Path(path) / "metrics.json"))
+        m.attack = load_json(Path(attack) / "summary.json") if attack else None
+        m.latency = load_json(latency) if latency else None
+        return m
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -87,27 +110,37 @@ def _error_universe(a: ErrorSet, b: ErrorSet):
     return a.universe if a.universe is not None else b.universe
 
 
-def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int = 10, reps: int = 1000) -> list[dict]:
+def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int = 10, reps: int = 1000, *,
+                phases: bool = True, subsets: bool = False) -> list[dict]:
     """One row per model pair (in the given order): each Jaccard with its bootstrap 95% interval
-    (`*_lo`, `*_hi`; points for representation, examples for set Jaccards), and the representation variance."""
+    (`*_lo`, `*_hi`; points for representation, examples for set Jaccards), and the representation variance.
+
+    phases: representation columns per phase (`repr_before_*`, `repr_after_*`, the paper's); False: one phase,
+    `repr_*` (neighbour files with no before/after). subsets: the QA error sets' containment too
+    (`i_errors_subset_of_j`, `frac_i_in_j`, `universe`)."""
     rows = []
     for a, b in pairs(names):
         A, B = arts[a], arts[b]
         row: dict = {"model_i": a, "model_j": b}
-        for key, col in (("errors", "errors_jaccard"), ("cls_errors", "cls_errors_jaccard")):
+        for key, col in (("qa_errors", "errors_jaccard"), ("cls_errors", "cls_errors_jaccard")):
             ea, eb = getattr(A, key), getattr(B, key)
             if ea is not None and eb is not None:
-                row[col] = error_agreement(ea, eb)["jaccard"]
+                agreement = error_agreement(ea, eb)
+                row[col] = agreement["jaccard"]
                 universe = _error_universe(ea, eb)
                 row[f"{col}_lo"], row[f"{col}_hi"] = _set_ci(universe, ea.ids, eb.ids, reps)
                 if universe is not None:
                     row[f"{col}_chance"] = chance_jaccard(len(ea.ids), len(eb.ids), len(universe))
+                if subsets and key == "qa_errors":
+                    row.update(i_errors_subset_of_j=agreement["a_subset_of_b"], frac_i_in_j=agreement["frac_a_in_b"],
+                               universe=agreement.get("universe"))
         for phase in PHASES:
             if phase in A.knn and phase in B.knn:
                 j = knn_jaccards(A.knn[phase], B.knn[phase], k)
-                row[f"repr_{phase}_mean"], row[f"repr_{phase}_var"] = float(j.mean()), float(j.var())
-                row[f"repr_{phase}_mean_lo"], row[f"repr_{phase}_mean_hi"] = (mean_interval(j, reps) if reps > 0
-                                                                              else (math.nan, math.nan))
+                prefix = f"repr_{phase}" if phases else "repr"
+                row[f"{prefix}_mean"], row[f"{prefix}_var"] = float(j.mean()), float(j.var())
+                row[f"{prefix}_mean_lo"], row[f"{prefix}_mean_hi"] = (mean_interval(j, reps) if reps > 0
+                                                                      else (math.nan, math.nan))
         if A.ood is not None and B.ood is not None:
             row["ood_jaccard"] = distribution_agreement(A.ood, B.ood, k_ood)["jaccard"]
             row["ood_jaccard_lo"], row["ood_jaccard_hi"] = _set_ci(set(A.ood.test_ids), A.ood.ood_ids(k_ood),
@@ -150,15 +183,30 @@ def with_interval(row: dict, col: str) -> str:
     return f"{_fmt3(v)} [{_fmt3(lo)}, {_fmt3(hi)}]"
 
 
-def table2_display(rows: list[dict]) -> tuple[list[dict], list[str], list[str]]:
+# `agree`'s columns: one representation phase, and error lists it cannot tell QA from classification
+AGREE_METRICS = [("errors_jaccard", "Prediction errors"), ("repr_mean", "Representation, mean"),
+                 ("repr_var", "Representation, var"), ("ood_jaccard", "Data distribution (OOD)"),
+                 ("errors_jaccard_chance", "errors: chance"), ("ood_jaccard_chance", "OOD: chance")]
+
+
+def table2_display(rows: list[dict], metrics=TABLE2_METRICS) -> tuple[list[dict], list[str], list[str]]:
     """(rows of formatted cells "J [lo, hi]", columns, headers), keeping only columns some row has."""
-    present = [(c, h) for c, h in TABLE2_METRICS if any(c in r for r in rows)]
-    out = [{"model_i": r["model_i"], "model_j": r["model_j"], **{c: with_interval(r, c) for c, _ in present}}
+    present = [(c, h) for c, h in metrics if any(c in r for r in rows)]
+    out = [{"model_i": r["model_i"], "model_j": r["model_j"],
+            **{c: (_fmt3(r.get(c)) if c.endswith("_chance") else with_interval(r, c)) for c, _ in present}}
            for r in rows]
     for cells, r in zip(out, rows):
         if "ood_jaccard" in cells and r.get("ood_meaningful") is False:
             cells["ood_jaccard"] += " ✗ not meaningful"
     return out, ["model_i", "model_j"] + [c for c, _ in present], ["Model i", "Model j"] + [h for _, h in present]
+
+
+def agreement_table(names, arts: dict[str, ModelArtifacts], k: int, k_ood: int, reps: int):
+    """`lookalike agree`'s table: (rows for CSV/JSON, formatted cells, columns, headers). One representation
+    phase, the QA error sets' containment, and the chance levels shown beside the Jaccards."""
+    rows = table2_rows(names, arts, k, k_ood, reps, phases=False, subsets=True)
+    shown, shown_cols, heads = table2_display(rows, AGREE_METRICS)
+    return rows, shown, shown_cols, heads
 
 
 def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int = 10, reps: int = 1000) -> list[dict]:
@@ -190,7 +238,7 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
             ok, why = ood_verdict({ref: R.ood, x: X.ood, y: Y.ood}, k_ood)
             add(f"OOD sets (k={k_ood})", x, y, *paired_jaccard_difference(r, mx, my, reps),
                 not_meaningful=None if ok else why)
-        for key, label in (("errors", "QA error sets"), ("cls_errors", "classification error sets")):
+        for key, label in (("qa_errors", "QA error sets"), ("cls_errors", "classification error sets")):
             er, ex, ey = getattr(R, key), getattr(X, key), getattr(Y, key)
             if er is not None and ex is not None and ey is not None:
                 universe = _error_universe(er, ex)
@@ -204,7 +252,7 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
 def subset_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
     rows = []
     for a, b in pairs(names):
-        for key, task in (("errors", "qa"), ("cls_errors", "classification")):
+        for key, task in (("qa_errors", "qa"), ("cls_errors", "classification")):
             ea, eb = getattr(arts[a], key), getattr(arts[b], key)
             if ea is not None and eb is not None:
                 e = error_agreement(ea, eb)
@@ -252,7 +300,7 @@ def ood_detail_rows(names, arts: dict[str, ModelArtifacts], k_ood: int) -> list[
 def qa_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
     keys = ("exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total")
     return [{"model": n, **{x: arts[n].qa_metrics.get(x) for x in keys},
-             "errors": len(arts[n].errors.ids) if arts[n].errors else None}
+             "errors": len(arts[n].qa_errors.ids) if arts[n].qa_errors else None}
             for n in names if arts[n].qa_metrics]
 
 

@@ -9,7 +9,6 @@ or an absolute path is the same one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ..errors import InputError
+from ..errors import InputError, unknown_key_message
 from .readers import FORMATS, Record, read_corpus
 
 # formats whose records carry a label in a named field; classification defaults that field to "label"
@@ -131,12 +130,6 @@ def _typed(key: str, value, where: str):
     if not isinstance(value, (str, Path)):
         raise InputError(f"expected a string, got {value!r}", record=where, field=key)
     return str(value)
-
-
-def unknown_key_message(key: str, valid) -> str:
-    near = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-    hint = f"did you mean {near[0]!r}? " if near else ""
-    return f"unknown key {key!r} ({hint}valid: {', '.join(sorted(valid))})"
 
 
 @lru_cache(maxsize=256)

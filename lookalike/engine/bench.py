@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..core.cpu import cpu_info
+from ..core.manifest import describe_int8, positions
+from ..core.tasks import TASKS
+from ..data import CorpusSpec
+from ..errors import InputError
 from ..files import status
+from .pipeline import embed
 from .runtime import OnnxModel
 
 log = logging.getLogger(__name__)
@@ -19,8 +27,7 @@ def flops_per_token(manifest: dict, seq_len: int) -> float:
     h = manifest["hidden_size"]
     layers = manifest["num_layers"]
     vocab = manifest.get("vocab_size") or 0
-    positions = manifest.get("max_position_embeddings") or 512
-    emb = (vocab + positions + 2) * h
+    emb = (vocab + positions(manifest) + 2) * h
     dense = max(manifest["parameters"] - emb, 0)
     return 2.0 * dense + 4.0 * layers * seq_len * h
 
@@ -102,7 +109,7 @@ def latency(model: OnnxModel, batch_sizes: Sequence[int] = (1, 8, 32), seq_lengt
     out = output or model.output_names[0]
     rows = []
     for L in seq_lengths:
-        L = min(L, model.max_positions)
+        L = model.clamp(L)
         for B in batch_sizes:
             ids = rng.integers(1000, vocab, size=(B, L), dtype=np.int64)
             ids[:, 0] = model.encoder.cls_token_id or 101
@@ -137,7 +144,7 @@ def interleaved_latency(models: list, outputs: list[str], batch_sizes: Sequence[
         for B in batch_sizes:
             feeds = []
             for m, out in zip(models, outputs):
-                L = min(L0, m.max_positions)
+                L = m.clamp(L0)
                 vocab = int(m.manifest.get("vocab_size") or 1000)
                 ids = rng.integers(1000, vocab, size=(B, L), dtype=np.int64)
                 ids[:, 0] = m.encoder.cls_token_id or 101
@@ -166,19 +173,12 @@ def interleaved_latency(models: list, outputs: list[str], batch_sizes: Sequence[
 
 
 def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=None, corpus_limit: int = 2000,
-              device: str = "auto", out=None) -> dict:
-    """Latency grid per model (+ engine throughput on a real corpus); JSON, Markdown table and a PNG plot.
+              device: str = "auto") -> dict:
+    """Latency grid per model (+ engine throughput on a real corpus), the CPU and its GEMM ceiling: the
+    measurement `lookalike bench` renders (`analysis.report.write_bench`).
 
     Models are timed interleaved (run by run), each row has its speed-up over the first model and the spread
     of its rounds; a large spread is a warning (a shared machine)."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from ..data import CorpusSpec
-    from ..errors import InputError
-    from .pipeline import embed
-
     seen: dict = {}
     for d in model_dirs:
         key = str(Path(d).resolve())
@@ -189,8 +189,7 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
     ceiling = matmul_ceiling_gflops()
     status(f"bench: latency of {len(model_dirs)} models, interleaved")
     loaded = [OnnxModel(d, device=device) for d in model_dirs]
-    outputs = [{"question-answering": "start_logits", "text-classification": "logits"}.get(m.manifest["task"], "cls")
-               for m in loaded]
+    outputs = [TASKS[m.manifest["task"]].primary for m in loaded]
     grids = interleaved_latency(loaded, outputs, batch_sizes, seq_lengths, repeat=repeat)
     spread = max((r["spread"] for g in grids for r in g), default=0.0)
     if spread > SPREAD_WARNING:
@@ -207,11 +206,7 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
                  "parameters": m.manifest["parameters"], "file_size": m.manifest["file_size"],
                  "flops_per_token_at_128": flops_per_token(m.manifest, 128), "latency": rows}
         if m.manifest.get("int8"):
-            from ..exporters.int8 import describe
-
-            i8 = m.manifest["int8"]
-            entry["int8"] = {**i8, "line": describe(i8) if i8.get("measured", True) else
-                             f"int8 {i8['scheme']} (given explicitly, not measured at export)"}
+            entry["int8"] = {**m.manifest["int8"], "line": describe_int8(m.manifest["int8"])}
         if corpus and m.manifest["task"] == "feature-extraction":
             status(f"bench: {Path(d).name} on the corpus")
             with tempfile.TemporaryDirectory() as tmp:
@@ -220,63 +215,7 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
             entry["corpus_throughput"] = {"rows_per_s": s["rows_per_s"], "real_tokens_per_s": s["real_tokens_per_s"],
                                           "rows": s["rows"]}
         models.append(entry)
-    from .cpu import cpu_info
-
     result = {"cpu": cpu_info(), "gemm_ceiling_gflops": ceiling, "models": models, "max_spread": spread,
               "timing": "interleaved across models, run by run"}
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-        first = Path(models[0]["model"]).name
-        lines = [f"| model | variant | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | × {first} | spread | GFLOP/s "
-                 "| of fp32 ceiling |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for e in models:
-            for r in e["latency"]:
-                frac = f"{r['fraction_of_ceiling']:.0%}" if r["fraction_of_ceiling"] is not None else "—"
-                lines.append(f"| {Path(e['model']).name} | {e['variant']} | {r['batch_size']} | {r['seq_len']} | "
-                             f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['seq_per_s']:.1f} | "
-                             f"{r['speedup_vs_first']:.2f}× | {r['spread']:.0%} | {r['gflops']:.1f} | {frac} |")
-        lines.append("\nModels are timed interleaved, run by run; spread: how far the medians of three slices of a "
-                     "cell's runs differ (large on a busy machine). int8 rows have no fraction of the fp32 ceiling.")
-        for e in models:
-            if "corpus_throughput" in e:
-                c = e["corpus_throughput"]
-                lines.append(f"\n{Path(e['model']).name}: engine on corpus {c['rows_per_s']:.1f} rows/s, "
-                             f"{c['real_tokens_per_s']:.0f} real tokens/s")
-        for e in models:
-            if "int8" in e:
-                lines.append(f"\n{Path(e['model']).name}: {e['int8']['line']}")
-        cpu = result["cpu"]
-        lines.append(f"\nCPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, ISA {' '.join(cpu['isa'])} "
-                     f"(int8 class: {cpu['int8_class']})")
-        lines.append(f"\nmatmul ceiling (best of numpy and ONNX Runtime fp32 GEMM): {ceiling:.1f} GFLOP/s")
-        (out / "bench.md").write_text("\n".join(lines) + "\n")
-        _plot(models, out / "bench.png")
     return result
 
-
-def _plot(models, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pathlib import Path
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
-    for e in models:
-        seqs = sorted({r["seq_len"] for r in e["latency"]})
-        L = seqs[len(seqs) // 2]
-        rows = [r for r in e["latency"] if r["seq_len"] == L]
-        axes[0].plot([r["batch_size"] for r in rows], [r["p50_ms"] for r in rows], marker="o",
-                     label=f"{Path(e['model']).name} (L={L})")
-        axes[1].bar(Path(e["model"]).name, max(r["seq_per_s"] for r in e["latency"] if r["seq_len"] == L))
-    axes[0].set_xlabel("batch size")
-    axes[0].set_ylabel("p50 latency (ms)")
-    axes[0].set_xscale("log", base=2)
-    axes[0].legend(fontsize=7)
-    axes[1].set_ylabel("best sequences / s")
-    axes[1].tick_params(axis="x", labelrotation=20, labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -24,12 +24,14 @@ from pathlib import Path
 
 from ..data import CorpusSpec
 from ..errors import InputError, LookalikeError
-from ..exporters.manifest import load_manifest
+from ..core.manifest import load_manifest
 from ..files import atomic_write_json, load_json, progress_bar, settings_guard
 from ..params import EmbedParams
 from .plan import RayOptions, check_unchanged, cut, make_plan, run_stats, skip_done
-from .runtime import OnnxModel, resolve_device
-from .store import StoreWriter, write_shard_file
+from ..core.session import resolve_device
+from ..core.tasks import prediction_task
+from .runtime import OnnxModel
+from ..core.store import StoreWriter, write_shard_file
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +175,7 @@ def _predict_worker_class(ray):
     class PredictWorker:
         def __init__(self, model_dir: str, task: str, device: str, threads: int | None, options: dict,
                      fault: dict | None):
-            export_task = {"qa": "question-answering", "cls": "text-classification"}[task]
-            self.model = OnnxModel(model_dir, task=export_task, device=device, threads=threads)
+            self.model = OnnxModel(model_dir, task=prediction_task(task).name, device=device, threads=threads)
             self.task, self.options, self.fault = task, options, fault or {}
 
         def run_part(self, index: int, records: list) -> dict:

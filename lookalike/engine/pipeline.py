@@ -19,9 +19,10 @@ from ..files import progress_bar, shows_progress
 from ..params import EmbedParams
 from .batching import TokenizerPool
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, skip_done
-from .runtime import OnnxModel, physical_cores
+from ..core.session import physical_cores
+from .runtime import OnnxModel
 from .stages import staged
-from .store import StoreWriter
+from ..core.store import StoreWriter
 from .tokens import cache_config, matching_cache
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from ..notes import NOTICE
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError
 from ..params import EmbedParams
+from ..core.manifest import clamp_length
 from .batching import Batch, token_budget_batches, tokenize
 
 POOL_OUTPUTS = {"cls": "cls", "mean": "mean"}
@@ -196,11 +197,7 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
     output = POOL_OUTPUTS[pooling]
     if output not in (output_names or manifest.get("outputs", [])):
         raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
-    positions = int(manifest.get("max_position_embeddings") or 512)
-    max_length = min(params.max_length, positions)
-    if params.max_length > positions:
-        log.warning("max length %d is more than the model's %d positions; using %d", params.max_length, positions,
-                    positions)
+    max_length = clamp_length(manifest, params.max_length, warn=True)
     batch_tokens = params.batch_tokens or default_batch_tokens(device)
     if batch_tokens < max_length:
         if params.batch_tokens is not None:

@@ -13,17 +13,15 @@ from pathlib import Path
 
 from ..data import CorpusSpec
 from ..errors import InputError
-from ..exporters.manifest import labels as manifest_labels
+from ..core.manifest import labels as manifest_labels
+from ..core.tasks import label_index, prediction_task
 from ..files import WriterLock, atomic_write_json
 from ..params import PredictParams
 from .plan import RayOptions
 from .runtime import OnnxModel
-from .tasks import label_index, predict_cls, predict_qa
+from .tasks import predict_cls, predict_qa
 
 log = logging.getLogger(__name__)
-
-EXPORT_TASK = {"qa": "question-answering", "cls": "text-classification"}
-
 
 def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | Path, *, task: str,
             params: PredictParams | None = None, device: str = "auto", model: OnnxModel | None = None,
@@ -35,8 +33,7 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     from the shared location when it exists; False never. QA features (strided windows with offset maps) are not
     cached: they depend on the doc stride and are a different product from the cache's rows.
     """
-    if task not in EXPORT_TASK:
-        raise InputError(f"unknown task {task!r} (qa or cls)")
+    export_task = prediction_task(task).name
     if backend not in ("local", "ray"):
         raise InputError(f"unknown backend {backend!r} (local or ray)")
     params = params or PredictParams()
@@ -48,8 +45,8 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder; give a folder for the predictions", path=out)
     if backend == "ray" and model is None:
-        model = OnnxModel(model_dir, task=EXPORT_TASK[task], device="cpu", threads=1)  # driver: checks and labels
-    model = model or OnnxModel(model_dir, task=EXPORT_TASK[task], device=device, threads=threads)
+        model = OnnxModel(model_dir, task=export_task, device="cpu", threads=1)  # driver: checks and labels
+    model = model or OnnxModel(model_dir, task=export_task, device=device, threads=threads)
     info_read: dict = {}
     records = list(corpus.records(info_read))
     if task == "cls":
@@ -74,7 +71,7 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
                 from .tokens import cache_config, matching_cache
 
                 cache = matching_cache(tokens, cache_config(model.tokenizer, corpus,
-                                                            min(options["max_length"], model.max_positions)))
+                                                            model.clamp(options["max_length"])))
             preds = predict_cls(model, records, **options, tokens=cache)
             info_read["tokens_from"] = str(cache.path) if cache is not None else None
         if task == "qa":

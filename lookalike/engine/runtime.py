@@ -2,83 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError
-from ..exporters.manifest import load_manifest
+from ..core.manifest import clamp_length, load_manifest, positions
+from ..core.session import resolve_device, session_setup
 from .tokenizer import load_engine_tokenizer
-
-log = logging.getLogger(__name__)
-
-
-def physical_cores() -> int:
-    try:
-        import psutil
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
-
-
-_PRELOADED = False
-
-
-def _preload_cuda_libraries(ort) -> None:
-    """Load CUDA/cuDNN from the nvidia-* pip packages (onnxruntime-gpu >= 1.21) so a pip-only CUDA works."""
-    global _PRELOADED
-    if _PRELOADED or not hasattr(ort, "preload_dlls"):
-        return
-    _PRELOADED = True
-    try:
-        ort.preload_dlls()
-    except Exception as exc:  # system CUDA may still be found by the loader; the session will say if not
-        log.debug("onnxruntime.preload_dlls failed: %s", exc)
-
-
-def available_devices() -> list[str]:
-    import onnxruntime as ort
-
-    devices = ["cpu"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        devices.append("cuda")
-    return devices
-
-
-def resolve_device(device: str = "auto") -> str:
-    have = available_devices()
-    if device == "auto":
-        return "cuda" if "cuda" in have else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ModelError(f"unknown device {device!r} (cpu, cuda or auto)")
-    if device not in have:
-        raise ModelError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider "
-                         "(pip install -e \".[gpu]\" from lookalike's checkout, on a machine with CUDA 13 and cuDNN 9)")
-    return device
-
-
-def session_setup(device: str, threads: int | None = None):
-    """(SessionOptions, providers, disabled optimizers) for an engine session on `device` ("cpu" or "cuda")."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or physical_cores()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        _preload_cuda_libraries(ort)
-        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
-    # CPU: ORT's session-level SkipLayerNormFusion turns Add+Add+LayerNormalization into its CPU
-    # SkipLayerNormalization kernel, measured 4.6x slower at 1024x384 (1.01 vs 0.22 ms, ORT 1.32, 2 threads;
-    # benchmarks/bench_fusions.py); CUDA sessions keep it (not measured there).
-    disabled = ["SkipLayerNormFusion"] if device == "cpu" else []
-    return opts, providers, disabled
-
 
 class OnnxModel:
     """An exported model ready to run: tokenizer, session, manifest.
@@ -111,7 +42,7 @@ class OnnxModel:
         except Exception as exc:
             raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
         self.pad_id = self.encoder.pad_token_id or 0
-        self.max_positions = int(self.manifest.get("max_position_embeddings") or 512)
+        self.max_positions = positions(self.manifest)
         # IO binding: inputs uploaded ahead of time (`upload`, called in the batching stage, so on CUDA the next
         # batches are on the device while the current one runs), outputs bound to host memory. Default: on CUDA.
         self.io_binding = (self.device == "cuda") if io_binding is None else io_binding
@@ -129,6 +60,10 @@ class OnnxModel:
             except Exception as exc:
                 raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
         return self._tokenizer
+
+    def clamp(self, max_length: int) -> int:
+        """`max_length` cut to the model's positions."""
+        return clamp_length(self.manifest, max_length)
 
     @property
     def sha256(self) -> str:

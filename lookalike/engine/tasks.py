@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..exporters.manifest import labels as manifest_labels
+from ..core.manifest import labels as manifest_labels
 from .batching import Encoded, token_budget_batches, tokenize
 from .runtime import OnnxModel
 
@@ -36,7 +36,7 @@ def predict_qa(model: OnnxModel, records, *, max_length: int = 384, doc_stride: 
     tok = model.tokenizer
     if tok.padding_side != "right":
         raise ModelError("QA decoding expects right padding")
-    max_length = min(max_length, model.max_positions)
+    max_length = model.clamp(max_length)
     batch_tokens = batch_tokens or max(2048, max_length * 2)
     preds: dict[str, str] = {}
     odds: dict[str, float] = {}
@@ -94,7 +94,7 @@ def predict_cls(model: OnnxModel, records, *, max_length: int = 512, batch_token
     out = {}
     records = list(records)
     batch_tokens = batch_tokens or 2048
-    max_length = min(max_length, model.max_positions)
+    max_length = model.clamp(max_length)
     cached = tokens.windows(0, chunk, 1 << 62, model.vocab_size) if tokens is not None else None
     for start in range(0, len(records), chunk):
         part = records[start:start + chunk]
@@ -113,19 +113,3 @@ def predict_cls(model: OnnxModel, records, *, max_length: int = 512, batch_token
             out[r.id] = {"label": labels.get(i, str(i)), "label_id": i, "probs": [round(float(x), 6) for x in p]}
     return out
 
-
-def label_index(label, labels: dict[int, str], where: str, path) -> int:
-    """Map a data label (int id, or label name, case-insensitive) to the model's label id."""
-    if isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.strip().lstrip("-").isdigit()):
-        i = int(label)
-        if i in labels:
-            return i
-    elif isinstance(label, str):
-        names = {v.lower(): k for k, v in labels.items()}
-        if label.lower() in names:
-            return names[label.lower()]
-        aliases = {"neg": "negative", "pos": "positive"}
-        if aliases.get(label.lower()) in names:
-            return names[aliases[label.lower()]]
-    raise InputError(f"label {label!r} is not one of the model's labels {labels}", path=path, record=where,
-                     field="label")

@@ -27,18 +27,32 @@ from typing import Iterator
 
 import numpy as np
 
+from ..core.manifest import clamp_length, load_manifest
+from ..core.shards import ShardedWriter, ShardFormat, read_manifest, sha_problem
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError, StoreError
 from ..files import atomic_file, cache_dir, progress_bar, sha256_file
 from .batching import Encoded, tokenize
 from .plan import cut, skip_done, window_ranges
-from .shards import ShardedWriter, ShardFormat, read_manifest, sha_problem
 from .stages import staged
 
 log = logging.getLogger(__name__)
 
 TOKENS_FORMAT = 1
 REPAIR = "re-run `lookalike tokenize` with the same arguments (it re-does damaged shards)"
+
+
+def export_tokenizer(model_dir: str | Path, max_length: int, *, warn: bool = False) -> tuple:
+    """(the export's fast tokenizer, `max_length` cut to the model's positions); ModelError naming the folder when
+    the tokenizer does not load."""
+    import transformers
+
+    manifest = load_manifest(model_dir)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+    except Exception as exc:
+        raise ModelError(f"{model_dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+    return tok, clamp_length(manifest, max_length, warn=warn)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

@@ -1,6 +1,6 @@
 """Exporters: Hugging Face models -> verified ONNX model folders (and compressed variants)."""
 
-from .manifest import MANIFEST, TASKS, labels, load_manifest
-from .onnx_export import drop_layers, export
+from ..core.manifest import MANIFEST, TASKS, labels, load_manifest
+from .onnx_export import drop_layers, export, export_summary
 
-__all__ = ["MANIFEST", "TASKS", "drop_layers", "export", "labels", "load_manifest"]
+__all__ = ["MANIFEST", "TASKS", "drop_layers", "export", "export_summary", "labels", "load_manifest"]

@@ -2,9 +2,8 @@
 stays close to fp32.
 
 Whether int8 is faster depends on the CPU: MLAS's int8 GEMMs use VNNI (AVX-512 VNNI, AVX-VNNI) or AMX where
-they exist, and plain AVX2/AVX-512 multiply-adds where they do not; on an AVX2-only EPYC dynamic int8 measured
-no faster than fp32 (2,666 vs 2,716 tokens/s), on an AVX-512 VNNI machine about 2x. So `--int8-scheme auto`
-builds the candidates, times each against the fp32 graph on the same batches in interleaved rounds (best
+they exist, and plain AVX2/AVX-512 multiply-adds where they do not (measured per CPU: benchmarks/results/int8-*.json).
+So `--int8-scheme auto` builds the candidates, times each against the fp32 graph on the same batches in interleaved rounds (best
 round each), checks each one's output against fp32 (mean cosine of the pooled / logit rows >= 0.99), and
 keeps the fastest that passes. The manifest records the scheme, the CPU and ISA, every candidate's speed-up and
 cosine, and whether int8 is faster here at all. A choice is cached per (CPU model + ISA, model shape, ONNX
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.cpu import cpu_info
+from ..core.session import session_setup
 from ..errors import ExportError
 from ..files import atomic_write_json, cache_dir, load_json
 
@@ -89,8 +90,6 @@ def sample_feeds(tokenizer, texts: list[str], input_names, batch: int = 8, max_l
 def _session(path: Path):
     import onnxruntime as ort
 
-    from ..engine.runtime import session_setup
-
     opts, providers, disabled = session_setup("cpu")
     return ort.InferenceSession(str(path), opts, providers=providers, disabled_optimizers=disabled)
 
@@ -127,8 +126,6 @@ def measure(candidates: dict[str, Path], feeds: list[dict], output: str, rounds:
 def _choice_key(path: Path, config, task: str) -> str:
     import onnxruntime as ort
 
-    from ..engine.cpu import cpu_info
-
     cpu = cpu_info()
     shape = [getattr(config, k, None) for k in ("model_type", "hidden_size", "num_hidden_layers", "n_layers",
                                                  "num_attention_heads", "intermediate_size")]
@@ -142,8 +139,6 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
 
     {"scheme", "speedup", "cosine", "faster_than_fp32", "cpu", "candidates": [{scheme, speedup, cosine, ok}]}
     """
-    from ..engine.cpu import cpu_info
-
     cache = cache_dir() / "int8-choices" / f"{_choice_key(fp32, config, task)}.json"
     if use_cache and cache.exists():
         report = load_json(cache)
@@ -209,10 +204,3 @@ def _candidate(r: dict) -> str:
     agree = f", label agreement {r['argmax_agreement']:.1%}" if "argmax_agreement" in r else ""
     return f"{r['scheme']} (cosine {r['cosine']:.4f}{agree}, {r['speedup']:.2f}x)"
 
-
-def describe(report: dict) -> str:
-    """One line for `lookalike bench` and the export's output."""
-    verdict = (f"{report['speedup']:.2f}x fp32" if report["faster_than_fp32"]
-               else f"NOT faster than fp32 here ({report['speedup']:.2f}x)")
-    return (f"int8 {report['scheme']} on {report['cpu']} ({report['int8_class']}): {verdict}, cosine vs fp32 "
-            f"{report['cosine']:.4f}")

@@ -19,11 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8
+from ..core.tasks import TASKS
 from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file, status
 from ..notes import NOTICE
 from . import graph, int8, pooling
-from .manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, TASKS, load_manifest  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,7 @@ PARITY_PAIRS = [
 def _auto_class(task: str):
     import transformers
 
-    return {
-        "feature-extraction": transformers.AutoModel,
-        "question-answering": transformers.AutoModelForQuestionAnswering,
-        "text-classification": transformers.AutoModelForSequenceClassification,
-    }[task]
+    return getattr(transformers, TASKS[task].auto_class)
 
 
 def _load_source(model: str, task: str, revision: str | None):
@@ -201,8 +198,7 @@ def _export_graph(source: str, tmp: Path, task: str, opset: int, torch_model, to
     names = list(tokenizer("a", "b", return_tensors="pt").keys()) if task == "question-answering" else \
         list(tokenizer("a", return_tensors="pt").keys())
     enc = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
-    outputs = {"feature-extraction": ["last_hidden_state"], "question-answering": ["start_logits", "end_logits"],
-               "text-classification": ["logits"]}[task]
+    outputs = list(TASKS[task].outputs)
     dyn = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
     for o in outputs:
         dyn[o] = {0: "batch_size", 1: "sequence_length"} if o != "logits" else {0: "batch_size"}
@@ -351,9 +347,6 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
     return manifest
 
 
-PRIMARY_OUTPUT = {"feature-extraction": "cls", "text-classification": "logits", "question-answering": "start_logits"}
-
-
 def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fused: bool,
           texts: Sequence[str] | None) -> tuple[str, dict]:
     """Quantise `path` in place with `scheme` ("auto": the fastest within cosine 0.99 of fp32 on this CPU)."""
@@ -372,13 +365,13 @@ def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fu
             feeds.append({k: v.astype("int64") for k, v in enc.items() if k in names})
     else:
         feeds = int8.sample_feeds(tokenizer, list(texts), names)
-    output = PRIMARY_OUTPUT[task]
+    output = TASKS[task].primary
     report = None
     if scheme == "auto":
         report = int8.choose_scheme(path, output, feeds, fused=fused, config=config, task=task,
                                     plain=plain if plain.exists() else None)
         scheme = report["scheme"]
-        log.info("%s", int8.describe(report))
+        log.info("%s", describe_int8(report))
     else:
         report = {"scheme": scheme, "measured": False, "note": "scheme given explicitly; not measured at export"}
     if scheme == "static-qdq" and plain.exists():
@@ -484,3 +477,19 @@ def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant,
     if task == "text-classification":
         m["labels"] = {int(k): v for k, v in cfg.id2label.items()}
     return m
+
+
+def export_summary(manifest: dict, out_dir: Path) -> dict:
+    """What `lookalike export` prints about an export: task, variant, size, parity, the int8 choice, and the
+    model's own pooling when it has one."""
+    m = manifest
+    summary = {"out_dir": str(out_dir), "task": m["task"], "task_inferred_from": m.get("task_inferred_from"),
+               "variant": m["variant"]["description"], "parameters": m["parameters"], "file_size": m["file_size"],
+               "parity_max_abs_diff": m["parity"]["max_abs_diff"], "variant_parity": m["variant_parity"]}
+    if "int8" in m:
+        summary["int8"] = describe_int8(m["int8"]) if m["int8"].get("measured", True) else m["int8"]
+    if m.get("sentence_transformers"):
+        st = m["sentence_transformers"]
+        summary["model_pooling"] = (f"{st['pooling']}{', normalised' if st['normalize'] else ''} "
+                                    "(sentence-transformers; `embed --pooling auto` uses it)")
+    return summary

@@ -11,6 +11,8 @@ import json
 import logging
 from pathlib import Path
 
+from ..core.tasks import TASKS
+
 log = logging.getLogger(__name__)
 
 # sentence-transformers Pooling config keys -> the pooled outputs lookalike's graphs have (or not)
@@ -61,9 +63,6 @@ def sentence_transformers_pooling(model: str, revision: str | None = None) -> di
             "source": "modules.json"}
 
 
-_TASK_SUFFIXES = (("ForSequenceClassification", "text-classification"), ("ForQuestionAnswering", "question-answering"))
-
-
 def infer_task(model: str, revision: str | None = None) -> tuple[str, str | None]:
     """(task, architecture it was inferred from): a fine-tuned checkpoint's head decides; else feature-extraction."""
     cfg = _read(model, "config.json", revision)
@@ -75,8 +74,8 @@ def infer_task(model: str, revision: str | None = None) -> tuple[str, str | None
         except Exception:
             cfg = None
     for arch in (cfg or {}).get("architectures") or []:
-        for suffix, task in _TASK_SUFFIXES:
-            if str(arch).endswith(suffix):
-                return task, arch
+        for task in TASKS.values():
+            if task.head_suffix and str(arch).endswith(task.head_suffix):
+                return task.name, arch
     archs = (cfg or {}).get("architectures") or []
     return "feature-extraction", (archs[0] if archs else None)

@@ -5,15 +5,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..errors import InputError, ModelError
 from ..files import load_json, sha256_file
+from .tasks import TASKS  # noqa: F401 (the tasks a manifest may name)
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "lookalike.json"
 MODEL_FILE = "model.onnx"
 FORMAT_VERSION = 1
-TASKS = ("feature-extraction", "question-answering", "text-classification")
 _REQUIRED = {"task": str, "file": str, "sha256": str, "hidden_size": int, "variant": dict, "source": dict}
 
 
@@ -71,3 +74,26 @@ def labels(manifest: dict) -> dict[int, str]:
 
 def variant_description(manifest: dict) -> str:
     return manifest["variant"].get("description", "")
+
+
+def positions(manifest: dict) -> int:
+    """The model's position embeddings: the longest input it reads (512 when the export does not say)."""
+    return int(manifest.get("max_position_embeddings") or 512)
+
+
+def clamp_length(manifest: dict, max_length: int, *, warn: bool = False) -> int:
+    """`max_length` cut to the model's positions (with a warning when asked and it had to be cut)."""
+    n = positions(manifest)
+    if warn and max_length > n:
+        log.warning("max length %d is more than the model's %d positions; using %d", max_length, n, n)
+    return min(max_length, n)
+
+
+def describe_int8(record: dict) -> str:
+    """One line about an export's int8 choice (its manifest's `int8` record), for `export` and `bench`."""
+    if not record.get("measured", True):
+        return f"int8 {record['scheme']} (given explicitly, not measured at export)"
+    verdict = (f"{record['speedup']:.2f}x fp32" if record["faster_than_fp32"]
+               else f"NOT faster than fp32 here ({record['speedup']:.2f}x)")
+    return (f"int8 {record['scheme']} on {record['cpu']} ({record['int8_class']}): {verdict}, cosine vs fp32 "
+            f"{record['cosine']:.4f}")

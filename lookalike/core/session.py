@@ -1,0 +1,74 @@
+"""The session recipe every ONNX Runtime session of lookalike uses (engine, int8 measurement, bench): threads,
+providers, CUDA library preload, device choice, and the optimizers left out on CPU."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+_PRELOADED = False
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages (onnxruntime-gpu >= 1.21) so a pip-only CUDA works."""
+    global _PRELOADED
+    if _PRELOADED or not hasattr(ort, "preload_dlls"):
+        return
+    _PRELOADED = True
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # system CUDA may still be found by the loader; the session will say if not
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
+def available_devices() -> list[str]:
+    import onnxruntime as ort
+
+    devices = ["cpu"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        devices.append("cuda")
+    return devices
+
+
+def resolve_device(device: str = "auto") -> str:
+    have = available_devices()
+    if device == "auto":
+        return "cuda" if "cuda" in have else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r} (cpu, cuda or auto)")
+    if device not in have:
+        raise ModelError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider "
+                         "(pip install -e \".[gpu]\" from lookalike's checkout, on a machine with CUDA 13 and cuDNN 9)")
+    return device
+
+
+def session_setup(device: str, threads: int | None = None):
+    """(SessionOptions, providers, disabled optimizers) for an engine session on `device` ("cpu" or "cuda")."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or physical_cores()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        _preload_cuda_libraries(ort)
+        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+    # CPU: ORT's SkipLayerNormalization kernel is slower than the unfused ops there (benchmarks/results/fusions-cpu.json)
+    disabled = ["SkipLayerNormFusion"] if device == "cpu" else []
+    return opts, providers, disabled

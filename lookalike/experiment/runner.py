@@ -1,0 +1,136 @@
+"""One command from a config to a report: export -> embed -> knn/ood -> predict -> attack -> analysis."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..analysis.report import dump_json
+from ..analysis.tables import ModelArtifacts, ReportSpec, write_report
+from ..errors import InputError
+from ..mlm import describe as describe_mlm
+from . import steps
+from .cache import StepCache
+from .config import ModelSpec, load_config, parse_config
+
+OOD_ROLES = (("train", "ood_train"), ("test", "ood_test"), ("val", "ood_val"), ("in_test", "ood_in_test"))
+
+
+@dataclass
+class ModelRun:
+    """The artifact paths one model's steps produced (any may be missing)."""
+
+    manifest: Path | None = None  # the export whose manifest describes the model (Table 1)
+    knn: dict[str, Path] = field(default_factory=dict)  # {"before": ..., "after": ...}
+    ood: Path | None = None
+    ood_encoder: str = ""
+    latency: Path | None = None
+    predict_qa: Path | None = None
+    predict_cls: Path | None = None
+    attack: Path | None = None
+
+    def artifacts(self) -> ModelArtifacts:
+        return ModelArtifacts.load(manifest=self.manifest, knn=self.knn, ood=self.ood, ood_encoder=self.ood_encoder,
+                                   qa_errors=self.predict_qa, cls_errors=self.predict_cls, attack=self.attack,
+                                   latency=self.latency)
+
+
+class Experiment:
+    """A parsed experiment file and its step cache under `out`; `run()` makes every artifact and the report."""
+
+    def __init__(self, cfg: dict, out: Path, base_dir: Path = Path("."), echo: Callable[[str], None] | None = None,
+                 device: str = "auto"):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.models, datasets, params = parse_config(cfg, base_dir)
+        self.given = params.pop("_given")
+        self.ctx = steps.Context(StepCache(self.out, echo), datasets, device=device, reference=self.models[0],
+                                 **params)
+        self.runs: dict[str, ModelRun] = {}
+
+    @property
+    def datasets(self):
+        return self.ctx.datasets
+
+    def run(self) -> Path:
+        t0 = time.perf_counter()
+        for spec in self.models:
+            self.runs[spec.name] = self.run_model(spec)
+        return self.report(time.perf_counter() - t0)
+
+    def run_model(self, spec: ModelSpec) -> ModelRun:
+        """Every step the datasets and steps given ask for, for one model."""
+        ctx, ds, r = self.ctx, self.datasets, ModelRun()
+        base = steps.export_model(ctx, spec, "base")
+        encoder = steps.export_model(ctx, spec, "encoder")
+        r.manifest = base or encoder
+        if "representation" in ds:
+            for phase, model_dir in (("before", base), ("after", encoder)):
+                if model_dir is not None:
+                    store = steps.embed(ctx, model_dir, "representation", f"{spec.name}-{phase}-representation")
+                    r.knn[phase] = steps.knn(ctx, store, f"{spec.name}-{phase}")
+        ood_model = encoder or base
+        if ood_model is not None and "ood_train" in ds and "ood_test" in ds:
+            phase = "after" if encoder else "before"
+            stores = {role: steps.embed(ctx, ood_model, name, f"{spec.name}-{phase}-{name}")
+                      for role, name in OOD_ROLES if name in ds}
+            r.ood = steps.ood(ctx, stores, spec.name)
+            r.ood_encoder = (f"fine-tuned ({'QA' if spec.finetuned_role() == 'qa' else 'classification'}) encoder"
+                             if encoder else "pre-trained encoder")
+        if "latency" in self.given and (base or encoder):
+            r.latency = steps.latency(ctx, base or encoder, spec.name)
+        if "qa_eval" in ds:
+            qa = steps.export_model(ctx, spec, "qa")
+            if qa is not None:
+                r.predict_qa = steps.predict(ctx, qa, "qa_eval", f"{spec.name}-qa", "qa")
+        sentiment = steps.export_model(ctx, spec, "sentiment") if ("attack" in ds or "cls_eval" in ds) else None
+        if sentiment is not None and "cls_eval" in ds:
+            r.predict_cls = steps.predict(ctx, sentiment, "cls_eval", f"{spec.name}-cls", "cls")
+        if sentiment is not None and "attack" in ds and "attack" in self.given:
+            r.attack = steps.attack(ctx, sentiment, spec.name)
+        return r
+
+    def _mlm_line(self) -> str:
+        if "attack" not in self.given or "attack" not in self.datasets:
+            return ""
+        return describe_mlm(steps.attack_mlm(self.ctx)) + "."
+
+    def report(self, seconds: float) -> Path:
+        names = [m.name for m in self.models]
+        arts = {name: self.runs[name].artifacts() for name in names}
+        cache, p = self.ctx.cache, self.ctx
+        step_seconds = ", ".join(f"{k} {v:.0f} s" for k, v in cache.seconds.items())
+        spec = ReportSpec(
+            title=self.cfg.get("title", "lookalike: do the compressed models behave like the large one?"),
+            description=self.cfg.get("description", ""), k=p.knn.k, knn_ks=tuple(p.knn.ks),
+            k_ood=p.ood.k, ood_ks=tuple(p.ood.ks), tpr=p.ood.tpr,
+            attack_setting=" ".join(x for x in (next((a.attack["setting"] for a in arts.values() if a.attack), ""),
+                                                 self._mlm_line()) if x),
+            provenance=(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s; "
+                        f"steps run: {len(cache.ran)} ({step_seconds or 'none'}), reused from cache: "
+                        f"{len(cache.skipped)}. Artifacts under {self.out / 'steps'}."))
+        out = self.out / "report"
+        summary = write_report(names, arts, spec, out)
+        summary.update(seconds=seconds, step_seconds=cache.seconds)
+        dump_json(summary, out / "summary.json")
+        return out
+
+
+def run_experiment(path: str | Path, out: str | Path | None = None, echo=None, device: str = "auto") -> Path:
+    """Run the experiment file at `path`; the report folder. The command line's `out` is relative to the working
+    folder; every path in the file (`out:` included) is relative to the file, like its datasets."""
+    cfg = load_config(path)
+    try:
+        base = Path(path).resolve().parent
+        if out is not None:
+            out = Path(out).resolve()
+        else:
+            given = cfg.get("out") if isinstance(cfg, dict) else None
+            out = (base / given).resolve() if given else Path(path).resolve().with_suffix("")
+        return Experiment(cfg, out, base, echo=echo, device=device).run()
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(str(exc), path=path) from None
+        raise
