@@ -98,10 +98,10 @@ def main():
 
     from lookalike.data import CorpusSpec
     from lookalike.engine import OnnxModel, embed
-    from lookalike.params import EmbedParams
     from lookalike.engine.bench import flops_per_token, matmul_ceiling_gflops, model_gemm_gflops
     from lookalike.exporters import export, load_manifest
     from lookalike.models import minilm_path
+    from lookalike.params import EmbedParams
 
     ceiling = matmul_ceiling_gflops()  # first, on a quiet process (spinning thread pools skew it)
     torch.set_num_threads(os.cpu_count() or 1)

@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-
 from _common import save  # noqa: E402
 
 SHAPES = ((4, 256), (8, 128), (16, 64))

@@ -263,12 +263,12 @@ def main():
     ap.add_argument("--workers", default=None, help="--focus: tokenize_workers to try from text [0,4,all but 2]")
     args = ap.parse_args()
 
+    from lookalike.analysis.report import write_bench
     from lookalike.data import CorpusSpec
     from lookalike.engine import embed
-    from lookalike.analysis.report import write_bench
     from lookalike.engine.bench import run_bench
-    from lookalike.params import EmbedParams
     from lookalike.exporters import export
+    from lookalike.params import EmbedParams
 
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lookalike-gpu-"))

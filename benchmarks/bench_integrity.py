@@ -36,10 +36,10 @@ def main():
     ap.add_argument("--dim", type=int, default=384)
     args = ap.parse_args()
 
+    from lookalike.core.store import StoreWriter
     from lookalike.data import CorpusSpec
     from lookalike.data.spec import _content_hash
     from lookalike.engine import embed, open_store
-    from lookalike.core.store import StoreWriter
     from lookalike.exporters import export
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams

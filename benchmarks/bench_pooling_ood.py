@@ -23,12 +23,12 @@ from _common import save  # noqa: E402
 
 def main():
     from lookalike.analysis.ood import deep_knn_ood
-    from lookalike.demo import stdlib_corpora, write_jsonl
     from lookalike.data import CorpusSpec
+    from lookalike.demo import stdlib_corpora, write_jsonl
     from lookalike.engine import embed, open_store
-    from lookalike.params import EmbedParams
     from lookalike.exporters import export
     from lookalike.models import minilm_path
+    from lookalike.params import EmbedParams
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-pooling-"))
     docs, code = stdlib_corpora(1500, 300)

@@ -22,9 +22,9 @@ from _common import real_corpus, save, write_corpus  # noqa: E402
 def main():
     from lookalike.data import CorpusSpec
     from lookalike.engine import RayOptions, embed
-    from lookalike.params import EmbedParams
     from lookalike.exporters import export
     from lookalike.models import minilm_path
+    from lookalike.params import EmbedParams
 
     work = Path(tempfile.mkdtemp(prefix="lookalike-ray-"))
     corpus = write_corpus(real_corpus(), work / "corpus.jsonl")

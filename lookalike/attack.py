@@ -24,9 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.manifest import labels as manifest_labels
+from .core.tasks import label_index
 from .data import CorpusSpec, Record
+from .engine import OnnxModel
+from .engine.batching import tokenize
+from .engine.tasks import run_batched
 from .errors import InputError, ModelError
+from .exporters import export
 from .files import WriterLock, atomic_write_json, progress_bar, settings_guard
+from .models import minilm_path, resolve_model
 from .params import AttackParams
 
 log = logging.getLogger(__name__)
@@ -56,8 +63,6 @@ def make_wrapper(model, max_length: int = 512, batch_tokens: int = 2048):
     """A TextAttack ModelWrapper that batches queries through ONNX Runtime and counts them."""
     from textattack.models.wrappers import ModelWrapper
 
-    from .engine.batching import tokenize
-    from .engine.tasks import run_batched
 
     class OnnxClassifier(ModelWrapper):
         def __init__(self):
@@ -85,9 +90,6 @@ def make_similarity(kind: str, threshold: float, encoder_dir: str | Path | None,
                                         window_size=None)
     if kind == "none":
         return None
-    from .engine import OnnxModel
-    from .engine.batching import tokenize
-    from .engine.tasks import run_batched
 
     enc_model = OnnxModel(encoder_dir, task="feature-extraction", device=device)
 
@@ -291,11 +293,6 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
                params: AttackParams | None = None, *, similarity_model: str | Path | None = None,
                device: str = "auto", progress: bool = False) -> dict:
     """Attack the classification export `target_dir` on `corpus`; JSONL per example (resumable) + summary.json."""
-    from .engine import OnnxModel
-    from .core.tasks import label_index
-    from .core.manifest import labels as manifest_labels
-    from .models import minilm_path
-
     p = params or AttackParams()
     corpus = CorpusSpec.coerce(corpus).for_labels()
     model = OnnxModel(target_dir, task="text-classification", device=device)
@@ -318,8 +315,6 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
         if p.similarity == "engine":
             sim_dir = Path(similarity_model) if similarity_model else out / "similarity-encoder"
             if not (sim_dir / "lookalike.json").exists():
-                from .exporters import export
-
                 export(str(minilm_path()), sim_dir)
         setting = {"mlm": str(p.mlm), "max_candidates": p.max_candidates, "top_words": p.top_words,
                    "max_percent": p.max_percent, "similarity": p.similarity,
@@ -333,8 +328,6 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
 
 
 def _attack_all(model, examples, gold, out: Path, setting: dict, p: AttackParams, sim_dir, device, progress) -> dict:
-    from .models import resolve_model
-
     _prepare_textattack()
     from textattack.attack_results import FailedAttackResult, SkippedAttackResult, SuccessfulAttackResult
 

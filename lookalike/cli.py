@@ -43,8 +43,18 @@ from .finetune import finetune as do_finetune
 from .mlm import fit_mlm_head
 from .models import resolve_model
 from .notes import NOTICE
-from .params import (DTYPES, INDEXES, POOLINGS, SIMILARITIES, AttackParams, EmbedParams, FinetuneParams, KnnParams,
-                     OodParams, PredictParams)
+from .params import (
+    DTYPES,
+    INDEXES,
+    POOLINGS,
+    SIMILARITIES,
+    AttackParams,
+    EmbedParams,
+    FinetuneParams,
+    KnnParams,
+    OodParams,
+    PredictParams,
+)
 
 log = logging.getLogger("lookalike")
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from .data.stdlib import TOPICS, legal_corpus, stdlib_corpora  # noqa: F401 (stdlib_corpora re-exported)
 from .errors import InputError
+from .experiment import Experiment
+from .models import minilm_path
+
 
 def write_jsonl(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,8 +29,6 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 
 def demo_config(out: Path, n_docs: int = 1200, n_ood: int = 300, fp16: bool = False, attack_n: int = 20) -> dict:
     """Write the demo corpora under out/data and return the experiment config that compares the family."""
-    from .models import minilm_path
-
     docs, _ = stdlib_corpora(n_docs, 0)
     legal = legal_corpus(n_ood)
     if len(legal) < 20:
@@ -94,8 +95,6 @@ def demo_config(out: Path, n_docs: int = 1200, n_ood: int = 300, fp16: bool = Fa
 
 def run_demo(out: str | Path = "lookalike-demo", n_docs: int = 1200, n_ood: int = 300, echo=None,
              device: str = "auto", fp16: bool = False, attack_n: int = 20) -> Path:
-    from .experiment import Experiment
-
     out = Path(out)
     cfg = demo_config(out, n_docs, n_ood, fp16=fp16, attack_n=attack_n)
     return Experiment(cfg, out, out, echo=echo, device=device).run()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError, LookalikeError
+from .notes import NOTICE
 
 TMP_SUFFIX = re.compile(r"\.\d+(?:-[0-9a-f]{8})?\.tmp$|\.tmp$")
 
@@ -279,7 +280,6 @@ def status(message: str) -> None:
     """One line saying which long step runs now, for a person at a terminal (not under -q, not into logs)."""
     import logging
 
-    from .notes import NOTICE
 
     if sys.stderr.isatty() and logging.getLogger("lookalike").isEnabledFor(NOTICE):
         print(f"… {message}", file=sys.stderr, flush=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
-from .notes import NOTICE
 from .data import CorpusSpec
 from .errors import InputError
+from .exporters import drop_layers
 from .files import atomic_write_json
+from .notes import NOTICE
 from .params import FinetuneParams
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,6 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
             model, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
         collator = transformers.DataCollatorWithPadding(tok)
     if params.keep_layers is not None:
-        from .exporters import drop_layers
-
         drop_layers(net, params.keep_layers)
     max_steps = params.max_steps
     save_steps = params.save_steps

@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from .data import CorpusSpec
+from .engine import OnnxModel
 from .errors import InputError, ModelError
+from .exporters import export
 from .files import atomic_write_json, load_json
+from .models import model_label
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +100,6 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     import torch
     import transformers
 
-    from .engine import OnnxModel
-    from .exporters import export
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -177,7 +178,6 @@ def describe(mlm: str | Path) -> str:
     acc = r.get("fill_mask_accuracy") or {}
     base = r.get("untrained_head_accuracy") or {}
     fit = r["fit_corpus"].get("path", "")
-    from .models import model_label
 
     return (f"MLM: {model_label(r['base'])} with a masked-LM head fitted on {r['fit_texts']} "
             f"texts of {Path(fit).name} (encoder frozen), an offline stand-in for bert-base-uncased; fill-mask "

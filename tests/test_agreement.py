@@ -10,8 +10,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lookalike.analysis.agreement import (distribution_agreement, error_agreement, jaccard, knn_jaccards,
-                                          representation_agreement)
+from lookalike.analysis.agreement import (
+    distribution_agreement,
+    error_agreement,
+    jaccard,
+    knn_jaccards,
+    representation_agreement,
+)
 from lookalike.analysis.knn import KnnResult
 from lookalike.analysis.ood import OodResult
 from lookalike.cli import cli

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from lookalike.cli import cli
 from lookalike.data import CorpusSpec
 from lookalike.engine import align, embed, open_store
-from lookalike.params import EmbedParams
 from lookalike.errors import InputError, ModelError, StoreError
+from lookalike.params import EmbedParams
 
 
 def _corpus(tmp_path, n=60):

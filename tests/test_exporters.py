@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -192,8 +191,8 @@ def test_int8_scheme_is_measured_on_this_cpu_and_recorded(tiny_models, tmp_path,
     import onnxruntime as ort
     import transformers
 
-    from lookalike.data.stdlib import stdlib_corpora
     from lookalike.core.cpu import cpu_info
+    from lookalike.data.stdlib import stdlib_corpora
     from lookalike.errors import ExportError
     from lookalike.exporters.int8 import SCHEMES
 

@@ -13,7 +13,7 @@ import transformers
 from lookalike.data import CorpusSpec, Record
 from lookalike.engine import embed, open_store
 from lookalike.engine.batching import Encoded, TokenizerPool, token_budget_batches, tokenize
-from lookalike.engine.plan import cut, window_ranges
+from lookalike.engine.plan import shard_aligned, window_ranges
 from lookalike.params import EmbedParams
 
 
@@ -91,7 +91,7 @@ def test_padding_is_vectorised_exactly():
 def test_window_ranges_are_the_cut_rule(start, size, boundary):
     total = 61
     assert list(window_ranges(start, total, size, boundary)) == \
-        [(a, a + len(c)) for a, c in cut(range(start, total), start, size, boundary)]
+        [(a, a + len(c)) for a, c in shard_aligned(range(start, total), start, size, boundary)]
 
 
 def test_default_policy_pads_little_on_real_text(minilm_dir, shared_data):

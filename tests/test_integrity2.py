@@ -12,6 +12,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from test_integrity import _one_line_error, _run  # the same one-line-error check as round one
 
 from lookalike.analysis.knn import knn_self, load_knn
 from lookalike.analysis.ood import deep_knn_ood, load_ood
@@ -22,7 +23,6 @@ from lookalike.engine.tokens import open_tokens, tokenize_corpus
 from lookalike.errors import InputError, LookalikeError, ModelError, StoreError
 from lookalike.files import WriterLock, sha256_file
 from lookalike.params import EmbedParams
-from test_integrity import _one_line_error, _run  # the same one-line-error check as round one
 
 PARAMS = EmbedParams(max_length=64, shard_rows=50)
 

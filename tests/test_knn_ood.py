@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -120,9 +119,8 @@ def test_cli_knn_and_ood_on_stores(tiny_exports, shared_data, tmp_path):
     from click.testing import CliRunner
 
     from lookalike.cli import cli
-    from lookalike.engine import embed
-
     from lookalike.data import CorpusSpec
+    from lookalike.engine import embed
     from lookalike.params import EmbedParams
 
     embed(tiny_exports["bert2"], CorpusSpec(shared_data / "squad2_dev500", limit=120), tmp_path / "sq",

@@ -162,9 +162,9 @@ def test_cls_scoring_and_bad_labels(tmp_path):
 
 @pytest.mark.slow
 def test_finetune_export_predict_end_to_end(tiny_models, shared_data, tmp_path):
+    from lookalike.data import CorpusSpec
     from lookalike.engine.predict import predict
     from lookalike.exporters import export
-    from lookalike.data import CorpusSpec
     from lookalike.finetune import finetune
     from lookalike.params import FinetuneParams
 

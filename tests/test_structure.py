@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lookalike.engine.batching import Encoded, token_budget_batches
-from lookalike.engine.plan import cut
+from lookalike.engine.plan import shard_aligned
 from lookalike.engine.stages import staged
 
 PKG = Path(__file__).resolve().parents[1] / "lookalike"
@@ -98,9 +98,9 @@ def test_token_budget_batches_stay_in_budget_and_cover_every_row_once(budget):
 
 
 @pytest.mark.parametrize("start,size,boundary", [(0, 4, 10), (3, 4, 10), (18, 7, 10), (0, 10, 10), (5, 100, 7)])
-def test_cut_never_crosses_a_boundary(start, size, boundary):
+def test_shard_aligned_never_crosses_a_boundary(start, size, boundary):
     items = list(range(start, start + 53))
-    chunks = list(cut(items, start, size, boundary))
+    chunks = list(shard_aligned(items, start, size, boundary))
     assert [x for _, c in chunks for x in c] == items
     for first, c in chunks:
         assert c[0] == first and 1 <= len(c) <= size

@@ -15,8 +15,7 @@ from click.testing import CliRunner
 from lookalike.cli import cli
 from lookalike.data import CorpusSpec
 from lookalike.engine import embed, open_store
-from lookalike.engine.tokens import (cache_config, default_location, open_tokens, tokenize_corpus,
-                                     tokenizer_fingerprint)
+from lookalike.engine.tokens import cache_config, default_location, open_tokens, tokenize_corpus, tokenizer_fingerprint
 from lookalike.errors import InputError, StoreError
 from lookalike.params import EmbedParams
 

@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ..core.store import Store, require_same_features
-from ..files import atomic_write_json, check_output_file, load_json
 from ..errors import InputError
+from ..files import atomic_write_json, check_output_file, load_json
 from .knn import build_index, knn_search, load_normalized
 
 log = logging.getLogger(__name__)

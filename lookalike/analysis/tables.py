@@ -16,13 +16,19 @@ import numpy as np
 from ..core.manifest import load_manifest
 from ..files import load_json
 from ..models import model_label
-from .agreement import (distribution_agreement, error_agreement, knn_jaccards, pairs, representation_agreement,
-                        same_universe)
+from .agreement import (
+    distribution_agreement,
+    error_agreement,
+    knn_jaccards,
+    pairs,
+    representation_agreement,
+    same_universe,
+)
 from .knn import KnnResult, load_knn
 from .ood import OodResult, load_ood, meaningful
 from .report import Report, dump_json, markdown_table, plot_sweep, write_table
 from .scoring import ErrorSet, load_errors
-from .uncertainty import (jaccard_interval, mean_interval, paired_jaccard_difference, paired_mean_difference)
+from .uncertainty import jaccard_interval, mean_interval, paired_jaccard_difference, paired_mean_difference
 
 PHASES = ("before", "after")
 

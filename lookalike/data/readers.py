@@ -244,13 +244,13 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
 
 
-def _read_jsonl(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
+def _read_jsonl(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
     rows = ((row, f"line {lineno}") for lineno, row in _json_lines(path))
     for index, (row, record, f) in enumerate(_auto_ids(rows, fields, path, info)):
         yield _from_row(row, index, path, record, f)
 
 
-def _read_json_array(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
+def _read_json_array(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
     obj = _read_json(path)
     if isinstance(obj, dict):  # {"data": [...]} or {"records": [...]}: the single list value
         lists = [v for v in obj.values() if isinstance(v, list)]
@@ -287,7 +287,7 @@ def _read_delimited(path: Path, fields: Fields, info: dict, delimiter: str) -> I
         yield _from_row(row, i, path, record, f)
 
 
-def _read_parquet(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
+def _read_parquet(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow comes with `datasets`
@@ -313,7 +313,8 @@ def _read_parquet(path: Path, fields: Fields, info: dict) -> Iterator[Record]:
         yield _from_row(row, i, path, record, f)
 
 
-def _read_text(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_text(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+    info["ids"] = "row numbers"
     for lineno, line in _lines(path):
         yield Record(str(lineno - 1), line)
 
@@ -331,7 +332,8 @@ def _qa_record(path, record, qid, question, context, answers, starts, impossible
                   tuple(-1 if s is None else s for s in starts), impossible)
 
 
-def _read_squad(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_squad(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+    info["ids"] = "the format's own ids"
     obj = _read_json(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise InputError("not a SQuAD file (no top-level 'data' list)", path=path, field="data")
@@ -349,8 +351,9 @@ def _read_squad(path: Path, fields: Fields) -> Iterator[Record]:
                 yield _qa_record(path, where, qid, question, context, texts, starts, impossible)
 
 
-def _read_queries(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_queries(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
     """The search-datasets layout: queries.json ({"queries": [{id, context, question}]}) + ground_truth.json."""
+    info["ids"] = "the format's own ids"
     folder = path if path.is_dir() else path.parent
     qpath = folder / "queries.json" if path.is_dir() else path
     gpath = folder / "ground_truth.json"
@@ -387,8 +390,9 @@ def _spans_to_answers(context: str, spans: Iterable[tuple[int, int]]):
     return texts, starts
 
 
-def _read_newsqa_csv(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_newsqa_csv(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
     """NewsQA CSV: the combined file (answer_char_ranges) or the split files (answer_token_ranges)."""
+    info["ids"] = "the format's own ids"
     counts: dict[str, int] = {}
 
     def rows():
@@ -434,7 +438,8 @@ def _read_newsqa_csv(path: Path, fields: Fields) -> Iterator[Record]:
         yield Record(f"{story_id}#{n}", question, context, None, tuple(texts), tuple(starts), not spans)
 
 
-def _read_newsqa_json(path: Path, fields: Fields, split: str | None = None) -> Iterator[Record]:
+def _read_newsqa_json(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+    info["ids"] = "the format's own ids"
     obj = _read_json(path)
     for s, story in enumerate(obj.get("data", [])):
         where = f"data[{s}]"
@@ -451,7 +456,8 @@ def _read_newsqa_json(path: Path, fields: Fields, split: str | None = None) -> I
             yield Record(f"{story_id}#{q}", text, context, None, tuple(texts), tuple(starts), not spans)
 
 
-def _read_mrqa(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_mrqa(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+    info["ids"] = "the format's own ids"
     for lineno, row in _json_lines(path):
         if "header" in row:
             continue
@@ -474,7 +480,8 @@ def _read_mrqa(path: Path, fields: Fields) -> Iterator[Record]:
 
 # --------------------------------------------------------------------------- IMDB
 
-def _read_imdb_tsv(path: Path, fields: Fields) -> Iterator[Record]:
+def _read_imdb_tsv(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+    info["ids"] = "row numbers"
     index = 0
     for lineno, line in _lines(path):
         if not line.strip():
@@ -491,7 +498,8 @@ def _read_imdb_tsv(path: Path, fields: Fields) -> Iterator[Record]:
         index += 1
 
 
-def _read_aclimdb(path: Path, fields: Fields, split: str | None = None) -> Iterator[Record]:
+def _read_aclimdb(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+    info["ids"] = "the format's own ids"
     root = path
     if not (root / "pos").is_dir() and not (root / "neg").is_dir():
         root = path / (split or "test")
@@ -578,8 +586,8 @@ _READERS: dict[str, Callable[..., Iterator[Record]]] = {
     "text": _read_text,
     "jsonl": _read_jsonl,
     "json": _read_json_array,
-    "csv": lambda p, f, info: _read_delimited(p, f, info, ","),
-    "tsv": lambda p, f, info: _read_delimited(p, f, info, "\t"),
+    "csv": lambda p, f, info, split=None: _read_delimited(p, f, info, ","),
+    "tsv": lambda p, f, info, split=None: _read_delimited(p, f, info, "\t"),
     "parquet": _read_parquet,
     "squad": _read_squad,
     "queries": _read_queries,
@@ -590,24 +598,41 @@ _READERS: dict[str, Callable[..., Iterator[Record]]] = {
     "aclimdb": _read_aclimdb,
     "hf-disk": _read_hf_disk,
 }
-_SPLIT_AWARE = {"newsqa-json", "aclimdb", "hf-disk"}
-_GENERIC = {"jsonl", "json", "csv", "tsv", "parquet", "hf", "hf-disk"}  # formats whose ids follow --id-field
+
+
+class RecordStream:
+    """A corpus's records in file order. Once iterated, `provenance` says what the reader found: the format, where
+    the ids came from ("ids"), the split it read."""
+
+    def __init__(self, records: Iterator[Record], provenance: dict):
+        self._records, self.provenance = records, provenance
+
+    def __iter__(self) -> RecordStream:
+        return self
+
+    def __next__(self) -> Record:
+        return next(self._records)
 
 
 def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "text",
                 pair_field: str | None = None, id_field: str | None = None, label_field: str | None = None,
                 split: str | None = None, limit: int | None = None, every: int | None = None,
-                offset: int = 0, info: dict | None = None) -> Iterator[Record]:
-    """Yield the corpus's records in file order.
+                offset: int = 0) -> RecordStream:
+    """The corpus's records in file order, as a `RecordStream`.
 
     fmt: one of FORMATS, or None to detect it. The *_field options apply to jsonl/json/csv/tsv/parquet;
     without `id_field` those formats use the records' "id" field when the first record has one, else row
     numbers. every/offset: a deterministic subset, the records whose 0-based position p has
     p % every == offset (e.g. every=2, offset=0 and offset=1 are two disjoint halves); limit applies after it.
-    info: filled with {"format", "ids"} (where the ids come from).
     Raises InputError for an empty corpus or a duplicate id (after the rows before it were yielded).
     """
-    info = {} if info is None else info
+    info: dict = {}
+    return RecordStream(_read_corpus(path, fmt, Fields(text_field, pair_field, id_field, label_field), split, limit,
+                                     every, offset, info), info)
+
+
+def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, offset, info: dict) -> Iterator[Record]:
+    id_field = fields.id
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", path=path)
@@ -616,20 +641,13 @@ def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: need at least 1")
     info["format"] = fmt
-    if fmt not in _GENERIC:
-        info["ids"] = "the format's own ids" if fmt not in ("text", "imdb-tsv") else "row numbers"
-    fields = Fields(text_field, pair_field, id_field, label_field)
     if fmt == "hf":
         records = _read_hf(str(path), fields, info, split)
     else:
         p = Path(path)
         if not p.exists():
             raise InputError("no such file or folder", path=p)
-        reader = _READERS[fmt]
-        if fmt in _SPLIT_AWARE:
-            records = reader(p, fields, info, split) if fmt in _GENERIC else reader(p, fields, split)
-        else:
-            records = reader(p, fields, info) if fmt in _GENERIC else reader(p, fields)
+        records = _READERS[fmt](p, fields, info, split)  # each reader says where its ids come from in `info`
     seen: set[str] = set()
     n = 0
     for pos, rec in enumerate(records):
@@ -646,7 +664,3 @@ def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "
     if n == 0:
         raise InputError("empty corpus: no records", path=path)
 
-
-def count_records(path: str | Path, fmt: str | None = None, **options) -> int:
-    """Number of records (one full pass; used for progress totals)."""
-    return sum(1 for _ in read_corpus(path, fmt, **options))

@@ -14,10 +14,10 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from ..errors import InputError, unknown_key_message
-from .readers import FORMATS, Record, read_corpus
+from .readers import FORMATS, RecordStream, read_corpus
 
 # formats whose records carry a label in a named field; classification defaults that field to "label"
 LABEL_FIELD_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
@@ -86,10 +86,11 @@ class CorpusSpec:
     def is_local(self) -> bool:
         return Path(self.path).exists()
 
-    def records(self, info: dict | None = None) -> Iterator[Record]:
+    def records(self) -> RecordStream:
+        """The selected records in file order; once iterated, `.provenance` says where their ids came from."""
         return read_corpus(self.path, self.format, text_field=self.text_field, pair_field=self.pair_field,
                            id_field=self.id_field, label_field=self.label_field, split=self.split,
-                           limit=self.limit, every=self.every, offset=self.offset, info=info)
+                           limit=self.limit, every=self.every, offset=self.offset)
 
     def count(self) -> int:
         return sum(1 for _ in self.records())

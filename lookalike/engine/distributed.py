@@ -11,7 +11,7 @@ max_task_retries). OUT_DIR must be on storage every node sees.
 Predictions: parts of `part_rows` records go to actors running the same `tasks` kernels; each part lands in
 OUT/parts as it finishes (a re-run reuses them; parts of other settings are refused).
 
-This module imports only the shared floor (plan, tasks, store, runtime); pipeline and predict import it.
+This module imports only the shared floor (plan, windows, tasks, runtime, core); pipeline and predict import it.
 """
 
 from __future__ import annotations
@@ -21,17 +21,20 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
+from ..core.manifest import load_manifest
+from ..core.session import resolve_device
+from ..core.store import StoreWriter, write_shard_file
+from ..core.tasks import prediction_task
 from ..data import CorpusSpec
 from ..errors import InputError, LookalikeError
-from ..core.manifest import load_manifest
 from ..files import atomic_write_json, load_json, progress_bar, settings_guard
 from ..params import EmbedParams
-from .plan import RayOptions, check_unchanged, cut, make_plan, run_stats, skip_done
-from ..core.session import resolve_device
-from ..core.tasks import prediction_task
+from .plan import RayOptions, check_unchanged, make_plan, run_stats, shard_aligned, skip_done
 from .runtime import OnnxModel
-from ..core.store import StoreWriter, write_shard_file
+from .tasks import predict_cls, predict_qa
+from .windows import Counts, WindowEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,37 @@ def _n_workers(ray, workers: int | None, cpus_per_worker: float) -> int:
     return workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
 
 
+def ordered_on_actors(ray, pool: list, method: str, tasks: Iterator[tuple[int, tuple]],
+                      per_worker: int = 2) -> Iterator[tuple[int, object]]:
+    """(index, result) of `actor.method(*args)` for every (index, args) of `tasks`, in task order, actors taken
+    round-robin. Bounded: at most `per_worker` tasks per actor are queued or finished-but-not-yet-yielded, so a slow
+    task holds back submission rather than letting results pile up. A failed task raises here."""
+    limit = per_worker * len(pool)
+    in_flight: dict = {}  # ref -> position
+    finished: dict[int, tuple[int, object]] = {}  # position -> (index, result), waiting for earlier ones
+    positions = enumerate(tasks)
+    next_out = 0
+    exhausted = False
+    while True:
+        while not exhausted and len(in_flight) + len(finished) < limit:
+            item = next(positions, None)
+            if item is None:
+                exhausted = True
+                break
+            pos, (index, args) = item
+            in_flight[getattr(pool[pos % len(pool)], method).remote(*args)] = (pos, index)
+        if not in_flight and not finished:
+            return
+        if in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in ready:
+                pos, index = in_flight.pop(ref)
+                finished[pos] = (index, ray.get(ref))
+        while next_out in finished:
+            yield finished.pop(next_out)
+            next_out += 1
+
+
 def _maybe_die(fault: dict, key: str, index: int) -> None:
     """Fault injection for the tests: the worker process dies once, on task `index`, mid-run."""
     marker = fault.get("marker")
@@ -83,24 +117,15 @@ def _embed_worker_class(ray):
     @ray.remote(max_restarts=3, max_task_retries=3)
     class EmbedWorker:
         def __init__(self, model_dir: str, plan, device: str, threads: int | None, fault: dict | None):
-            self.model = OnnxModel(model_dir, device=device, threads=threads)
-            self.plan = plan
+            self.runner = WindowEmbedder(OnnxModel(model_dir, device=device, threads=threads), plan)
             self.fault = fault or {}
 
         def run_shard(self, index: int, start: int, records: list, out_dir: str) -> dict:
-            import numpy as np
-
             _maybe_die(self.fault, "kill_shard", index)
-            stats: dict = {}
-            embs, nts, trs = [], [], []
-            for w_start, window in self.plan.windows(records, start):
-                win = self.plan.prepare(self.model, w_start, window)
-                embs.append(self.plan.infer(self.model, win, stats))
-                nts.append(win.n_tokens)
-                trs.append(win.truncated)
-            entry = write_shard_file(Path(out_dir), index, start, [r.id for r in records], np.concatenate(embs),
-                                     np.concatenate(nts), np.concatenate(trs), self.plan.config)
-            entry["_stats"] = stats
+            emb, n_tokens, truncated, counts = self.runner.embed_records(start, records)
+            entry = write_shard_file(Path(out_dir), index, start, [r.id for r in records], emb, n_tokens, truncated,
+                                     self.runner.plan.config)
+            entry["_counts"] = counts
             return entry
 
     return EmbedWorker
@@ -127,43 +152,22 @@ def embed_ray(model_dir: str | Path, corpus: CorpusSpec, out_dir: str | Path, pa
                          _n_workers(ray_mod, ray.workers, ray.cpus_per_worker), str(Path(model_dir).resolve()),
                          plan, worker_device, threads or max(1, int(ray.cpus_per_worker)), ray.fault)
             t0 = time.perf_counter()
-            shards = cut(skip_done(plan.records(), resumed_from, corpus.path), resumed_from, params.shard_rows,
-                         params.shard_rows)
-            in_flight: dict = {}
-            finished: dict[int, dict] = {}
-            next_index = next_to_record = writer.shards_done
-            stats: dict = {}
+            shards = shard_aligned(skip_done(corpus.records(), resumed_from, corpus.path), resumed_from,
+                                   params.shard_rows, params.shard_rows)
+            target = str(Path(out_dir).resolve())
+            tasks = ((index, (index, start, batch, target))
+                     for index, (start, batch) in enumerate(shards, start=writer.shards_done))
+            done = Counts()
             bar = progress_bar(progress, initial=resumed_from, desc="embed[ray]")
-            exhausted = False
-            while True:
-                while not exhausted and len(in_flight) < 2 * len(pool):  # bounded: 2 shards per worker queued
-                    item = next(shards, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    start, batch = item
-                    ref = pool[next_index % len(pool)].run_shard.remote(next_index, start, batch,
-                                                                        str(Path(out_dir).resolve()))
-                    in_flight[ref] = next_index
-                    next_index += 1
-                if not in_flight:
-                    break
-                ready, _ = ray_mod.wait(list(in_flight), num_returns=1)
-                for ref in ready:
-                    index = in_flight.pop(ref)
-                    entry = ray_mod.get(ref)
-                    for k, v in entry.pop("_stats").items():
-                        stats[k] = stats.get(k, 0) + v
-                    finished[index] = entry
-                    bar.update(entry["rows"])
-                while next_to_record in finished:  # the manifest grows in row order only
-                    writer.record_shard(finished.pop(next_to_record))
-                    next_to_record += 1
+            for _, entry in ordered_on_actors(ray_mod, pool, "run_shard", tasks):  # the manifest grows in row order
+                done += entry.pop("_counts")
+                writer.record_shard(entry)
+                bar.update(entry["rows"])
             bar.close()
             check_unchanged(corpus, plan.config["corpus_fingerprint"])
-            counts = writer.finalize()
-            return run_stats(counts["rows"], resumed_from, counts["n_truncated"], counts["shards"],
-                             time.perf_counter() - t0, stats, backend="ray", workers=len(pool),
+            written = writer.finalize()
+            return run_stats(written["rows"], resumed_from, written["n_truncated"], written["shards"],
+                             time.perf_counter() - t0, done, backend="ray", workers=len(pool),
                              device=worker_device, out_dir=str(out_dir))
         finally:
             if started_here:
@@ -179,8 +183,6 @@ def _predict_worker_class(ray):
             self.task, self.options, self.fault = task, options, fault or {}
 
         def run_part(self, index: int, records: list) -> dict:
-            from .tasks import predict_cls, predict_qa
-
             _maybe_die(self.fault, "kill_part", index)
             if self.task == "qa":
                 preds, odds = predict_qa(self.model, records, **self.options)
@@ -216,18 +218,10 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
             done_rows = len(records) - sum(len(records[i * part_rows:(i + 1) * part_rows]) for i in todo)
             bar = progress_bar(progress, total=len(records), initial=done_rows, unit="records",
                                desc=f"predict[ray] {task}")
-            in_flight: dict = {}
-            queue = list(todo)
-            while queue or in_flight:
-                while queue and len(in_flight) < 2 * len(pool):  # bounded: at most 2 parts per worker queued
-                    i = queue.pop(0)
-                    part = records[i * part_rows:(i + 1) * part_rows]
-                    in_flight[pool[i % len(pool)].run_part.remote(i, part)] = i
-                ready, _ = ray_mod.wait(list(in_flight), num_returns=1)
-                for ref in ready:
-                    i = in_flight.pop(ref)
-                    atomic_write_json(parts_dir / f"part-{i:05d}.json", ray_mod.get(ref))
-                    bar.update(min(part_rows, len(records) - i * part_rows))
+            tasks = ((i, (i, records[i * part_rows:(i + 1) * part_rows])) for i in todo)
+            for i, part in ordered_on_actors(ray_mod, pool, "run_part", tasks):
+                atomic_write_json(parts_dir / f"part-{i:05d}.json", part)
+                bar.update(min(part_rows, len(records) - i * part_rows))
             bar.close()
     finally:
         if started_here:

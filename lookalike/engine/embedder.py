@@ -22,6 +22,7 @@ from ..params import EmbedParams
 from .plan import make_plan
 from .runtime import OnnxModel
 from .stages import staged
+from .windows import WindowEmbedder
 
 
 class Embedder:
@@ -84,11 +85,11 @@ class Embedder:
         if not texts:
             return out
         records = (Record(str(i), t, None if pairs is None else pairs[i]) for i, t in enumerate(texts))
-        stats: dict = {}
+        runner = WindowEmbedder(self.model, plan)
         bar = progress_bar(progress, total=len(texts), desc="encode")
         try:
-            for win, emb in staged(plan.windows(records, 0), lambda w: plan.prepare(self.model, *w),
-                                   lambda win: (win, plan.infer(self.model, win, stats)), name="lookalike-encode"):
+            for win, (emb, _) in staged(plan.windows(records, 0), lambda w: runner.prepare(*w),
+                                        lambda win: (win, runner.infer(win)), name="lookalike-encode"):
                 out[win.start:win.start + len(win.ids)] = emb
                 bar.update(len(win.ids))
         finally:

@@ -13,17 +13,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..core.session import physical_cores
+from ..core.store import StoreWriter
 from ..data import CorpusSpec
 from ..errors import InputError
 from ..files import progress_bar, shows_progress
 from ..params import EmbedParams
 from .batching import TokenizerPool
+from .distributed import embed_ray
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, skip_done
-from ..core.session import physical_cores
 from .runtime import OnnxModel
 from .stages import staged
-from ..core.store import StoreWriter
 from .tokens import cache_config, matching_cache
+from .windows import Counts, WindowEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
     corpus = CorpusSpec.coerce(corpus)
     params = params or EmbedParams()
     if backend == "ray":
-        from .distributed import embed_ray
-
         return embed_ray(model_dir, corpus, out_dir, params, ray=ray or RayOptions(), device=device,
                          threads=threads, progress=progress)
     if backend != "local":
@@ -69,38 +69,41 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
                     "n_truncated": writer.manifest.get("n_truncated", 0)}
         resumed_from = writer.rows_done
         t0 = time.perf_counter()
-        stats: dict = {}
-        info: dict = {}
-        cache = pool = None
+        cache = pool = stream = None
         if tokens is not False:
             cache = matching_cache(tokens, cache_config(model.encoder, corpus, plan.max_length))
         if cache is not None:  # ids, not text: no reader or tokenizer on the critical path
-            info["tokens_from"] = str(cache.path)
             windows = cache.windows(resumed_from, params.sort_window, params.shard_rows, model.vocab_size)
-            prepare = lambda w: plan.batch(model, *w)  # noqa: E731
+            runner = WindowEmbedder(model, plan)
+            prepare = lambda w: runner.from_tokens(*w)  # noqa: E731
             total = len(cache)
         else:
-            windows = plan.windows(skip_done(plan.records(info), resumed_from, corpus.path), resumed_from)
+            stream = corpus.records()
+            windows = plan.windows(skip_done(stream, resumed_from, corpus.path), resumed_from)
             workers = default_tokenize_workers(model.device) if tokenize_workers is None else tokenize_workers
             if workers and getattr(model.encoder, "is_fast", False):
                 pool = stack.enter_context(TokenizerPool(model.encoder, plan.max_length, workers))
-            prepare = lambda w: plan.prepare(model, *w, pool=pool)  # noqa: E731
+            runner = WindowEmbedder(model, plan, pool)
+            prepare = lambda w: runner.prepare(*w)  # noqa: E731
             total = corpus.count() if shows_progress(progress) else None  # a bar with an ETA
         bar = progress_bar(progress, total=total, initial=resumed_from, desc="embed")
+        done = Counts()
         try:
-            for win, emb in staged(windows, prepare, lambda win: (win, plan.infer(model, win, stats)),
-                                   name="lookalike-embed"):
+            for win, (emb, counts) in staged(windows, prepare, lambda win: (win, runner.infer(win)),
+                                             name="lookalike-embed"):
                 writer.append(win.ids, emb, win.n_tokens, win.truncated)
+                done += counts
                 bar.update(len(win.ids))
-                bar.set_postfix(tok_s=f"{stats['real_tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f}")
+                bar.set_postfix(tok_s=f"{done.real_tokens / max(time.perf_counter() - t0, 1e-9):,.0f}")
             if cache is None:
                 check_unchanged(corpus, plan.config["corpus_fingerprint"])
-            counts = writer.finalize()
+            written = writer.finalize()
         finally:
             bar.close()
-        stats["tokenize_workers"] = pool.workers if pool is not None else 0
-    return run_stats(counts["rows"], resumed_from, counts["n_truncated"], counts["shards"], time.perf_counter() - t0,
-                     stats, device=model.device, out_dir=str(out_dir), ids=info.get("ids"),
-                     tokens_from=info.get("tokens_from"), tokenize_workers=stats["tokenize_workers"],
+    return run_stats(written["rows"], resumed_from, written["n_truncated"], written["shards"],
+                     time.perf_counter() - t0, done, device=model.device, out_dir=str(out_dir),
+                     ids=stream.provenance.get("ids") if stream is not None else None,
+                     tokens_from=str(cache.path) if cache is not None else None,
+                     tokenize_workers=pool.workers if pool is not None else 0,
                      pooling=plan.config["pooling"], normalize=plan.config["normalize"],
                      pooling_from=plan.config.get("pooling_from"))

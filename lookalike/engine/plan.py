@@ -1,5 +1,6 @@
-"""What one embedding run will do, shared by the local and the Ray runners: the validated plan, the one rule
-that cuts rows into windows and shards, the one resume skip, and the stats every runner reports.
+"""What one embedding run will do, shared by the local and the Ray runners: the validated plan (settings only;
+`windows.WindowEmbedder` runs it), the one rule that cuts rows into windows and shards, the one resume skip, and
+the stats every runner reports.
 
 Windows never cross a shard boundary and shard boundaries are fixed multiples of `shard_rows`, so a resumed
 run redoes exactly the shards that were not recorded and produces the same bytes.
@@ -15,21 +16,19 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..notes import NOTICE
+from ..core.manifest import clamp_length
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError
+from ..exporters.pooling import sentence_transformers_pooling
+from ..notes import NOTICE
 from ..params import EmbedParams
-from ..core.manifest import clamp_length
-from .batching import Batch, token_budget_batches, tokenize
 
-POOL_OUTPUTS = {"cls": "cls", "mean": "mean"}
 log = logging.getLogger(__name__)
 
 
 def default_batch_tokens(device: str) -> int:
-    # CPU: small batches keep the attention tensors in cache; measured on 2 cores, B x L = 1024 is ~20% faster
-    # than 8192 for MiniLM fp32 at L=256 and ~40% for int8 (benchmarks/results/engine-cpu.json).
-    # GPU: large batches fill the device.
+    # CPU: small batches keep the attention tensors in cache; GPU: large batches fill the device
+    # (benchmarks/results/engine-cpu.json, gpu-cuda.json)
     return 65536 if device == "cuda" else 1024
 
 
@@ -49,7 +48,7 @@ class RayOptions:
     fault: dict | None = None  # tests: make a worker die once (see distributed._maybe_die)
 
 
-def cut(items: Iterable, start: int, size: int, boundary: int) -> Iterator[tuple[int, list]]:
+def shard_aligned(items: Iterable, start: int, size: int, boundary: int) -> Iterator[tuple[int, list]]:
     """(first row, items) chunks of at most `size` rows that never cross a multiple of `boundary`.
 
     The one rule for sort windows (size = sort window) and shards (size = boundary = shard rows).
@@ -69,7 +68,7 @@ def cut(items: Iterable, start: int, size: int, boundary: int) -> Iterator[tuple
 
 
 def window_ranges(start: int, total: int, size: int, boundary: int) -> Iterator[tuple[int, int]]:
-    """(first, end) row ranges of `cut` over rows start..total, for sources that know their length."""
+    """(first, end) row ranges of `shard_aligned` over rows start..total, for sources that know their length."""
     row = start
     while row < total:
         end = min(total, row + min(size, boundary - row % boundary))
@@ -84,18 +83,6 @@ def skip_done(records: Iterator, n: int, corpus) -> Iterator:
             raise InputError(f"corpus has fewer rows than the {n} already stored; it changed since the store was "
                              "started", path=corpus)
     return records
-
-
-@dataclass
-class Window:
-    """Tokenized rows start..start+len(ids), cut into token-budget batches."""
-
-    start: int
-    ids: list[str]
-    n_tokens: np.ndarray
-    truncated: np.ndarray
-    n_empty: int
-    batches: list[Batch]
 
 
 @dataclass
@@ -114,45 +101,9 @@ class EmbedPlan:
     def out_dtype(self):
         return np.float16 if self.params.dtype == "float16" else np.float32
 
-    def records(self, info: dict | None = None):
-        return self.corpus.records(info)
-
-    def prepare(self, model, start: int, window: list, pool=None) -> Window:
-        """Tokenize a window (in `pool`'s worker processes when given) and cut it into token-budget batches."""
-        enc = pool.tokenize(window) if pool is not None else tokenize(model.encoder, window, self.max_length)
-        return self.batch(model, start, [r.id for r in window], enc,
-                          sum(1 for r in window if not r.text and not r.text_pair))
-
-    def batch(self, model, start: int, ids: list[str], enc, n_empty: int) -> Window:
-        batches = token_budget_batches(enc, self.batch_tokens, model.pad_id)
-        if model.io_binding:  # upload here, in the batching stage, while the previous window runs
-            for b in batches:
-                b.device_feeds = model.upload(model.feeds(b.input_ids, b.attention_mask, b.token_type_ids))
-        return Window(start, ids, enc.n_tokens, enc.truncated, n_empty, batches)
-
-    def infer(self, model, win: Window, stats: dict) -> np.ndarray:
-        """Pooled vectors of a window, in window order (normalised and cast as asked)."""
-        emb = np.empty((len(win.ids), model.hidden_size), dtype=np.float32)
-        for b in win.batches:
-            if b.device_feeds is not None:
-                (vec,) = model.run_feeds([self.output], b.device_feeds)
-            else:
-                (vec,) = model.run([self.output], b.input_ids, b.attention_mask, b.token_type_ids)
-            emb[b.rows] = vec
-            stats["real_tokens"] = stats.get("real_tokens", 0) + b.real_tokens
-            stats["padded_tokens"] = stats.get("padded_tokens", 0) + b.input_ids.size
-            stats["batches"] = stats.get("batches", 0) + 1
-        bad = ~np.isfinite(emb).all(axis=1)
-        if bad.any():
-            first = [win.ids[i] for i in np.flatnonzero(bad)[:3]]
-            raise ModelError(f"{model.dir}: model produced NaN/inf vectors for ids {first}")
-        if self.params.normalize:
-            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        stats["n_empty"] = stats.get("n_empty", 0) + win.n_empty
-        return emb.astype(self.out_dtype, copy=False)
-
     def windows(self, records: Iterable, start: int) -> Iterator[tuple[int, list]]:
-        return cut(records, start, self.params.sort_window, self.params.shard_rows)
+        """(first row, records) sort windows from row `start`; a window never crosses a shard."""
+        return shard_aligned(records, start, self.params.sort_window, self.params.shard_rows)
 
 
 def resolve_pooling(manifest: dict, params: EmbedParams) -> tuple[str, bool, str | None]:
@@ -163,8 +114,6 @@ def resolve_pooling(manifest: dict, params: EmbedParams) -> tuple[str, bool, str
     if "sentence_transformers" not in manifest:  # an export made before lookalike recorded it: ask its source
         source = str(manifest.get("source", {}).get("model", ""))
         if source and Path(source).is_dir():
-            from ..exporters.pooling import sentence_transformers_pooling
-
             st = sentence_transformers_pooling(source)
     own = None
     if st:
@@ -194,7 +143,7 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
     pooling, normalize, pooling_from = resolve_pooling(manifest, params)
     if pooling_from is not None or normalize != params.normalize:
         params = dataclasses.replace(params, pooling=pooling, normalize=normalize)
-    output = POOL_OUTPUTS[pooling]
+    output = pooling  # the graph's pooled outputs are named after the pooling ("cls", "mean")
     if output not in (output_names or manifest.get("outputs", [])):
         raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
     max_length = clamp_length(manifest, params.max_length, warn=True)
@@ -225,13 +174,13 @@ def check_unchanged(corpus: CorpusSpec, fingerprint: str) -> None:
                          path=corpus.path)
 
 
-def run_stats(rows_done: int, resumed_from: int, n_truncated: int, shards: int, seconds: float, stats: dict,
+def run_stats(rows_done: int, resumed_from: int, n_truncated: int, shards: int, seconds: float, counts,
               **extra) -> dict:
-    """What one embedding run did (the same fields for every backend)."""
+    """What one embedding run did (the same fields for every backend); `counts`: the windows' summed `Counts`."""
     rows = rows_done - resumed_from
     return {"rows": rows_done, "resumed_from": resumed_from, "rows_this_run": rows,
             "seconds": round(seconds, 3), "rows_per_s": rows / seconds if seconds else 0.0,
-            "real_tokens_per_s": stats.get("real_tokens", 0) / seconds if seconds else 0.0,
-            "padding_overhead": stats.get("padded_tokens", 0) / max(stats.get("real_tokens", 0), 1) - 1,
-            "batches": stats.get("batches", 0), "n_truncated": n_truncated,
-            "n_empty": stats.get("n_empty", 0), "shards": shards, **extra}
+            "real_tokens_per_s": counts.real_tokens / seconds if seconds else 0.0,
+            "padding_overhead": counts.padded_tokens / max(counts.real_tokens, 1) - 1,
+            "batches": counts.batches, "n_truncated": n_truncated, "n_empty": counts.n_empty, "shards": shards,
+            **extra}

@@ -11,15 +11,17 @@ import logging
 import time
 from pathlib import Path
 
-from ..data import CorpusSpec
-from ..errors import InputError
 from ..core.manifest import labels as manifest_labels
 from ..core.tasks import label_index, prediction_task
+from ..data import CorpusSpec
+from ..errors import InputError
 from ..files import WriterLock, atomic_write_json
 from ..params import PredictParams
+from .distributed import predict_ray
 from .plan import RayOptions
 from .runtime import OnnxModel
 from .tasks import predict_cls, predict_qa
+from .tokens import cache_config, matching_cache
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,9 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     if backend == "ray" and model is None:
         model = OnnxModel(model_dir, task=export_task, device="cpu", threads=1)  # driver: checks and labels
     model = model or OnnxModel(model_dir, task=export_task, device=device, threads=threads)
-    info_read: dict = {}
-    records = list(corpus.records(info_read))
+    stream = corpus.records()
+    records = list(stream)
+    tokens_from = None
     if task == "cls":
         labels = manifest_labels(model.manifest)
         for r in records:
@@ -59,8 +62,6 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     with WriterLock(out):
         odds = None
         if backend == "ray":
-            from .distributed import predict_ray
-
             preds, odds = predict_ray(model_dir, records, out, task=task, options=options, model_sha256=model.sha256,
                                       device=device, ray=ray or RayOptions(), threads=threads)
         elif task == "qa":
@@ -68,19 +69,17 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
         else:
             cache = None
             if tokens is not False:
-                from .tokens import cache_config, matching_cache
-
                 cache = matching_cache(tokens, cache_config(model.tokenizer, corpus,
                                                             model.clamp(options["max_length"])))
             preds = predict_cls(model, records, **options, tokens=cache)
-            info_read["tokens_from"] = str(cache.path) if cache is not None else None
+            tokens_from = str(cache.path) if cache is not None else None
         if task == "qa":
             atomic_write_json(out / "null_odds.json", odds)
         atomic_write_json(out / "predictions.json", preds)
         info = {"kind": "lookalike.predictions", "task": task, "model_dir": str(model_dir),
                 "model_sha256": model.sha256, "data": corpus.path, "corpus": corpus.as_dict(),
-                "corpus_fingerprint": corpus.fingerprint(), "ids": info_read.get("ids"),
-                "tokens_from": info_read.get("tokens_from"), "n": len(records),
+                "corpus_fingerprint": corpus.fingerprint(), "ids": stream.provenance.get("ids"),
+                "tokens_from": tokens_from, "n": len(records),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "device": model.device if backend == "local" else device, "backend": backend, "options": options}
         atomic_write_json(out / "predict_info.json", info)

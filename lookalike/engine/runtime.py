@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
 from ..core.manifest import clamp_length, load_manifest, positions
 from ..core.session import resolve_device, session_setup
+from ..errors import ModelError
 from .tokenizer import load_engine_tokenizer
+
 
 class OnnxModel:
     """An exported model ready to run: tokenizer, session, manifest.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError, ModelError
 from ..core.manifest import labels as manifest_labels
+from ..errors import InputError, ModelError
 from .batching import Encoded, token_budget_batches, tokenize
 from .runtime import OnnxModel
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pickle
 import sys
 
+from .batching import _encode
+
 
 def _read(stream):
     head = stream.read(8)
@@ -26,7 +28,6 @@ def _write(stream, obj) -> None:
 def main() -> int:
     from tokenizers import Tokenizer
 
-    from .batching import _encode
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     setup = _read(stdin)

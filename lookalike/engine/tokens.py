@@ -33,7 +33,7 @@ from ..data import CorpusSpec
 from ..errors import InputError, ModelError, StoreError
 from ..files import atomic_file, cache_dir, progress_bar, sha256_file
 from .batching import Encoded, tokenize
-from .plan import cut, skip_done, window_ranges
+from .plan import shard_aligned, skip_done, window_ranges
 from .stages import staged
 
 log = logging.getLogger(__name__)
@@ -264,13 +264,13 @@ def tokenize_corpus(tokenizer, corpus: CorpusSpec | str | Path, out: str | Path 
     config = cache_config(tokenizer, corpus, max_length)
     out = Path(out) if out is not None else default_location(config)
     t0 = time.perf_counter()
-    info: dict = {}
     with ShardedWriter(out, TokenFormat(config), shard_rows) as w:
         if w.complete:
             return {"out": str(out), "rows": w.rows_done, "already_complete": True, "key": cache_key(config)}
         resumed = w.rows_done
         bar = progress_bar(progress, initial=resumed, desc="tokenize")
-        chunks = cut(skip_done(corpus.records(info), resumed, corpus.path), resumed, window, shard_rows)
+        stream = corpus.records()
+        chunks = shard_aligned(skip_done(stream, resumed, corpus.path), resumed, window, shard_rows)
         n_tokens = 0
         for recs, enc in staged(chunks, lambda c: (c[1], tokenize(tokenizer, c[1], max_length)), name="tokenize"):
             w.append_columns({"id": [r.id for r in recs], "enc": enc, "n_tokens": enc.n_tokens,
@@ -283,4 +283,4 @@ def tokenize_corpus(tokenizer, corpus: CorpusSpec | str | Path, out: str | Path 
     seconds = time.perf_counter() - t0
     return {"out": str(out), "key": cache_key(config), "rows": counts["rows"], "resumed_from": resumed,
             "tokens_this_run": n_tokens, "n_truncated": counts["n_truncated"], "seconds": round(seconds, 3),
-            "tokens_per_s": n_tokens / seconds if seconds else 0.0, "ids": info.get("ids")}
+            "tokens_per_s": n_tokens / seconds if seconds else 0.0, "ids": stream.provenance.get("ids")}

@@ -11,14 +11,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..analysis.knn import knn_self
+from ..analysis.ood import deep_knn_ood
+from ..analysis.scoring import evaluate
+from ..attack import run_attack
 from ..core.manifest import labels, load_manifest
+from ..core.store import open_store
 from ..core.tasks import ROLE_TASK
 from ..data import CorpusSpec
+from ..engine import OnnxModel
+from ..engine import embed as embed_corpus
+from ..engine.bench import latency as measure
+from ..engine.predict import predict as predict_corpus
+from ..engine.tokens import export_tokenizer, tokenize_corpus, tokenizer_fingerprint
 from ..errors import InputError
+from ..exporters import export
 from ..files import atomic_write_json
+from ..finetune import finetune
+from ..mlm import fit_mlm_head
 from ..models import resolve_model
-from ..params import (AttackParams, EmbedParams, FinetuneParams, KnnParams, LatencyParams, OodParams, PredictParams,
-                      as_key)
+from ..params import (
+    AttackParams,
+    EmbedParams,
+    FinetuneParams,
+    KnnParams,
+    LatencyParams,
+    OodParams,
+    PredictParams,
+    as_key,
+)
 from .cache import StepCache, file_id, store_key
 from .config import Finetune, ModelSpec
 
@@ -46,10 +67,7 @@ def predict_and_score(model_dir: str | Path, corpus, out: Path, *, task: str, pa
                       device: str = "auto", backend: str = "local", ray=None) -> tuple[dict, dict]:
     """Predictions of an export on `corpus` into `out`, then their official scoring (metrics.json, errors.json):
     (prediction info, metrics). `lookalike predict` and the experiment's predict step."""
-    from ..analysis.scoring import evaluate
-    from ..engine.predict import predict
-
-    info = predict(model_dir, corpus, out, task=task, params=params, device=device, backend=backend, ray=ray)
+    info = predict_corpus(model_dir, corpus, out, task=task, params=params, device=device, backend=backend, ray=ray)
     metrics = evaluate(corpus, out / "predictions.json", task=task, out=out, f1_below=params.f1_below,
                        na_probs=out / "null_odds.json" if task == "qa" else None,
                        labels=labels(load_manifest(model_dir)) or None)
@@ -68,8 +86,6 @@ def checkpoint(ctx: Context, spec: ModelSpec, role: str) -> str | None:
            "data_fp": v.corpus.fingerprint(), "task": task, **as_key(params)}
 
     def run(out: Path):
-        from ..finetune import finetune
-
         finetune(task, v.model, v.corpus, out / "model", params, progress=False)
 
     return str(ctx.run("finetune", f"{spec.name}-{role}", key, run) / "model")
@@ -92,8 +108,6 @@ def export_model(ctx: Context, spec: ModelSpec, role: str) -> Path | None:
     key = {"source": src, "source_id": file_id(src), "task": task, "variant": v, "fusion": "auto"}
 
     def run(out: Path):
-        from ..exporters import export
-
         export(src, out / "model", task, overwrite=True, quantize=v.get("quantize"),
                per_channel=bool(v.get("per_channel")), fp16=bool(v.get("fp16")),
                keep_layers=v.get("keep_layers"), optimize=v.get("optimize"), int8_scheme=v.get("int8_scheme"))
@@ -103,8 +117,6 @@ def export_model(ctx: Context, spec: ModelSpec, role: str) -> Path | None:
 
 def tokens(ctx: Context, model_dir: Path, dataset: str) -> Path:
     """A dataset tokenized once per tokenizer: every export that shares the tokenizer embeds from it."""
-    from ..engine.tokens import export_tokenizer, tokenize_corpus, tokenizer_fingerprint
-
     corpus = ctx.datasets[dataset]
     tok, max_length = export_tokenizer(model_dir, ctx.embed.max_length)
     key = {"tokenizer": tokenizer_fingerprint(tok), "max_length": max_length, "data": corpus.as_dict(),
@@ -122,8 +134,6 @@ def embed(ctx: Context, model_dir: Path, dataset: str, label: str) -> Path:
            "data_fp": corpus.fingerprint(), **as_key(ctx.embed)}
 
     def run(out: Path):
-        from ..engine import embed as embed_corpus
-
         embed_corpus(model_dir, corpus, out / "store", ctx.embed, device=ctx.device, progress=False,
                      tokens=tokens(ctx, model_dir, dataset))
 
@@ -135,9 +145,6 @@ def knn(ctx: Context, store: Path, label: str) -> Path:
     key = {"store": store_key(store), "k": p.k_max, "index": p.index}
 
     def run(out: Path):
-        from ..analysis.knn import knn_self
-        from ..core.store import open_store
-
         knn_self(open_store(store), p.k_max, index=p.index, block_rows=p.block_rows).save(out / "knn.h5")
 
     return ctx.run("knn", label, key, run) / "knn.h5"
@@ -150,9 +157,6 @@ def ood(ctx: Context, stores: dict[str, Path], label: str) -> Path:
            "val_fraction": p.val_fraction, "seed": p.seed}
 
     def run(out: Path):
-        from ..analysis.ood import deep_knn_ood
-        from ..core.store import open_store
-
         opened = {role: open_store(path) for role, path in stores.items()}
         res = deep_knn_ood(opened["train"], opened["test"], p.ks, tpr=p.tpr, val=opened.get("val"),
                            in_test=opened.get("in_test"), val_fraction=p.val_fraction, seed=p.seed)
@@ -166,9 +170,6 @@ def latency(ctx: Context, model_dir: Path, label: str) -> Path:
     key = {"model_sha256": load_manifest(model_dir)["sha256"], **as_key(p), "device": ctx.device}
 
     def run(out: Path):
-        from ..engine import OnnxModel
-        from ..engine.bench import latency as measure
-
         m = OnnxModel(model_dir, device=ctx.device)
         rows = measure(m, p.batch_sizes, p.seq_lengths, repeat=p.repeat)
         atomic_write_json(out / "latency.json", {"device": m.device, "rows": rows})
@@ -201,8 +202,6 @@ def attack_mlm(ctx: Context) -> str:
            "eval": held.as_dict(), "eval_fp": held.fingerprint(), "max_length": ctx.attack.max_length}
 
     def run(out: Path):
-        from ..mlm import fit_mlm_head
-
         fit_mlm_head(base, fit, out / "mlm", eval_corpus=held, max_length=min(ctx.attack.max_length, 256))
 
     return str(ctx.run("fit_mlm", "attack-mlm", key, run) / "mlm")
@@ -219,8 +218,6 @@ def similarity_encoder(ctx: Context) -> Path | None:
            "variant": {"quantize": "int8", "per_channel": True}, "fusion": "auto"}
 
     def run(out: Path):
-        from ..exporters import export
-
         export(src, out / "model", "feature-extraction", quantize="int8", per_channel=True)
 
     return ctx.run("export", "similarity-encoder", key, run) / "model"
@@ -236,8 +233,6 @@ def attack(ctx: Context, model_dir: Path, label: str) -> Path:
            "similarity_model": load_manifest(sim)["sha256"] if sim else None}
 
     def run(out: Path):
-        from ..attack import run_attack
-
         run_attack(model_dir, corpus, out, params, similarity_model=sim, device=ctx.device)
 
     return ctx.run("attack", label, key, run)

@@ -19,8 +19,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import __version__
 from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8
 from ..core.tasks import TASKS
+from ..data.stdlib import stdlib_corpora
 from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file, status
 from ..notes import NOTICE
@@ -350,8 +352,6 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
 def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fused: bool,
           texts: Sequence[str] | None) -> tuple[str, dict]:
     """Quantise `path` in place with `scheme` ("auto": the fastest within cosine 0.99 of fp32 on this CPU)."""
-    from ..data.stdlib import stdlib_corpora
-
     if not texts:
         texts = [d["text"] for d in stdlib_corpora(64, 0)[0]]
     names = {i.name for i in __import__("onnx").load(str(path), load_external_data=False).graph.input}
@@ -440,7 +440,6 @@ def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant,
     import torch
     import transformers
 
-    from .. import __version__
 
     proto = onnx.load(str(path), load_external_data=False)
     cfg = torch_model.config

@@ -1,0 +1,100 @@
+"""One loaded export running one plan: windows of records (or of cached token ids) in, pooled vectors out.
+
+`WindowEmbedder` is the one runner shape every path uses: the local pipeline, the Python `Embedder` and the
+Ray actors call `prepare` (or `from_tokens`) and `infer`; each window's `Counts` come back with its vectors and
+the caller sums them (nothing is mutated across layers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ..errors import ModelError
+from .batching import Batch, Encoded, TokenizerPool, token_budget_batches, tokenize
+from .plan import EmbedPlan
+from .runtime import OnnxModel
+
+
+@dataclass
+class Window:
+    """Tokenized rows start..start+len(ids), cut into token-budget batches."""
+
+    start: int
+    ids: list[str]
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+    n_empty: int
+    batches: list[Batch]
+
+
+@dataclass
+class Counts:
+    """What inference did: real and padded tokens, batches, empty records. Windows' counts add up."""
+
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    n_empty: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+class WindowEmbedder:
+    """`model` running `plan`; `pool` (optional) tokenizes in worker processes."""
+
+    def __init__(self, model: OnnxModel, plan: EmbedPlan, pool: TokenizerPool | None = None):
+        self.model, self.plan, self.pool = model, plan, pool
+
+    def prepare(self, start: int, window: list) -> Window:
+        """Tokenize a window of records (in the pool's processes when there is one) and batch it."""
+        enc = self.pool.tokenize(window) if self.pool is not None else \
+            tokenize(self.model.encoder, window, self.plan.max_length)
+        return self.from_tokens(start, [r.id for r in window], enc,
+                                sum(1 for r in window if not r.text and not r.text_pair))
+
+    def from_tokens(self, start: int, ids: list[str], enc: Encoded, n_empty: int) -> Window:
+        """Batch a window that is already tokenized (a token cache's)."""
+        model = self.model
+        batches = token_budget_batches(enc, self.plan.batch_tokens, model.pad_id)
+        if model.io_binding:  # upload here, in the batching stage, while the previous window runs
+            for b in batches:
+                b.device_feeds = model.upload(model.feeds(b.input_ids, b.attention_mask, b.token_type_ids))
+        return Window(start, ids, enc.n_tokens, enc.truncated, n_empty, batches)
+
+    def infer(self, win: Window) -> tuple[np.ndarray, Counts]:
+        """(pooled vectors of the window in window order, normalised and cast as planned; its counts)."""
+        model, plan = self.model, self.plan
+        emb = np.empty((len(win.ids), model.hidden_size), dtype=np.float32)
+        counts = Counts(n_empty=win.n_empty)
+        for b in win.batches:
+            if b.device_feeds is not None:
+                (vec,) = model.run_feeds([plan.output], b.device_feeds)
+            else:
+                (vec,) = model.run([plan.output], b.input_ids, b.attention_mask, b.token_type_ids)
+            emb[b.rows] = vec
+            counts.real_tokens += b.real_tokens
+            counts.padded_tokens += b.input_ids.size
+            counts.batches += 1
+        bad = ~np.isfinite(emb).all(axis=1)
+        if bad.any():
+            first = [win.ids[i] for i in np.flatnonzero(bad)[:3]]
+            raise ModelError(f"{model.dir}: model produced NaN/inf vectors for ids {first}")
+        if plan.params.normalize:
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return emb.astype(plan.out_dtype, copy=False), counts
+
+    def embed_records(self, start: int, records: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, Counts]:
+        """(vectors, n_tokens, truncated, counts) of a list of records starting at row `start`, window by window
+        (a Ray shard)."""
+        embs, nts, trs, total = [], [], [], Counts()
+        for w_start, window in self.plan.windows(records, start):
+            win = self.prepare(w_start, window)
+            emb, counts = self.infer(win)
+            embs.append(emb)
+            nts.append(win.n_tokens)
+            trs.append(win.truncated)
+            total += counts
+        return np.concatenate(embs), np.concatenate(nts), np.concatenate(trs), total
