@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..core.store import id_positions
 from ..errors import InputError
 from .knn import KnnResult
 from .ood import OodResult
@@ -29,12 +30,10 @@ def jaccard(a: Iterable, b: Iterable) -> float:
 
 def _same_ids(a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
     """Row positions in b of a's ids; InputError if the id sets differ."""
-    pos = {x: i for i, x in enumerate(b)}
-    if len(a) != len(b) or any(x not in pos for x in a):
-        only_a = [x for x in a if x not in pos][:3]
-        raise InputError(f"{what}: the two models were run on different points ({len(a)} vs {len(b)} ids; "
-                         f"e.g. only in the first: {only_a})")
-    return np.fromiter((pos[x] for x in a), dtype=np.int64, count=len(a))
+    rows, why = id_positions(a, b)
+    if rows is None:
+        raise InputError(f"{what}: the two models were run on different points ({why})")
+    return rows
 
 
 SETUP_KEYS = ("pooling", "max_length", "normalize", "corpus_fingerprint")

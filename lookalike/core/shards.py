@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -49,8 +50,9 @@ class ShardFormat:
         names = [rf"{self.prefix}-\d{{5}}\.h5", re.escape(MANIFEST), *(re.escape(f) for f in self.entry_files)]
         return re.compile("|".join(names))
 
-    def shard_name(self, index: int) -> str:
-        return f"{self.prefix}-{index:05d}.h5"
+    @classmethod
+    def shard_name(cls, index: int) -> str:
+        return f"{cls.prefix}-{index:05d}.h5"
 
     def manifest_fields(self) -> dict:
         return {}
@@ -63,6 +65,16 @@ class ShardFormat:
 
     def finalize(self, folder: Path, manifest: dict) -> None:
         pass
+
+    def first_problem(self, folder: Path, manifest: dict) -> tuple[int, str] | None:
+        """(position, why) of the first listed shard that does not match the manifest, or None. Shards are
+        checked in parallel (sha256 releases the GIL); the problem reported is the first in shard order."""
+        shards = manifest["shards"]
+        if not shards:
+            return None
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1, len(shards)))) as pool:
+            problems = list(pool.map(lambda entry: self.check_shard(folder, entry, manifest), shards))
+        return next(((i, why) for i, why in enumerate(problems) if why), None)
 
     def identity(self, config: dict) -> dict:
         return {k: v for k, v in config.items() if k not in self.provenance}
@@ -128,10 +140,6 @@ def sha_problem(folder: Path, entry: dict) -> str | None:
     return None
 
 
-def _take(col, n: int):
-    return col[:n], col[n:]
-
-
 def _join(parts: list):
     if hasattr(type(parts[0]), "concat"):  # ragged columns (batching.Encoded)
         return type(parts[0]).concat(parts)
@@ -162,6 +170,67 @@ def _no_space(path: Path, free: int, need: int) -> str:
             "this shard); free space and re-run the same command: nothing written so far is lost")
 
 
+class RowBuffer:
+    """Columns appended in row order and taken back `n` rows at a time (numpy, lists and ragged columns alike)."""
+
+    def __init__(self):
+        self._parts: list[dict] = []
+        self.rows = 0
+
+    def add(self, columns: dict) -> None:
+        self._parts.append(columns)
+        self.rows += len(columns["id"])
+
+    def take(self, n: int) -> dict:
+        parts: list[dict] = []
+        need = n
+        while need:
+            chunk = self._parts[0]
+            rows = len(chunk["id"])
+            if rows <= need:
+                parts.append(self._parts.pop(0))
+                need -= rows
+            else:
+                parts.append({k: (v[:need] if v is not None else None) for k, v in chunk.items()})
+                self._parts[0] = {k: (v[need:] if v is not None else None) for k, v in chunk.items()}
+                need = 0
+        self.rows -= n
+        return {k: (_join([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
+
+
+def _new_manifest(folder: Path, fmt: ShardFormat) -> dict:
+    """The manifest of a new folder (not written until its first shard); refuses a folder holding foreign files."""
+    foreign = sorted(p.name for p in folder.iterdir() if p.name != WriterLock.NAME and not owned_tmp(p.name, fmt.owned))
+    if foreign:
+        raise StoreError(f"{folder}: not empty and not a lookalike {fmt.noun} (holds {', '.join(foreign[:3])}"
+                         f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: give a new or empty folder")
+    return {"kind": fmt.kind, "format_version": fmt.version, "config": fmt.config, **fmt.manifest_fields(),
+            "shards": [], "complete": False, "total_rows": None, "n_truncated": 0, "created": utc_now()}
+
+
+def _resumed_manifest(folder: Path, fmt: ShardFormat) -> dict:
+    """The manifest of a folder to resume: same settings or refused; every listed shard checked again, the first bad
+    one and all after it dropped (and their files, never recorded or now unlisted, removed)."""
+    manifest = read_manifest(folder, type(fmt))
+    refuse_other_settings(folder, fmt.identity(manifest["config"]), fmt.identity(fmt.config), f"a {fmt.noun}",
+                          StoreError)
+    bad = fmt.first_problem(folder, manifest)
+    good = manifest["shards"][:bad[0]] if bad else manifest["shards"]
+    if bad:
+        log.warning("%s: %s; re-doing it and every shard after it", folder / manifest["shards"][bad[0]]["file"], bad[1])
+    entries_missing = any(not (folder / f).exists() for f in fmt.entry_files)
+    if bad or (manifest.get("complete") and entries_missing):
+        manifest["shards"], manifest["complete"] = good, False
+        atomic_write_json(folder / MANIFEST, manifest)
+    listed = {s["file"] for s in good}
+    for stray in folder.glob(f"{fmt.prefix}-*.h5"):
+        if fmt.owned.fullmatch(stray.name) and stray.name not in listed:  # written, never recorded
+            stray.unlink()
+    manifest["config"] = fmt.config  # provenance (e.g. the corpus path) as given this time
+    manifest["n_truncated"] = sum(s.get("n_truncated", 0) for s in good)
+    return manifest
+
+
 class ShardedWriter:
     """Writes a sharded folder in row order: `append` buffers columns and writes a shard at every `shard_rows`
     boundary; `finalize` writes the last shard and the format's entry files.
@@ -181,8 +250,7 @@ class ShardedWriter:
         self.manifest: dict = {}
         self._lock = WriterLock(self.dir)
         self._created = False
-        self._buf: list[dict] = []
-        self._buffered = 0
+        self._buf = RowBuffer()
 
     # ---- open / close
     def __enter__(self) -> "ShardedWriter":
@@ -213,43 +281,14 @@ class ShardedWriter:
 
     def _clean_own_temporaries(self) -> None:
         for p in self.dir.iterdir():
-            if owned_tmp(p.name, self.fmt.owned):  # a crashed writer's (we hold the lock, so no live writer's)
+            if owned_tmp(p.name, self.fmt.owned):
                 p.unlink(missing_ok=True)
 
     def _load_or_new(self) -> dict:
-        if not (self.dir / MANIFEST).exists():
-            foreign = sorted(p.name for p in self.dir.iterdir()
-                             if p.name != WriterLock.NAME and not owned_tmp(p.name, self.fmt.owned))
-            if foreign:
-                raise StoreError(f"{self.dir}: not empty and not a lookalike {self.fmt.noun} (holds {', '.join(foreign[:3])}"
-                                 f"{', ...' if len(foreign) > 3 else ''}); refusing to write into it: give a new or "
-                                 "empty folder")
-            self._clean_own_temporaries()
-            return {"kind": self.fmt.kind, "format_version": self.fmt.version, "config": self.config,
-                    **self.fmt.manifest_fields(), "shards": [], "complete": False, "total_rows": None,
-                    "n_truncated": 0, "created": utc_now()}
-        manifest = read_manifest(self.dir, type(self.fmt))
-        refuse_other_settings(self.dir, self.fmt.identity(manifest["config"]), self.fmt.identity(self.config),
-                              f"a {self.fmt.noun}", StoreError)
-        self._clean_own_temporaries()
-        good = []
-        for shard in manifest["shards"]:
-            problem = self.fmt.check_shard(self.dir, shard, manifest)
-            if problem:
-                log.warning("%s: %s; re-doing it and every shard after it", self.dir / shard["file"], problem)
-                break
-            good.append(shard)
-        entries_missing = any(not (self.dir / f).exists() for f in self.fmt.entry_files)
-        if len(good) != len(manifest["shards"]) or (manifest.get("complete") and entries_missing):
-            manifest["shards"], manifest["complete"] = good, False
-            atomic_write_json(self.dir / MANIFEST, manifest)
-        listed = {s["file"] for s in good}
-        for stray in self.dir.glob(f"{self.fmt.prefix}-*.h5"):
-            if self.fmt.owned.fullmatch(stray.name) and stray.name not in listed:  # written, never recorded
-                stray.unlink()
-        manifest["config"] = self.config  # provenance (e.g. the corpus path) as given this time
-        manifest["n_truncated"] = sum(s.get("n_truncated", 0) for s in good)
-        return manifest
+        fresh = not (self.dir / MANIFEST).exists()
+        manifest = _new_manifest(self.dir, self.fmt) if fresh else None
+        self._clean_own_temporaries()  # a crashed writer's (we hold the lock, so no live writer's)
+        return manifest if fresh else _resumed_manifest(self.dir, self.fmt)
 
     # ---- state
     @property
@@ -272,27 +311,12 @@ class ShardedWriter:
         bad = [k for k, v in columns.items() if v is not None and len(v) != n]
         if bad:
             raise StoreError(f"{self.dir}: append of {n} ids with {bad[0]} of length {len(columns[bad[0]])}")
-        self._buf.append(columns)
-        self._buffered += n
-        while self._buffered and self._buffered >= self.shard_rows - self.rows_done % self.shard_rows:
+        self._buf.add(columns)
+        while self._buf.rows and self._buf.rows >= self.shard_rows - self.rows_done % self.shard_rows:
             self._flush(self.shard_rows - self.rows_done % self.shard_rows)
 
     def _flush(self, n: int) -> None:
-        parts: list[dict] = []
-        need = n
-        while need:
-            chunk = self._buf[0]
-            rows = len(chunk["id"])
-            if rows <= need:
-                parts.append(self._buf.pop(0))
-                need -= rows
-            else:
-                head = {k: (v[:need] if v is not None else None) for k, v in chunk.items()}
-                self._buf[0] = {k: (v[need:] if v is not None else None) for k, v in chunk.items()}
-                parts.append(head)
-                need = 0
-        self._buffered -= n
-        columns = {k: (_join([p[k] for p in parts]) if parts[0][k] is not None else None) for k in parts[0]}
+        columns = self._buf.take(n)
         name = self.fmt.shard_name(self.shards_done)
         need = _size_estimate(columns)
         free = shutil.disk_usage(self.dir).free
@@ -323,8 +347,8 @@ class ShardedWriter:
 
     def finalize(self) -> dict:
         """Write what is buffered, the format's entry files, and mark the folder complete."""
-        if self._buffered:
-            self._flush(self._buffered)
+        if self._buf.rows:
+            self._flush(self._buf.rows)
         if not self.manifest["shards"]:
             raise StoreError(f"{self.dir}: no rows were written")
         self.fmt.finalize(self.dir, self.manifest)

@@ -18,8 +18,6 @@ manifest (sha256, rows, shape) before use.
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,10 +39,6 @@ FEATURE_KEYS = ("model_sha256", "pooling", "normalize", "max_length")
 REPAIR = "re-run the `lookalike embed` command that made it (it re-does damaged shards)"
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.h5"
-
-
 def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embedding: np.ndarray,
                      n_tokens: np.ndarray, truncated: np.ndarray, config: dict) -> dict:
     """Write shard `index` (rows start..start+len) under a temporary name, fsync, rename; return its manifest entry.
@@ -55,7 +49,7 @@ def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embe
 
     out_dir = Path(out_dir)
     end = start + len(ids)
-    final = out_dir / shard_name(index)
+    final = out_dir / StoreFormat.shard_name(index)
     with atomic_file(final) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("embedding", data=embedding)
         f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
@@ -215,16 +209,13 @@ class Store:
     def verify(self) -> None:
         """StoreError naming the first shard that does not match the manifest (sha256, rows, shape, settings),
         or the first id that appears twice."""
-        shards = self.manifest["shards"]
-        # sha256 releases the GIL: shards are hashed in parallel, problems reported in shard order
-        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1, len(shards)))) as pool:
-            problems = list(pool.map(lambda sh: check_shard(self.path, sh, self.dim, self.config), shards))
-        for s, problem in zip(shards, problems):
-            if problem:
-                writer = WriterLock.holder(self.path)
-                if writer:
-                    raise StoreError(f"{self.path}: is being written by pid {writer}; open it when that run ends")
-                raise StoreError(f"{self.path / s['file']}: {problem}; the store is damaged: {REPAIR}")
+        bad = StoreFormat(self.config, self.dim).first_problem(self.path, self.manifest)
+        if bad:
+            writer = WriterLock.holder(self.path)
+            if writer:
+                raise StoreError(f"{self.path}: is being written by pid {writer}; open it when that run ends")
+            raise StoreError(f"{self.path / self.manifest['shards'][bad[0]]['file']}: {bad[1]}; the store is damaged: "
+                             f"{REPAIR}")
         ids = self.ids
         if len(set(ids)) != len(ids):
             seen: dict = {}
@@ -344,16 +335,21 @@ def require_same_features(stores: dict[str, Store], what: str) -> None:
                                  f"differ in {k} ({b!r} vs {a!r}); {what} needs one model's features throughout")
 
 
+def id_positions(a, b) -> tuple[np.ndarray | None, str]:
+    """(positions in `b` of `a`'s ids, in a's order; "") when both hold the same ids, else (None, what differs).
+    The one id matching every comparison uses (stores, neighbour files, OOD sets)."""
+    pos_b = {x: i for i, x in enumerate(b)}
+    missing = [x for x in a if x not in pos_b]
+    extra = len(b) - (len(a) - len(missing))
+    if missing or extra:
+        example = missing[:3] if missing else [x for x in b if x not in set(a)][:3]
+        return None, f"{len(missing)} ids only in the first, {extra} only in the second; e.g. {example}"
+    return np.fromiter((pos_b[x] for x in a), dtype=np.int64, count=len(a)), ""
+
+
 def align(a: Store, b: Store) -> tuple[np.ndarray, np.ndarray]:
     """Index arrays (ia, ib) with a.ids[ia] == b.ids[ib], in a's order. StoreError if the id sets differ."""
-    ida, idb = a.ids, b.ids
-    pos_b = {x: i for i, x in enumerate(idb)}
-    missing = [x for x in ida if x not in pos_b]
-    extra = len(idb) - (len(ida) - len(missing))
-    if missing or extra:
-        example = missing[:3] if missing else [x for x in idb if x not in set(ida)][:3]
-        raise StoreError(f"stores {a.path} and {b.path} hold different id sets ({len(missing)} ids only in the "
-                         f"first, {extra} only in the second; e.g. {example})")
-    ia = np.arange(len(ida))
-    ib = np.fromiter((pos_b[x] for x in ida), dtype=np.int64, count=len(ida))
-    return ia, ib
+    ib, why = id_positions(a.ids, b.ids)
+    if ib is None:
+        raise StoreError(f"stores {a.path} and {b.path} hold different id sets ({why})")
+    return np.arange(len(ib)), ib

@@ -113,6 +113,11 @@ class CorpusSpec:
                 "limit": self.limit if self.limit is not None else -1, "every": self.every or 1,
                 "offset": self.offset}
 
+    def identity(self) -> dict:
+        """The corpus as every artifact made from it records it: its location, content fingerprint and selection."""
+        return {"corpus": str(Path(self.path).resolve()) if self.is_local else self.path,
+                "corpus_fingerprint": self.fingerprint(), **self.settings()}
+
     def as_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 

@@ -159,8 +159,7 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
     if pooling_from is not None:
         config["pooling_from"] = pooling_from
     if corpus is not None:
-        corpus_path = str(Path(corpus.path).resolve()) if corpus.is_local else corpus.path
-        config.update({"corpus": corpus_path, "corpus_fingerprint": corpus.fingerprint(), **corpus.settings()})
+        config.update(corpus.identity())
     return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, int(manifest["hidden_size"]))
 
 

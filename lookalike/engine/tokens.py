@@ -31,7 +31,7 @@ from ..core.manifest import clamp_length, load_manifest
 from ..core.shards import ShardedWriter, ShardFormat, read_manifest, sha_problem
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError, StoreError
-from ..files import atomic_file, cache_dir, progress_bar, sha256_file
+from ..files import atomic_file, cache_dir, first_difference, progress_bar, sha256_file
 from .batching import Encoded, tokenize
 from .plan import shard_aligned, skip_done, window_ranges
 from .stages import staged
@@ -70,13 +70,11 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def cache_config(tokenizer, corpus: CorpusSpec, max_length: int) -> dict:
-    return {"tokenizer_sha256": tokenizer_fingerprint(tokenizer), "max_length": int(max_length),
-            "corpus": str(Path(corpus.path).resolve()) if corpus.is_local else corpus.path,
-            "corpus_fingerprint": corpus.fingerprint(), **corpus.settings()}
+    return {"tokenizer_sha256": tokenizer_fingerprint(tokenizer), "max_length": int(max_length), **corpus.identity()}
 
 
 def cache_key(config: dict) -> str:
-    identity = {k: v for k, v in config.items() if k not in TokenFormat.provenance}
+    identity = TokenFormat(config).identity(config)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -224,12 +222,9 @@ def open_tokens(path: str | Path, *, verify: bool = True) -> TokenCache:
     manifest = read_manifest(p, TokenFormat)
     if not manifest.get("complete"):
         raise StoreError(f"{p}: token cache is incomplete; re-run `lookalike tokenize` to finish it")
-    if verify:
-        fmt = TokenFormat(manifest["config"])
-        for s in manifest["shards"]:
-            problem = fmt.check_shard(p, s, manifest)
-            if problem:
-                raise StoreError(f"{p / s['file']}: {problem}; the token cache is damaged: {REPAIR}")
+    bad = TokenFormat(manifest["config"]).first_problem(p, manifest) if verify else None
+    if bad:
+        raise StoreError(f"{p / manifest['shards'][bad[0]]['file']}: {bad[1]}; the token cache is damaged: {REPAIR}")
     return TokenCache(p, manifest)
 
 
@@ -247,10 +242,10 @@ def matching_cache(tokens: str | Path | None, config: dict) -> TokenCache | None
             return None
     else:
         cache = open_tokens(tokens)
-    ident = {k: v for k, v in config.items() if k not in TokenFormat.provenance}
-    have = {k: v for k, v in cache.config.items() if k not in TokenFormat.provenance}
-    if ident != have:
-        key = next(k for k in sorted(set(ident) | set(have)) if ident.get(k) != have.get(k))
+    fmt = TokenFormat(config)
+    ident, have = fmt.identity(config), fmt.identity(cache.config)
+    key = first_difference(have, ident)
+    if key is not None:
         raise InputError(f"{cache.path}: token cache made with other settings ({key}: {have.get(key)!r} there, "
                          f"{ident.get(key)!r} needed)")
     return cache
