@@ -46,6 +46,24 @@ def test_flat_knn_matches_numpy_with_duplicates(tmp_path):
     assert back.k == 10 and list(back.neighbor_ids(3)[0]) == list(res.ids[res.neighbors[0, :3]])
 
 
+@pytest.mark.parametrize("bank_rows", [11, 64, 299])
+def test_streamed_bank_gives_the_one_index_result_tie_for_tie(bank_rows):
+    """The bank streamed through the index block by block (a last block too small for k joins the one before) gives
+    exactly the one-index search's neighbours, ties included: the same rows in the same order."""
+    from lookalike.analysis.knn import build_index, knn_search, knn_self_streamed, load_normalized
+
+    x = _data()
+    x[200:260] = x[100]  # 61 copies: a tie wider than k that straddles the blocks
+    xn = load_normalized(x)
+    one_sims, one_rows = knn_search(xn, xn, 10, index=build_index(xn, "flat"), exclude_rows=np.arange(len(x)))
+    sims, rows = knn_self_streamed(xn, 10, bank_rows=bank_rows, block_rows=37)
+    np.testing.assert_array_equal(rows, one_rows)
+    np.testing.assert_allclose(sims, one_sims, atol=1e-6)
+    assert rows[100].tolist() == list(range(200, 210))  # the tie broken by row: the lowest rows first
+    ref = _brute_knn(x, 10)
+    assert all(set(rows[r]) == set(ref[r]) for r in range(len(x)))
+
+
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_indexes_report_recall(kind):
     x = _data(n=2000, d=16, seed=1)

@@ -160,5 +160,6 @@ def test_floors_import_only_downwards():
                       if m == floor or m.startswith(floor + ".") for d in deps if d.startswith(above))
 
     assert violations(graph) == []
+    assert [m for m, deps in graph.items() if "lookalike.cli" in deps] == []  # the CLI is the top floor
     assert violations({"lookalike.analysis.knn": {"lookalike.engine.store"}}) == [("lookalike.analysis.knn",
                                                                                  "lookalike.engine.store")]

@@ -238,9 +238,37 @@ def knn_search(x: np.ndarray, queries: np.ndarray, k: int, *, index=None, gpu: b
     return sims, rows
 
 
+def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
+                      bank_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (similarity, rows) of the k nearest other rows of every row of `x`, the bank streamed through a flat
+    index `bank_rows` at a time (as faiss.contrib's knn_ground_truth): memory is `x` plus one bank block, not a
+    second copy of `x` inside the index. Each block's exact top-k (ties at the k-th place closed) is merged with
+    the running top-k by (-similarity to 6 decimals, row): the result is the one-index search's, tie for tie."""
+    n = len(x)
+    bank_rows = max(bank_rows, k + 1)
+    starts = list(range(0, n, bank_rows))
+    if len(starts) > 1 and n - starts[-1] < k + 1:  # a last block too small for k neighbours joins the one before
+        starts.pop()
+    sims = rows = None
+    queries = np.arange(n)
+    for b, lo in enumerate(starts):
+        hi = starts[b + 1] if b + 1 < len(starts) else n
+        own = np.where((queries >= lo) & (queries < hi), queries - lo, -1)  # each query's own row in this block
+        s, r = knn_search(x[lo:hi], x, k, index=build_index(x[lo:hi], "flat", gpu=gpu), block_rows=block_rows,
+                          exclude_rows=own)
+        r += lo
+        if sims is None:
+            sims, rows = s, r
+        else:
+            sims, rows = _order(np.concatenate([sims, s], 1), np.concatenate([rows, r], 1), k)
+    return sims, rows
+
+
 def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu: bool | None = None,
-             block_rows: int = 8192, recall_sample: int = 1000, seed: int = 0, **index_kw) -> KnnResult:
-    """The k nearest other points of every point of `store` by cosine similarity."""
+             block_rows: int = 8192, recall_sample: int = 1000, seed: int = 0, bank_rows: int = 65536,
+             **index_kw) -> KnnResult:
+    """The k nearest other points of every point of `store` by cosine similarity. The exact (flat) search streams
+    the bank block by block (`knn_self_streamed`); ivf and hnsw build one index over all points."""
     x = load_normalized(store)
     n = len(x)
     if k < 1:
@@ -249,8 +277,11 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
         raise InputError(f"k={k} needs more than k points; the store has {n}", path=getattr(store, "path", None))
     ids = store.ids if isinstance(store, Store) else np.arange(n).astype(str)
     t0 = time.perf_counter()
-    idx = build_index(x, index, gpu=gpu, seed=seed, **index_kw)
-    sims, rows = knn_search(x, x, k, index=idx, block_rows=block_rows, exclude_rows=np.arange(n))
+    if index == "flat":
+        sims, rows = knn_self_streamed(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
+    else:
+        idx = build_index(x, index, gpu=gpu, seed=seed, **index_kw)
+        sims, rows = knn_search(x, x, k, index=idx, block_rows=block_rows, exclude_rows=np.arange(n))
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
             "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
     if isinstance(store, Store):
