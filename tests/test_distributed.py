@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +17,26 @@ from lookalike.params import EmbedParams, PredictParams
 ray = pytest.importorskip("ray")  # installed by the test extra; skipped only where the extra is absent
 
 
+FAULTS = Path(tempfile.gettempdir()) / f"lookalike-ray-faults-{os.getpid()}.json"
+
+
 @pytest.fixture(scope="module")
 def local_ray():
+    """A local Ray whose workers can be told to die once (tests/ray_faults.py, through `kill_once`)."""
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {"LOOKALIKE_TEST_FAULTS": str(FAULTS),
+           "PYTHONPATH": os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 1024 ** 2,
-             ignore_reinit_error=True)
+             ignore_reinit_error=True,
+             runtime_env={"worker_process_setup_hook": "ray_faults.install", "env_vars": env})
     yield
     ray.shutdown()
+    FAULTS.unlink(missing_ok=True)
+
+
+def kill_once(marker: Path, **where) -> None:
+    """The next worker that reaches `where` (kill_shard_at_row=ROW or kill_part_at_id=ID) dies, once."""
+    FAULTS.write_text(json.dumps({"marker": str(marker), **where}))
 
 
 @pytest.mark.slow
@@ -38,8 +55,9 @@ def test_ray_store_equals_local_and_survives_a_killed_worker(local_ray, tiny_exp
     assert [(s["row_start"], s["row_end"]) for s in ma["shards"]] == [(s["row_start"], s["row_end"]) for s in mb["shards"]]
     # a worker dies while on shard 2; Ray restarts it and retries the task: nothing lost, nothing doubled
     marker = tmp_path / "killed"
+    kill_once(marker, kill_shard_at_row=2 * params.shard_rows)
     res = embed(tiny_exports["bert2"], data, tmp_path / "ray-killed", params, backend="ray",
-                ray=RayOptions(workers=2, fault={"kill_shard": 2, "marker": str(marker)}))
+                ray=RayOptions(workers=2))
     assert marker.exists() and res["rows"] == 90
     c = open_store(tmp_path / "ray-killed")
     assert list(c.ids) == list(a.ids)
@@ -63,7 +81,8 @@ def test_ray_predictions_equal_local_after_a_killed_worker_and_resume(local_ray,
     opts = dict(params=PredictParams(max_length=128, doc_stride=48))
     predict(tiny_exports["qa"], qa, tmp_path / "local", task="qa", **opts)
     marker = tmp_path / "killed"
-    ray_opts = RayOptions(workers=2, part_rows=8, fault={"kill_part": 2, "marker": str(marker)})
+    kill_once(marker, kill_part_at_id=list(qa.records())[2 * 8].id)  # the first record of part 2
+    ray_opts = RayOptions(workers=2, part_rows=8)
     info = predict(tiny_exports["qa"], qa, tmp_path / "ray", task="qa", backend="ray", ray=ray_opts, **opts)
     assert marker.exists() and info["backend"] == "ray" and info["n"] == 40
     for name in ("predictions.json", "null_odds.json"):

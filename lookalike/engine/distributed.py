@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -105,23 +104,13 @@ def ordered_on_actors(ray, pool: list, method: str, tasks: Iterator[tuple[int, t
             next_out += 1
 
 
-def _maybe_die(fault: dict, key: str, index: int) -> None:
-    """Fault injection for the tests: the worker process dies once, on task `index`, mid-run."""
-    marker = fault.get("marker")
-    if fault.get(key) == index and marker and not Path(marker).exists():
-        Path(marker).write_text("killed once")
-        os._exit(1)
-
-
 def _embed_worker_class(ray):
     @ray.remote(max_restarts=3, max_task_retries=3)
     class EmbedWorker:
-        def __init__(self, model_dir: str, plan, device: str, threads: int | None, fault: dict | None):
+        def __init__(self, model_dir: str, plan, device: str, threads: int | None):
             self.runner = WindowEmbedder(OnnxModel(model_dir, device=device, threads=threads), plan)
-            self.fault = fault or {}
 
         def run_shard(self, index: int, start: int, records: list, out_dir: str) -> dict:
-            _maybe_die(self.fault, "kill_shard", index)
             emb, n_tokens, truncated, counts = self.runner.embed_records(start, records)
             entry = write_shard_file(Path(out_dir), index, start, [r.id for r in records], emb, n_tokens, truncated,
                                      self.runner.plan.config)
@@ -150,7 +139,7 @@ def embed_ray(model_dir: str | Path, corpus: CorpusSpec, out_dir: str | Path, pa
         try:
             pool = _pool(ray_mod, _embed_worker_class(ray_mod), ray,
                          _n_workers(ray_mod, ray.workers, ray.cpus_per_worker), str(Path(model_dir).resolve()),
-                         plan, worker_device, threads or max(1, int(ray.cpus_per_worker)), ray.fault)
+                         plan, worker_device, threads or max(1, int(ray.cpus_per_worker)))
             t0 = time.perf_counter()
             shards = shard_aligned(skip_done(corpus.records(), resumed_from, corpus.path), resumed_from,
                                    params.shard_rows, params.shard_rows)
@@ -177,13 +166,11 @@ def embed_ray(model_dir: str | Path, corpus: CorpusSpec, out_dir: str | Path, pa
 def _predict_worker_class(ray):
     @ray.remote(max_restarts=3, max_task_retries=3)
     class PredictWorker:
-        def __init__(self, model_dir: str, task: str, device: str, threads: int | None, options: dict,
-                     fault: dict | None):
+        def __init__(self, model_dir: str, task: str, device: str, threads: int | None, options: dict):
             self.model = OnnxModel(model_dir, task=prediction_task(task).name, device=device, threads=threads)
-            self.task, self.options, self.fault = task, options, fault or {}
+            self.task, self.options = task, options
 
         def run_part(self, index: int, records: list) -> dict:
-            _maybe_die(self.fault, "kill_part", index)
             if self.task == "qa":
                 preds, odds = predict_qa(self.model, records, **self.options)
                 return {"predictions": preds, "null_odds": odds}
@@ -214,7 +201,7 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
             pool = _pool(ray_mod, _predict_worker_class(ray_mod), ray,
                          min(_n_workers(ray_mod, ray.workers, ray.cpus_per_worker), len(todo)),
                          str(Path(model_dir).resolve()), task, worker_device,
-                         threads or max(1, int(ray.cpus_per_worker)), options, ray.fault)
+                         threads or max(1, int(ray.cpus_per_worker)), options)
             done_rows = len(records) - sum(len(records[i * part_rows:(i + 1) * part_rows]) for i in todo)
             bar = progress_bar(progress, total=len(records), initial=done_rows, unit="records",
                                desc=f"predict[ray] {task}")

@@ -45,7 +45,6 @@ class RayOptions:
     cpus_per_worker: float = 1.0
     part_rows: int = 256  # predict: records per task
     ray_init: dict | None = None
-    fault: dict | None = None  # tests: make a worker die once (see distributed._maybe_die)
 
 
 def shard_aligned(items: Iterable, start: int, size: int, boundary: int) -> Iterator[tuple[int, list]]:

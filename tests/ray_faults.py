@@ -1,0 +1,45 @@
+"""A Ray worker setup hook for the tests: a worker process dies once, mid-task, where a fault file says.
+
+Installed by tests/test_distributed.py's `local_ray` fixture (`runtime_env.worker_process_setup_hook`); the fault
+file (`$LOOKALIKE_TEST_FAULTS`) names the shard row or prediction part to die on and a marker file written when it
+happens. lookalike itself carries no fault hook: this wraps its public functions inside the worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def _die_once(key: str, value) -> None:
+    try:
+        spec = json.loads(Path(os.environ["LOOKALIKE_TEST_FAULTS"]).read_text())
+    except (KeyError, OSError, ValueError):
+        return
+    marker = spec.get("marker")
+    if spec.get(key) == value and marker and not Path(marker).exists():
+        Path(marker).write_text("killed once")
+        os._exit(1)
+
+
+def install() -> None:
+    from lookalike.engine import tasks, windows
+
+    embed_records = windows.WindowEmbedder.embed_records
+    predict_qa, predict_cls = tasks.predict_qa, tasks.predict_cls
+
+    def embed_records_or_die(self, start, records):
+        _die_once("kill_shard_at_row", start)
+        return embed_records(self, start, records)
+
+    def predict_qa_or_die(model, records, **kw):
+        _die_once("kill_part_at_id", records[0].id)
+        return predict_qa(model, records, **kw)
+
+    def predict_cls_or_die(model, records, **kw):
+        _die_once("kill_part_at_id", records[0].id)
+        return predict_cls(model, records, **kw)
+
+    windows.WindowEmbedder.embed_records = embed_records_or_die
+    tasks.predict_qa, tasks.predict_cls = predict_qa_or_die, predict_cls_or_die
