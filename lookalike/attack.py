@@ -63,7 +63,6 @@ def make_wrapper(model, max_length: int = 512, batch_tokens: int = 2048):
     """A TextAttack ModelWrapper that batches queries through ONNX Runtime and counts them."""
     from textattack.models.wrappers import ModelWrapper
 
-
     class OnnxClassifier(ModelWrapper):
         def __init__(self):
             self.model = model

@@ -280,7 +280,6 @@ def status(message: str) -> None:
     """One line saying which long step runs now, for a person at a terminal (not under -q, not into logs)."""
     import logging
 
-
     if sys.stderr.isatty() and logging.getLogger("lookalike").isEnabledFor(NOTICE):
         print(f"… {message}", file=sys.stderr, flush=True)
 

@@ -100,7 +100,6 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     import torch
     import transformers
 
-
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not (out / REPORT).exists() and any(out.iterdir()):

@@ -63,12 +63,14 @@ class EmbedParams:
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
     normalize: bool = False
 
+
 @params
 class KnnParams:
     k: int = field(default=10, metadata=_min(1))
     sweep: tuple[int, ...] = field(default=(), metadata=_min(1))
     index: str = field(default="flat", metadata={"choices": INDEXES})
     block_rows: int = field(default=8192, metadata=_min(1))
+
     @property
     def k_max(self) -> int:
         return max((self.k, *self.sweep))
@@ -85,6 +87,7 @@ class OodParams:
     tpr: float = field(default=0.95, metadata={"min": 1e-9, "max": 1.0})
     val_fraction: float = field(default=0.1, metadata={"min": 1e-9, "max": 0.9})
     seed: int = 0
+
     @property
     def ks(self) -> list[int]:
         return sorted({self.k, *self.sweep})
@@ -102,6 +105,7 @@ class PredictParams:
     batch_tokens: int | None = field(default=None, metadata=_min(8))
     f1_below: float | None = None
     cls_max_length: int | None = field(default=None, metadata=_min(8))  # classification's own length [max_length]
+
     def qa_options(self) -> dict:
         max_length = self.max_length or QA_MAX_LENGTH
         if self.doc_stride >= max_length:
@@ -134,11 +138,13 @@ class AttackParams:
     similarity_threshold: float = 0.2
     max_length: int = field(default=512, metadata=_min(8))
 
+
 @params
 class LatencyParams:
     batch_sizes: tuple[int, ...] = field(default=(1, 8), metadata=_min(1))
     seq_lengths: tuple[int, ...] = field(default=(128,), metadata=_min(2))
     repeat: int = field(default=10, metadata=_min(1))
+
 
 @params
 class FinetuneParams:
@@ -158,6 +164,7 @@ class FinetuneParams:
     # a file sorted by label would otherwise give one class. shuffle False keeps the first N.
     shuffle: bool = True
     shuffle_seed: int | None = None
+
 
 STEPS: dict[str, type] = {"embed": EmbedParams, "knn": KnnParams, "ood": OodParams, "predict": PredictParams,
                           "attack": AttackParams, "latency": LatencyParams}

@@ -72,7 +72,6 @@ def labels(manifest: dict) -> dict[int, str]:
     return {int(k): v for k, v in (manifest.get("labels") or {}).items()}
 
 
-
 def positions(manifest: dict) -> int:
     """The model's position embeddings: the longest input it reads (512 when the export does not say)."""
     return int(manifest.get("max_position_embeddings") or 512)

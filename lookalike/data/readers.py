@@ -302,6 +302,7 @@ def _read_parquet(path: Path, fields: Fields, info: dict, split: str | None = No
             pf = pq.ParquetFile(path)
     except Exception as exc:
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
+
     def rows():
         i = 0
         for batch in pf.iter_batches(batch_size=4096):

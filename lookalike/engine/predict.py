@@ -25,6 +25,7 @@ from .tokens import cache_config, matching_cache
 
 log = logging.getLogger(__name__)
 
+
 def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | Path, *, task: str,
             params: PredictParams | None = None, device: str = "auto", model: OnnxModel | None = None,
             backend: str = "local", ray: RayOptions | None = None, threads: int | None = None,

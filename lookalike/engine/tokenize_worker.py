@@ -28,7 +28,6 @@ def _write(stream, obj) -> None:
 def main() -> int:
     from tokenizers import Tokenizer
 
-
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     setup = _read(stdin)
     if setup is None:

@@ -215,6 +215,7 @@ class TokenCache:
                 row = first + j
             yield a, names, Encoded.concat(parts), empty
 
+
 def open_tokens(path: str | Path, *, verify: bool = True) -> TokenCache:
     p = Path(path)
     if not (p / "manifest.json").exists():

@@ -440,7 +440,6 @@ def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant,
     import torch
     import transformers
 
-
     proto = onnx.load(str(path), load_external_data=False)
     cfg = torch_model.config
     hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "dim", None)
