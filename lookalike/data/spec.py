@@ -92,6 +92,10 @@ class CorpusSpec:
                            id_field=self.id_field, label_field=self.label_field, split=self.split,
                            limit=self.limit, every=self.every, offset=self.offset)
 
+    def sample_texts(self, n: int) -> list[str]:
+        """The first `n` non-empty texts among the first 4n selected records (sample texts: int8 calibration)."""
+        return [r.text for r in self.replace(limit=4 * n).records() if r.text.strip()][:n]
+
     def count(self) -> int:
         return sum(1 for _ in self.records())
 
