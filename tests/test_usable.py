@@ -263,3 +263,12 @@ def test_pooling_auto_reads_the_source_of_an_older_export(minilm_export, tmp_pat
     del m["sentence_transformers"]  # as exports made before this was recorded
     (old / "lookalike.json").write_text(json.dumps(m))
     assert Embedder(old, pooling="auto").settings()["pooling"] == "mean"
+
+
+def test_sample_texts_are_the_first_non_empty_ones(tmp_path):
+    """`export --calibration FILE` reads its sample texts with CorpusSpec.sample_texts: non-empty, in file order."""
+    (tmp_path / "c.txt").write_text("alpha\n\n   \nbeta\ngamma\ndelta\n")
+    spec = CorpusSpec(tmp_path / "c.txt")
+    assert spec.sample_texts(2) == ["alpha", "beta"]
+    assert spec.sample_texts(1) == ["alpha"]  # reads at most 4 records: the blank ones count
+    assert spec.sample_texts(10) == ["alpha", "beta", "gamma", "delta"]
