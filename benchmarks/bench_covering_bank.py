@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, save  # noqa: E402
@@ -37,21 +36,14 @@ KS = (1, 5, 10, 20, 50, 100)
 
 
 def stratified_bank(n: int, seed: int, out: Path) -> dict:
-    """A JSONL of about n question + context pairs, the same share of every article's questions."""
-    data = json.loads(gzip.open(SHARED / "squad1_train" / "train-v1.1-explorer.json.gz").read())["data"]
-    total = sum(len(p["qas"]) for a in data for p in a["paragraphs"])
-    rng = np.random.default_rng(seed)
-    rows, per_article = [], []
-    for art in data:
-        qas = [(q, p["context"]) for p in art["paragraphs"] for q in p["qas"]]
-        take = max(1, round(len(qas) * n / total))
-        for i in sorted(rng.choice(len(qas), size=min(take, len(qas)), replace=False)):
-            q, ctx = qas[i]
-            rows.append({"id": q["id"], "text": q["question"], "pair": ctx})  # as the SQuAD reader makes them
-        per_article.append(min(take, len(qas)))
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {"articles": len(data), "questions_in_train": total, "bank_questions": len(rows), "seed": seed,
-            "per_article_min": min(per_article), "per_article_max": max(per_article)}
+    """A JSONL of about n question + context pairs, the same share of every article's questions
+    (`lookalike.data.sample.stratified_squad`), as the SQuAD reader makes them."""
+    from lookalike.data.sample import stratified_squad
+
+    rows, info = stratified_squad(json.loads(gzip.open(SHARED / "squad1_train" / "train-v1.1-explorer.json.gz").read()),
+                                  n, seed)
+    out.write_text("".join(json.dumps({k: r[k] for k in ("id", "text", "pair")}) + "\n" for r in rows))
+    return info
 
 
 def question_only(spec, out: Path):

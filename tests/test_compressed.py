@@ -59,3 +59,48 @@ def test_the_shipped_squad_train_archive(shared_data):
     """All 442 SQuAD train articles as SQuAD 1.1 content, gzipped: read as it is stored."""
     recs = list(CorpusSpec(shared_data / "squad1_train" / "train-v1.1-explorer.json.gz", limit=500).records())
     assert len(recs) == 500 and all(r.text_pair for r in recs) and all(r.answers for r in recs)
+
+
+def _squad(sizes):
+    """A SQuAD-format dict: article g has sizes[g] questions over two paragraphs."""
+    data = []
+    for g, size in enumerate(sizes):
+        qas = [{"id": f"a{g}q{i}", "question": f"question {i} of {g}?", "answers": []} for i in range(size)]
+        data.append({"title": f"article {g}", "paragraphs": [{"context": f"first context of {g}", "qas": qas[::2]},
+                                                             {"context": f"second context of {g}", "qas": qas[1::2]}]})
+    return {"data": data}
+
+
+def test_stratified_bank_is_deterministic_and_covers_every_article():
+    """The covering bank: the same share of every article (at least one question each), the same draw for the same
+    seed, another for another seed, each row a question with its own paragraph's context."""
+    from lookalike.data.sample import stratified_squad
+
+    sizes = [3, 40, 400, 1, 57]
+    squad = _squad(sizes)
+    rows, info = stratified_squad(squad, 100, seed=0)
+    again, _ = stratified_squad(squad, 100, seed=0)
+    other, _ = stratified_squad(squad, 100, seed=1)
+    assert rows == again and [r["id"] for r in rows] != [r["id"] for r in other]
+    per_article = {f"article {g}": sum(r["article"] == f"article {g}" for r in rows) for g in range(len(sizes))}
+    assert per_article == {"article 0": 1, "article 1": 8, "article 2": 80, "article 3": 1, "article 4": 11}
+    assert info["articles"] == 5 and info["questions_in_train"] == 501 and info["bank_questions"] == len(rows) == 101
+    assert len({r["id"] for r in rows}) == len(rows)  # no question twice
+    for r in rows:  # the pair is the question's own paragraph
+        g, i = (int(x) for x in r["id"][1:].split("q"))
+        assert r["text"] == f"question {i} of {g}?" and r["pair"] == f"{'first' if i % 2 == 0 else 'second'} context of {g}"
+    with pytest.raises(InputError, match="not a SQuAD file"):
+        stratified_squad({"version": "x"}, 10, 0)
+
+
+def test_stratified_bank_on_the_first_train_articles(shared_data):
+    """Real SQuAD train articles (the first 10, a small file, not the 8 MB archive): every one is covered, in
+    proportion."""
+    import json
+
+    from lookalike.data.sample import stratified_squad
+
+    first = json.loads((shared_data / "squad2" / "train-v2.0-first10.json").read_text())
+    rows, info = stratified_squad(first, 500, seed=0)
+    assert info["articles"] == 10 and {r["article"] for r in rows} == {a["title"] for a in first["data"]}
+    assert abs(len(rows) - 500) <= 10 and info["per_article_min"] >= 1
