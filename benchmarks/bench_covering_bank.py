@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, save  # noqa: E402
@@ -44,6 +45,28 @@ def stratified_bank(n: int, seed: int, out: Path) -> dict:
                                   n, seed)
     out.write_text("".join(json.dumps({k: r[k] for k in ("id", "text", "pair")}) + "\n" for r in rows))
     return info
+
+
+def length_diagnosis(stores: dict, k: int = 10) -> dict:
+    """How long the pairs the model read are (tokens, truncated at the max length) in the bank, the dev half and
+    NewsQA, and AUROC (dev half vs NewsQA, bank_442, k) within bins of equal length: does length explain it?"""
+    from lookalike.analysis.knn import load_normalized
+    from lookalike.analysis.ood import auroc, kth_distance_scores
+
+    bank, dev, news = stores["bank_442"], stores["dev_half"], stores["newsqa"]
+    x = load_normalized(bank)
+    sd = kth_distance_scores(x, load_normalized(dev), [k])[k]
+    sn = kth_distance_scores(x, load_normalized(news), [k])[k]
+    out = {"k": k, "auroc_all": auroc(sd, sn)}
+    for role, s in (("bank_442", bank), ("dev_half", dev), ("newsqa", news)):
+        out[role] = {"tokens_median": float(np.median(s.n_tokens)), "truncated": float(np.mean(s.truncated))}
+    bins = {}
+    for lo, hi in ((0, 128), (128, 192), (192, 256), (256, 257)):
+        md, mn = (dev.n_tokens >= lo) & (dev.n_tokens < hi), (news.n_tokens >= lo) & (news.n_tokens < hi)
+        if md.sum() >= 30 and mn.sum() >= 30:
+            bins[f"{lo}-{hi - 1}"] = {"auroc": auroc(sd[md], sn[mn]), "n_dev": int(md.sum()), "n_newsqa": int(mn.sum())}
+    out["auroc_by_tokens"] = bins
+    return out
 
 
 def question_only(spec, out: Path):
@@ -96,10 +119,12 @@ def into_shared(results: dict, name: str) -> None:
                                  "meaningful_k10": e[bank]["by_k"]["10"]["meaningful"],
                                  "verdict_k10": e[bank]["by_k"]["10"]["verdict"],
                                  "auroc_by_k": {k: v["auroc"] for k, v in e[bank]["by_k"].items()},
-                                 "fraction_flagged_by_k": {k: v["fraction_flagged"] for k, v in e[bank]["by_k"].items()}}
+                                 "fraction_flagged_by_k": {k: v["fraction_flagged"]
+                                                           for k, v in e[bank]["by_k"].items()}}
                           for bank in ("bank_442", "bank_10")}}
                       for m, e in results["encoders"].items()},
         "ood_agreement": results.get("ood_agreement"),
+        "length_diagnosis": results.get("length_diagnosis"),
     }
     path.write_text(json.dumps(shared, indent=2) + "\n")
     print(f"wrote {path} (covering_bank)")
@@ -177,6 +202,8 @@ def main():
                                 "fraction_flagged": m["fraction"], "meaningful": m["ok"], "verdict": m["reason"]}
             per_bank[bank] = {"n_bank": res.meta["n_bank"], "n_val": res.meta["n_val"], "by_k": rows}
             print(name, bank, json.dumps({k: round(v["auroc"], 3) for k, v in rows.items()}), flush=True)
+        if not results.get("length_diagnosis"):  # the reference: are NewsQA's long, truncated pairs the reason?
+            results["length_diagnosis"] = {"model": name, **length_diagnosis(stores)}
         results["encoders"][name] = {"model": str(model_dir), "pooling": pooling,
                                      "inputs": "questions only" if corpora_of_run is not corpora else
                                      "question + context pairs", **per_bank}
