@@ -78,6 +78,7 @@ def host_vs_device(model_dir: Path, corpus: Path, work: Path, max_length: int, d
     from lookalike.engine.bench import flops_per_token
     from lookalike.engine.plan import make_plan
     from lookalike.engine.tokens import open_tokens, tokenize_corpus
+    from lookalike.engine.windows import WindowEmbedder
     from lookalike.params import EmbedParams
 
     spec = CorpusSpec(corpus, id_field="id")
@@ -90,7 +91,7 @@ def host_vs_device(model_dir: Path, corpus: Path, work: Path, max_length: int, d
         plan = make_plan(model.manifest, spec, params, device=model.device, output_names=model.output_names)
         name = str(plan.batch_tokens)
         batches = [b for w in open_tokens(cache).windows(0, params.sort_window, params.shard_rows)
-                   for b in plan.batch(model, *w).batches]
+                   for b in WindowEmbedder(model, plan).from_tokens(*w).batches]
         real = sum(b.real_tokens for b in batches)
         for b in batches[:3]:  # warm-up
             model.run_feeds([plan.output], b.device_feeds or model.feeds(b.input_ids, b.attention_mask,
@@ -128,6 +129,7 @@ def same_batch_reference(src: Path, model_dirs: dict[str, Path], corpus: Path, w
     from lookalike.engine import OnnxModel
     from lookalike.engine.plan import make_plan
     from lookalike.engine.tokens import open_tokens, tokenize_corpus
+    from lookalike.engine.windows import WindowEmbedder
     from lookalike.params import EmbedParams
 
     spec = CorpusSpec(corpus, id_field="id")
@@ -138,7 +140,7 @@ def same_batch_reference(src: Path, model_dirs: dict[str, Path], corpus: Path, w
     params = EmbedParams(max_length=max_length, batch_tokens=budget)
     plan = make_plan(model.manifest, spec, params, device=model.device, output_names=model.output_names)
     batches = [b for w in open_tokens(cache).windows(0, params.sort_window, params.shard_rows)
-               for b in plan.batch(model, *w).batches]
+               for b in WindowEmbedder(model, plan).from_tokens(*w).batches]
     real = sum(b.real_tokens for b in batches)
     padded = sum(b.input_ids.size for b in batches)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
