@@ -81,7 +81,7 @@ def main():
     fp_seconds = best(fingerprint)
 
     # the model file's sha256, checked when an export is loaded (uncached: the in-process cache cleared)
-    from lookalike.exporters import manifest as export_manifest
+    from lookalike.core import manifest as export_manifest
 
     m = export_manifest.load_manifest(work / "fp32")
 
