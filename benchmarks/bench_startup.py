@@ -29,7 +29,14 @@ def wall(cmd: list[str], cwd: Path) -> float:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--code", default=None, help="run lookalike from this checkout instead (e.g. a git worktree of an "
+                                                 "older commit, for a before/after in one session)")
+    ap.add_argument("--name", default="startup-cpu", help="results file name [startup-cpu]")
     args = ap.parse_args()
+    if args.code:
+        import os
+
+        os.environ["PYTHONPATH"] = str(Path(args.code).resolve())
     work = Path(tempfile.mkdtemp(prefix="lookalike-startup-"))
     exe = [sys.executable, "-m", "lookalike.cli"]
     subprocess.run(exe + ["-q", "export", "minilm", "m"], cwd=work, check=True, capture_output=True)
@@ -46,7 +53,7 @@ def main():
         print(name, runs[name], flush=True)
     targets = {"help_at_most_1s": runs["help"]["median_s"] <= 1 and runs["embed_help"]["median_s"] <= 1,
                "embed_fixed_cost_at_most_3s": runs["embed_2_rows"]["median_s"] <= 3}
-    save("startup-cpu", {"runs": runs, "targets": targets,
+    save(args.name, {"runs": runs, "targets": targets, "code": args.code or "this checkout",
                          "note": "embed loads the export's tokenizer.json with the tokenizers library (no transformers "
                                  "or torch import); fresh processes, page cache warm"})
     shutil.rmtree(work, ignore_errors=True)
