@@ -32,8 +32,9 @@ from .engine.batching import tokenize
 from .engine.tasks import run_batched
 from .errors import InputError, ModelError
 from .exporters import export
-from .files import WriterLock, atomic_write_json, progress_bar, settings_guard
+from .files import WriterLock, progress_bar
 from .models import minilm_path, resolve_model
+from .outputs import OwnedFolder, guard_settings
 from .params import AttackParams
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,8 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder; give a folder for the attack results", path=out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OwnedFolder(out)
+    folder.claim("setting.json", "results.jsonl", "summary.json", what="attack file")
     with WriterLock(out):
         sim_dir = None
         if p.similarity == "engine":
@@ -322,11 +324,11 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
                    "target": str(target_dir), "target_sha256": model.sha256, "data": corpus.path,
                    "data_fingerprint": corpus.fingerprint(), "subword_candidates": "exact top-K by perplexity (beam)",
                    "examples": f"cut to the words the target reads ({model.clamp(p.max_length)} tokens)"}
-        settings_guard(out / "setting.json", setting, "an attack")
-        return _attack_all(model, examples, gold, out, setting, p, sim_dir, device, progress)
+        guard_settings(folder, "setting.json", setting, "an attack")
+        return _attack_all(model, examples, gold, folder, setting, p, sim_dir, device, progress)
 
 
-def _attack_all(model, examples, gold, out: Path, setting: dict, p: AttackParams, sim_dir, device, progress) -> dict:
+def _attack_all(model, examples, gold, folder: OwnedFolder, setting: dict, p: AttackParams, sim_dir, device, progress) -> dict:
     _prepare_textattack()
     from textattack.attack_results import FailedAttackResult, SkippedAttackResult, SuccessfulAttackResult
 
@@ -334,14 +336,14 @@ def _attack_all(model, examples, gold, out: Path, setting: dict, p: AttackParams
     sim = make_similarity(p.similarity, p.similarity_threshold, sim_dir, device)
     attack = build_attack(wrapper, resolve_model(p.mlm), max_candidates=p.max_candidates, top_words=p.top_words,
                           max_percent=p.max_percent, similarity=sim)
-    results_path = out / "results.jsonl"
+    results_path = folder.folder / "results.jsonl"
     done = _load_done(results_path)
     todo = [r for r in examples if r.id not in done]
     if done:
         log.info("resuming: %d of %d examples already attacked", len(done), len(examples))
     bar = progress_bar(progress, total=len(examples), initial=len(examples) - len(todo), unit="ex", desc="attack")
     t0 = time.perf_counter()
-    with open(results_path, "a") as fh:
+    with folder.appending("results.jsonl") as fh:
         for r in todo:
             res = attack.attack(r.text, gold[r.id])
             orig, pert = res.original_result, res.perturbed_result
@@ -356,8 +358,6 @@ def _attack_all(model, examples, gold, out: Path, setting: dict, p: AttackParams
                    "perturbed_words_pct": 100.0 * len(modified) / n_words, "modified_indices": modified,
                    "original_text": orig.attacked_text.text, "perturbed_text": pert.attacked_text.text}
             fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
             done[r.id] = row
             bar.update(1)
     bar.close()
@@ -367,5 +367,5 @@ def _attack_all(model, examples, gold, out: Path, setting: dict, p: AttackParams
     summary["attacked_this_run"] = len(todo)
     summary["target_queries_this_run"] = wrapper.queries
     summary["queries_per_s"] = wrapper.queries / summary["seconds_this_run"] if summary["seconds_this_run"] else None
-    atomic_write_json(out / "summary.json", summary)
+    folder.write_json("summary.json", summary)
     return summary

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from . import outputs
 from .analysis.knn import _is_knn_file, knn_self
 from .analysis.ood import _is_ood_file, deep_knn_ood
 from .analysis.ood import summary_by_k as ood_summary_by_k
@@ -38,7 +39,7 @@ from .experiment import run_experiment
 from .experiment.steps import predict_and_score
 from .exporters import export as do_export
 from .exporters import export_summary
-from .files import check_output_file, json_safe, status
+from .files import json_safe, status
 from .finetune import finetune as do_finetune
 from .mlm import fit_mlm_head
 from .models import resolve_model
@@ -346,7 +347,7 @@ def knn(store, out, k, index, gpu, block_rows):
     Example:
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --k 50
     """
-    check_output_file(out, _is_knn_file, "neighbour file")
+    outputs.claim(out, legacy=_is_knn_file, what="neighbour file")
     status(f"knn: verifying and loading {store}")
     s = open_store(store)
     status(f"knn: {len(s):,} points, K={k}, {index} index")
@@ -382,7 +383,7 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overl
     Example:
       lookalike ood --train runs/squad-minilm --test runs/cuad-minilm --k 1,5,10,20 runs/ood-minilm.json
     """
-    check_output_file(out, _is_ood_file, "OOD file")
+    outputs.claim(out, legacy=_is_ood_file, what="OOD file")
     status("ood: verifying the stores, scoring against the bank")
     res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
                        val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,

@@ -9,16 +9,19 @@ paper's compressed models are).
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 from .data import CorpusSpec
 from .errors import InputError
 from .exporters import drop_layers
-from .files import atomic_write_json
 from .notes import NOTICE
+from .outputs import OutputError, OwnedFolder
 from .params import FinetuneParams
 
 log = logging.getLogger(__name__)
+
+INFO = "lookalike-finetune.json"
 
 DEFAULTS = {
     "qa": {"learning_rate": 3e-5, "epochs": 2.0, "max_length": 384, "doc_stride": 128, "batch_size": 12},
@@ -156,7 +159,14 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
         drop_layers(net, params.keep_layers)
     max_steps = params.max_steps
     save_steps = params.save_steps
+    folder = OwnedFolder(out)
+    folder.claim(INFO)
+    if folder.status("checkpoints") == "foreign":
+        raise OutputError(f"{out / 'checkpoints'}: exists and was not made by lookalike; refusing to train into it "
+                          "(the trainer rotates what is there): move it away or choose another folder")
     ckpt = out / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    folder.record_dir("checkpoints")
     args = transformers.TrainingArguments(
         output_dir=str(ckpt), learning_rate=lr, num_train_epochs=epochs, max_steps=max_steps,
         per_device_train_batch_size=batch_size, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
@@ -168,8 +178,10 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     resume = ckpt.exists() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
     result = trainer.train(resume_from_checkpoint=True if resume else None)
-    net.save_pretrained(out)
-    tok.save_pretrained(out)
+    with tempfile.TemporaryDirectory(prefix=".final-", dir=out) as tmp:  # written beside, then moved in by name
+        net.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        folder.move_in(tmp)
     info = {"task": task, "base": str(model), "data": corpus.as_dict(), "data_fingerprint": corpus.fingerprint(),
             "n_records": len(records), "n_features": len(rows), "learning_rate": lr, "epochs": epochs,
             "max_steps": max_steps, "batch_size": batch_size, "max_length": max_length, "seed": seed,
@@ -177,5 +189,5 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
             "keep_layers": list(params.keep_layers) if params.keep_layers is not None else None,
             "train_loss": float(result.training_loss), "train_seconds": float(result.metrics.get("train_runtime", 0)),
             "resumed": resume}
-    atomic_write_json(out / "lookalike-finetune.json", info)
+    folder.write_json(INFO, info)
     return out

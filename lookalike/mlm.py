@@ -15,6 +15,7 @@ recording how it was made and how good it is.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from .data import CorpusSpec
 from .engine import OnnxModel
 from .errors import InputError, ModelError
 from .exporters import export
-from .files import atomic_write_json, load_json
+from .files import load_json
 from .models import model_label
+from .outputs import OwnedFolder
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +97,14 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
 
     eval_corpus: held-out text for the fill-mask accuracy (the head never sees it). Returns the report.
     """
-    import tempfile
 
     import torch
     import transformers
 
     t0 = time.perf_counter()
     out = Path(out)
-    if out.exists() and not (out / REPORT).exists() and any(out.iterdir()):
-        raise InputError("exists and is not a fitted masked-LM folder; refusing to write into it", path=out)
+    folder = OwnedFolder(out)
+    folder.claim(REPORT)  # refused before any work when a name holds a user's file
     corpus = CorpusSpec.coerce(corpus)
     train = _texts(corpus, limit)
     held = _texts(CorpusSpec.coerce(eval_corpus), eval_limit) if eval_corpus is not None else None
@@ -153,9 +154,10 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
         losses.append(round(total / len(y), 4))
     for p in trained:
         p.requires_grad_(False)
-    out.mkdir(parents=True, exist_ok=True)
-    mlm.save_pretrained(out)
-    tok.save_pretrained(out)
+    with tempfile.TemporaryDirectory(prefix=".final-", dir=out) as tmp:  # written beside, then moved in by name
+        mlm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        folder.move_in(tmp)
     report = {"kind": "lookalike.mlm", "base": str(base), "method": "MLM head fitted, encoder frozen (decoder tied "
               "to the word embeddings); 15% of tokens, 80/10/10 mask/random/keep",
               "fit_corpus": corpus.as_dict(), "fit_fingerprint": corpus.fingerprint(), "fit_texts": len(train),
@@ -164,7 +166,7 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
               "eval_positions": int(len(held_xy[1])) if held_xy else 0,
               "fill_mask_accuracy": fill_mask_accuracy(head, *held_xy) if held_xy else None,
               "untrained_head_accuracy": baseline, "seconds": round(time.perf_counter() - t0, 1)}
-    atomic_write_json(out / REPORT, report)
+    folder.write_json(REPORT, report)
     return report
 
 

@@ -245,7 +245,7 @@ def test_expected_failures_are_one_line(tiny_exports, corpus, tmp_path, monkeypa
     (tmp_path / "folder").mkdir()
     _one_line_error(_run("knn", tmp_path / "s12", tmp_path / "folder", "--k", "3"), "is a folder")
     (tmp_path / "user.h5").write_text("a user's file")
-    _one_line_error(_run("knn", tmp_path / "s12", tmp_path / "user.h5", "--k", "3"), "refusing to overwrite")
+    _one_line_error(_run("knn", tmp_path / "s12", tmp_path / "user.h5", "--k", "3"), "refusing to replace it")
     assert (tmp_path / "user.h5").read_text() == "a user's file"
     (tmp_path / "p.json").write_text("{}")
     (tmp_path / "na.json").write_text('["not", "a", "mapping"]')
@@ -266,9 +266,9 @@ def test_expected_failures_are_one_line(tiny_exports, corpus, tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o.json"))
 
     monkeypatch.setattr(files, "atomic_write_json", disk_full)
-    import lookalike.analysis.ood as ood_mod
+    import lookalike.outputs as outputs_mod
 
-    monkeypatch.setattr(ood_mod, "atomic_write_json", disk_full)
+    monkeypatch.setattr(outputs_mod.OwnedFolder, "write_json", disk_full)
     _one_line_error(_run("ood", "--train", tmp_path / "s12", "--test", tmp_path / "s12", "--k", "2",
                          "--allow-overlap", tmp_path / "o.json"), "No space left on device")
 

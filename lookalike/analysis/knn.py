@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import outputs
 from ..core.store import Store
 from ..errors import InputError, StoreError
-from ..files import atomic_file, check_output_file
 from ..params import INDEXES
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,7 @@ class KnnResult:
         """Write an HDF5 neighbour file atomically; an existing file is replaced only if it is one of ours."""
         import h5py
 
-        path = Path(path)
-        check_output_file(path, _is_knn_file, "neighbour file")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        with outputs.writing(path, legacy=_is_knn_file, what="neighbour file") as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("neighbors", data=self.neighbors)
             f.create_dataset("similarity", data=self.similarity)
             f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))

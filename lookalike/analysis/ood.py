@@ -17,9 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import outputs
 from ..core.store import Store, require_same_features
 from ..errors import InputError
-from ..files import atomic_write_json, check_output_file, load_json
+from ..files import load_json
 from .knn import build_index, knn_search, load_normalized
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,7 @@ class OodResult:
                                     "score": [round(float(x), 7) for x in self.scores[k]],
                                     "ood": [bool(x) for x in self.ood_mask(k)]} for k in self.ks}}
         out["content_sha256"] = _content_sha256(out)
-        path = Path(path)
-        check_output_file(path, _is_ood_file, "OOD file")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, out)
+        outputs.write_json(path, out, legacy=_is_ood_file, what="OOD file")
 
 
 def _content_sha256(obj: dict) -> str:

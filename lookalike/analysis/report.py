@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from ..files import atomic_write_json, json_safe
+from ..outputs import OwnedFolder, owned_file
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -52,14 +52,24 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def write_table(rows: Sequence[dict], columns: Sequence[str], base: Path, headers: Sequence[str] | None = None) -> str:
-    """Write base.md, base.csv and base.json; return the Markdown."""
-    base.parent.mkdir(parents=True, exist_ok=True)
+    """Write base.md, base.csv and base.json (each refused, before any is written, if a file there is not
+    lookalike's); return the Markdown."""
+    folder, _ = owned_file(base)
+    names = [base.with_suffix(s).name for s in (".md", ".csv", ".json")]
+    folder.claim(*names, what="table")
     md = markdown_table(rows, columns, headers)
-    base.with_suffix(".md").write_text(md + "\n")
-    with open(base.with_suffix(".csv"), "w", newline="") as fh:
+    folder.write_text(names[0], md + "\n")
+    with folder.writing(names[1]) as tmp, open(tmp, "w", newline="") as fh:
         fh.write(csv_text(rows, columns) + "\r\n")
-    atomic_write_json(base.with_suffix(".json"), json_safe(list(rows)))
+    folder.write_json(names[2], list(rows))
     return md
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure written through the output owner (PNG, or the format of the file's suffix)."""
+    folder, name = owned_file(path)
+    with folder.writing(name, what="figure") as tmp:
+        fig.savefig(tmp, format=Path(name).suffix.lstrip(".") or "png")
 
 
 def plot_sweep(curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str, ylabel: str, path: Path) -> None:
@@ -79,26 +89,7 @@ def plot_sweep(curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_bars(values: dict[str, float], title: str, ylabel: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=130)
-    ax.bar(list(values), list(values.values()), color="#4a7bb7")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", labelrotation=20, labelsize=7)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -128,18 +119,19 @@ class Report:
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def write(self, out_dir: Path) -> Path:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "report.md").write_text("\n".join(self.md) + "\n")
+        folder = OwnedFolder(out_dir)
+        folder.claim("report.md", "report.html", what="report")
+        folder.write_text("report.md", "\n".join(self.md) + "\n")
         style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;}table{border-collapse:collapse;"
                  "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:640px}")
-        (out_dir / "report.html").write_text(f"<!doctype html><meta charset=utf-8><title>{html.escape(self.title)}"
+        folder.write_text("report.html", f"<!doctype html><meta charset=utf-8><title>{html.escape(self.title)}"
                                              f"</title><style>{style}</style>" + "\n".join(self.html))
         return out_dir / "report.md"
 
 
 def dump_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, json_safe(json.loads(json.dumps(obj, default=str))))
+    folder, name = owned_file(path)
+    folder.write_json(name, json.loads(json.dumps(obj, default=str)))
 
 
 # --------------------------------------------------------------------------- `lookalike bench`
@@ -195,16 +187,16 @@ def plot_bench(models: list[dict], path: Path) -> None:
     axes[1].set_ylabel("best sequences / s")
     axes[1].tick_params(axis="x", labelrotation=20, labelsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
 def write_bench(result: dict, out: Path) -> str:
     """OUT/bench.json, bench.md and bench.png; the Markdown."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    folder = OwnedFolder(out)
+    folder.claim("bench.json", "bench.md", "bench.png", what="benchmark")
+    folder.write_text("bench.json", json.dumps(result, indent=2) + "\n")
     md = bench_markdown(result)
-    (out / "bench.md").write_text(md + "\n")
-    plot_bench(result["models"], out / "bench.png")
+    folder.write_text("bench.md", md + "\n")
+    plot_bench(result["models"], folder.folder / "bench.png")
     return md

@@ -23,7 +23,8 @@ from typing import Iterable
 from ..core.tasks import label_index
 from ..data import CorpusSpec, Record
 from ..errors import InputError
-from ..files import atomic_write_json, load_json
+from ..files import load_json
+from ..outputs import OwnedFolder
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +233,10 @@ def evaluate(corpus: CorpusSpec | str | Path, predictions: str | Path | dict, *,
     if missing:
         metrics["missing"] = len(missing)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "metrics.json", metrics)
-        atomic_write_json(out / "errors.json", {
+        folder = OwnedFolder(out)
+        folder.claim("metrics.json", "errors.json", what="evaluation")
+        folder.write_json("metrics.json", metrics)
+        folder.write_json("errors.json", {
             "kind": "lookalike.errors", "task": task, "criterion": criterion, "n": len(per_id),
             "error_ids": errors, "dataset": corpus.as_dict(), "dataset_fingerprint": corpus.fingerprint(),
             "universe": {"n": len(scored), "sha256": ids_digest(scored), "complete": not missing, "ids": scored},

@@ -16,6 +16,7 @@ import numpy as np
 from ..core.manifest import load_manifest
 from ..files import load_json
 from ..models import model_label
+from ..outputs import OwnedFolder
 from .agreement import (
     distribution_agreement,
     error_agreement,
@@ -377,7 +378,7 @@ def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: 
     shown, cols, heads = table2_display(t2)
     # .json/.csv hold the numbers (with *_lo/*_hi); .md the cells as read: "J [lo, hi]"
     write_table(t2, list(dict.fromkeys(c for r in t2 for c in r)), out / "table2_agreement")
-    (out / "table2_agreement.md").write_text(markdown_table(shown, cols, heads) + "\n")
+    OwnedFolder(out).write_text("table2_agreement.md", markdown_table(shown, cols, heads) + "\n")
     rep.heading(f"Table 2: model-pair agreement (Jaccard; K={spec.k} for representation, k={spec.k_ood} for OOD)")
     rep.text("Each cell: the Jaccard and its bootstrap 95% interval (over points for representation, over examples "
              f"for error and OOD sets; {spec.reps} resamples).")

@@ -315,9 +315,15 @@ def remove_store(path: str | Path) -> bool:
     _read_manifest(p)  # a store's manifest, or StoreError
     with WriterLock(p):
         owned = StoreFormat({}, 0).owned
-        for f in p.iterdir():
-            if owned.fullmatch(f.name) or owned_tmp(f.name, owned):
-                f.unlink()
+        mine = [f for f in p.iterdir() if owned.fullmatch(f.name) or owned_tmp(f.name, owned)]
+        foreign = sorted(f.name for f in p.iterdir() if f not in mine and f.name != WriterLock.NAME)
+        if foreign or any(f.is_symlink() or not f.is_file() for f in mine):
+            bad = foreign or [f.name for f in mine if f.is_symlink() or not f.is_file()]
+            raise StoreError(f"{p}: holds {', '.join(bad[:3])}, which is not part of a lookalike store; refusing to "
+                             "remove the store (--overwrite deletes nothing unless all of it is lookalike's): move "
+                             "it away and re-run")
+        for f in mine:
+            f.unlink()
     log.info("%s: removed the earlier store (--overwrite)", p)
     return True
 

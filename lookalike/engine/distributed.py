@@ -29,6 +29,7 @@ from ..core.tasks import prediction_task
 from ..data import CorpusSpec
 from ..errors import InputError, LookalikeError
 from ..files import atomic_write_json, load_json, progress_bar, settings_guard
+from ..outputs import OutputError, OwnedFolder
 from ..params import EmbedParams
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, shard_aligned, skip_done
 from .runtime import OnnxModel
@@ -186,8 +187,13 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
     resume. Returns ({id: prediction}, {id: null odds} (QA) or {}), merged in record order, as the local run."""
     ray_mod = _import_ray()
     part_rows = ray.part_rows
-    parts_dir = Path(out).resolve() / "parts"
+    folder = OwnedFolder(Path(out).resolve())
+    if folder.status("parts") == "foreign":
+        raise OutputError(f"{folder.folder / 'parts'}: exists and was not made by lookalike; refusing to write "
+                          "prediction parts into it: move it away")
+    parts_dir = folder.folder / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
+    folder.record_dir("parts")
     ids = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
     settings = {"model_sha256": model_sha256, "task": task, "options": options, "part_rows": part_rows,
                 "n": len(records), "ids_sha256": ids}

@@ -15,7 +15,8 @@ from ..core.manifest import labels as manifest_labels
 from ..core.tasks import label_index, prediction_task
 from ..data import CorpusSpec
 from ..errors import InputError
-from ..files import WriterLock, atomic_write_json
+from ..files import WriterLock
+from ..outputs import OwnedFolder
 from ..params import PredictParams
 from .distributed import predict_ray
 from .plan import RayOptions
@@ -47,6 +48,9 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder; give a folder for the predictions", path=out)
+    folder = OwnedFolder(out)
+    names = ["predictions.json", "predict_info.json", *(["null_odds.json"] if task == "qa" else [])]
+    folder.claim(*names, what="prediction file")  # refused before any work when a name holds a user's file
     if backend == "ray" and model is None:
         model = OnnxModel(model_dir, task=export_task, device="cpu", threads=1)  # driver: checks and labels
     model = model or OnnxModel(model_dir, task=export_task, device=device, threads=threads)
@@ -58,9 +62,9 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
         for r in records:
             if r.label is not None:
                 label_index(r.label, labels, f"record {r.id}", corpus.path)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with WriterLock(out):
+        folder.claim(*names, what="prediction file")
         odds = None
         if backend == "ray":
             preds, odds = predict_ray(model_dir, records, out, task=task, options=options, model_sha256=model.sha256,
@@ -75,13 +79,13 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
             preds = predict_cls(model, records, **options, tokens=cache)
             tokens_from = str(cache.path) if cache is not None else None
         if task == "qa":
-            atomic_write_json(out / "null_odds.json", odds)
-        atomic_write_json(out / "predictions.json", preds)
+            folder.write_json("null_odds.json", odds)
+        folder.write_json("predictions.json", preds)
         info = {"kind": "lookalike.predictions", "task": task, "model_dir": str(model_dir),
                 "model_sha256": model.sha256, "data": corpus.path, "corpus": corpus.as_dict(),
                 "corpus_fingerprint": corpus.fingerprint(), "ids": stream.provenance.get("ids"),
                 "tokens_from": tokens_from, "n": len(records),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "device": model.device if backend == "local" else device, "backend": backend, "options": options}
-        atomic_write_json(out / "predict_info.json", info)
+        folder.write_json("predict_info.json", info)
     return info

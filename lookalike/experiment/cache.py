@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.store import open_store
-from ..files import atomic_write_json
+from ..outputs import LEDGER, OwnedFolder
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def file_id(path: str) -> str:
         return f"hub:{path}"
     files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
     return step_key([(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, int(f.stat().st_mtime))
-                     for f in files if DONE not in f.name])
+                     for f in files if DONE not in f.name and f.name != LEDGER])
 
 
 def store_key(store: Path) -> str:
@@ -71,7 +71,7 @@ class StepCache:
         fn(out)
         seconds = round(time.perf_counter() - t0, 2)
         self.seconds[step] = self.seconds.get(step, 0.0) + seconds
-        atomic_write_json(out / DONE, json.loads(json.dumps({"step": step, "label": label, "key": key,
-                                                             "inputs": key_parts, "seconds": seconds}, default=str)))
+        OwnedFolder(out).write_json(DONE, json.loads(json.dumps({"step": step, "label": label, "key": key,
+                                                               "inputs": key_parts, "seconds": seconds}, default=str)))
         self.ran.append(f"{step}:{label}")
         return out

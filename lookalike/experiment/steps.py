@@ -26,10 +26,10 @@ from ..engine.predict import predict as predict_corpus
 from ..engine.tokens import export_tokenizer, tokenize_corpus, tokenizer_fingerprint
 from ..errors import InputError
 from ..exporters import export
-from ..files import atomic_write_json
 from ..finetune import finetune
 from ..mlm import fit_mlm_head
 from ..models import resolve_model
+from ..outputs import OwnedFolder
 from ..params import (
     AttackParams,
     EmbedParams,
@@ -172,7 +172,7 @@ def latency(ctx: Context, model_dir: Path, label: str) -> Path:
     def run(out: Path):
         m = OnnxModel(model_dir, device=ctx.device)
         rows = measure(m, p.batch_sizes, p.seq_lengths, repeat=p.repeat)
-        atomic_write_json(out / "latency.json", {"device": m.device, "rows": rows})
+        OwnedFolder(out).write_json("latency.json", {"device": m.device, "rows": rows})
 
     return ctx.run("latency", label, key, run) / "latency.json"
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import outputs
 from ..core.cpu import cpu_info
 from ..core.session import session_setup
 from ..errors import ExportError
-from ..files import atomic_write_json, cache_dir, load_json
+from ..files import cache_dir, load_json
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
               "cpu": cpu["model"], "isa": cpu["isa"], "int8_class": cpu["int8_class"], "candidates": rows,
               "measured": "tokens/s on the export's sample batches, best of 3 interleaved rounds, fp32 alongside",
               "min_cosine": MIN_COSINE}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cache, report)
+    outputs.write_json(cache, report)
     return report
 
 

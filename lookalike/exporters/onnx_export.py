@@ -26,6 +26,7 @@ from ..data.stdlib import stdlib_corpora
 from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file, status
 from ..notes import NOTICE
+from ..outputs import OwnedFolder
 from . import graph, int8, pooling
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,22 @@ def _export_graph(source: str, tmp: Path, task: str, opset: int, torch_model, to
     return "torch.onnx"
 
 
+def check_export_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an OUT_DIR that holds anything but an earlier export whose every file lookalike wrote (and then only
+    with `overwrite`); an empty folder or a new name is fine."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise ExportError(f"{out_dir}: exists and is not a folder; give a folder for the export")
+    if not any(out_dir.iterdir()):
+        return
+    if not (out_dir / MANIFEST).exists():
+        raise ExportError(f"{out_dir}: exists and is not a lookalike export; refusing to write into it")
+    if not overwrite:
+        raise ExportError(f"{out_dir}: an export already exists there (use --overwrite to replace it)")
+    OwnedFolder(out_dir).refuse_foreign("replace the export (--overwrite removes only files lookalike wrote)")
+
+
 def _count_params(torch_model) -> int:
     return int(sum(p.numel() for p in torch_model.parameters()))
 
@@ -263,14 +280,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
     if quantize == "int8" and scheme not in (*int8.SCHEMES, "auto"):
         raise ExportError(f"unknown int8 scheme {scheme!r} (known: auto, {', '.join(int8.SCHEMES)})")
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not (out_dir / MANIFEST).exists():
-            if out_dir.is_dir() and not any(out_dir.iterdir()):
-                pass
-            else:
-                raise ExportError(f"{out_dir}: exists and is not a lookalike export; refusing to overwrite")
-        elif not overwrite:
-            raise ExportError(f"{out_dir}: an export already exists there (use --overwrite to replace it)")
+    check_export_target(out_dir, overwrite)
 
     t0 = time.perf_counter()
     status(f"export: loading {model}")
@@ -339,8 +349,10 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
             if st is not None:
                 manifest["sentence_transformers"] = st
         (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():  # checked above: an earlier lookalike export (with --overwrite) or an empty folder
-            shutil.rmtree(out_dir)
+        OwnedFolder(onnx_dir).record_tree()
+        if out_dir.exists():  # an empty folder, or an earlier export every file of which is ours (checked again)
+            check_export_target(out_dir, overwrite)
+            os.replace(out_dir, tmp / "replaced")  # removed with tmp below
         os.replace(onnx_dir, out_dir)
         fsync_dir(out_dir.parent)
     finally:
