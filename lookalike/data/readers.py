@@ -9,16 +9,15 @@ file, the record and the field; nothing is dropped silently.
 
 from __future__ import annotations
 
-import bz2
 import csv
-import gzip
 import json
-import lzma
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import InputError
+from .opener import COMPRESSED, check_regular, max_record_bytes, open_input, read_document, read_lines
 
 FORMATS = (
     "text", "jsonl", "json", "csv", "tsv", "parquet", "squad", "queries",
@@ -40,66 +39,51 @@ class Record:
 # --------------------------------------------------------------------------- opening files
 
 # compressed files are read through transparently, streaming, in every format (as Hugging Face datasets does);
-# the corpus fingerprint is taken over the file as stored
-COMPRESSED = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
-_BAD_STREAM = (EOFError, OSError, lzma.LZMAError)
-
-
-def _open_text(path: Path):
-    """Binary handle (.gz/.xz/.bz2 decompressed): lines are decoded one by one so errors can name the line."""
-    if not path.exists():
-        raise InputError("no such file", path=path)
-    if path.is_dir():
-        raise InputError("is a folder, expected a file", path=path)
-    opener = COMPRESSED.get(path.suffix.lower())
-    return opener(path, "rb") if opener else open(path, "rb")
-
-
-def _stream_error(path: Path, exc: BaseException) -> InputError:
-    return InputError(f"cannot decompress it ({type(exc).__name__}: {exc}; truncated or not {path.suffix[1:]}?)",
-                      path=path)
+# the corpus fingerprint is taken over the file as stored. Every file is opened by `opener` (regular files only,
+# bounded lines, documents and decompression).
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line without newline)."""
-    try:
-        yield from _decoded_lines(path)
-    except _BAD_STREAM as exc:
-        if path.suffix.lower() not in COMPRESSED or isinstance(exc, InputError):
-            raise
-        raise _stream_error(path, exc) from None
+    for lineno, raw in read_lines(path):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start} of the line",
+                             path=path, record=f"line {lineno}") from None
+        if lineno == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        yield lineno, line.rstrip("\r\n")
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with _open_text(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start} of the line",
-                                 path=path, record=f"line {lineno}") from None
-            if lineno == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield lineno, line.rstrip("\r\n")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        with _open_text(path) as fh:
-            raw = fh.read()
-    except _BAD_STREAM as exc:
-        if path.suffix.lower() not in COMPRESSED:
-            raise
-        raise _stream_error(path, exc) from None
+def _decode_json(raw: bytes, path: Path) -> Any:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError("undecodable bytes (not UTF-8)", path=path, record=f"line {line}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {exc.lineno}") from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", path=path) from None
+
+
+def _no_duplicate_keys(path: Path):
+    def hook(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise InputError(f"key {k!r} appears twice in one object (which one is meant?)", path=path,
+                                 field=k)
+            out[k] = v
+        return out
+    return hook
+
+
+def _read_json(path: Path) -> Any:
+    return _decode_json(read_document(path, what="JSON document"), path)
 
 
 # --------------------------------------------------------------------------- format detection
@@ -141,16 +125,7 @@ def detect_format(path: str | Path) -> str:
                 return "mrqa" if isinstance(first, dict) and {"context", "qas"} <= set(first) else "jsonl"
         return "jsonl"
     if stem.endswith(".json"):
-        obj = _read_json(p)
-        if isinstance(obj, dict) and isinstance(obj.get("data"), list) and obj["data"]:
-            first = obj["data"][0]
-            if isinstance(first, dict) and "paragraphs" in first:
-                return "squad"
-            if isinstance(first, dict) and "storyId" in first:
-                return "newsqa-json"
-        if isinstance(obj, dict) and "queries" in obj:
-            return "queries"
-        return "json"
+        return _sniff_json(p)
     if stem.endswith(".csv"):
         for _, line in _lines(p):
             header = line.lower()
@@ -168,6 +143,27 @@ def detect_format(path: str | Path) -> str:
     if stem.endswith(".parquet"):
         return "parquet"
     return "text"
+
+
+_SNIFF_BYTES = 1 << 20
+
+
+def _sniff_json(p: Path) -> str:
+    """squad / newsqa-json / queries / json from the document's first MiB (the reader parses it once, later)."""
+    with open_input(p) as fh:
+        head = fh.read(_SNIFF_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if not head.startswith("{"):
+        return "json"
+    data_list = re.search(r'"data"\s*:\s*\[\s*\{', head)
+    if data_list:
+        first = head[data_list.end():]
+        if re.search(r'"paragraphs"\s*:', first):
+            return "squad"
+        if re.search(r'"storyId"\s*:', first):
+            return "newsqa-json"
+    if re.search(r'^\{\s*(?:"[^"]*"\s*:\s*[^{\[]*?,\s*)*"queries"\s*:', head):
+        return "queries"
+    return "json"
 
 
 # --------------------------------------------------------------------------- generic row mapping
@@ -264,16 +260,29 @@ def _read_json_array(path: Path, fields: Fields, info: dict, split: str | None =
         yield _from_row(row, i, path, record, f)
 
 
-def _read_delimited(path: Path, fields: Fields, info: dict, delimiter: str) -> Iterator[Record]:
+def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict, csv.DictReader]]:
+    """(line number, row, reader) of a CSV/TSV file: fields of any size up to the record limit (the csv module's
+    own default stops at 131,072 characters); a malformed row is one error naming its line."""
     def decoded():
         for _, line in _lines(path):
             yield line + "\n"
 
+    csv.field_size_limit(max(csv.field_size_limit(), max_record_bytes()))
     reader = csv.DictReader(decoded(), delimiter=delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})", path=path,
+                             record=f"line {reader.line_num}") from None
+        yield reader.line_num, row, reader
 
+
+def _read_delimited(path: Path, fields: Fields, info: dict, delimiter: str) -> Iterator[Record]:
     def rows():
-        for row in reader:
-            lineno = reader.line_num
+        for lineno, row, reader in _csv_rows(path, delimiter):
             if None in row:
                 raise InputError(f"more cells than header columns ({len(reader.fieldnames or [])})", path=path,
                                  record=f"line {lineno}")
@@ -296,10 +305,12 @@ def _read_parquet(path: Path, fields: Fields, info: dict, split: str | None = No
         if path.suffix.lower() in COMPRESSED:  # Parquet needs a seekable file: decompress it into memory
             import io
 
-            with _open_text(path) as fh:
-                pf = pq.ParquetFile(io.BytesIO(fh.read()))
+            pf = pq.ParquetFile(io.BytesIO(read_document(path, what="compressed Parquet")))
         else:
+            check_regular(path)
             pf = pq.ParquetFile(path)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
 
@@ -396,14 +407,7 @@ def _read_newsqa_csv(path: Path, fields: Fields, info: dict, split: str | None =
     info["ids"] = "the format's own ids"
     counts: dict[str, int] = {}
 
-    def rows():
-        def decoded():
-            for _, line in _lines(path):
-                yield line + "\n"
-        reader = csv.DictReader(decoded())
-        for row in reader:
-            yield reader.line_num, row
-    for lineno, row in rows():
+    for lineno, row, _ in _csv_rows(path):
         where = f"line {lineno}"
         story_id = _field(row, "story_id", path, where)
         question = _field(row, "question", path, where)
@@ -517,7 +521,7 @@ def _read_aclimdb(path: Path, fields: Fields, info: dict, split: str | None = No
 
         for f in sorted(folder.glob("*.txt"), key=key):
             try:
-                text = f.read_bytes().decode("utf-8")
+                text = read_document(f, limit=max_record_bytes(), what="review").decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=f) from None
             yield Record(f"{root.name}/{label_name}/{f.stem}", text, None, label)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InputError, unknown_key_message
+from .opener import check_regular, open_regular
 from .readers import FORMATS, RecordStream, read_corpus
 
 # formats whose records carry a label in a named field; classification defaults that field to "label"
@@ -106,8 +107,8 @@ class CorpusSpec:
         if not p.exists():
             return "name:" + hashlib.sha256(self.path.encode()).hexdigest()[:32]
         p = p.resolve()
-        files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-        stamp = tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns, st.st_ino) for f in files)
+        files = sorted(x for x in p.rglob("*") if not x.is_dir()) if p.is_dir() else [p]
+        stamp = tuple((str(f), (st := check_regular(f)).st_size, st.st_mtime_ns, st.st_ino) for f in files)
         return _content_hash(str(p), stamp)
 
     def settings(self) -> dict:
@@ -149,9 +150,9 @@ def _content_hash(root: str, stamp: tuple) -> str:
     base = Path(root)
     for name, size, _, _ in stamp:
         f = Path(name)
-        h.update((os.path.relpath(f, base) if base.is_dir() else f.name).encode() + b"\0")
+        h.update(os.fsencode(os.path.relpath(f, base) if base.is_dir() else f.name) + b"\0")
         h.update(str(size).encode() + b"\0")
-        with open(f, "rb") as fh:
+        with open_regular(f) as fh:
             while block := fh.read(1 << 22):
                 h.update(block)
     return h.hexdigest()[:32]

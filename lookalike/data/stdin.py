@@ -1,16 +1,91 @@
-"""Standard input as a corpus: spooled to a file of ours, because the engine fingerprints and re-reads a corpus."""
+"""Standard input as a corpus: spooled to a file of ours, because the engine fingerprints and re-reads a corpus.
+
+The spool is the one stream lookalike reads from a pipe. It is bounded (LOOKALIKE_MAX_STDIN_MB, default 64 GiB,
+and never past the disk's free space less 1 GiB), and it is removed when the run ends, fails, or is stopped by
+SIGINT or SIGTERM. A spool left by a run killed with SIGKILL is named with that run's pid and removed by the
+next run beside the same output.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import InputError
+from .opener import _env_int
 from .spec import CorpusSpec
+
+KEEP_FREE = 1 << 30
+
+
+def max_stdin_bytes() -> int:
+    return _env_int("LOOKALIKE_MAX_STDIN_MB", 64 << 10) << 20
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_spools(parent: Path, name: str) -> None:
+    pattern = re.compile(re.escape(f".{name}.stdin-") + r"(\d+)-[A-Za-z0-9_]+")
+    for p in parent.glob(f".{name}.stdin-*"):
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink() and int(m.group(1)) != os.getpid() \
+                and not _pid_alive(int(m.group(1))) and [c.name for c in p.iterdir()] in ([], ["stdin"]):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit while the spool exists, so its `finally` removes it (SIGINT already raises)."""
+    if sys.platform == "win32" or not _main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _spool(stream: BinaryIO, path: Path) -> int:
+    limit = max_stdin_bytes()
+    total = 0
+    with open(path, "wb") as f:
+        while block := stream.read(1 << 20):
+            total += len(block)
+            if total > limit:
+                raise InputError(f"standard input is larger than the spool limit ({limit >> 20} MiB; raise "
+                                 "LOOKALIKE_MAX_STDIN_MB, or write it to a file and embed that)", path="-")
+            if total % (64 << 20) < len(block) and shutil.disk_usage(path.parent).free < KEEP_FREE:
+                raise InputError(f"standard input: the disk holding its spool ({path.parent}) is nearly full after "
+                                 f"{total >> 20} MiB; write the input to a file elsewhere and embed that", path="-")
+            f.write(block)
+    return total
 
 
 @contextlib.contextmanager
@@ -20,13 +95,13 @@ def spooled_stdin(spec: CorpusSpec, beside: Path, stream: BinaryIO | None = None
     a run over it resumes."""
     beside = Path(beside).absolute()
     beside.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{beside.name}.stdin-", dir=beside.parent))
-    try:
-        path = folder / "stdin"
-        with open(path, "wb") as f:
-            shutil.copyfileobj(stream or sys.stdin.buffer, f, 1 << 20)
-        if path.stat().st_size == 0:
-            raise InputError("standard input is empty", path="-")
-        yield spec.replace(path=str(path), format=spec.format or "text")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    _remove_dead_spools(beside.parent, beside.name)
+    with _terminate_as_exit():
+        folder = Path(tempfile.mkdtemp(prefix=f".{beside.name}.stdin-{os.getpid()}-", dir=beside.parent))
+        try:
+            path = folder / "stdin"
+            if _spool(stream or sys.stdin.buffer, path) == 0:
+                raise InputError("standard input is empty", path="-")
+            yield spec.replace(path=str(path), format=spec.format or "text")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)

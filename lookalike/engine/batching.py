@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data import Record
+from .cut import cut_long
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _as_inputs(records: Sequence[Record]) -> list:
 
 
 def _encode(backend, inputs: list, with_types: bool) -> Encoded:
-    encs = backend.encode_batch(inputs, add_special_tokens=True)
+    encs = backend.encode_batch(cut_long(backend, inputs), add_special_tokens=True)  # very long texts cut exactly
     ids = [e.ids for e in encs]
     tts = [e.type_ids for e in encs] if with_types else None
     return Encoded.from_lists(ids, tts, [len(e.overflowing) > 0 for e in encs])
