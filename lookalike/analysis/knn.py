@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import outputs
+from ..core.shards import open_h5
 from ..core.store import Store
 from ..errors import InputError, StoreError
 from ..params import INDEXES
@@ -170,13 +171,12 @@ def _is_knn_file(path: Path) -> bool:
 
 
 def load_knn(path: str | Path) -> KnnResult:
-    import h5py
 
     path = Path(path)
     if not path.exists():
         raise InputError("no such neighbour file", path=path)
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, InputError, "neighbour file") as f:
             if f.attrs.get("kind") != "lookalike.knn":
                 raise InputError("not a lookalike neighbour file (made by `lookalike knn`)", path=path)
             res = KnnResult(f["id"].asstr()[:], f["neighbors"][:], f["similarity"][:], int(f.attrs["k"]),

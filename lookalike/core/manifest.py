@@ -39,8 +39,12 @@ def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: boo
     for key, typ in _REQUIRED.items():
         if not isinstance(manifest.get(key), typ):
             raise ModelError(f"{mpath}: field '{key}' missing or not a {typ.__name__}; re-export the model")
-    if not (model_dir / manifest["file"]).exists():
-        raise ModelError(f"{model_dir}: manifest names {manifest['file']} but it is missing")
+    for name in [manifest["file"], *_listed_files(manifest, mpath)]:
+        _check_plain(model_dir, name, mpath)
+    mp = manifest.get("max_position_embeddings")
+    if mp is not None and (isinstance(mp, bool) or not isinstance(mp, int) or not 1 <= mp <= MAX_POSITIONS):
+        raise ModelError(f"{mpath}: field 'max_position_embeddings' is {mp!r}; expected a whole number from 1 to "
+                         f"{MAX_POSITIONS}; re-export the model")
     if verify:
         verify_model_file(model_dir, manifest)
     if task is not None and manifest["task"] != task:
@@ -49,22 +53,101 @@ def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: boo
     return manifest
 
 
+MAX_POSITIONS = 1 << 20
+# the bytes an ONNX tensor stored outside the model file carries: its external_data entry with key "location"
+_EXTERNAL_MARK = b"\n\x08location"
+
+
+def _listed_files(manifest: dict, mpath: Path) -> dict[str, str]:
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ModelError(f"{mpath}: field 'files' is not a map of file names to sha256; re-export the model")
+    return files
+
+
+def _check_plain(model_dir: Path, name: str, mpath: Path) -> None:
+    """A file the manifest names: a plain name inside the folder (no path separator, no `..`), a regular file."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise ModelError(f"{mpath}: names the file {name!r}, which is not a plain file name inside the export folder; "
+                         "refusing to read it (re-export the model)")
+    path = model_dir / name
+    if path.is_symlink() or not path.exists():
+        raise ModelError(f"{model_dir}: manifest names {name} but it is "
+                         f"{'a symbolic link' if path.is_symlink() else 'missing'}; re-export the model")
+    if not path.is_file():
+        raise ModelError(f"{path}: is not a regular file; refusing to read it (re-export the model)")
+
+
+def _hash_and_scan(path: Path, mark: bytes) -> tuple[str, bool]:
+    """(sha256 of the file, whether `mark` occurs in it), in one pass."""
+    import hashlib
+
+    h = hashlib.sha256()
+    found, tail = False, b""
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+            if not found:
+                found = mark in tail + block
+                tail = block[-len(mark):]
+    return h.hexdigest(), found
+
+
+def external_locations(path: Path) -> list[str]:
+    """The files an ONNX model reads its tensors from besides itself (`location` of external data)."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out = []
+    for t in _get_all_tensors(proto):
+        if uses_external_data(t):
+            out.extend(e.value for e in t.external_data if e.key == "location")
+    return sorted(set(out))
+
+
 _VERIFIED: dict = {}
 
 
 def verify_model_file(model_dir: str | Path, manifest: dict) -> None:
-    """ModelError unless the model file's sha256 is the manifest's: every artifact made with the model is labelled
-    with that hash. Cached in this process per (path, size, mtime, inode), so a model loaded twice is hashed once;
-    any rewrite changes the mtime and is hashed again."""
-    path = Path(model_dir) / manifest["file"]
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, manifest["sha256"])
+    """ModelError unless every file the runtime reads is the one the manifest records: the model file's sha256
+    (every artifact made with the model is labelled with it), the sha256 of each file in the manifest's `files`
+    (tokenizer, config, and any external weights), and no external weights that are not listed. Cached in this
+    process per (path, size, mtime, inode) of each, so a model loaded twice is hashed once; any rewrite changes
+    the mtime and is hashed again."""
+    model_dir = Path(model_dir)
+    path = model_dir / manifest["file"]
+    mpath = model_dir / MANIFEST
+    files = _listed_files(manifest, mpath)
+    stats = []
+    for name in [manifest["file"], *sorted(files)]:
+        _check_plain(model_dir, name, mpath)
+        st = (model_dir / name).stat()
+        stats.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+    key = (str(path.resolve()), tuple(stats), manifest["sha256"], tuple(sorted(files.items())))
     if key in _VERIFIED:
         return
-    if sha256_file(path) != manifest["sha256"]:
+    digest, external = _hash_and_scan(path, _EXTERNAL_MARK)
+    if digest != manifest["sha256"]:
         raise ModelError(f"{path}: its sha256 is not the one {MANIFEST} records (the file was changed or replaced "
                          "after export); re-export the model")
+    for name, want in sorted(files.items()):
+        if sha256_file(model_dir / name) != want:
+            raise ModelError(f"{model_dir / name}: its sha256 is not the one {MANIFEST} records (changed or replaced "
+                             "after export); re-export the model")
+    if external:
+        for loc in external_locations(path):
+            if loc not in files:
+                raise ModelError(f"{path}: reads tensors from {loc!r}, which {MANIFEST} does not list with a checksum; "
+                                 "refusing to load weights nothing verifies (re-export the model)")
     _VERIFIED[key] = True
+
+
+def listed_files(model_dir: Path, model_file: str = MODEL_FILE) -> dict[str, str]:
+    """{name: sha256} of every file in an export folder but the model file and the manifest (what `files` records
+    at export: tokenizer, config, external weights)."""
+    return {p.name: sha256_file(p) for p in sorted(Path(model_dir).iterdir())
+            if p.is_file() and not p.is_symlink() and p.name not in (model_file, MANIFEST)}
 
 
 def labels(manifest: dict) -> dict[int, str]:

@@ -131,6 +131,51 @@ def chain_problem(manifest: dict, fmt: type[ShardFormat]) -> str | None:
     return None
 
 
+def self_contained_problem(f) -> str | None:
+    """Why an open HDF5 file would read data from outside itself (an external or soft link, a dataset with
+    external raw storage, a virtual dataset), or None: a file's sha256 then covers everything read from it."""
+    import h5py
+
+    def walk(group, prefix: str) -> str | None:
+        for name in group:
+            link = group.get(name, getlink=True)
+            where = f"{prefix}{name}"
+            if isinstance(link, h5py.ExternalLink):
+                return f"'{where}' is an external link to {link.filename}:{link.path}"
+            if isinstance(link, h5py.SoftLink):
+                return f"'{where}' is a soft link to {link.path}"
+            obj = group[name]
+            if isinstance(obj, h5py.Group):
+                found = walk(obj, where + "/")
+                if found:
+                    return found
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    return f"dataset '{where}' is virtual (its data lives in other files)"
+                if obj.external:
+                    return f"dataset '{where}' keeps its data in external files ({obj.external[0][0]!r}...)"
+        return None
+
+    return walk(f, "")
+
+
+def open_h5(path: str | Path, error=StoreError, what: str = "shard"):
+    """An HDF5 file opened read-only for lookalike to read: refused (`error`, naming it) when anything in it
+    points outside the file (`self_contained_problem`), so no checksum can be bypassed through HDF5 itself."""
+    import h5py
+
+    f = h5py.File(path, "r")
+    try:
+        problem = self_contained_problem(f)
+    except BaseException:
+        f.close()
+        raise
+    if problem:
+        f.close()
+        raise error(f"{path}: {problem}; a lookalike {what} holds all its data itself, so this one is refused")
+    return f
+
+
 def sha_problem(folder: Path, entry: dict) -> str | None:
     path = folder / entry["file"]
     if not path.is_file():

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..files import WriterLock, atomic_file, owned_tmp, sha256_file
-from .shards import MANIFEST, ShardedWriter, ShardFormat, read_manifest, sha_problem
+from .shards import MANIFEST, ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ def check_shard(folder: Path, shard: dict, dim: int, config: dict | None = None)
         return problem
     try:
         with h5py.File(path, "r") as f:
+            problem = self_contained_problem(f)
+            if problem:
+                return problem
             rows = shard["rows"]
             if f["embedding"].shape != (rows, dim):
                 return f"embedding shape {f['embedding'].shape}, manifest says ({rows}, {dim})"
@@ -104,6 +107,44 @@ def check_shard(folder: Path, shard: dict, dim: int, config: dict | None = None)
                     if have != config[key]:
                         return f"written with {key} {have!r}, the manifest's config says {config[key]!r}"
     except (OSError, KeyError) as exc:
+        return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+def entry_problem(folder: Path, manifest: dict) -> str | None:
+    """Why the entry file (`embeddings.h5`, for HDF5 tools) would show other data than the shards: a virtual
+    source outside this store's listed shards, a link out of the file, other datasets. None when it is absent
+    (an incomplete store) or right."""
+    import h5py
+
+    path = folder / ENTRY
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink() or not path.is_file():
+        return "is not a regular file"
+    shards = {s["file"] for s in manifest["shards"]}
+    try:
+        with h5py.File(path, "r") as f:
+            names = set(f)
+            if names != {"embedding", "n_tokens", "truncated", "id"}:
+                return f"holds {sorted(names)}, expected embedding, n_tokens, truncated, id"
+            for name in names:
+                link = f.get(name, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    return f"'{name}' is a link to another file or path"
+                ds = f[name]
+                if ds.external:
+                    return f"dataset '{name}' keeps its data in external files"
+                if name == "id":
+                    if ds.is_virtual:
+                        return "dataset 'id' is virtual"
+                    continue
+                if not ds.is_virtual:
+                    return f"dataset '{name}' is not a view of the shards"
+                for src in ds.virtual_sources():
+                    if src.file_name not in shards:
+                        return f"dataset '{name}' reads from {src.file_name!r}, which is not one of this store's shards"
+    except OSError as exc:
         return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
     return None
 
@@ -148,7 +189,7 @@ class StoreFormat(ShardFormat):
                 f.create_virtual_dataset(name, layout)
             ids = []
             for s in shards:
-                with h5py.File(folder / s["file"], "r") as sf:
+                with open_h5(folder / s["file"]) as sf:
                     ids.extend(sf["id"].asstr()[:])
             f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
             for k, v in self.config.items():
@@ -216,6 +257,9 @@ class Store:
                 raise StoreError(f"{self.path}: is being written by pid {writer}; open it when that run ends")
             raise StoreError(f"{self.path / self.manifest['shards'][bad[0]]['file']}: {bad[1]}; the store is damaged: "
                              f"{REPAIR}")
+        problem = entry_problem(self.path, self.manifest)
+        if problem:
+            raise StoreError(f"{self.path / ENTRY}: {problem}; the store is damaged: {REPAIR}")
         ids = self.ids
         if len(set(ids)) != len(ids):
             seen: dict = {}
@@ -232,11 +276,10 @@ class Store:
         return self._ids
 
     def _column(self, name: str, dtype) -> np.ndarray:
-        import h5py
 
         parts = []
         for s in self.manifest["shards"]:
-            with h5py.File(self.path / s["file"], "r") as f:
+            with open_h5(self.path / s["file"]) as f:
                 parts.append(f[name].asstr()[:] if name == "id" else f[name][:])
         if not parts:
             return np.array([], dtype=dtype or object)
@@ -253,7 +296,6 @@ class Store:
 
     def iter_blocks(self, rows: int = 65536, dtype=np.float32) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, embeddings[rows × dim]) blocks in store order; memory bounded by `rows`."""
-        import h5py
 
         if rows <= 0:
             raise ValueError("rows must be positive")
@@ -261,7 +303,7 @@ class Store:
         have = 0
         start = 0
         for s in self.manifest["shards"]:
-            with h5py.File(self.path / s["file"], "r") as f:
+            with open_h5(self.path / s["file"]) as f:
                 ds = f["embedding"]
                 for lo in range(0, s["rows"], rows):
                     hi = min(lo + rows, s["rows"])

@@ -71,7 +71,8 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         t0 = time.perf_counter()
         cache = pool = stream = None
         if tokens is not False:
-            cache = matching_cache(tokens, cache_config(model.encoder, corpus, plan.max_length))
+            cache = matching_cache(tokens, cache_config(model.encoder, corpus, plan.max_length),
+                                   tokenizer=model.encoder, corpus=corpus)
         if cache is not None:  # ids, not text: no reader or tokenizer on the critical path
             windows = cache.windows(resumed_from, params.sort_window, params.shard_rows, model.vocab_size)
             runner = WindowEmbedder(model, plan)

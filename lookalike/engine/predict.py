@@ -74,8 +74,9 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
         else:
             cache = None
             if tokens is not False:
-                cache = matching_cache(tokens, cache_config(model.tokenizer, corpus,
-                                                            model.clamp(options["max_length"])))
+                max_length = model.clamp(options["max_length"])
+                cache = matching_cache(tokens, cache_config(model.tokenizer, corpus, max_length),
+                                       tokenizer=model.tokenizer, corpus=corpus)
             preds = predict_cls(model, records, **options, tokens=cache)
             tokens_from = str(cache.path) if cache is not None else None
         if task == "qa":

@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from ..core.manifest import clamp_length, load_manifest
-from ..core.shards import ShardedWriter, ShardFormat, read_manifest, sha_problem
+from ..core.shards import ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError, StoreError
 from ..files import atomic_file, cache_dir, first_difference, progress_bar, sha256_file
@@ -130,6 +130,9 @@ class TokenFormat(ShardFormat):
             return problem
         try:
             with h5py.File(folder / entry["file"], "r") as f:
+                problem = self_contained_problem(f)
+                if problem:
+                    return problem
                 if f["offsets"].shape != (entry["rows"] + 1,) or f["id"].shape != (entry["rows"],):
                     return f"holds {f['id'].shape[0]} rows, manifest says {entry['rows']}"
                 off = f["offsets"][:]
@@ -164,13 +167,12 @@ class TokenCache:
                ) -> Iterator[tuple[int, Encoded, list[str], np.ndarray]]:
         """(first row, Encoded, ids, empty) of every shard that holds rows start.., read whole; token ids are
         checked to lie in 0..vocab_size-1 (a negative id would be wrapped by the model's Gather, silently)."""
-        import h5py
 
         for s in self.manifest["shards"]:
             if s["row_end"] <= start:
                 continue
             path = self.path / s["file"]
-            with h5py.File(path, "r") as f:
+            with open_h5(path, what="token-cache shard") as f:
                 enc = Encoded(f["input_ids"][:], f["offsets"][:],
                               f["token_type_ids"][:] if "token_type_ids" in f else None, f["truncated"][:])
                 names = list(f["id"].asstr()[:])
@@ -229,9 +231,50 @@ def open_tokens(path: str | Path, *, verify: bool = True) -> TokenCache:
     return TokenCache(p, manifest)
 
 
-def matching_cache(tokens: str | Path | None, config: dict) -> TokenCache | None:
+SPOT_ROWS = 32
+
+
+def spot_check(cache: TokenCache, tokenizer, corpus: CorpusSpec, max_length: int) -> None:
+    """InputError unless a deterministic sample of the cache's rows (up to SPOT_ROWS, evenly spaced, first and last
+    included) equals the corpus's records tokenized again now: ids, token ids, token types, truncation. A cache
+    whose ids were replaced (its checksums recomputed to match) is refused, not embedded."""
+    n = len(cache)
+    if n == 0:
+        return
+    want = sorted({int(x) for x in np.linspace(0, n - 1, min(n, SPOT_ROWS))})
+    picked, wanted = {}, set(want)
+    for pos, rec in enumerate(corpus.records()):
+        if pos in wanted:
+            picked[pos] = rec
+            if len(picked) == len(wanted):
+                break
+    if len(picked) != len(wanted):
+        raise InputError(f"{cache.path}: token cache holds {n} rows, the corpus fewer; re-run `lookalike tokenize`",
+                         path=corpus.path)
+    fresh = tokenize(tokenizer, [picked[p] for p in want], max_length)
+    j = 0
+    for first, enc, names, _ in cache.shards():
+        while j < len(want) and want[j] < first + len(enc):
+            row, i = want[j], want[j] - first
+            same = (names[i] == picked[row].id and np.array_equal(enc.row(i), fresh.row(j))
+                    and bool(enc.truncated[i]) == bool(fresh.truncated[j])
+                    and (enc.type_ids is None) == (fresh.type_ids is None)
+                    and (enc.type_ids is None or np.array_equal(enc.slice(i, i + 1).type_ids,
+                                                                 fresh.slice(j, j + 1).type_ids)))
+            if not same:
+                raise InputError(f"{cache.path}: row {row} (id {names[i]!r}) is not what the tokenizer makes of the "
+                                 "corpus's record there (ids replaced after it was written?); refusing the cache: "
+                                 "re-run `lookalike tokenize`, or embed with --no-tokens", path=corpus.path)
+            j += 1
+        if j == len(want):
+            return
+
+
+def matching_cache(tokens: str | Path | None, config: dict, *, tokenizer=None, corpus: CorpusSpec | None = None
+                   ) -> TokenCache | None:
     """The token cache to read: `tokens` if given (refused unless it matches `config`), else a complete one at the
-    default location for `config`, else None."""
+    default location for `config`, else None. With `tokenizer` and `corpus`, a found cache is also spot-checked
+    against the corpus (`spot_check`): a shared cache that fails is ignored with a warning, a named one refused."""
     if tokens is None:
         path = default_location(config)
         if not (path / "manifest.json").exists():
@@ -249,6 +292,14 @@ def matching_cache(tokens: str | Path | None, config: dict) -> TokenCache | None
     if key is not None:
         raise InputError(f"{cache.path}: token cache made with other settings ({key}: {have.get(key)!r} there, "
                          f"{ident.get(key)!r} needed)")
+    if tokenizer is not None and corpus is not None:
+        try:
+            spot_check(cache, tokenizer, corpus, int(config["max_length"]))
+        except InputError as exc:
+            if tokens is not None:
+                raise
+            log.warning("ignoring the shared token cache: %s", exc)
+            return None
     return cache
 
 

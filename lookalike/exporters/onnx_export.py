@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import __version__
-from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8
+from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8, listed_files
 from ..core.tasks import TASKS
 from ..data.stdlib import stdlib_corpora
 from ..errors import ExportError, ModelError
@@ -348,6 +348,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
             st = pooling.sentence_transformers_pooling(model, revision)
             if st is not None:
                 manifest["sentence_transformers"] = st
+        manifest["files"] = listed_files(onnx_dir)  # everything the runtime reads is checksummed
         (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         OwnedFolder(onnx_dir).record_tree()
         if out_dir.exists():  # an empty folder, or an earlier export every file of which is ours (checked again)
