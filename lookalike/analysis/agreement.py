@@ -15,8 +15,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..core.store import id_positions
+from ..core.store import COMPARABLE_KEYS, id_positions
 from ..errors import InputError
+from ..files import first_difference
 from .knn import KnnResult
 from .ood import OodResult
 from .scoring import ErrorSet
@@ -36,16 +37,27 @@ def _same_ids(a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
     return rows
 
 
-SETUP_KEYS = ("pooling", "max_length", "normalize", "corpus_fingerprint")
-
-
-def same_setup(meta_a: dict, meta_b: dict, what: str, keys=SETUP_KEYS) -> None:
-    """InputError when two artifacts were made from different corpora or features (pooling, max length, ...)."""
+def same_setup(meta_a: dict, meta_b: dict, what: str, keys: tuple[str, ...] = COMPARABLE_KEYS) -> None:
+    """InputError, naming the first differing field, unless two artifacts describe the same points with the same
+    kind of features: corpus content, the whole record selection (text/pair/id fields, split, limit, every,
+    offset), pooling, normalisation, max length. A field recorded by one artifact and not the other is refused
+    too (an artifact made before lookalike recorded it: re-run the command that made it)."""
     for key in keys:
+        in_a, in_b = key in meta_a, key in meta_b
+        if in_a != in_b:
+            older = "first" if not in_a else "second"
+            raise InputError(f"{what}: the {older} artifact does not record its {key} (made by an older lookalike?); "
+                             "re-run the command that made it so the two can be checked against each other")
         va, vb = meta_a.get(key), meta_b.get(key)
-        if va is not None and vb is not None and va != vb:
+        if isinstance(va, dict) and isinstance(vb, dict):
+            sub = first_difference(va, vb)
+            if sub is not None:
+                raise InputError(f"{what}: the two artifacts differ in {key}.{sub} ({va.get(sub)!r} vs "
+                                 f"{vb.get(sub)!r}); compare models on the same records with the same embedding "
+                                 "settings")
+        elif va != vb:
             raise InputError(f"{what}: the two artifacts differ in {key} ({va!r} vs {vb!r}); compare models on "
-                             "the same corpus with the same embedding settings")
+                             "the same records with the same embedding settings")
 
 
 def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.ndarray:
@@ -107,12 +119,16 @@ def error_agreement(errors_a: set | ErrorSet, errors_b: set | ErrorSet) -> dict:
             **({"universe": universe} if universe else {})}
 
 
+# deep-kNN OOD sets of two models: the same bank, validation and challenge records, features of one kind, one TPR
+OOD_COMPARABLE = ("pooling", "max_length", "normalize", "tpr", "train_fingerprint", "test_fingerprint",
+                  "train_selection", "test_selection", "val_selection")
+
+
 def distribution_agreement(a: OodResult, b: OodResult, k: int = 10) -> dict:
     if k not in a.scores or k not in b.scores:
         raise InputError(f"k={k} was not scored in both OOD results (have {a.ks} and {b.ks})")
     _same_ids(a.test_ids, b.test_ids, "distribution agreement")
-    same_setup(a.meta, b.meta, "distribution agreement", ("pooling", "max_length", "normalize", "tpr",
-                                                          "test_fingerprint", "train_fingerprint"))
+    same_setup(a.meta, b.meta, "distribution agreement", OOD_COMPARABLE)
     oa, ob = a.ood_ids(k), b.ood_ids(k)
     return {"jaccard": jaccard(oa, ob), "n_ood_a": len(oa), "n_ood_b": len(ob), "k": k}
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import outputs
 from ..core.shards import open_h5
-from ..core.store import Store
+from ..core.store import Store, comparable
 from ..errors import InputError, StoreError
 from ..params import INDEXES
 
@@ -282,8 +282,7 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
             "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
     if isinstance(store, Store):
-        meta.update(store=str(store.path), **store.features(),
-                    corpus_fingerprint=store.config.get("corpus_fingerprint"))
+        meta.update(store=str(store.path), **{**store.features(), **comparable(store.config)})
     if index != "flat":
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import outputs
-from ..core.store import Store, require_same_features
+from ..core.store import Store, require_same_features, selection
 from ..errors import InputError
 from ..files import load_json
 from .knn import build_index, knn_search, load_normalized
@@ -172,9 +172,12 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
             "distance": "euclidean on L2-normalised features", "score": "-distance to the k-th neighbour",
             "threshold_rule": "largest lambda with #{val >= lambda} >= ceil(tpr * n_val)", "tpr": tpr}
     if isinstance(train, Store):
-        meta.update(train.features(), train_fingerprint=train.config.get("corpus_fingerprint"))
+        meta.update(train.features(), train_fingerprint=train.config.get("corpus_fingerprint"),
+                    train_selection=selection(train.config))
     if isinstance(test, Store):
-        meta["test_fingerprint"] = test.config.get("corpus_fingerprint")
+        meta.update(test_fingerprint=test.config.get("corpus_fingerprint"), test_selection=selection(test.config))
+    if isinstance(val, Store):
+        meta["val_selection"] = selection(val.config)
     if val is not None:
         val_x = load_normalized(val)
         meta["val"] = str(getattr(val, "path", "array"))

@@ -22,6 +22,7 @@ from typing import Iterable
 
 from ..core.tasks import label_index
 from ..data import CorpusSpec, Record
+from ..data.opener import read_document
 from ..errors import InputError
 from ..files import load_json
 from ..outputs import OwnedFolder
@@ -258,6 +259,44 @@ class ErrorSet:
         return ids_digest(self.universe) if self.universe is not None else None
 
 
+def _unique_keys(path: Path):
+    def hook(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise InputError(f"key {k!r} appears twice in one object (which one is meant?)", path=path, field=k)
+            out[k] = v
+        return out
+    return hook
+
+
+def _id_list(value, path: Path, field: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise InputError("expected a list of id strings", path=path, field=field)
+    return value
+
+
+def _error_file(obj: dict, p: Path) -> ErrorSet:
+    """An errors.json checked whole: its error ids a list of strings inside its own universe, the universe's ids
+    matching the digest written with them."""
+    errors = _id_list(obj.get("error_ids"), p, "error_ids")
+    universe = obj.get("universe")
+    if universe is None:
+        return ErrorSet(set(errors), None, str(p), obj.get("dataset_fingerprint"))
+    if not isinstance(universe, dict):
+        raise InputError("expected an object with the scored ids", path=p, field="universe")
+    ids = _id_list(universe.get("ids"), p, "universe.ids")
+    if "sha256" in universe and universe["sha256"] != ids_digest(sorted(ids)):
+        raise InputError("the scored ids do not match the digest written with them (edited after scoring?); "
+                         "score the predictions again", path=p, field="universe.ids")
+    outside = sorted(set(errors) - set(ids))
+    if outside:
+        raise InputError(f"{len(outside)} error ids are not among the {len(ids)} ids the file says were scored (e.g. "
+                         f"{outside[:3]}); the file is inconsistent: score the predictions again", path=p,
+                         field="error_ids")
+    return ErrorSet(set(errors), frozenset(ids), str(p), obj.get("dataset_fingerprint"))
+
+
 def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None) -> ErrorSet:
     """An error set: lookalike's errors.json (or a predict output folder holding one), a plain JSON list of ids,
     or a text file with one id per line (other tools' outputs, e.g. the paper authors' published lists).
@@ -270,9 +309,12 @@ def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None
         p = p / "errors.json"
     if not p.is_file():
         raise InputError("no such error-set file", path=p)
-    text = p.read_text(encoding="utf-8-sig", errors="replace")  # a BOM is not part of the first id
+    try:  # a BOM is not part of the first id
+        text = read_document(p, what="error-set file").decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_unique_keys(p))
     except json.JSONDecodeError:
         obj = None
         if p.suffix == ".json":
@@ -280,9 +322,7 @@ def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None
     if isinstance(obj, dict):
         if obj.get("kind") != "lookalike.errors":
             raise InputError("not a lookalike error-set file (made by `lookalike predict` or `evaluate -o`)", path=p)
-        universe = obj.get("universe")
-        es = ErrorSet(set(obj["error_ids"]), frozenset(universe["ids"]) if universe else None, str(p),
-                      obj.get("dataset_fingerprint"))
+        es = _error_file(obj, p)
     elif isinstance(obj, list):
         if not all(isinstance(x, (str, int)) for x in obj):
             raise InputError("a JSON list of error ids must hold strings", path=p)

@@ -37,6 +37,21 @@ PROVENANCE = ("corpus", "model_source")
 # what makes two stores' vectors comparable as one model's features (deep-kNN banks, queries)
 FEATURE_KEYS = ("model_sha256", "pooling", "normalize", "max_length")
 REPAIR = "re-run the `lookalike embed` command that made it (it re-does damaged shards)"
+# which points a store holds: the corpus's content and the whole record selection (as CorpusSpec.identity records)
+SELECTION_KEYS = ("corpus_fingerprint", "format", "text_field", "pair_field", "id_field", "split", "limit", "every",
+                  "offset")
+# what two models' artifacts must share to be compared point by point: the points, and the kind of features
+COMPARABLE_KEYS = SELECTION_KEYS + ("pooling", "normalize", "max_length")
+
+
+def selection(config: dict) -> dict:
+    """The record selection a store's config records (SELECTION_KEYS; absent keys left out)."""
+    return {k: config[k] for k in SELECTION_KEYS if k in config}
+
+
+def comparable(config: dict) -> dict:
+    """What an artifact made from a store must match in another model's artifact (COMPARABLE_KEYS)."""
+    return {k: config[k] for k in COMPARABLE_KEYS if k in config}
 
 
 def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embedding: np.ndarray,
