@@ -203,11 +203,16 @@ def load_knn(path: str | Path) -> KnnResult:
     return res
 
 
+TIE_BUDGET = 1 << 24  # similarities held at once while a tie at the k-th place is closed (about 200 MB)
+
+
 def knn_search(x: np.ndarray, queries: np.ndarray, k: int, *, index=None, gpu: bool | None = None,
-               block_rows: int = 8192, exclude_rows: np.ndarray | None = None):
+               block_rows: int = 8192, exclude_rows: np.ndarray | None = None, exact_rows: bool = True):
     """(similarity, rows) of the k nearest database rows for each query, in query blocks.
 
     exclude_rows: for self-search, each query's own database row (dropped from its results).
+    exact_rows: close ties at the k-th place so the rows are the (-similarity, row) order's, exactly; False when
+    only the similarities matter (deep-kNN scores), which never depend on the tie.
     """
     index = index if index is not None else build_index(x, "flat", gpu=gpu)
     n = len(queries)
@@ -220,27 +225,110 @@ def knn_search(x: np.ndarray, queries: np.ndarray, k: int, *, index=None, gpu: b
         fetch = min(base + 4, index.ntotal)
         s, i = index.search(queries[lo:hi], fetch)
         sims[lo:hi], rows[lo:hi] = _order(s, i, k, self_rows)
-        # A tie at the k-th place may continue past what was fetched (exact duplicates): fetch more for those
-        # queries until the tie is closed, so the (-similarity, row) order is exact and deterministic.
-        while fetch < index.ntotal:
-            open_tie = np.flatnonzero(np.round(s[:, -1], TIE_DECIMALS) >= np.round(sims[lo:hi, -1], TIE_DECIMALS))
-            if len(open_tie) == 0:
-                break
-            fetch = min(fetch * 2, index.ntotal)
-            s2, i2 = index.search(queries[lo:hi][open_tie], fetch)
-            sub_self = self_rows[open_tie] if self_rows is not None else None
-            sims[lo + open_tie], rows[lo + open_tie] = _order(s2, i2, k, sub_self)
-            s = np.full((hi - lo, fetch), -np.inf, dtype=np.float32)
-            s[open_tie] = s2
+        if exact_rows:
+            _close_ties(index, queries[lo:hi], s[:, -1], fetch, k, self_rows, sims[lo:hi], rows[lo:hi])
     return sims, rows
 
 
+def _close_ties(index, queries, last, fetch, k, self_rows, sims, rows) -> None:
+    """A tie at the k-th place may continue past what was fetched (near-equal vectors): fetch more for those
+    queries until the tie is closed, so the (-similarity, row) order is exact and deterministic. The open queries
+    are searched in groups of at most TIE_BUDGET similarities, so memory stays bounded whatever the fetch."""
+    while fetch < index.ntotal:
+        open_tie = np.flatnonzero(np.round(last, TIE_DECIMALS) >= np.round(sims[:, -1], TIE_DECIMALS))
+        if len(open_tie) == 0:
+            return
+        fetch = min(fetch * 2, index.ntotal)
+        last = np.full(len(queries), -np.inf, dtype=np.float32)
+        step = max(1, TIE_BUDGET // fetch)
+        for a in range(0, len(open_tie), step):
+            part = open_tie[a:a + step]
+            s2, i2 = index.search(queries[part], fetch)
+            sims[part], rows[part] = _order(s2, i2, k, self_rows[part] if self_rows is not None else None)
+            last[part] = s2[:, -1]
+
+
+def duplicate_groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Rows of `x` that are exact copies of each other, as (first row of each group in ascending order, the group
+    of every row, rows sorted by group then row, group offsets into them); None when every row is distinct."""
+    if len(x) < 2:
+        return None
+    view = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, group = np.unique(view, return_index=True, return_inverse=True)
+    if len(first) == len(x):
+        return None
+    order_of_first = np.argsort(first, kind="stable")  # number groups by their first row
+    rank = np.empty_like(order_of_first)
+    rank[order_of_first] = np.arange(len(first))
+    group = rank[group.ravel()]
+    members = np.argsort(group, kind="stable")  # rows by group, ascending row within a group
+    offsets = np.searchsorted(group[members], np.arange(len(first) + 1))
+    return first[order_of_first], group, members, offsets
+
+
+def knn_self_exact(x: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
+                   bank_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact self-kNN in the (-similarity to 6 decimals, row) order, at O(n·k) memory and time whatever the
+    duplicates: exact copies are searched once (one query and one bank row per distinct vector), then each row's
+    neighbours are drawn from its distinct neighbours' k+1 smallest rows. Without copies, `knn_self_streamed`."""
+    groups = duplicate_groups(x)
+    if groups is None:
+        return knn_self_streamed(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
+    first, group, members, offsets = groups
+    xu = x[first]
+    n, m = len(x), min(k + 1, len(xu))
+    # the k+1 nearest distinct vectors of every distinct vector, itself included (ties closed by first row)
+    su, ru = (knn_self_streamed(xu, m, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, exclude_self=False)
+              if len(xu) > m else _all_pairs(xu))
+    sizes = np.diff(offsets)
+    take = np.minimum(sizes, k + 1)  # at most k from one group, plus the query itself
+    sims = np.empty((n, k), dtype=np.float32)
+    rows = np.empty((n, k), dtype=np.int64)
+    for lo in range(0, len(xu), block_rows):
+        hi = min(lo + block_rows, len(xu))
+        cand_s, cand_r = _expand(su[lo:hi], ru[lo:hi], members, offsets, take, k + 1)
+        # each distinct vector's candidates, ordered once; every copy of it then drops itself and keeps k
+        order = np.lexsort((cand_r, -np.round(cand_s, TIE_DECIMALS)), axis=-1)
+        cand_s, cand_r = np.take_along_axis(cand_s, order, 1), np.take_along_axis(cand_r, order, 1)
+        for g in range(lo, hi):
+            for q in members[offsets[g]:offsets[g + 1]]:
+                keep = cand_r[g - lo] != q
+                r = cand_r[g - lo][keep][:k]
+                if len(r) < k:
+                    raise StoreError(f"query {int(q)}: fewer than k={k} neighbours")
+                rows[q], sims[q] = r, cand_s[g - lo][keep][:k]
+    return sims, rows
+
+
+def _all_pairs(xu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every distinct vector against all of them (when there are no more than k+1): ordered, itself included."""
+    s = xu @ xu.T
+    i = np.broadcast_to(np.arange(len(xu)), s.shape)
+    return _order(s, np.ascontiguousarray(i), len(xu))
+
+
+def _expand(su, ru, members, offsets, take, width):
+    """Candidate (similarity, row) arrays: each distinct neighbour's `take` smallest rows, padded with -inf."""
+    b, m = ru.shape
+    cand_s = np.full((b, m * width), -np.inf, dtype=np.float32)
+    cand_r = np.full((b, m * width), np.iinfo(np.int64).max, dtype=np.int64)
+    for j in range(m):
+        g = ru[:, j]
+        for t in range(width):
+            has = take[g] > t
+            rows_t = np.where(has, members[np.minimum(offsets[g] + t, len(members) - 1)], np.iinfo(np.int64).max)
+            cand_r[:, j * width + t] = rows_t
+            cand_s[:, j * width + t] = np.where(has, su[:, j], -np.inf)
+    return cand_s, cand_r
+
+
 def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
-                      bank_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+                      bank_rows: int = 65536, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Exact (similarity, rows) of the k nearest other rows of every row of `x`, the bank streamed through a flat
     index `bank_rows` at a time (as faiss.contrib's knn_ground_truth): memory is `x` plus one bank block, not a
     second copy of `x` inside the index. Each block's exact top-k (ties at the k-th place closed) is merged with
-    the running top-k by (-similarity to 6 decimals, row): the result is the one-index search's, tie for tie."""
+    the running top-k by (-similarity to 6 decimals, row): the result is the one-index search's, tie for tie.
+    exclude_self=False keeps each row among its own neighbours."""
     n = len(x)
     bank_rows = max(bank_rows, k + 1)
     starts = list(range(0, n, bank_rows))
@@ -252,7 +340,7 @@ def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_r
         hi = starts[b + 1] if b + 1 < len(starts) else n
         own = np.where((queries >= lo) & (queries < hi), queries - lo, -1)  # each query's own row in this block
         s, r = knn_search(x[lo:hi], x, k, index=build_index(x[lo:hi], "flat", gpu=gpu), block_rows=block_rows,
-                          exclude_rows=own)
+                          exclude_rows=own if exclude_self else None)
         r += lo
         if sims is None:
             sims, rows = s, r
@@ -275,7 +363,7 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
     ids = store.ids if isinstance(store, Store) else np.arange(n).astype(str)
     t0 = time.perf_counter()
     if index == "flat":
-        sims, rows = knn_self_streamed(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
+        sims, rows = knn_self_exact(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
     else:
         idx = build_index(x, index, gpu=gpu, seed=seed, **index_kw)
         sims, rows = knn_search(x, x, k, index=idx, block_rows=block_rows, exclude_rows=np.arange(n))

@@ -31,7 +31,7 @@ def kth_distance_scores(bank: np.ndarray, queries: np.ndarray, ks: Sequence[int]
     """{k: -||z - z_(k)||} for normalised bank and queries, from one search with the largest k."""
     kmax = max(ks)
     index = index if index is not None else build_index(bank, "flat", gpu=gpu)
-    sims, _ = knn_search(bank, queries, kmax, index=index)
+    sims, _ = knn_search(bank, queries, kmax, index=index, exact_rows=False)  # scores: the k-th similarity only
     # for unit vectors ||a-b||^2 = 2 - 2 a.b ; clip the rounding below zero
     dist = np.sqrt(np.clip(2.0 - 2.0 * sims.astype(np.float64), 0.0, None))
     return {k: -dist[:, k - 1] for k in ks}

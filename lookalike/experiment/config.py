@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data import CorpusSpec
+from ..data.opener import read_document
 from ..data.spec import SPEC_KEYS
 from ..errors import InputError, unknown_key_message
 from ..models import resolve_model
@@ -146,6 +147,9 @@ def parse_config(cfg, base_dir: Path) -> tuple[list[ModelSpec], dict[str, Corpus
     if not isinstance(cfg, dict):
         raise InputError(f"an experiment file is a mapping with a 'models' list, got {type(cfg).__name__}")
     _refuse_unknown(cfg, TOP_KEYS, "experiment")
+    for key in ("title", "description", "out"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise InputError(f"expected a string, got {type(cfg[key]).__name__}", record="experiment", field=key)
     if not isinstance(cfg.get("models"), list) or not cfg["models"]:
         raise InputError("expected a non-empty list of models", record="experiment", field="models")
     paths = _Paths(base_dir)
@@ -186,9 +190,37 @@ def load_config(path: str | Path) -> dict:
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
     try:
-        cfg = yaml.load(p.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        text = read_document(p, limit=MAX_CONFIG_BYTES, what="experiment file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from None
+    try:
+        cfg = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=p,
                          record=f"line {mark.line + 1}" if mark else None) from None
+    except RecursionError:
+        raise InputError("YAML nested too deeply", path=p) from None
+    _bounded(cfg, p)
     return cfg
+
+
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000  # values in the file once every alias is expanded
+
+
+def _bounded(cfg, p: Path) -> None:
+    """InputError when the document, with its aliases expanded, holds more than MAX_CONFIG_NODES values (an alias
+    bomb: a few hundred bytes whose expansion fills memory). The walk stops at the bound."""
+    count, stack = 0, [cfg]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise InputError(f"expands to more than {MAX_CONFIG_NODES:,} values (YAML aliases repeating a "
+                             "structure?); refusing it", path=p)
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
