@@ -27,8 +27,13 @@ TMP_SUFFIX = re.compile(r"\.\d+(?:-[0-9a-f]{8})?\.tmp$|\.tmp$")
 
 
 def cache_dir() -> Path:
-    """Where lookalike keeps shared caches (token caches, fitted MLM heads): $LOOKALIKE_CACHE or ~/.cache/lookalike."""
-    return Path(os.environ.get("LOOKALIKE_CACHE") or Path.home() / ".cache" / "lookalike")
+    """Where lookalike keeps shared caches (token caches, fitted MLM heads): $LOOKALIKE_CACHE or ~/.cache/lookalike.
+    A relative LOOKALIKE_CACHE is refused: the cache would move with the working folder."""
+    env = os.environ.get("LOOKALIKE_CACHE")
+    if env and not os.path.isabs(env):
+        raise InputError(f"environment variable LOOKALIKE_CACHE={env!r} is a relative path; give an absolute one "
+                         f"(e.g. {os.path.abspath(env)})")
+    return Path(env or Path.home() / ".cache" / "lookalike")
 
 
 def utc_now() -> str:
@@ -126,12 +131,28 @@ def load_json(path: str | Path, what: str = "file") -> Any:
         raise InputError(f"no such {what}", path=p)
     if p.is_dir():
         raise InputError(f"is a folder, expected a {what}", path=p)
+    if not p.is_file():
+        raise InputError(f"is not a regular file, expected a {what}", path=p)
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"), object_pairs_hook=unique_keys(p))
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=p) from None
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", path=p) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", path=p) from None
+
+
+def unique_keys(path: Path):
+    """A json object hook that refuses a key given twice in one object (json keeps the last one, silently)."""
+    def hook(pairs):
+        out = {}
+        for k, v in pairs:
+            if k in out:
+                raise InputError(f"key {k!r} appears twice in one object (which one is meant?)", path=path, field=k)
+            out[k] = v
+        return out
+    return hook
 
 
 def first_difference(old: dict, new: dict) -> str | None:

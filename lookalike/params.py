@@ -25,11 +25,15 @@ CLS_MAX_LENGTH = 512
 
 
 def _check(obj) -> None:
-    """Field metadata rules: min (inclusive), choices; None passes for optional fields."""
+    """Types (as annotated: `normalize="yes"` is refused, not taken as true) and field metadata rules: min
+    (inclusive), choices; None passes for optional fields."""
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         v = getattr(obj, f.name)
         if v is None:
             continue
+        if f.name in hints:
+            _coerce(v, hints[f.name], f.name, None)
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         items = v if isinstance(v, tuple) else (v,)
         for x in items:
@@ -39,6 +43,15 @@ def _check(obj) -> None:
                 raise InputError(f"{x!r} is above the maximum {hi}", field=f.name)
         if "choices" in f.metadata and v not in f.metadata["choices"]:
             raise InputError(f"{v!r} is not one of {', '.join(map(str, f.metadata['choices']))}", field=f.name)
+
+
+_HINTS: dict = {}
+
+
+def _hints(cls) -> dict:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def params(cls):

@@ -256,7 +256,7 @@ def test_expected_failures_are_one_line(tiny_exports, corpus, tmp_path, monkeypa
     (tmp_path / "p.json").write_text(json.dumps(preds))
     (tmp_path / "na.json").write_text(json.dumps({"d0": "high"}))
     _one_line_error(_run("evaluate", corpus, tmp_path / "p.json", "--na-prob-file", tmp_path / "na.json",
-                         "--text-field", "text", "--pair-field", "text"), "question d0", "not a number")
+                         "--text-field", "text", "--pair-field", "text"), "question d0", "not a finite number")
     (tmp_path / "m.yaml").write_text("models: 5\n")
     _one_line_error(_run("run", tmp_path / "m.yaml"), "m.yaml", "field 'models'")
 

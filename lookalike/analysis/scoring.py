@@ -14,17 +14,20 @@ import collections
 import hashlib
 import json
 import logging
+import math
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from ..core.tasks import label_index
 from ..data import CorpusSpec, Record
 from ..data.opener import read_document
 from ..errors import InputError
-from ..files import load_json
+from ..files import load_json, unique_keys
 from ..outputs import OwnedFolder
 
 log = logging.getLogger(__name__)
@@ -131,8 +134,44 @@ def squad_v2_eval(records: Iterable[Record], preds: dict[str, str], na_probs: di
     return out, exact, f1
 
 
+def _label_key(v):
+    """A label as compared without the model's label names: an integer id, or a name (case-insensitive)."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (int, np.integer)) or (isinstance(v, str) and v.strip().lstrip("-").isdigit()):
+        return int(v)
+    if isinstance(v, str):
+        return v.strip().lower()
+    raise InputError(f"label {v!r} is neither an id nor a name", field="label")
+
+
+def _predicted_label(p, labels: dict | None, rid: str):
+    if isinstance(p, dict):
+        if "label_id" not in p or isinstance(p["label_id"], bool) or not isinstance(p["label_id"], int):
+            raise InputError("prediction has no integer 'label_id'", record=f"record {rid}", field="label_id")
+        return p["label_id"] if labels else _label_key(p["label_id"])
+    if labels:
+        return label_index(p, labels, f"record {rid}", None)
+    try:
+        return _label_key(p)
+    except InputError:
+        raise InputError(f"prediction {p!r} is neither a label id nor a name", record=f"record {rid}") from None
+
+
+def _labels_of(preds: dict) -> dict[int, str] | None:
+    """The model's {label id: name} as lookalike's predictions record them ({id: {label, label_id}}), else None."""
+    out = {}
+    for p in preds.values():
+        if not (isinstance(p, dict) and isinstance(p.get("label_id"), int) and isinstance(p.get("label"), str)):
+            return None
+        out.setdefault(p["label_id"], p["label"])
+    return out or None
+
+
 def cls_eval(records: Iterable[Record], preds: dict, labels: dict[int, str] | None = None) -> tuple[dict, dict]:
-    """(accuracy and confusion, {id: 1 if correct else 0})."""
+    """(accuracy and confusion, {id: 1 if correct else 0}). Without the model's `labels`, those its predictions
+    record are used, so data labelled by name ("positive") scores against predicted ids."""
+    labels = labels or _labels_of(preds)
     correct, confusion = {}, collections.Counter()
     missing = 0
     for r in records:
@@ -142,13 +181,13 @@ def cls_eval(records: Iterable[Record], preds: dict, labels: dict[int, str] | No
             missing += 1
             continue
         p = preds[r.id]
-        pid = p["label_id"] if isinstance(p, dict) else int(p)
-        gid = label_index(r.label, labels, f"record {r.id}", None) if labels else int(r.label)
+        pid = _predicted_label(p, labels, r.id)
+        gid = label_index(r.label, labels, f"record {r.id}", None) if labels else _label_key(r.label)
         correct[r.id] = int(pid == gid)
         confusion[(gid, pid)] += 1
     n = len(correct)
     out = {"accuracy": sum(correct.values()) / n if n else 0.0, "total": n,
-           "confusion": {f"gold={g},pred={p}": c for (g, p), c in sorted(confusion.items())}}
+           "confusion": {f"gold={g},pred={p}": c for (g, p), c in sorted(confusion.items(), key=lambda kv: str(kv[0]))}}
     if missing:
         out["missing"] = missing
     return out, correct
@@ -165,8 +204,9 @@ def _check_na_probs(probs, path) -> dict[str, float]:
     if not isinstance(probs, dict):
         raise InputError(f"expected a JSON object {{id: no-answer probability}}, got {type(probs).__name__}", path=path)
     for q, v in probs.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise InputError(f"no-answer probability {v!r} is not a number", path=path, record=f"question {q}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise InputError(f"no-answer probability {v!r} is not a finite number", path=path,
+                             record=f"question {q}")
     return {q: float(v) for q, v in probs.items()}
 
 
@@ -259,17 +299,6 @@ class ErrorSet:
         return ids_digest(self.universe) if self.universe is not None else None
 
 
-def _unique_keys(path: Path):
-    def hook(pairs):
-        out = {}
-        for k, v in pairs:
-            if k in out:
-                raise InputError(f"key {k!r} appears twice in one object (which one is meant?)", path=path, field=k)
-            out[k] = v
-        return out
-    return hook
-
-
 def _id_list(value, path: Path, field: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
         raise InputError("expected a list of id strings", path=path, field=field)
@@ -314,7 +343,7 @@ def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None
     except UnicodeDecodeError as exc:
         raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from None
     try:
-        obj = json.loads(text, object_pairs_hook=_unique_keys(p))
+        obj = json.loads(text, object_pairs_hook=unique_keys(p))
     except json.JSONDecodeError:
         obj = None
         if p.suffix == ".json":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import InputError
+from ..files import unique_keys
 from .opener import COMPRESSED, check_regular, max_record_bytes, open_input, read_document, read_lines
 
 FORMATS = (
@@ -63,23 +64,11 @@ def _decode_json(raw: bytes, path: Path) -> Any:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError("undecodable bytes (not UTF-8)", path=path, record=f"line {line}") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
+        return json.loads(text, object_pairs_hook=unique_keys(path))
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {exc.lineno}") from None
     except RecursionError:
         raise InputError("JSON nested too deeply", path=path) from None
-
-
-def _no_duplicate_keys(path: Path):
-    def hook(pairs):
-        out = {}
-        for k, v in pairs:
-            if k in out:
-                raise InputError(f"key {k!r} appears twice in one object (which one is meant?)", path=path,
-                                 field=k)
-            out[k] = v
-        return out
-    return hook
 
 
 def _read_json(path: Path) -> Any:
@@ -204,6 +193,17 @@ def _field(row: Mapping, name: str, path: Path, record: str, *, required: bool =
 
 
 DEFAULT_ID_FIELD = "id"
+MAX_ID_CHARS = 4096  # ids are stored in every artifact; a NUL would be cut by HDF5's strings
+
+
+def _typed(value, types, path: Path, record: str, field: str | None, expected: str):
+    """`value` when it is of `types` (bool is not an int here), else an InputError naming the record and field."""
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in (types if isinstance(types, tuple)
+                                                                                  else (types,)))
+    if not ok:
+        raise InputError(f"expected {expected}, got {type(value).__name__} {str(value)[:40]!r}", path=path,
+                         record=record, field=field)
+    return value
 
 
 def _from_row(row: Any, index: int, path: Path, record: str, fields: Fields) -> Record:
@@ -350,16 +350,30 @@ def _read_squad(path: Path, fields: Fields, info: dict, split: str | None = None
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise InputError("not a SQuAD file (no top-level 'data' list)", path=path, field="data")
     for a, article in enumerate(obj["data"]):
-        for p, para in enumerate(article.get("paragraphs", [])):
-            context = _field(para, "context", path, f"data[{a}].paragraphs[{p}]")
-            for q, qa in enumerate(_field(para, "qas", path, f"data[{a}].paragraphs[{p}]")):
-                where = f"question {qa.get('id', f'data[{a}].paragraphs[{p}].qas[{q}]')}"
-                qid = _field(qa, "id", path, where)
-                question = _field(qa, "question", path, where)
-                answers = _field(qa, "answers", path, where)
-                impossible = bool(qa.get("is_impossible", False))
-                texts = [x["text"] for x in answers]
-                starts = [x.get("answer_start") for x in answers]
+        _typed(article, dict, path, f"data[{a}]", None, "an object")
+        for p, para in enumerate(_typed(article.get("paragraphs", []), list, path, f"data[{a}]", "paragraphs",
+                                        "a list")):
+            here = f"data[{a}].paragraphs[{p}]"
+            _typed(para, dict, path, here, None, "an object")
+            context = _typed(_field(para, "context", path, here), str, path, here, "context", "a string")
+            for q, qa in enumerate(_typed(_field(para, "qas", path, here), list, path, here, "qas", "a list")):
+                _typed(qa, dict, path, f"{here}.qas[{q}]", None, "an object")
+                where = f"question {qa.get('id', f'{here}.qas[{q}]')}"
+                qid = _typed(_field(qa, "id", path, where), (str, int), path, where, "id", "a string")
+                question = _typed(_field(qa, "question", path, where), str, path, where, "question", "a string")
+                answers = _typed(_field(qa, "answers", path, where), list, path, where, "answers", "a list")
+                impossible = _typed(qa.get("is_impossible", False), bool, path, where, "is_impossible",
+                                    "true or false")
+                texts, starts = [], []
+                for k, x in enumerate(answers):
+                    _typed(x, dict, path, where, f"answers[{k}]", "an object {text, answer_start}")
+                    texts.append(_typed(_field(x, "text", path, where), str, path, where, f"answers[{k}].text",
+                                        "a string"))
+                    start = x.get("answer_start")
+                    if start is not None and (isinstance(start, bool) or not isinstance(start, int)):
+                        raise InputError(f"expected a whole number, got {start!r}", path=path, record=where,
+                                         field=f"answers[{k}].answer_start")
+                    starts.append(start)
                 yield _qa_record(path, where, qid, question, context, texts, starts, impossible)
 
 
@@ -658,6 +672,10 @@ def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, off
     for pos, rec in enumerate(records):
         if rec.id in seen:
             raise InputError(f"duplicate id {rec.id!r}", path=path, record=f"record {pos}",
+                             field=id_field or "id")
+        if "\0" in rec.id or len(rec.id) > MAX_ID_CHARS:
+            raise InputError("id holds a NUL character" if "\0" in rec.id else
+                             f"id is longer than {MAX_ID_CHARS} characters", path=path, record=f"record {pos}",
                              field=id_field or "id")
         seen.add(rec.id)
         if every is not None and pos % every != offset:

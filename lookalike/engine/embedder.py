@@ -67,11 +67,9 @@ class Embedder:
                pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
                dtype: str | None = None, progress: bool = False) -> np.ndarray:
         """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order."""
-        if isinstance(texts, str):
-            raise InputError("encode takes a list of texts, not one string (wrap it: [text])")
-        texts = list(texts)
+        texts = _text_list(texts, "texts")
         if pairs is not None:
-            pairs = list(pairs)
+            pairs = _text_list(pairs, "pairs")
             if len(pairs) != len(texts):
                 raise InputError(f"{len(texts)} texts but {len(pairs)} pairs")
         for i, t in enumerate(texts):
@@ -95,3 +93,12 @@ class Embedder:
         finally:
             bar.close()
         return out
+
+
+def _text_list(values, name: str) -> list:
+    """`values` as a list; one string or a non-sequence is refused (a string would be taken as its characters)."""
+    if isinstance(values, str):
+        raise InputError(f"encode takes a list of {name}, not one string (wrap it: [text])")
+    if values is None or isinstance(values, (bytes, dict)) or not hasattr(values, "__iter__"):
+        raise InputError(f"encode takes a list of {name}, got {type(values).__name__}")
+    return list(values)

@@ -42,6 +42,11 @@ class OnnxModel:
             self.encoder = load_engine_tokenizer(self.dir, self.input_names) or self.tokenizer
         except Exception as exc:
             raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+        model_vocab = self.manifest.get("vocab_size")
+        if isinstance(model_vocab, int) and len(self.encoder) > model_vocab:
+            raise ModelError(f"{self.dir}: the tokenizer has {len(self.encoder)} tokens, the model's embedding table "
+                             f"{model_vocab} rows: ids past {model_vocab - 1} have no embedding (a tokenizer from "
+                             "another model?); re-export the model with its own tokenizer")
         self.pad_id = self.encoder.pad_token_id or 0
         self.max_positions = positions(self.manifest)
         # IO binding: inputs uploaded ahead of time (`upload`, called in the batching stage, so on CUDA the next
