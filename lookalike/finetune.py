@@ -100,6 +100,16 @@ def _say_label_counts(labels: list, corpus: CorpusSpec, selection: str) -> None:
         log.warning("labels %s are under 10%% of the training records", sorted(map(str, rare)))
 
 
+def hf_folder_names(net, tok) -> list[str]:
+    """The files the final save will write (the tokenizer's and config's, saved once to a scratch folder, and the
+    weights), so a user's file at one of those names is refused before training, not after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save_pretrained(tmp)
+        net.config.save_pretrained(tmp)
+        names = sorted(p.name for p in Path(tmp).iterdir())
+    return [*names, "model.safetensors"]
+
+
 def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | Path,
              params: FinetuneParams | None = None, *, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
              progress: bool = True) -> Path:
@@ -160,7 +170,7 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
     max_steps = params.max_steps
     save_steps = params.save_steps
     folder = OwnedFolder(out)
-    folder.claim(INFO)
+    folder.claim(INFO, *hf_folder_names(net, tok))  # refused before training when a name holds a user's file
     if folder.status("checkpoints") == "foreign":
         raise OutputError(f"{out / 'checkpoints'}: exists and was not made by lookalike; refusing to train into it "
                           "(the trainer rotates what is there): move it away or choose another folder")

@@ -26,6 +26,7 @@ from .engine import OnnxModel
 from .errors import InputError, ModelError
 from .exporters import export
 from .files import load_json
+from .finetune import hf_folder_names
 from .models import model_label
 from .outputs import OwnedFolder
 
@@ -116,6 +117,7 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     except (OSError, ValueError) as exc:
         raise ModelError(f"{base}: cannot load a BERT encoder for a masked-LM head ({str(exc)[:200]})") from None
     mlm.eval()
+    folder.claim(REPORT, *hf_folder_names(mlm, tok))  # before fitting: a user's file at a name is refused now
     with tempfile.TemporaryDirectory() as tmp:
         export(str(base), Path(tmp) / "enc")
         encoder = OnnxModel(Path(tmp) / "enc", device="cpu")

@@ -11,6 +11,7 @@ from ..analysis.report import dump_json
 from ..analysis.tables import ModelArtifacts, ReportSpec, write_report
 from ..errors import InputError
 from ..mlm import describe as describe_mlm
+from ..outputs import OwnedFolder
 from . import steps
 from .cache import StepCache
 from .config import ModelSpec, load_config, parse_config
@@ -56,6 +57,8 @@ class Experiment:
 
     def run(self) -> Path:
         t0 = time.perf_counter()
+        # the report folder is rewritten whole at the end: a user's file in it is refused now, not after the run
+        OwnedFolder(self.out / "report").refuse_foreign("write the report there")
         for spec in self.models:
             self.runs[spec.name] = self.run_model(spec)
         return self.report(time.perf_counter() - t0)
