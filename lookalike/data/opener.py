@@ -183,11 +183,15 @@ def read_document(path: str | Path, *, limit: int | None = None, what: str = "fi
     the record limit for one review or record)."""
     path = Path(path)
     limit = max_document_bytes() if limit is None else limit
+    parts, size = [], 0
     with open_input(path) as fh:
-        try:
-            data = fh.read(limit + 1)
+        try:  # in blocks: read(limit) would reserve the whole limit up front
+            while size <= limit and (block := fh.read(min(1 << 22, limit + 1 - size))):
+                parts.append(block)
+                size += len(block)
         except BAD_STREAM as exc:
             raise stream_error(path, exc) from None
+    data = b"".join(parts)
     if len(data) > limit:
         env = "LOOKALIKE_MAX_DOCUMENT_MB" if limit == max_document_bytes() else "LOOKALIKE_MAX_RECORD_MB"
         raise InputError(f"larger than the {what} limit ({limit >> 20} MiB; raise {env} to read it)", path=path)

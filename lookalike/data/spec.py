@@ -106,6 +106,8 @@ class CorpusSpec:
         p = Path(self.path)
         if not p.exists():
             return "name:" + hashlib.sha256(self.path.encode()).hexdigest()[:32]
+        if not p.is_dir():
+            check_regular(p)  # before resolving: a pipe (`<(...)`) resolves to a name that does not exist
         p = p.resolve()
         files = sorted(x for x in p.rglob("*") if not x.is_dir()) if p.is_dir() else [p]
         stamp = tuple((str(f), (st := check_regular(f)).st_size, st.st_mtime_ns, st.st_ino) for f in files)
@@ -120,7 +122,10 @@ class CorpusSpec:
 
     def identity(self) -> dict:
         """The corpus as every artifact made from it records it: its location, content fingerprint and selection."""
-        return {"corpus": str(Path(self.path).resolve()) if self.is_local else self.path,
+        where = str(Path(self.path).resolve()) if self.is_local else self.path
+        # provenance only: a file name that is not UTF-8 is recorded with its odd bytes escaped (\xff)
+        where = where.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return {"corpus": where,
                 "corpus_fingerprint": self.fingerprint(), **self.settings()}
 
     def as_dict(self) -> dict:

@@ -38,7 +38,7 @@ def run_cli(*args, stdin: bytes | None = None, mem_mb: int = 3072, timeout: floa
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-m", "lookalike.cli", *map(str, args)],
+        p = subprocess.Popen([sys.executable, "-m", "lookalike.cli", *(a if isinstance(a, bytes) else str(a) for a in args)],
                              stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out,
                              stderr=err, preexec_fn=cap, env={**os.environ, **(env or {})}, cwd=cwd,
                              pass_fds=pass_fds)
