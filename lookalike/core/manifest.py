@@ -66,8 +66,9 @@ def _listed_files(manifest: dict, mpath: Path) -> dict[str, str]:
 
 
 def _check_plain(model_dir: Path, name: str, mpath: Path) -> None:
-    """A file the manifest names: a plain name inside the folder (no path separator, no `..`), a regular file."""
-    if not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+    """A file the manifest (or the model) names: a plain name inside the folder (no path separator, no `..`), a
+    regular file."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
         raise ModelError(f"{mpath}: names the file {name!r}, which is not a plain file name inside the export folder; "
                          "refusing to read it (re-export the model)")
     path = model_dir / name
@@ -127,20 +128,34 @@ def verify_model_file(model_dir: str | Path, manifest: dict) -> None:
     key = (str(path.resolve()), tuple(stats), manifest["sha256"], tuple(sorted(files.items())))
     if key in _VERIFIED:
         return
-    digest, external = _hash_and_scan(path, _EXTERNAL_MARK)
-    if digest != manifest["sha256"]:
-        raise ModelError(f"{path}: its sha256 is not the one {MANIFEST} records (the file was changed or replaced "
-                         "after export); re-export the model")
+    if model_digest(path) != manifest["sha256"]:
+        raise ModelError(f"{path}: its sha256 is not the one {MANIFEST} records (the file or the external weights it "
+                         "reads were changed or replaced after export); re-export the model")
     for name, want in sorted(files.items()):
         if sha256_file(model_dir / name) != want:
             raise ModelError(f"{model_dir / name}: its sha256 is not the one {MANIFEST} records (changed or replaced "
                              "after export); re-export the model")
-    if external:
-        for loc in external_locations(path):
-            if loc not in files:
-                raise ModelError(f"{path}: reads tensors from {loc!r}, which {MANIFEST} does not list with a checksum; "
-                                 "refusing to load weights nothing verifies (re-export the model)")
     _VERIFIED[key] = True
+
+
+def model_digest(path: Path) -> str:
+    """The model's identity: the sha256 of the ONNX file, or, when it keeps tensors in external files, of the file
+    and every external file it names (each a plain name beside it, a regular file), so a store's `model_sha256`
+    covers every weight the runtime loads. ModelError for an external location outside the folder."""
+    import hashlib
+
+    path = Path(path)
+    digest, external = _hash_and_scan(path, _EXTERNAL_MARK)
+    if not external:
+        return digest
+    locations = external_locations(path)
+    if not locations:
+        return digest
+    h = hashlib.sha256(digest.encode())
+    for loc in locations:
+        _check_plain(path.parent, loc, path)
+        h.update(b"\0" + loc.encode() + b"\0" + sha256_file(path.parent / loc).encode())
+    return h.hexdigest()
 
 
 def listed_files(model_dir: Path, model_file: str = MODEL_FILE) -> dict[str, str]:

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import __version__
-from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8, listed_files
+from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8, listed_files, model_digest
 from ..core.tasks import TASKS
 from ..data.stdlib import stdlib_corpora
 from ..errors import ExportError, ModelError
@@ -467,7 +467,7 @@ def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant,
         "exporter": exporter,
         "file": MODEL_FILE,
         "file_size": path.stat().st_size,
-        "sha256": sha256_file(path),
+        "sha256": model_digest(path),
         "inputs": [i.name for i in proto.graph.input],
         "outputs": [o.name for o in proto.graph.output],
         "hidden_size": hidden,
