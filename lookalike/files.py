@@ -143,13 +143,25 @@ def load_json(path: str | Path, what: str = "file") -> Any:
         raise InputError("JSON nested too deeply", path=p) from None
 
 
-def unique_keys(path: Path):
+def parse_json(text: str, path: Path, record: str | None = None) -> Any:
+    """JSON text as lookalike reads every user's JSON: a key given twice in one object refused, nesting too deep
+    for the parser one InputError (not a RecursionError), invalid JSON one InputError naming the file and record."""
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys(path, record))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", path=path, record=record or f"line {exc.lineno}") from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", path=path, record=record) from None
+
+
+def unique_keys(path: Path, record: str | None = None):
     """A json object hook that refuses a key given twice in one object (json keeps the last one, silently)."""
     def hook(pairs):
         out = {}
         for k, v in pairs:
             if k in out:
-                raise InputError(f"key {k!r} appears twice in one object (which one is meant?)", path=path, field=k)
+                raise InputError(f"key {k!r} appears twice in one object (which one is meant?)", path=path,
+                                 record=record, field=k)
             out[k] = v
         return out
     return hook

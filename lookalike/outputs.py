@@ -77,7 +77,7 @@ class OwnedFolder:
             return {}
         try:
             data = json.loads(p.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         if not isinstance(data, dict) or data.get("kind") != LEDGER_KIND or not isinstance(data.get("files"), dict):
             return {}

@@ -184,7 +184,7 @@ def load_knn(path: str | Path) -> KnnResult:
             stored = f.attrs.get("content_sha256")
     except OSError as exc:
         raise InputError(f"not a readable HDF5 file ({exc})", path=path) from None
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise InputError(f"not a complete lookalike neighbour file ({exc}); re-run `lookalike knn`",
                          path=path) from None
     if stored is None:

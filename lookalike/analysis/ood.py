@@ -107,7 +107,7 @@ def _content_sha256(obj: dict) -> str:
 def _is_ood_file(path: Path) -> bool:
     try:
         return json.loads(path.read_text()).get("kind") == "lookalike.ood"
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 

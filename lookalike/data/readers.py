@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..errors import InputError
-from ..files import unique_keys
+from ..files import parse_json, unique_keys
 from .opener import COMPRESSED, check_regular, max_record_bytes, open_input, read_document, read_lines
 
 FORMATS = (
@@ -109,7 +109,7 @@ def detect_format(path: str | Path) -> str:
                     return "mrqa"
                 try:
                     first = json.loads(line)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     return "jsonl"  # the reader names the line
                 return "mrqa" if isinstance(first, dict) and {"context", "qas"} <= set(first) else "jsonl"
         return "jsonl"
@@ -234,10 +234,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
     for lineno, line in _lines(path):
         if not line.strip():
             continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {lineno}") from None
+        yield lineno, parse_json(line, path, f"line {lineno}")
 
 
 def _read_jsonl(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:

@@ -37,7 +37,7 @@ def _read(model: str, name: str, revision: str | None = None) -> dict | list | N
             return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         log.warning("%s: unreadable (%s); ignoring the model's sentence-transformers pooling", path, exc)
         return None
 

@@ -11,7 +11,6 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from hostile_tools import one_line, run_cli
 
 from lookalike.analysis.knn import TIE_DECIMALS, knn_self_exact
@@ -66,11 +65,11 @@ def test_100k_identical_vectors_in_bounded_memory():
 def test_deep_knn_scores_over_an_identical_bank_in_bounded_memory():
     r = _capped_python("""
         import numpy as np
-        from lookalike.analysis.ood import knn_scores
+        from lookalike.analysis.ood import kth_distance_scores
         bank = np.ones((100_000, 64), np.float32) / 8.0
         q = np.random.default_rng(0).standard_normal((2_000, 64)).astype(np.float32)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
-        scores = knn_scores(bank, q, [1, 10, 50])
+        scores = kth_distance_scores(bank, q, [1, 10, 50])
         assert all(np.allclose(scores[1], scores[k]) for k in (10, 50))  # every neighbour is the same point
         print("ok")
     """, mem_mb=1500)
@@ -102,8 +101,8 @@ def test_a_yaml_alias_bomb_is_one_line_in_bounded_memory(tmp_path):
     assert r.max_rss_mb < 800
 
 
-def test_deeply_nested_json_is_one_line(tmp_path):
+def test_deeply_nested_json_is_one_line(tiny_exports, tmp_path):
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     one_line(run_cli("evaluate", tmp_path / "deep.json", tmp_path / "deep.json"), "deep.json")
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"text": "x"}) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
-    one_line(run_cli("embed", "minilm", tmp_path / "corpus.jsonl", tmp_path / "o"), "corpus.jsonl")
+    one_line(run_cli("embed", tiny_exports["bert2"], tmp_path / "corpus.jsonl", tmp_path / "o"), "corpus.jsonl")

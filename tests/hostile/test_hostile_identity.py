@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from hostile_tools import one_line, run_cli
 
 from lookalike.analysis.knn import knn_self

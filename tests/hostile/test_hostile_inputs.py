@@ -14,7 +14,6 @@ import time
 import zlib
 
 import pytest
-
 from hostile_tools import one_line, run_cli, snapshot
 
 from lookalike.data import read_corpus

@@ -7,7 +7,6 @@ import os
 import shutil
 
 import pytest
-
 from hostile_tools import one_line, run_cli, snapshot, unchanged
 
 USER = "a user's own notes\n"

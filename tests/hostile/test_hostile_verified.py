@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from hostile_tools import one_line, run_cli
 
 from lookalike.core.manifest import MANIFEST, model_digest
