@@ -12,6 +12,7 @@ import transformers
 
 from lookalike.attack import NLTK_DATA, run_attack, select_examples, summarize
 from lookalike.errors import InputError, ModelError
+from lookalike.outputs import OutputError, OwnedFolder
 from lookalike.params import AttackParams
 
 
@@ -69,15 +70,23 @@ def test_attack_flips_predictions_respects_constraints_and_resumes(tiny_models, 
     assert s["accuracy_after_attack"] == pytest.approx(s["failed"] / n)
     if acc:
         assert s["percent_change"] == pytest.approx(100 * (acc - s["failed"] / n) / acc)
-    # crash mid-write: two complete lines and a torn third; the re-run finishes without loss or duplicates
+    # crash mid-write: two complete lines and a torn third; the re-run finishes without loss or duplicates.
+    # A crash leaves the ledger at the last line that was fsynced (it is recorded after each one), so the
+    # ledger says two lines and the file holds a torn third past them.
+    import hashlib
+
+
     text = (tmp_path / "att" / "results.jsonl").read_text().splitlines(keepends=True)
-    (tmp_path / "att" / "results.jsonl").write_text("".join(text[:2]) + text[2][:40])
+    kept = "".join(text[:2]).encode()
+    OwnedFolder(tmp_path / "att")._update(lambda files: files.__setitem__(
+        "results.jsonl", {"sha256": hashlib.sha256(kept).hexdigest(), "size": len(kept), "append": True}))
+    (tmp_path / "att" / "results.jsonl").write_bytes(kept + text[2][:40].encode())
     s2 = run_attack(tiny_exports["cls"], data, tmp_path / "att", params, **kw)
     rows2 = [json.loads(l) for l in (tmp_path / "att" / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows2[:2]] == [r["id"] for r in rows[:2]]
     assert sorted(r["id"] for r in rows2) == sorted(r["id"] for r in rows)
     assert s2["n"] == 8 and s2["succeeded"] == s["succeeded"]
-    with pytest.raises(InputError, match="other settings"):
+    with pytest.raises(OutputError, match="other settings"):
         run_attack(tiny_exports["cls"], data, tmp_path / "att", dataclasses.replace(params, max_candidates=4), **kw)
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -72,11 +73,35 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _blocks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    """The stream's bytes in blocks. A pipe or terminal is read with `select` and a short timeout, so a signal
+    (SIGTERM) delivered to another thread (numpy's BLAS threads exist from import) still reaches the main thread's
+    handler within a quarter second instead of waiting behind a read that never returns."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is None or sys.platform == "win32" or stat.S_ISREG(os.fstat(fd).st_mode):
+        while block := stream.read(size):
+            yield block
+        return
+    import select
+
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.25)
+        if not ready:
+            continue
+        block = os.read(fd, size)
+        if not block:
+            return
+        yield block
+
+
 def _spool(stream: BinaryIO, path: Path) -> int:
     limit = max_stdin_bytes()
     total = 0
     with open(path, "wb") as f:
-        while block := stream.read(1 << 20):
+        for block in _blocks(stream):
             total += len(block)
             if total > limit:
                 raise InputError(f"standard input is larger than the spool limit ({limit >> 20} MiB; raise "
