@@ -182,6 +182,8 @@ def load_knn(path: str | Path) -> KnnResult:
             res = KnnResult(f["id"].asstr()[:], f["neighbors"][:], f["similarity"][:], int(f.attrs["k"]),
                             str(f.attrs["index"]), json.loads(f.attrs["meta"]))
             stored = f.attrs.get("content_sha256")
+    except InputError:
+        raise
     except OSError as exc:
         raise InputError(f"not a readable HDF5 file ({exc})", path=path) from None
     except (KeyError, ValueError, TypeError, RecursionError) as exc:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import string
 from dataclasses import dataclass
@@ -336,10 +337,10 @@ def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None
     p = Path(path)
     if p.is_dir():
         p = p / "errors.json"
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise InputError("no such error-set file", path=p)
     try:  # a BOM is not part of the first id
-        text = read_document(p, what="error-set file").decode("utf-8-sig")
+        text = read_document(p, what="error-set file", corpus=False).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from None
     try:

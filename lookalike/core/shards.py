@@ -159,11 +159,31 @@ def self_contained_problem(f) -> str | None:
     return walk(f, "")
 
 
+def not_regular_problem(path: str | Path) -> str | None:
+    """None for a regular file (links followed), else what it is: lookalike opens no FIFO, device or socket."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    return "is " + ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                    else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a folder" if stat.S_ISDIR(mode) else "not a regular file") + ", not a regular file"
+
+
 def open_h5(path: str | Path, error=StoreError, what: str = "shard"):
     """An HDF5 file opened read-only for lookalike to read: refused (`error`, naming it) when anything in it
     points outside the file (`self_contained_problem`), so no checksum can be bypassed through HDF5 itself."""
     import h5py
 
+    problem = not_regular_problem(path)  # a FIFO would block h5py's open forever, a device be read as HDF5
+    if problem:
+        raise error(f"{path}: {problem}; expected a lookalike {what}")
     f = h5py.File(path, "r")
     try:
         problem = self_contained_problem(f)

@@ -70,9 +70,9 @@ def file_kind(mode: int) -> str:
             else "a folder" if stat.S_ISDIR(mode) else "not a regular file")
 
 
-def _not_regular(path, mode: int) -> InputError:
+def _not_regular(path, mode: int, corpus: bool = True) -> InputError:
     hint = ""
-    if stat.S_ISFIFO(mode):
+    if stat.S_ISFIFO(mode) and corpus:
         hint = ("; lookalike reads a corpus twice (its fingerprint, then its records), which a pipe cannot do: "
                 "pipe the content to standard input (`-`) instead")
     elif stat.S_ISDIR(mode):
@@ -80,8 +80,9 @@ def _not_regular(path, mode: int) -> InputError:
     return InputError(f"is {file_kind(mode)}, not a regular file; refusing to read it{hint}", path=path)
 
 
-def check_regular(path: str | Path) -> os.stat_result:
-    """stat of a regular file (links followed), or InputError naming what it is instead."""
+def check_regular(path: str | Path, corpus: bool = True) -> os.stat_result:
+    """stat of a regular file (links followed), or InputError naming what it is instead (with the hint to pipe a
+    corpus to stdin when it is a corpus)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -89,14 +90,14 @@ def check_regular(path: str | Path) -> os.stat_result:
     except OSError as exc:
         raise InputError(f"cannot read it ({exc.strerror})", path=path) from None
     if not stat.S_ISREG(st.st_mode):
-        raise _not_regular(path, st.st_mode)
+        raise _not_regular(path, st.st_mode, corpus)
     return st
 
 
-def open_regular(path: str | Path) -> BinaryIO:
+def open_regular(path: str | Path, corpus: bool = True) -> BinaryIO:
     """A binary handle on a regular file. Opened without blocking (a FIFO would block in open()) and checked on
     the open descriptor, so a file swapped for a device between a check and the open is refused too."""
-    check_regular(path)
+    check_regular(path, corpus)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -104,7 +105,7 @@ def open_regular(path: str | Path) -> BinaryIO:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise _not_regular(path, st.st_mode)
+        raise _not_regular(path, st.st_mode, corpus)
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb", buffering=1 << 16)
 
@@ -147,10 +148,10 @@ def stream_error(path: Path, exc: BaseException) -> InputError:
                       path=path)
 
 
-def open_input(path: str | Path) -> BinaryIO:
+def open_input(path: str | Path, corpus: bool = True) -> BinaryIO:
     """A buffered binary stream of the file's content (.gz/.xz/.bz2 decompressed, expansion bounded)."""
     path = Path(path)
-    raw = open_regular(path)
+    raw = open_regular(path, corpus)
     cls = COMPRESSED.get(path.suffix.lower())
     if cls is None:
         return raw
@@ -178,13 +179,13 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
             yield lineno, raw
 
 
-def read_document(path: str | Path, *, limit: int | None = None, what: str = "file") -> bytes:
+def read_document(path: str | Path, *, limit: int | None = None, what: str = "file", corpus: bool = True) -> bytes:
     """The whole (decompressed) content of a file read as one document, bounded by `limit` (the document limit, or
-    the record limit for one review or record)."""
+    the record limit for one review or record). corpus: False for a file that is not a corpus (no stdin hint)."""
     path = Path(path)
     limit = max_document_bytes() if limit is None else limit
     parts, size = [], 0
-    with open_input(path) as fh:
+    with open_input(path, corpus) as fh:
         try:  # in blocks: read(limit) would reserve the whole limit up front
             while size <= limit and (block := fh.read(min(1 << 22, limit + 1 - size))):
                 parts.append(block)

@@ -7,6 +7,8 @@ from the command line only. Every relative path in the file resolves against the
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,8 +174,10 @@ def load_config(path: str | Path) -> dict:
     import yaml
 
     p = Path(path)
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise InputError("no such experiment file", path=p)
+    if p.is_dir():
+        raise InputError("is a folder, expected an experiment file (YAML)", path=p)
 
     class _Loader(yaml.SafeLoader):
         """safe_load, but a key given twice in one mapping is an error (YAML keeps the last one silently)."""
@@ -190,7 +194,7 @@ def load_config(path: str | Path) -> dict:
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
     try:
-        text = read_document(p, limit=MAX_CONFIG_BYTES, what="experiment file").decode("utf-8")
+        text = read_document(p, limit=MAX_CONFIG_BYTES, what="experiment file", corpus=False).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from None
     try:

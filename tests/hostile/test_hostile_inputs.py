@@ -40,6 +40,32 @@ def test_a_fifo_corpus_is_refused_without_blocking(tiny_exports, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing left behind, no lock held
 
 
+def test_a_fifo_anywhere_lookalike_reads_is_refused_without_blocking(small_store, small_knn, corpus_file, tmp_path):
+    """Not only corpora: neighbour files (h5py's open would block on a FIFO forever), experiment files, error
+    sets, OOD files, predictions, store shards. The stdin hint is for corpora only."""
+    for name in ("n.h5", "exp.yaml", "errors.json", "ood.json", "pred.json"):
+        os.mkfifo(tmp_path / name)
+    cases = [(("agree", "--knn", f"a={tmp_path / 'n.h5'}", "--knn", f"b={small_knn}"), "n.h5"),
+             (("run", tmp_path / "exp.yaml"), "exp.yaml"),
+             (("agree", "--errors", f"a={tmp_path / 'errors.json'}", "--errors", f"b={tmp_path / 'errors.json'}"),
+              "errors.json"),
+             (("agree", "--ood", f"a={tmp_path / 'ood.json'}", "--ood", f"b={tmp_path / 'ood.json'}"), "ood.json"),
+             (("evaluate", corpus_file, tmp_path / "pred.json", "--task", "cls"), "pred.json")]
+    for args, name in cases:
+        line = one_line(run_cli(*args, timeout=60), name)
+        assert "FIFO" in line or "not a regular file" in line, line
+        assert "standard input" not in line, line  # the pipe-to-stdin hint is for corpora
+    # a store whose shard was swapped for a FIFO: refused, never opened
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    shard = sorted(store.glob("part-*.h5"))[0]
+    shard.unlink()
+    os.mkfifo(shard)
+    one_line(run_cli("knn", store, tmp_path / "k.h5", timeout=60), shard.name)
+
+
 def test_process_substitution_says_to_pipe_to_stdin(tiny_exports, tmp_path):
     read_fd, write_fd = os.pipe()
     try:
