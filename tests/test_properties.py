@@ -280,7 +280,7 @@ def long_texts(draw, min_chars: int):
     tail = draw(st.lists(st.tuples(words, spaces), max_size=20))
     # a run of characters with no tokens (white space, zero-width, soft hyphens) at either end: the first piece
     # tried then holds too few tokens and the cut must widen
-    filler = draw(st.sampled_from([" ", "\u200b", "\u00ad", "\n\n", "\u200b "])) * draw(st.integers(0, 3 * min_chars))
+    filler = draw(st.sampled_from([" ", "\u200b", "\u00ad", "\n\n", "\u200b "])) * draw(st.integers(0, 2 * min_chars))
     where = draw(st.sampled_from(["start", "end", "both"]))
     body = text + "".join(w + s for w, s in tail)
     return (filler if where != "end" else "") + body + (filler if where != "start" else "")
