@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,54 +123,35 @@ def _copy_columns(f, original, skip=("embedding",)):
             f.create_dataset(k, data=v, dtype=h5py.string_dtype("utf-8") if k == "id" else None)
 
 
-def test_a_shard_linking_to_another_file_is_refused(small_store, tmp_path):
+def _point_outside(kind: str, other: Path, raw: Path):
+    """A forge that copies a shard's columns but stores its embedding outside the shard, in one of HDF5's ways."""
+    import h5py
+
+    def forge(f, original):
+        _copy_columns(f, original)
+        if kind == "external link":
+            f["embedding"] = h5py.ExternalLink(str(other), "embedding")
+        elif kind == "external files":
+            f.create_dataset("embedding", shape=(10, 32), dtype=np.float32, external=[(str(raw), 0, raw.stat().st_size)])
+        else:
+            layout = h5py.VirtualLayout(shape=(10, 32), dtype=np.float32)
+            layout[:] = h5py.VirtualSource(str(other), "embedding", shape=(10, 32))
+            f.create_virtual_dataset("embedding", layout)
+    return forge
+
+
+@pytest.mark.parametrize("kind", ["external link", "external files", "virtual"])
+def test_a_shard_storing_data_outside_itself_is_refused(small_store, tmp_path, kind):
     import h5py
 
     store = tmp_path / "store"
     shutil.copytree(small_store, store)
-    other = tmp_path / "other.h5"
+    other, raw = tmp_path / "other.h5", tmp_path / "raw.bin"
     with h5py.File(other, "w") as f:
         f.create_dataset("embedding", data=np.ones((10, 32), np.float32))
-
-    def link(f, original):
-        _copy_columns(f, original)
-        f["embedding"] = h5py.ExternalLink(str(other), "embedding")
-
-    _forge_shard(store, 0, link)
-    one_line(run_cli("knn", store, tmp_path / "n.h5", "--k", "2"), "part-00000.h5", "external link")
-
-
-def test_a_shard_with_external_raw_storage_is_refused(small_store, tmp_path):
-    store = tmp_path / "store"
-    shutil.copytree(small_store, store)
-    raw = store.parent / "raw.bin"
     raw.write_bytes(np.ones((10, 32), np.float32).tobytes())
-
-    def external(f, original):
-        _copy_columns(f, original)
-        f.create_dataset("embedding", shape=(10, 32), dtype=np.float32, external=[(str(raw), 0, raw.stat().st_size)])
-
-    _forge_shard(store, 0, external)
-    one_line(run_cli("knn", store, tmp_path / "n.h5", "--k", "2"), "part-00000.h5", "external files")
-
-
-def test_a_virtual_shard_is_refused(small_store, tmp_path):
-    import h5py
-
-    store = tmp_path / "store"
-    shutil.copytree(small_store, store)
-    other = tmp_path / "other.h5"
-    with h5py.File(other, "w") as f:
-        f.create_dataset("embedding", data=np.ones((10, 32), np.float32))
-
-    def virtual(f, original):
-        _copy_columns(f, original)
-        layout = h5py.VirtualLayout(shape=(10, 32), dtype=np.float32)
-        layout[:] = h5py.VirtualSource(str(other), "embedding", shape=(10, 32))
-        f.create_virtual_dataset("embedding", layout)
-
-    _forge_shard(store, 0, virtual)
-    one_line(run_cli("knn", store, tmp_path / "n.h5", "--k", "2"), "part-00000.h5", "virtual")
+    _forge_shard(store, 0, _point_outside(kind, other, raw))
+    one_line(run_cli("knn", store, tmp_path / "n.h5", "--k", "2"), "part-00000.h5", kind)
 
 
 def test_the_entry_file_must_view_this_stores_shards(small_store, tmp_path):
