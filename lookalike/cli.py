@@ -260,8 +260,13 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @corpus_options("corpus")
 @click.option("--pooling", type=click.Choice(POOLINGS), default=EmbedParams.pooling, show_default=True)
-@click.option("--max-length", type=click.IntRange(min=2), default=EmbedParams.max_length, show_default=True,
-              help="Longer inputs are truncated (counted).")
+@click.option("--max-length", type=click.IntRange(min=2), default=None,
+              help="Longer inputs are truncated (counted) [the model's own: its sentence-transformers max_seq_length "
+                   "under --pooling auto, else its positions].")
+@click.option("--prompt-name", default=None,
+              help="One of the model's own prompts (config_sentence_transformers.json), e.g. query [under --pooling "
+                   "auto, the model's default prompt].")
+@click.option("--prompt", default=None, help="A text put before every text, e.g. 'query: ' ('' for none).")
 @click.option("--batch-tokens", type=click.IntRange(min=2), default=None,
               help="Padded tokens per batch [CPU 1024, CUDA 65536].")
 @click.option("--shard-rows", type=POSITIVE, default=EmbedParams.shard_rows, show_default=True)
@@ -279,8 +284,8 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.option("--no-tokens", is_flag=True, help="Never read a token cache; tokenize the text.")
 @click.option("--overwrite", is_flag=True, help="Replace a store lookalike made in OUT_DIR (instead of resuming it).")
 @ray_options
-def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_rows, sort_window, dtype, normalize,
-          device, threads, tokenize_workers, progress, tokens, no_tokens, overwrite, backend, ray):
+def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, batch_tokens, shard_rows, sort_window,
+          dtype, normalize, device, threads, tokenize_workers, progress, tokens, no_tokens, overwrite, backend, ray):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable). CORPUS `-` reads standard
     input (a text per line, or --format jsonl/csv/...).
 
@@ -288,13 +293,15 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_r
     Example:
       lookalike embed runs/minilm ../shared/data/imdb/imdb_1k.tsv runs/imdb-minilm
       lookalike embed runs/minilm corpus.txt runs/own --pooling auto     # the model's own embeddings
+      lookalike embed runs/minilm queries.txt runs/q --pooling auto --prompt "query: "
       cat reviews.txt | lookalike embed runs/minilm - runs/reviews
       lookalike embed runs/minilm ../shared/data/squad2_dev500 runs/squad-minilm --max-length 384
       lookalike embed runs/minilm big.jsonl /nfs/stores/big --backend ray --address auto --workers 8
     Re-running the same command after a crash continues from the last complete shard.
     """
     params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
-                         sort_window=sort_window, dtype=dtype, normalize=normalize)
+                         sort_window=sort_window, dtype=dtype, normalize=normalize, prompt=prompt,
+                         prompt_name=prompt_name)
     if overwrite:
         remove_store(out_dir)
     stdin = click.get_binary_stream("stdin")
@@ -309,8 +316,9 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, batch_tokens, shard_r
 @click.argument("corpus")
 @click.argument("out_dir", type=click.Path(path_type=Path), required=False)
 @corpus_options("corpus")
-@click.option("--max-length", type=click.IntRange(min=2), default=EmbedParams.max_length, show_default=True,
-              help="As the embed runs that will read it (longer inputs are truncated, counted).")
+@click.option("--max-length", type=click.IntRange(min=2), default=None,
+              help="As the embed runs that will read it (longer inputs are truncated, counted) [the model's "
+                   "positions].")
 @click.option("--shard-rows", type=POSITIVE, default=EmbedParams.shard_rows, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
 def tokenize(model_dir, corpus, out_dir, max_length, shard_rows, progress):

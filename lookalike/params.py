@@ -67,7 +67,8 @@ def _min(n, **kw):
 @params
 class EmbedParams:
     pooling: str = field(default="cls", metadata={"choices": POOLINGS})
-    max_length: int = field(default=512, metadata=_min(2))
+    # None: the model's own (its sentence-transformers max_seq_length under pooling "auto", else its positions)
+    max_length: int | None = field(default=None, metadata=_min(2))
     batch_tokens: int | None = field(default=None, metadata=_min(2))
     shard_rows: int = field(default=10000, metadata=_min(1))
     # rows sorted by length together: a shard's worth pads ~2% on real mixed text at GPU batch sizes (2,048: ~7%;
@@ -75,6 +76,10 @@ class EmbedParams:
     sort_window: int = field(default=10000, metadata=_min(1))
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
     normalize: bool = False
+    # a text put before every text, as sentence-transformers' prompts ("query: "): given, or named from the
+    # model's own prompts (config_sentence_transformers.json); under pooling "auto" the model's default prompt
+    prompt: str | None = None
+    prompt_name: str | None = None
 
 
 @params

@@ -61,8 +61,9 @@ def test_pooling_auto_equals_sentence_transformers(minilm_export, st_reference, 
     texts, ref = st_reference
     m = json.loads((minilm_export / "lookalike.json").read_text())
     assert m["sentence_transformers"]["pooling"] == "mean" and m["sentence_transformers"]["normalize"]
-    model = Embedder(minilm_export, pooling="auto", max_length=256)  # ST's max_seq_length for this model
+    model = Embedder(minilm_export, pooling="auto")  # auto: ST's max_seq_length (256) too, not the 512 positions
     assert model.settings()["pooling"] == "mean" and model.settings()["normalize"]
+    assert model.settings()["max_length"] == 256 == m["sentence_transformers"]["max_seq_length"]
     got = model.encode(texts)
     assert (got * ref).sum(1).min() >= 0.9999
     cls = Embedder(minilm_export, max_length=256).encode(texts)  # the default: CLS, as the paper
@@ -70,14 +71,33 @@ def test_pooling_auto_equals_sentence_transformers(minilm_export, st_reference, 
 
     corpus = tmp_path / "t.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    r = CliRunner().invoke(cli, ["embed", str(minilm_export), str(corpus), str(tmp_path / "s"), "--pooling", "auto",
-                                 "--max-length", "256"])
+    r = CliRunner().invoke(cli, ["embed", str(minilm_export), str(corpus), str(tmp_path / "s"), "--pooling", "auto"])
     assert r.exit_code == 0, r.output
     stats = json.loads(r.stdout)
     assert stats["pooling"] == "mean" and stats["normalize"] and "auto" in stats["pooling_from"]
     store = open_store(tmp_path / "s")
     assert store.config["pooling"] == "mean" and store.config["pooling_from"].startswith("auto")
+    assert store.config["max_length"] == 256
     assert (store.embeddings() * ref).sum(1).min() >= 0.9999
+
+
+def test_pooling_auto_equals_sentence_transformers_on_long_real_texts(minilm_dir, minilm_export, shared_data, caplog):
+    """Texts between 256 and 512 tokens: the model's own max_seq_length (256) decides, as in sentence-transformers;
+    a --max-length that differs is said once and gives other vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    recs = CorpusSpec(shared_data / "imdb" / "imdb_test_2k.tsv", limit=400).records()
+    st = SentenceTransformer(str(minilm_dir), device="cpu")
+    texts = [r.text for r in recs if 256 < len(st.tokenizer(r.text)["input_ids"]) <= 700][:40]
+    assert len(texts) >= 30
+    ref = st.encode(texts, convert_to_numpy=True)
+    got = Embedder(minilm_export, pooling="auto").encode(texts)
+    assert (got * ref).sum(1).min() >= 0.9999
+    caplog.clear()
+    longer = Embedder(minilm_export, pooling="auto", max_length=512)
+    other = longer.encode(texts)
+    assert (other * ref).sum(1).min() < 0.999  # the model's positions are not its own embedding
+    assert sum("max_seq_length) is 256" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_default_pooling_tells_the_user_about_auto(minilm_export, tmp_path):

@@ -175,9 +175,12 @@ def positions(manifest: dict) -> int:
     return int(manifest.get("max_position_embeddings") or 512)
 
 
-def clamp_length(manifest: dict, max_length: int, *, warn: bool = False) -> int:
-    """`max_length` cut to the model's positions (with a warning when asked and it had to be cut)."""
+def clamp_length(manifest: dict, max_length: int | None, *, warn: bool = False) -> int:
+    """`max_length` cut to the model's positions (with a warning when asked and it had to be cut); None: the
+    positions."""
     n = positions(manifest)
+    if max_length is None:
+        return n
     if warn and max_length > n:
         log.warning("max length %d is more than the model's %d positions; using %d", max_length, n, n)
     return min(max_length, n)

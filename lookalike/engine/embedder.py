@@ -34,16 +34,18 @@ class Embedder:
     """
 
     def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None,
-                 pooling: str = "cls", normalize: bool = False, max_length: int = 512,
-                 batch_tokens: int | None = None, dtype: str = "float32"):
+                 pooling: str = "cls", normalize: bool = False, max_length: int | None = None,
+                 batch_tokens: int | None = None, dtype: str = "float32", prompt: str | None = None,
+                 prompt_name: str | None = None):
         self.model = OnnxModel(model_dir, task="feature-extraction", device=device, threads=threads)
         self.defaults = EmbedParams(pooling=pooling, normalize=normalize, max_length=max_length,
-                                    batch_tokens=batch_tokens, dtype=dtype)
+                                    batch_tokens=batch_tokens, dtype=dtype, prompt=prompt, prompt_name=prompt_name)
         self._plans: dict = {}
 
     @property
     def dim(self) -> int:
-        return self.model.hidden_size
+        """The vectors' width under the constructor's settings (a Dense module can change it)."""
+        return self._plan().dim
 
     @property
     def device(self) -> str:
@@ -53,7 +55,8 @@ class Embedder:
         """The resolved settings `encode` would use (pooling after "auto", normalisation, max length)."""
         plan = self._plan(**overrides)
         return {k: plan.config[k] for k in ("pooling", "normalize", "max_length", "dtype")} | \
-            {"pooling_from": plan.config.get("pooling_from"), "batch_tokens": plan.batch_tokens}
+            {"pooling_from": plan.config.get("pooling_from"), "batch_tokens": plan.batch_tokens,
+             "prompt": plan.prompt, "dense": plan.dense, "dim": plan.dim}
 
     def _plan(self, **overrides):
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -65,7 +68,8 @@ class Embedder:
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_tokens: int | None = None,
                pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
-               dtype: str | None = None, progress: bool = False) -> np.ndarray:
+               dtype: str | None = None, prompt: str | None = None, prompt_name: str | None = None,
+               progress: bool = False) -> np.ndarray:
         """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order."""
         texts = _text_list(texts, "texts")
         if pairs is not None:
@@ -78,8 +82,8 @@ class Embedder:
             if pairs is not None and not isinstance(pairs[i], str):
                 raise InputError(f"pair {i} is a {type(pairs[i]).__name__}, not a str")
         plan = self._plan(batch_tokens=batch_tokens, pooling=pooling, normalize=normalize, max_length=max_length,
-                          dtype=dtype)
-        out = np.empty((len(texts), self.dim), dtype=plan.out_dtype)
+                          dtype=dtype, prompt=prompt, prompt_name=prompt_name)
+        out = np.empty((len(texts), plan.dim), dtype=plan.out_dtype)
         if not texts:
             return out
         records = (Record(str(i), t, None if pairs is None else pairs[i]) for i, t in enumerate(texts))

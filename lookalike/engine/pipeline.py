@@ -70,7 +70,10 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         resumed_from = writer.rows_done
         t0 = time.perf_counter()
         cache = pool = stream = None
-        if tokens is not False:
+        if plan.prompt and tokens not in (None, False):
+            raise InputError(f"{tokens}: a token cache holds the texts without the prompt {plan.prompt!r}; drop "
+                             "--tokens (the text is tokenized with its prompt) or the prompt")
+        if tokens is not False and not plan.prompt:
             cache = matching_cache(tokens, cache_config(model.encoder, corpus, plan.max_length),
                                    tokenizer=model.encoder, corpus=corpus)
         if cache is not None:  # ids, not text: no reader or tokenizer on the critical path

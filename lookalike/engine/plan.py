@@ -95,6 +95,8 @@ class EmbedPlan:
     batch_tokens: int
     config: dict
     dim: int
+    prompt: str = ""  # put before every text (sentence-transformers' prompts)
+    dense: bool = False  # the model's Dense modules applied after pooling (sentence-transformers)
 
     @property
     def out_dtype(self):
@@ -105,18 +107,44 @@ class EmbedPlan:
         return shard_aligned(records, start, self.params.sort_window, self.params.shard_rows)
 
 
+def model_st(manifest: dict) -> dict | None:
+    """The sentence-transformers record of an export (asked of its source when the export predates it)."""
+    st = manifest.get("sentence_transformers")
+    if "sentence_transformers" not in manifest:
+        source = str(manifest.get("source", {}).get("model", ""))
+        if source and Path(source).is_dir():
+            st = sentence_transformers_pooling(source)
+    return st
+
+
+def resolve_prompt(st: dict | None, params: EmbedParams, own: bool) -> tuple[str, str | None]:
+    """(the prompt text, its name) for a run: --prompt as given, --prompt-name from the model's prompts, else the
+    model's default prompt when the run is the model's own embedding (pooling "auto")."""
+    prompts = (st or {}).get("prompts") or {}
+    if params.prompt is not None and params.prompt_name is not None:
+        raise InputError("give a prompt or a prompt name, not both", field="prompt_name")
+    if params.prompt is not None:
+        return params.prompt, None
+    if params.prompt_name is not None:
+        if params.prompt_name not in prompts:
+            raise InputError(f"the model has no prompt named {params.prompt_name!r} "
+                             f"({'its prompts: ' + ', '.join(sorted(prompts)) if prompts else 'it declares none'})",
+                             field="prompt_name")
+        return prompts[params.prompt_name], params.prompt_name
+    name = (st or {}).get("default_prompt_name")
+    if own and name:
+        return prompts[name], name
+    return "", None
+
+
 def resolve_pooling(manifest: dict, params: EmbedParams) -> tuple[str, bool, str | None]:
     """(pooling, normalize, where it came from) for a run: "auto" takes the model's own (sentence-transformers)
     pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is logged when
     the model's own differs from what the run uses."""
-    st = manifest.get("sentence_transformers")
-    if "sentence_transformers" not in manifest:  # an export made before lookalike recorded it: ask its source
-        source = str(manifest.get("source", {}).get("model", ""))
-        if source and Path(source).is_dir():
-            st = sentence_transformers_pooling(source)
+    st = model_st(manifest)
     own = None
     if st:
-        own = f"{st['pooling']}{' + normalize' if st.get('normalize') else ''}"
+        own = f"{st['pooling']}{' + dense' if st.get('dense') else ''}{' + normalize' if st.get('normalize') else ''}"
     if params.pooling == "auto":
         if st and st.get("supported"):
             return st["pooling"], bool(st.get("normalize") or params.normalize), f"auto: the model's own ({own})"
@@ -126,7 +154,8 @@ def resolve_pooling(manifest: dict, params: EmbedParams) -> tuple[str, bool, str
                         f", then {', '.join(st['unsupported'])}" if st.get("unsupported") else "")
             return "cls", params.normalize, f"auto: cls (the model's own, {own}, is not supported)"
         return "cls", params.normalize, "auto: cls (the model declares no pooling of its own)"
-    if st and (st["pooling"], bool(st.get("normalize"))) != (params.pooling, params.normalize):
+    if st and (st["pooling"], bool(st.get("normalize")), bool(st.get("dense"))) != (params.pooling, params.normalize,
+                                                                                 False):
         log.log(NOTICE, "%s: this model's own embeddings are %s (sentence-transformers); this run uses %s%s, as "
                 "asked; --pooling auto gives the model's own", manifest["source"]["model"], own, params.pooling,
                 " + normalize" if params.normalize else "")
@@ -140,12 +169,17 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
         raise ModelError(f"exported for {manifest['task']!r}; embedding needs a feature-extraction export "
                          "(lookalike export MODEL OUT --task feature-extraction)")
     pooling, normalize, pooling_from = resolve_pooling(manifest, params)
+    own = pooling_from is not None and pooling_from.startswith("auto: the model's own")
+    st = model_st(manifest) if own or params.prompt_name is not None else None
     if pooling_from is not None or normalize != params.normalize:
         params = dataclasses.replace(params, pooling=pooling, normalize=normalize)
     output = pooling  # the graph's pooled outputs are named after the pooling ("cls", "mean")
     if output not in (output_names or manifest.get("outputs", [])):
         raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
-    max_length = clamp_length(manifest, params.max_length, warn=True)
+    max_length = resolve_max_length(manifest, params, st if own else None)
+    prompt, prompt_name = resolve_prompt(st, params, own)
+    dense = bool(own and st.get("dense"))
+    dim = int(st["dense"][-1]["out_features"]) if dense else int(manifest["hidden_size"])
     batch_tokens = params.batch_tokens or default_batch_tokens(device)
     if batch_tokens < max_length:
         if params.batch_tokens is not None:
@@ -157,9 +191,29 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
               "sort_window": params.sort_window}
     if pooling_from is not None:
         config["pooling_from"] = pooling_from
+    if prompt:
+        config["prompt"] = prompt
+        if prompt_name:
+            config["prompt_name"] = prompt_name
+    if dense:
+        config["dense"] = [{k: layer[k] for k in ("in_features", "out_features", "bias", "activation")} |
+                           {"sha256": manifest.get("files", {}).get(layer["file"], "")} for layer in st["dense"]]
     if corpus is not None:
         config.update(corpus.identity())
-    return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, int(manifest["hidden_size"]))
+    return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, dim, prompt, dense)
+
+
+def resolve_max_length(manifest: dict, params: EmbedParams, st: dict | None) -> int:
+    """The run's max length: --max-length cut to the model's positions; without one, the model's own
+    (sentence-transformers' max_seq_length when the run is its own embedding, else its positions). A given one
+    that differs from the model's own max_seq_length is said once."""
+    own = (st or {}).get("max_seq_length")
+    if params.max_length is None:
+        return clamp_length(manifest, own or 1 << 30, warn=bool(own))
+    if own and params.max_length != own:
+        log.log(NOTICE, "%s: max length %d, as asked; the model's own (sentence-transformers' max_seq_length) is %d",
+                manifest["source"]["model"], params.max_length, own)
+    return clamp_length(manifest, params.max_length, warn=True)
 
 
 def check_unchanged(corpus: CorpusSpec, fingerprint: str) -> None:

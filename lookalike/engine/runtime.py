@@ -80,6 +80,19 @@ class OnnxModel:
         """Rows of the model's embedding matrix: token ids must be below it."""
         return int(self.manifest.get("vocab_size") or len(self.encoder))
 
+    def apply_dense(self, x: np.ndarray) -> np.ndarray:
+        """x after the export's sentence-transformers Dense modules (loaded once; their files are checksummed in
+        the manifest like every file the runtime reads)."""
+        from ..exporters.pooling import apply_dense, load_dense
+
+        if getattr(self, "_dense", None) is None:
+            try:
+                self._dense = load_dense(self.dir, self.manifest.get("sentence_transformers") or {})
+            except Exception as exc:
+                raise ModelError(f"{self.dir}: cannot read its Dense module weights ({str(exc)[:200]}); "
+                                 "re-export the model") from None
+        return apply_dense(x, self._dense)
+
     @property
     def hidden_size(self) -> int:
         return int(self.manifest["hidden_size"])

@@ -7,6 +7,7 @@ the caller sums them (nothing is mutated across layers).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -49,11 +50,15 @@ class WindowEmbedder:
         self.model, self.plan, self.pool = model, plan, pool
 
     def prepare(self, start: int, window: list) -> Window:
-        """Tokenize a window of records (in the pool's processes when there is one) and batch it."""
+        """Tokenize a window of records (in the pool's processes when there is one) and batch it; the plan's
+        prompt goes before every text, as sentence-transformers puts it."""
+        n_empty = sum(1 for r in window if not r.text and not r.text_pair)
+        ids = [r.id for r in window]
+        if self.plan.prompt:
+            window = [dataclasses.replace(r, text=self.plan.prompt + r.text) for r in window]
         enc = self.pool.tokenize(window) if self.pool is not None else \
             tokenize(self.model.encoder, window, self.plan.max_length)
-        return self.from_tokens(start, [r.id for r in window], enc,
-                                sum(1 for r in window if not r.text and not r.text_pair))
+        return self.from_tokens(start, ids, enc, n_empty)
 
     def from_tokens(self, start: int, ids: list[str], enc: Encoded, n_empty: int) -> Window:
         """Batch a window that is already tokenized (a token cache's)."""
@@ -82,6 +87,8 @@ class WindowEmbedder:
         if bad.any():
             first = [win.ids[i] for i in np.flatnonzero(bad)[:3]]
             raise ModelError(f"{model.dir}: model produced NaN/inf vectors for ids {first}")
+        if plan.dense:  # sentence-transformers' Dense modules, after pooling and before normalising
+            emb = model.apply_dense(emb)
         if plan.params.normalize:
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return emb.astype(plan.out_dtype, copy=False), counts

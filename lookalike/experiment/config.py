@@ -8,7 +8,6 @@ from the command line only. Every relative path in the file resolves against the
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -347,6 +347,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
         if task == "feature-extraction":
             st = pooling.sentence_transformers_pooling(model, revision)
             if st is not None:
+                pooling.save_dense(model, st, onnx_dir, revision)
                 manifest["sentence_transformers"] = st
         manifest["files"] = listed_files(onnx_dir)  # everything the runtime reads is checksummed
         (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

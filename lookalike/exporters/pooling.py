@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from ..core.tasks import TASKS
 
@@ -20,6 +24,9 @@ _MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "
           "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len", "pooling_mode_weightedmean_tokens": "weightedmean",
           "pooling_mode_lasttoken": "lasttoken"}
 SUPPORTED = ("cls", "mean")
+# sentence-transformers >= 5 writes one "pooling_mode" name instead of the pooling_mode_* flags
+_MODE_NAMES = {"cls": "cls", "mean": "mean", "max": "max", "mean_sqrt_len_tokens": "mean_sqrt_len",
+               "weightedmean": "weightedmean", "lasttoken": "lasttoken"}
 
 
 def _read(model: str, name: str, revision: str | None = None) -> dict | list | None:
@@ -42,25 +49,154 @@ def _read(model: str, name: str, revision: str | None = None) -> dict | list | N
         return None
 
 
-def sentence_transformers_pooling(model: str, revision: str | None = None) -> dict | None:
-    """{"pooling", "normalize", "modules", "supported", "unsupported"} from a sentence-transformers model, or None.
+# the activations of a sentence-transformers Dense module lookalike applies after pooling (numpy, exactly)
+DENSE_ACTIVATIONS = ("Identity", "Tanh", "ReLU", "Sigmoid")
 
-    `supported` is False when lookalike's graph cannot reproduce it exactly (another pooling mode, or modules
-    after pooling such as Dense)."""
+
+def sentence_transformers_pooling(model: str, revision: str | None = None) -> dict | None:
+    """Everything a sentence-transformers model's own embedding depends on, or None when it is not one:
+    {"pooling", "normalize", "modules", "supported", "unsupported", "max_seq_length", "prompts",
+    "default_prompt_name", "include_prompt", "dense"}.
+
+    `max_seq_length` (sentence_bert_config.json) is the model's own max length; `prompts` and
+    `default_prompt_name` (config_sentence_transformers.json) are prefixes such as e5's "query: "; `dense` lists
+    the Dense modules after pooling ({"path", "in_features", "out_features", "bias", "activation"}), whose weights
+    `read_dense` loads. `supported` is False when lookalike cannot reproduce the embedding exactly (another
+    pooling mode, a module other than Transformer/Pooling/Dense/Normalize, a Dense activation it lacks)."""
     modules = _read(model, "modules.json", revision)
     if not isinstance(modules, list):
         return None
-    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
-    pool_mod = next((m for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith(".Pooling")), None)
+    mods = [m for m in modules if isinstance(m, dict)]
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in mods]
+    pool_mod = next((m for m in mods if str(m.get("type", "")).endswith(".Pooling")), None)
     if pool_mod is None:
         return None
     cfg = _read(model, f"{pool_mod.get('path', '1_Pooling')}/config.json", revision) or {}
     modes = [v for k, v in _MODES.items() if cfg.get(k)]
+    if not modes and isinstance(cfg.get("pooling_mode"), str):  # sentence-transformers >= 5.x: {"pooling_mode": "mean"}
+        modes = [_MODE_NAMES.get(m.strip(), m.strip()) for m in cfg["pooling_mode"].split("+") if m.strip()]
     pooling = modes[0] if len(modes) == 1 else ("+".join(modes) or "unknown")
-    unsupported = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+    unsupported = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize", "Dense")]
+    dense = []
+    for m, kind in zip(mods, kinds):
+        if kind != "Dense":
+            continue
+        dcfg = _read(model, f"{m.get('path', '')}/config.json", revision) or {}
+        act = str(dcfg.get("activation_function", "torch.nn.modules.activation.Tanh")).rsplit(".", 1)[-1]
+        ok = all(isinstance(dcfg.get(k), int) for k in ("in_features", "out_features")) and act in DENSE_ACTIVATIONS
+        if not ok:
+            unsupported.append(f"Dense({act})")
+        dense.append({"path": str(m.get("path", "")), "in_features": dcfg.get("in_features"),
+                      "out_features": dcfg.get("out_features"), "bias": bool(dcfg.get("bias", True)),
+                      "activation": act})
+    if kinds.index("Pooling") > min((i for i, k in enumerate(kinds) if k == "Dense"), default=len(kinds)):
+        unsupported.append("Dense before Pooling")
+    bert = _read(model, "sentence_bert_config.json", revision) or {}
+    st_cfg = _read(model, "config_sentence_transformers.json", revision) or {}
+    prompts = st_cfg.get("prompts") if isinstance(st_cfg, dict) else None
+    prompts = {str(k): v for k, v in prompts.items() if isinstance(v, str)} if isinstance(prompts, dict) else {}
+    default_prompt = st_cfg.get("default_prompt_name") if isinstance(st_cfg, dict) else None
+    max_seq = bert.get("max_seq_length") if isinstance(bert, dict) else None
+    if max_seq is None:  # sentence-transformers >= 5 keeps it as the tokenizer's model_max_length
+        tok_cfg = _read(model, "tokenizer_config.json", revision) or {}
+        mml = tok_cfg.get("model_max_length") if isinstance(tok_cfg, dict) else None
+        max_seq = mml if isinstance(mml, int) and mml <= 1 << 20 else None
+    include_prompt = bool(cfg.get("include_prompt", True))
+    if not include_prompt and prompts:
+        unsupported.append("Pooling(include_prompt=False)")  # prompt tokens left out of the mean: not in the graph
     return {"pooling": pooling, "normalize": "Normalize" in kinds, "modules": kinds,
             "supported": pooling in SUPPORTED and not unsupported, "unsupported": unsupported,
-            "source": "modules.json"}
+            "max_seq_length": max_seq if isinstance(max_seq, int) and not isinstance(max_seq, bool) and max_seq > 1
+            else None,
+            "prompts": prompts, "default_prompt_name": default_prompt if default_prompt in prompts else None,
+            "include_prompt": include_prompt, "dense": dense, "source": "modules.json"}
+
+
+def read_dense(model: str, layer: dict, revision: str | None = None) -> dict[str, "np.ndarray"]:
+    """{"weight": (out, in), "bias": (out,)} of one Dense module of a local sentence-transformers model, as float32."""
+    import numpy as np
+
+    folder = Path(model) / layer["path"]
+    if not Path(model).exists():  # a hub id: the module's weights from the hub (or its local cache)
+        from huggingface_hub import hf_hub_download
+
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            try:
+                folder = Path(hf_hub_download(model, f"{layer['path']}/{name}", revision=revision)).parent
+                break
+            except Exception:
+                continue
+    if (folder / "model.safetensors").is_file():
+        from safetensors.numpy import load_file
+
+        state = load_file(str(folder / "model.safetensors"))
+    elif (folder / "pytorch_model.bin").is_file():
+        import torch
+
+        state = {k: v.numpy() for k, v in torch.load(folder / "pytorch_model.bin", map_location="cpu",
+                                                      weights_only=True).items()}
+    else:
+        raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin for its Dense module")
+    out = {"weight": np.asarray(state["linear.weight"], dtype=np.float32)}
+    if layer.get("bias", True):
+        out["bias"] = np.asarray(state["linear.bias"], dtype=np.float32)
+    if out["weight"].shape != (layer["out_features"], layer["in_features"]):
+        raise ValueError(f"{folder}: Dense weight of shape {out['weight'].shape}, config says "
+                         f"({layer['out_features']}, {layer['in_features']})")
+    return out
+
+
+def save_dense(model: str, st: dict, out_dir: Path, revision: str | None = None) -> None:
+    """Write each Dense module's weights beside the ONNX model (`st_dense_<i>.npz`, listed and checksummed in
+    the manifest like every file the runtime reads) and name the file in `st["dense"]`; a module whose weights
+    cannot be read makes the model's own embedding unsupported (CLS under --pooling auto, with a warning)."""
+    import numpy as np
+
+    for i, layer in enumerate(st.get("dense") or []):
+        try:
+            w = read_dense(model, layer, revision)
+        except Exception as exc:
+            log.warning("%s: cannot read its Dense module %s (%s); --pooling auto will not reproduce it", model,
+                        layer.get("path"), str(exc)[:160])
+            st["supported"] = False
+            st["unsupported"] = [*st.get("unsupported", []), f"Dense({layer.get('path')}: unreadable)"]
+            continue
+        name = f"st_dense_{i}.npz"
+        np.savez(out_dir / name, **w)
+        layer["file"] = name
+
+
+def load_dense(model_dir: Path, st: dict) -> list[tuple[dict, dict]]:
+    """The Dense modules an export recorded, as (layer config, weights) for `apply_dense`."""
+    import numpy as np
+
+    out = []
+    for layer in st.get("dense") or []:
+        with np.load(Path(model_dir) / layer["file"], allow_pickle=False) as z:
+            w = {k: z[k].astype(np.float32) for k in z.files}
+        if w["weight"].shape != (layer["out_features"], layer["in_features"]):
+            raise ValueError(f"{layer['file']}: weight of shape {w['weight'].shape}")
+        out.append((layer, w))
+    return out
+
+
+def apply_dense(x: "np.ndarray", layers: list[tuple[dict, dict]]) -> "np.ndarray":
+    """x after each (layer config, weights) Dense module, in float32, as sentence-transformers computes it."""
+    import numpy as np
+
+    for layer, w in layers:
+        x = x @ w["weight"].T
+        if "bias" in w:
+            x = x + w["bias"]
+        act = layer["activation"]
+        if act == "Tanh":
+            x = np.tanh(x)
+        elif act == "ReLU":
+            x = np.maximum(x, 0)
+        elif act == "Sigmoid":
+            x = 1.0 / (1.0 + np.exp(-x))
+        x = x.astype(np.float32, copy=False)
+    return x
 
 
 def infer_task(model: str, revision: str | None = None) -> tuple[str, str | None]:

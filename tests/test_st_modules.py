@@ -1,0 +1,117 @@
+"""--pooling auto is the model's whole sentence-transformers embedding: its Dense modules after pooling, its
+prompts ("query: ", as e5 and bge need), its max_seq_length; each equal to SentenceTransformer.encode, recorded in
+the export manifest and in every store. A tiny sentence-transformers model is built here (random weights, the
+real WordPiece vocabulary) with Transformer -> Pooling(mean) -> Dense(tanh) -> Normalize."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lookalike.cli import cli
+from lookalike.engine import Embedder, open_store
+from lookalike.errors import InputError
+
+TEXTS = ["a great movie", "terrible acting and a worse plot", "", "what is the capital of France?",
+         "the film " * 40, "Short.", "naïve café 東京 🙂"]
+
+
+@pytest.fixture(scope="module")
+def st_model(tiny_models, tmp_path_factory):
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("st-dense") / "model"
+    word = models.Transformer(str(tiny_models["bert2"]), max_seq_length=48)
+    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    dense = models.Dense(word.get_word_embedding_dimension(), 16, activation_function=torch.nn.Tanh())
+    st = SentenceTransformer(modules=[word, pool, dense, models.Normalize()], device="cpu",
+                             prompts={"query": "query: ", "passage": "passage: "}, default_prompt_name="query")
+    st.save(str(out))
+    return out, st
+
+
+@pytest.fixture(scope="module")
+def st_export(st_model, tmp_path_factory):
+    from lookalike.exporters import export
+
+    out = tmp_path_factory.mktemp("st-dense-export") / "exp"
+    export(str(st_model[0]), out, "feature-extraction")
+    return out
+
+
+def test_the_export_records_dense_prompts_and_max_seq_length(st_export):
+    m = json.loads((st_export / "lookalike.json").read_text())
+    st = m["sentence_transformers"]
+    assert st["supported"] and st["modules"] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    assert st["max_seq_length"] == 48 and st["default_prompt_name"] == "query"
+    assert st["prompts"]["query"] == "query: " and st["prompts"]["passage"] == "passage: "
+    (layer,) = st["dense"]
+    assert (layer["in_features"], layer["out_features"], layer["activation"]) == (32, 16, "Tanh")
+    assert layer["file"] in m["files"]  # checksummed like every file the runtime reads
+
+
+def test_auto_equals_sentence_transformers_with_dense_and_prompts(st_model, st_export):
+    _, st = st_model
+    model = Embedder(st_export, pooling="auto")
+    s = model.settings()
+    assert (s["pooling"], s["normalize"], s["dense"], s["dim"], s["max_length"], s["prompt"]) == \
+        ("mean", True, True, 16, 48, "query: ")
+    for kw in ({}, {"prompt_name": "passage"}, {"prompt": ""}, {"prompt": "instruct: "}):
+        ref = st.encode(TEXTS, convert_to_numpy=True, **kw)
+        got = model.encode(TEXTS, **kw)
+        assert got.shape == ref.shape == (len(TEXTS), 16)
+        assert (got * ref).sum(1).min() >= 0.9999, kw
+    # the default CLS pooling is the graph alone: no Dense, no prompt, the hidden width
+    plain = Embedder(st_export)
+    assert plain.dim == 32 and plain.settings()["prompt"] == "" and not plain.settings()["dense"]
+
+
+def test_a_store_records_the_prompt_and_the_dense_modules(st_model, st_export, tmp_path):
+    _, st = st_model
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(t for t in TEXTS if t) + "\n")
+    r = CliRunner().invoke(cli, ["embed", str(st_export), str(corpus), str(tmp_path / "s"), "--pooling", "auto",
+                                 "--prompt-name", "passage"])
+    assert r.exit_code == 0, r.output
+    store = open_store(tmp_path / "s")
+    assert store.config["prompt"] == "passage: " and store.config["prompt_name"] == "passage"
+    assert store.config["dense"][0]["out_features"] == 16 and store.config["dense"][0]["sha256"]
+    ref = st.encode([t for t in TEXTS if t], prompt_name="passage", convert_to_numpy=True)
+    assert (store.embeddings() * ref).sum(1).min() >= 0.9999
+    # resuming with another prompt is refused (the store's settings differ), not mixed
+    r = CliRunner().invoke(cli, ["embed", str(st_export), str(corpus), str(tmp_path / "s"), "--pooling", "auto"])
+    assert r.exit_code == 2 and "prompt" in r.output
+
+
+def test_bad_prompt_values_are_one_line(st_export, tiny_exports, tmp_path):
+    with pytest.raises(InputError, match="no prompt named .doc2.*passage, query"):
+        Embedder(st_export, pooling="auto", prompt_name="doc2").encode(["x"])
+    with pytest.raises(InputError, match="declares none"):
+        Embedder(tiny_exports["bert2"], prompt_name="query").encode(["x"])
+    with pytest.raises(InputError, match="not both"):
+        Embedder(st_export, pooling="auto", prompt="q: ", prompt_name="query").encode(["x"])
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one\ntwo\n")
+    r = CliRunner().invoke(cli, ["embed", str(st_export), str(corpus), str(tmp_path / "s"), "--pooling", "auto",
+                                 "--tokens", str(tmp_path / "no-cache")])
+    assert r.exit_code == 2 and "without the prompt" in r.output
+
+
+def test_an_edited_dense_file_is_refused(st_export, tmp_path):
+    import shutil
+
+    bad = tmp_path / "exp"
+    shutil.copytree(st_export, bad)
+    m = json.loads((bad / "lookalike.json").read_text())
+    f = bad / m["sentence_transformers"]["dense"][0]["file"]
+    with np.load(f) as z:
+        w = {k: z[k] for k in z.files}
+    w["weight"] = w["weight"] * 2
+    np.savez(f, **w)
+    with pytest.raises(Exception, match="st_dense_0.npz"):
+        Embedder(bad, pooling="auto").encode(["x"])
