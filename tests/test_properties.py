@@ -333,3 +333,28 @@ def test_exact_self_knn_equals_brute_force_whatever_the_copies(distinct, n, dim,
         if not np.array_equal(got, want):
             assert np.allclose(np.sort(s[i][got]), np.sort(s[i][want]), atol=2e-6), (i, got, want)
         assert np.allclose(sims[i], s[i][got], atol=1e-5)
+
+
+# ---- the padding-minimising batch cut
+@given(lengths=st.lists(st.integers(1, 80), min_size=1, max_size=25), budget=st.integers(80, 600),
+       max_batch=st.integers(1, 16), cost=st.integers(0, 60))
+def test_the_batch_cut_is_the_cheapest_within_the_budget(lengths, budget, max_batch, cost):
+    import functools
+
+    from lookalike.engine.batching import cut_batches
+
+    L = sorted(lengths, reverse=True)
+    cuts = cut_batches(np.array(L), budget, max_batch, float(cost))
+    spans = list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
+    assert cuts[0] == 0 and cuts[-1] == len(L) and all(a < b for a, b in spans)
+    for a, b in spans:  # within the budget (a row longer than the budget goes alone) and the row cap
+        assert b - a <= max_batch and ((b - a) * L[a] <= budget or b - a == 1)
+
+    @functools.lru_cache(None)
+    def least(i):  # brute force over every contiguous cut
+        if i == len(L):
+            return 0
+        cap = max(1, min(max_batch, budget // L[i]))
+        return min(least(j) + (j - i) * L[i] + cost for j in range(i + 1, min(len(L), i + cap) + 1))
+
+    assert sum((b - a) * L[a] + cost for a, b in spans) == least(0)

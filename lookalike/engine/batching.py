@@ -265,19 +265,48 @@ def _receive(proc):
 
 # --------------------------------------------------------------------------- batching
 
-def token_budget_batches(enc: Encoded, batch_tokens: int, pad_id: int, max_batch: int = 512) -> list[Batch]:
-    """Longest first; each batch's padded size (rows × longest row) stays within `batch_tokens`."""
+def token_budget_batches(enc: Encoded, batch_tokens: int, pad_id: int, max_batch: int = 512,
+                         batch_cost: float | None = None) -> list[Batch]:
+    """The rows cut into batches whose padded size (rows × longest row) stays within `batch_tokens`, at the least
+    padded tokens plus `batch_cost` (default `batch_cost_for(batch_tokens)`) per batch (`cut_batches`)."""
     order = np.argsort(-enc.n_tokens, kind="stable")
-    batches: list[Batch] = []
-    i = 0
-    n = len(order)
-    while i < n:
-        longest = int(enc.n_tokens[order[i]])
-        size = max(1, min(max_batch, batch_tokens // max(longest, 1)))
-        rows = order[i:i + size]
-        batches.append(_pad(enc, rows, longest, pad_id))
-        i += size
-    return batches
+    lengths = np.maximum(enc.n_tokens[order].astype(np.int64), 1)
+    cost = batch_cost_for(batch_tokens) if batch_cost is None else batch_cost
+    cuts = cut_batches(lengths, batch_tokens, max_batch, cost)
+    return [_pad(enc, order[a:b], int(lengths[a]), pad_id) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def batch_cost_for(batch_tokens: int) -> float:
+    """What one more batch costs, in padded tokens: 1/64 of the budget (a batch's fixed cost, session run and
+    kernel launches, is about the time of that many tokens on CPU budgets and on GPU budgets alike;
+    benchmarks/bench_padding.py measures the cut's padding and time against the greedy one)."""
+    return batch_tokens / 64
+
+
+def cut_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int, batch_cost: float) -> np.ndarray:
+    """Batch boundaries [0, ..., n] over `lengths` sorted longest first: contiguous batches, each within the
+    budget (rows × its first row's length ≤ batch_tokens, at most max_batch rows, at least one), at the least
+    total padded tokens + batch_cost per batch. Dynamic programming over batch starts: O(n · rows per batch)."""
+    n = len(lengths)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    caps = np.clip(batch_tokens // lengths, 1, max_batch)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)
+    steps = np.arange(1, int(caps.max()) + 1, dtype=np.float64)
+    for i in range(n):
+        end = min(n, i + int(caps[i]))
+        cand = best[i] + batch_cost + steps[: end - i] * float(lengths[i])
+        seg = best[i + 1:end + 1]
+        better = cand < seg
+        if better.any():
+            seg[better] = cand[better]
+            start[i + 1:end + 1][better] = i
+    cuts = [n]
+    while cuts[-1] > 0:
+        cuts.append(int(start[cuts[-1]]))
+    return np.array(cuts[::-1], dtype=np.int64)
 
 
 def _pad(enc: Encoded, rows: np.ndarray, width: int, pad_id: int) -> Batch:
