@@ -267,6 +267,8 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
               help="One of the model's own prompts (config_sentence_transformers.json), e.g. query [under --pooling "
                    "auto, the model's default prompt].")
 @click.option("--prompt", default=None, help="A text put before every text, e.g. 'query: ' ('' for none).")
+@click.option("--truncate-dim", type=POSITIVE, default=None,
+              help="Keep the first N dimensions (Matryoshka models), after normalising, as sentence-transformers.")
 @click.option("--batch-tokens", type=click.IntRange(min=2), default=None,
               help="Padded tokens per batch [CPU 1024, CUDA 65536].")
 @click.option("--shard-rows", type=POSITIVE, default=EmbedParams.shard_rows, show_default=True)
@@ -284,8 +286,8 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.option("--no-tokens", is_flag=True, help="Never read a token cache; tokenize the text.")
 @click.option("--overwrite", is_flag=True, help="Replace a store lookalike made in OUT_DIR (instead of resuming it).")
 @ray_options
-def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, batch_tokens, shard_rows, sort_window,
-          dtype, normalize, device, threads, tokenize_workers, progress, tokens, no_tokens, overwrite, backend, ray):
+def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, truncate_dim, batch_tokens,
+          shard_rows, sort_window, dtype, normalize, device, threads, tokenize_workers, progress, tokens, no_tokens, overwrite, backend, ray):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable). CORPUS `-` reads standard
     input (a text per line, or --format jsonl/csv/...).
 
@@ -301,7 +303,7 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, 
     """
     params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
                          sort_window=sort_window, dtype=dtype, normalize=normalize, prompt=prompt,
-                         prompt_name=prompt_name)
+                         prompt_name=prompt_name, truncate_dim=truncate_dim)
     if overwrite:
         remove_store(out_dir)
     stdin = click.get_binary_stream("stdin")

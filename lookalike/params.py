@@ -80,6 +80,8 @@ class EmbedParams:
     # model's own prompts (config_sentence_transformers.json); under pooling "auto" the model's default prompt
     prompt: str | None = None
     prompt_name: str | None = None
+    # keep the first N dimensions (Matryoshka models), after normalising, as sentence-transformers' truncate_dim
+    truncate_dim: int | None = field(default=None, metadata=_min(1))
 
 
 @params

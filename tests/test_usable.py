@@ -292,3 +292,24 @@ def test_sample_texts_are_the_first_non_empty_ones(tmp_path):
     assert spec.sample_texts(2) == ["alpha", "beta"]
     assert spec.sample_texts(1) == ["alpha"]  # reads at most 4 records: the blank ones count
     assert spec.sample_texts(10) == ["alpha", "beta", "gamma", "delta"]
+
+
+def test_truncate_dim_equals_sentence_transformers(minilm_export, st_reference, minilm_dir, tmp_path):
+    """Matryoshka truncation after normalising, as SentenceTransformer.encode(truncate_dim=N); recorded; bad values
+    one line."""
+    from sentence_transformers import SentenceTransformer
+
+    texts, _ = st_reference
+    ref = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, truncate_dim=64, convert_to_numpy=True)
+    model = Embedder(minilm_export, pooling="auto", truncate_dim=64)
+    got = model.encode(texts)
+    assert got.shape == ref.shape == (len(texts), 64) and model.dim == 64
+    np.testing.assert_allclose(got, ref, atol=2e-4)
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("one\ntwo\n")
+    r = CliRunner().invoke(cli, ["embed", str(minilm_export), str(corpus), str(tmp_path / "s"), "--truncate-dim", "32"])
+    assert r.exit_code == 0, r.output
+    store = open_store(tmp_path / "s")
+    assert store.config["truncate_dim"] == 32 and store.embeddings().shape == (2, 32)
+    with pytest.raises(InputError, match="more than the model's 384"):
+        Embedder(minilm_export, truncate_dim=385).encode(["x"])

@@ -36,10 +36,11 @@ class Embedder:
     def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None,
                  pooling: str = "cls", normalize: bool = False, max_length: int | None = None,
                  batch_tokens: int | None = None, dtype: str = "float32", prompt: str | None = None,
-                 prompt_name: str | None = None):
+                 prompt_name: str | None = None, truncate_dim: int | None = None):
         self.model = OnnxModel(model_dir, task="feature-extraction", device=device, threads=threads)
         self.defaults = EmbedParams(pooling=pooling, normalize=normalize, max_length=max_length,
-                                    batch_tokens=batch_tokens, dtype=dtype, prompt=prompt, prompt_name=prompt_name)
+                                    batch_tokens=batch_tokens, dtype=dtype, prompt=prompt, prompt_name=prompt_name,
+                                    truncate_dim=truncate_dim)
         self._plans: dict = {}
 
     @property
@@ -69,7 +70,7 @@ class Embedder:
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_tokens: int | None = None,
                pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
                dtype: str | None = None, prompt: str | None = None, prompt_name: str | None = None,
-               progress: bool = False) -> np.ndarray:
+               truncate_dim: int | None = None, progress: bool = False) -> np.ndarray:
         """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order."""
         texts = _text_list(texts, "texts")
         if pairs is not None:
@@ -82,7 +83,7 @@ class Embedder:
             if pairs is not None and not isinstance(pairs[i], str):
                 raise InputError(f"pair {i} is a {type(pairs[i]).__name__}, not a str")
         plan = self._plan(batch_tokens=batch_tokens, pooling=pooling, normalize=normalize, max_length=max_length,
-                          dtype=dtype, prompt=prompt, prompt_name=prompt_name)
+                          dtype=dtype, prompt=prompt, prompt_name=prompt_name, truncate_dim=truncate_dim)
         out = np.empty((len(texts), plan.dim), dtype=plan.out_dtype)
         if not texts:
             return out

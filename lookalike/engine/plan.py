@@ -180,6 +180,11 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
     prompt, prompt_name = resolve_prompt(st, params, own)
     dense = bool(own and st.get("dense"))
     dim = int(st["dense"][-1]["out_features"]) if dense else int(manifest["hidden_size"])
+    if params.truncate_dim is not None:
+        if params.truncate_dim > dim:
+            raise InputError(f"--truncate-dim {params.truncate_dim} is more than the model's {dim} dimensions",
+                             field="truncate_dim")
+        dim = params.truncate_dim
     batch_tokens = params.batch_tokens or default_batch_tokens(device)
     if batch_tokens < max_length:
         if params.batch_tokens is not None:
@@ -195,6 +200,8 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
         config["prompt"] = prompt
         if prompt_name:
             config["prompt_name"] = prompt_name
+    if params.truncate_dim is not None:
+        config["truncate_dim"] = params.truncate_dim
     if dense:
         config["dense"] = [{k: layer[k] for k in ("in_features", "out_features", "bias", "activation")} |
                            {"sha256": manifest.get("files", {}).get(layer["file"], "")} for layer in st["dense"]]

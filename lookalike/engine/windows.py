@@ -91,6 +91,8 @@ class WindowEmbedder:
             emb = model.apply_dense(emb)
         if plan.params.normalize:
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        if plan.params.truncate_dim is not None:  # after normalising, as sentence-transformers truncates
+            emb = np.ascontiguousarray(emb[:, :plan.params.truncate_dim])
         return emb.astype(plan.out_dtype, copy=False), counts
 
     def embed_records(self, start: int, records: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, Counts]:
