@@ -287,7 +287,8 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.option("--overwrite", is_flag=True, help="Replace a store lookalike made in OUT_DIR (instead of resuming it).")
 @ray_options
 def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, truncate_dim, batch_tokens,
-          shard_rows, sort_window, dtype, normalize, device, threads, tokenize_workers, progress, tokens, no_tokens, overwrite, backend, ray):
+          shard_rows, sort_window, dtype, normalize, device, threads, tokenize_workers, progress, tokens, no_tokens,
+          overwrite, backend, ray):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable). CORPUS `-` reads standard
     input (a text per line, or --format jsonl/csv/...).
 

@@ -26,6 +26,12 @@ from .notes import NOTICE
 TMP_SUFFIX = re.compile(r"\.\d+(?:-[0-9a-f]{8})?\.tmp$|\.tmp$")
 
 
+def file_kind(mode: int) -> str:
+    return ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a folder" if stat.S_ISDIR(mode) else "not a regular file")
+
+
 def cache_dir() -> Path:
     """Where lookalike keeps shared caches (token caches, fitted MLM heads): $LOOKALIKE_CACHE or ~/.cache/lookalike.
     A relative LOOKALIKE_CACHE is refused: the cache would move with the working folder."""

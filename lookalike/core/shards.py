@@ -163,6 +163,8 @@ def not_regular_problem(path: str | Path) -> str | None:
     """None for a regular file (links followed), else what it is: lookalike opens no FIFO, device or socket."""
     import stat
 
+    from ..files import file_kind
+
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -171,9 +173,7 @@ def not_regular_problem(path: str | Path) -> str | None:
         return f"cannot read it ({exc.strerror})"
     if stat.S_ISREG(mode):
         return None
-    return "is " + ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-                    else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                    else "a folder" if stat.S_ISDIR(mode) else "not a regular file") + ", not a regular file"
+    return f"is {file_kind(mode)}, not a regular file"
 
 
 def open_h5(path: str | Path, error=StoreError, what: str = "shard"):

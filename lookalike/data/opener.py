@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import InputError
+from ..files import file_kind
 
 COMPRESSED = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"), ".xz": lambda raw: lzma.LZMAFile(raw, "rb"),
               ".bz2": lambda raw: bz2.BZ2File(raw, "rb")}
@@ -62,12 +63,6 @@ def max_document_bytes() -> int:
 def max_ratio() -> int:
     """The largest expansion of a compressed file past its first 64 MiB: LOOKALIKE_MAX_RATIO, default 200."""
     return _env_int("LOOKALIKE_MAX_RATIO", 200)
-
-
-def file_kind(mode: int) -> str:
-    return ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a folder" if stat.S_ISDIR(mode) else "not a regular file")
 
 
 def _not_regular(path, mode: int, corpus: bool = True) -> InputError:

@@ -137,17 +137,20 @@ def resolve_prompt(st: dict | None, params: EmbedParams, own: bool) -> tuple[str
     return "", None
 
 
-def resolve_pooling(manifest: dict, params: EmbedParams) -> tuple[str, bool, str | None]:
+OWN = "auto: the model's own"  # pooling_from of a run that is the model's own embedding
+
+
+def resolve_pooling(manifest: dict, params: EmbedParams, st: dict | None = None) -> tuple[str, bool, str | None]:
     """(pooling, normalize, where it came from) for a run: "auto" takes the model's own (sentence-transformers)
     pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is logged when
     the model's own differs from what the run uses."""
-    st = model_st(manifest)
+    st = model_st(manifest) if st is None else st
     own = None
     if st:
         own = f"{st['pooling']}{' + dense' if st.get('dense') else ''}{' + normalize' if st.get('normalize') else ''}"
     if params.pooling == "auto":
         if st and st.get("supported"):
-            return st["pooling"], bool(st.get("normalize") or params.normalize), f"auto: the model's own ({own})"
+            return st["pooling"], bool(st.get("normalize") or params.normalize), f"{OWN} ({own})"
         if st:
             log.warning("%s: the model's own pooling (%s%s) is not one lookalike's graph has; --pooling auto uses "
                         "cls", manifest["source"]["model"], own,
@@ -168,9 +171,9 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
     if manifest["task"] != "feature-extraction":
         raise ModelError(f"exported for {manifest['task']!r}; embedding needs a feature-extraction export "
                          "(lookalike export MODEL OUT --task feature-extraction)")
-    pooling, normalize, pooling_from = resolve_pooling(manifest, params)
-    own = pooling_from is not None and pooling_from.startswith("auto: the model's own")
-    st = model_st(manifest) if own or params.prompt_name is not None else None
+    st = model_st(manifest)
+    pooling, normalize, pooling_from = resolve_pooling(manifest, params, st)
+    own = pooling_from is not None and pooling_from.startswith(OWN)
     if pooling_from is not None or normalize != params.normalize:
         params = dataclasses.replace(params, pooling=pooling, normalize=normalize)
     output = pooling  # the graph's pooled outputs are named after the pooling ("cls", "mean")
