@@ -313,3 +313,16 @@ def test_truncate_dim_equals_sentence_transformers(minilm_export, st_reference, 
     assert store.config["truncate_dim"] == 32 and store.embeddings().shape == (2, 32)
     with pytest.raises(InputError, match="more than the model's 384"):
         Embedder(minilm_export, truncate_dim=385).encode(["x"])
+
+
+def test_an_export_made_before_max_seq_length_was_recorded_reads_it_from_its_source(minilm_export, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(minilm_export, old)
+    m = json.loads((old / "lookalike.json").read_text())
+    m["sentence_transformers"] = {k: m["sentence_transformers"][k] for k in
+                                  ("pooling", "normalize", "modules", "supported", "unsupported", "source")}
+    (old / "lookalike.json").write_text(json.dumps(m))
+    assert Embedder(old, pooling="auto").settings()["max_length"] == 256
+    assert Embedder(old).settings()["max_length"] == 512  # CLS: the model's positions

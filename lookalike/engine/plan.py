@@ -110,10 +110,15 @@ class EmbedPlan:
 def model_st(manifest: dict) -> dict | None:
     """The sentence-transformers record of an export (asked of its source when the export predates it)."""
     st = manifest.get("sentence_transformers")
+    source = str(manifest.get("source", {}).get("model", ""))
     if "sentence_transformers" not in manifest:
-        source = str(manifest.get("source", {}).get("model", ""))
         if source and Path(source).is_dir():
             st = sentence_transformers_pooling(source)
+    elif st and "max_seq_length" not in st and source and Path(source).is_dir():
+        # an export made before lookalike recorded max_seq_length and prompts: those from its source (its Dense
+        # weights, if any, were not saved, so its record's "supported" stands)
+        fresh = sentence_transformers_pooling(source) or {}
+        st = {**st, **{k: fresh.get(k) for k in ("max_seq_length", "prompts", "default_prompt_name")}}
     return st
 
 
