@@ -26,6 +26,8 @@ from .analysis.report import csv_text, markdown_table, write_bench, write_table
 from .analysis.scoring import evaluate as do_eval
 from .analysis.tables import ModelArtifacts, agreement_table
 from .attack import run_attack
+from .core.export import FORMATS as STORE_FORMATS
+from .core.export import export_store
 from .core.store import open_store, remove_store
 from .data import FORMATS, CorpusSpec
 from .data.stdin import spooled_stdin
@@ -274,7 +276,21 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.option("--shard-rows", type=POSITIVE, default=EmbedParams.shard_rows, show_default=True)
 @click.option("--sort-window", type=POSITIVE, default=EmbedParams.sort_window, show_default=True,
               help="Rows sorted by length together (less padding); windows never cross a shard.")
-@click.option("--dtype", type=click.Choice(DTYPES), default=EmbedParams.dtype, show_default=True)
+@click.option("--precision", "--dtype", "dtype", type=click.Choice(DTYPES), default=EmbedParams.dtype,
+              show_default=True, help="Stored precision: int8/uint8 with per-dimension ranges fixed once per store "
+              "(recorded), binary/ubinary signs 8 to a byte; as sentence-transformers' quantize_embeddings.")
+@click.option("--calibration-rows", type=POSITIVE, default=EmbedParams.calibration_rows, show_default=True,
+              help="int8/uint8: the ranges are the min/max of the first N records' vectors.")
+@click.option("--ranges-from", default=None, help="int8/uint8: take the ranges of this store (or a .npy of shape "
+              "(2, dim)), so two stores quantise alike.")
+@click.option("--chunk-tokens", type=POSITIVE, default=None,
+              help="Long documents: one row per window of N text tokens (ids ID#0, ID#1, ...; parent_id and chunk "
+                   "stored) instead of truncating.")
+@click.option("--chunk-stride", "--chunk-overlap", "chunk_stride", type=click.IntRange(min=0),
+              default=EmbedParams.chunk_stride, show_default=True,
+              help="Tokens each window shares with the one before it (the tokenizers' stride).")
+@click.option("--pool-chunks", type=click.Choice(["mean"]), default=None,
+              help="With --chunk-tokens: one row per record, the mean of its windows' vectors.")
 @click.option("--normalize", is_flag=True, help="L2-normalise the stored vectors.")
 @DEVICE
 @click.option("--threads", type=POSITIVE, default=None, help="ONNX Runtime intra-op threads [physical cores].")
@@ -287,8 +303,8 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.option("--overwrite", is_flag=True, help="Replace a store lookalike made in OUT_DIR (instead of resuming it).")
 @ray_options
 def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, truncate_dim, batch_tokens,
-          shard_rows, sort_window, dtype, normalize, device, threads, tokenize_workers, progress, tokens, no_tokens,
-          overwrite, backend, ray):
+          shard_rows, sort_window, dtype, calibration_rows, ranges_from, chunk_tokens, chunk_stride, pool_chunks,
+          normalize, device, threads, tokenize_workers, progress, tokens, no_tokens, overwrite, backend, ray):
     """Embed CORPUS with the export MODEL_DIR into HDF5 shards in OUT_DIR (resumable). CORPUS `-` reads standard
     input (a text per line, or --format jsonl/csv/...).
 
@@ -297,6 +313,8 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, 
       lookalike embed runs/minilm ../shared/data/imdb/imdb_1k.tsv runs/imdb-minilm
       lookalike embed runs/minilm corpus.txt runs/own --pooling auto     # the model's own embeddings
       lookalike embed runs/minilm queries.txt runs/q --pooling auto --prompt "query: "
+      lookalike embed runs/minilm corpus.txt runs/bits --pooling auto --precision ubinary
+      lookalike embed runs/minilm ../shared/data/cuad runs/cuad --chunk-tokens 254 --chunk-stride 32
       cat reviews.txt | lookalike embed runs/minilm - runs/reviews
       lookalike embed runs/minilm ../shared/data/squad2_dev500 runs/squad-minilm --max-length 384
       lookalike embed runs/minilm big.jsonl /nfs/stores/big --backend ray --address auto --workers 8
@@ -304,7 +322,9 @@ def embed(model_dir, corpus, out_dir, pooling, max_length, prompt_name, prompt, 
     """
     params = EmbedParams(pooling=pooling, max_length=max_length, batch_tokens=batch_tokens, shard_rows=shard_rows,
                          sort_window=sort_window, dtype=dtype, normalize=normalize, prompt=prompt,
-                         prompt_name=prompt_name, truncate_dim=truncate_dim)
+                         prompt_name=prompt_name, truncate_dim=truncate_dim, calibration_rows=calibration_rows,
+                         ranges_from=ranges_from, chunk_tokens=chunk_tokens, chunk_stride=chunk_stride,
+                         pool_chunks=pool_chunks)
     if overwrite:
         remove_store(out_dir)
     stdin = click.get_binary_stream("stdin")
@@ -341,6 +361,24 @@ def tokenize(model_dir, corpus, out_dir, max_length, shard_rows, progress):
 
 
 # --------------------------------------------------------------------------- knn / ood
+
+@cli.command("export-store")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(STORE_FORMATS), default="npy", show_default=True,
+              help="npy: embeddings.npy + ids.jsonl; parquet: embeddings.parquet (id, embedding, n_tokens, ...).")
+def export_store_cmd(store, out, fmt):
+    """Write STORE's vectors and ids into the folder OUT as .npy or Parquet (streamed shard by shard, after the
+    store is verified), for vector databases and dataframes; the store stays the source of truth.
+
+    \b
+    Example:
+      lookalike export-store runs/imdb-minilm runs/imdb-npy
+      lookalike export-store runs/imdb-minilm runs/imdb-parquet --format parquet
+    """
+    status(f"export-store: verifying {store}")
+    _echo_json(export_store(store, out, fmt))
+
 
 @cli.command()
 @click.argument("store", type=click.Path(path_type=Path))

@@ -14,10 +14,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .core.precision import DEFAULT_CALIBRATION_ROWS, PRECISIONS
 from .errors import InputError, unknown_key_message
 
 POOLINGS = ("cls", "mean", "auto")  # auto: the model's own (sentence-transformers), else cls
-DTYPES = ("float32", "float16")
+DTYPES = PRECISIONS  # stored precision of a store's vectors (core.precision)
 INDEXES = ("flat", "ivf", "hnsw")
 SIMILARITIES = ("engine", "use", "none")
 QA_MAX_LENGTH = 384
@@ -82,6 +83,15 @@ class EmbedParams:
     prompt_name: str | None = None
     # keep the first N dimensions (Matryoshka models), after normalising, as sentence-transformers' truncate_dim
     truncate_dim: int | None = field(default=None, metadata=_min(1))
+    # int8/uint8: the ranges come from the first calibration_rows vectors of the corpus, or from ranges_from (a
+    # store of that precision, or a .npy of shape (2, dim)); fixed once per store and recorded in its manifest
+    calibration_rows: int = field(default=DEFAULT_CALIBRATION_ROWS, metadata=_min(1))
+    ranges_from: str | None = None
+    # long documents: overlapping windows of chunk_tokens text tokens (neighbours share chunk_stride tokens, as
+    # the tokenizers' stride), one row per window (parent_id, chunk) or, with pool_chunks "mean", one per record
+    chunk_tokens: int | None = field(default=None, metadata=_min(1))
+    chunk_stride: int = field(default=0, metadata=_min(0))
+    pool_chunks: str | None = field(default=None, metadata={"choices": ("mean",)})
 
 
 @params

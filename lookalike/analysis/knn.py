@@ -34,8 +34,8 @@ def load_normalized(store: Store | np.ndarray, block_rows: int = 65536, ids=None
         x = np.ascontiguousarray(store, dtype=np.float32).copy()
         ids = ids if ids is not None else np.arange(len(x)).astype(str)
     else:
-        x = np.empty((len(store), store.dim), dtype=np.float32)
-        for start, block in store.iter_blocks(block_rows):
+        x = np.empty((len(store), store.vector_dim), dtype=np.float32)
+        for start, block in store.iter_vectors(block_rows):
             x[start:start + len(block)] = block
         ids = store.ids
     if len(x) == 0:
@@ -372,7 +372,10 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
             "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
     if isinstance(store, Store):
-        meta.update(store=str(store.path), **{**store.features(), **comparable(store.config)})
+        meta.update(store=str(store.path), precision=store.precision,
+                    **{**store.features(), **comparable(store.config)})
+        if store.precision in ("binary", "ubinary"):
+            meta["metric"] = "hamming (as the cosine of the ±1 vectors: 1 - 2h/d)"
     if index != "flat":
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))

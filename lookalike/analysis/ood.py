@@ -150,15 +150,15 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
     ks = [ks] if isinstance(ks, int) else sorted(set(int(k) for k in ks))
     if not ks or min(ks) < 1:
         raise InputError("k must be at least 1")
+    stores = {role: s for role, s in (("train", train), ("test", test), ("val", val), ("in-test", in_test))
+              if isinstance(s, Store)}
+    if len(stores) > 1:
+        require_same_features(stores, "deep-kNN OOD")
     dims = {getattr(s, "dim", None) if isinstance(s, Store) else s.shape[1] for s in (train, test, val, in_test)
             if s is not None}
     if len(dims) > 1:
         raise InputError(f"stores of different dimensions {sorted(dims)}: train, test and val must come from "
                          "the same model")
-    stores = {role: s for role, s in (("train", train), ("test", test), ("val", val), ("in-test", in_test))
-              if isinstance(s, Store)}
-    if len(stores) > 1:
-        require_same_features(stores, "deep-kNN OOD")
     overlap = _bank_overlap(stores)
     if overlap and not allow_overlap:
         role, n, example = overlap[0]
@@ -172,6 +172,9 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
             "distance": "euclidean on L2-normalised features", "score": "-distance to the k-th neighbour",
             "threshold_rule": "largest lambda with #{val >= lambda} >= ceil(tpr * n_val)", "tpr": tpr}
     if isinstance(train, Store):
+        meta["precision"] = train.precision
+        if train.precision in ("binary", "ubinary"):
+            meta["distance"] = "euclidean on the L2-normalised ±1 vectors of the bits: 2*sqrt(hamming/d)"
         meta.update(train.features(), train_fingerprint=train.config.get("corpus_fingerprint"),
                     train_selection=selection(train.config))
     if isinstance(test, Store):

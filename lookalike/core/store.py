@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..files import WriterLock, atomic_file, owned_tmp, sha256_file
+from .precision import BITS, FLOATS, precision_of, signs, stored_dtype, vector_kind
 from .shards import MANIFEST, ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def comparable(config: dict) -> dict:
 
 
 def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embedding: np.ndarray,
-                     n_tokens: np.ndarray, truncated: np.ndarray, config: dict) -> dict:
+                     n_tokens: np.ndarray, truncated: np.ndarray, config: dict, parents=None) -> dict:
     """Write shard `index` (rows start..start+len) under a temporary name, fsync, rename; return its manifest entry.
 
     Safe to call from any process (Ray workers write their own shards); the manifest is the caller's job.
@@ -70,6 +71,9 @@ def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embe
         f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("n_tokens", data=np.asarray(n_tokens).astype(np.int32))
         f.create_dataset("truncated", data=np.asarray(truncated).astype(bool))
+        if parents is not None:  # a chunked store: each row's record and window
+            f.create_dataset("parent_id", data=np.array(parents[0], dtype=object), dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("chunk", data=np.asarray(parents[1]).astype(np.int32))
         for k, v in config.items():
             if isinstance(v, (str, int, float, bool)):
                 f.attrs[k] = v
@@ -85,6 +89,14 @@ def _read_manifest(folder: Path) -> dict:
     if "dim" not in manifest:
         raise StoreError(f"{folder / MANIFEST}: not a store manifest (no dim)")
     return manifest
+
+
+CHUNK_COLUMNS = ("parent_id", "chunk")  # a chunked store's rows: the record and the window each came from
+
+
+def is_chunked(config: dict | None) -> bool:
+    """Whether a store's rows are windows of records (--chunk-tokens without --pool-chunks)."""
+    return bool(config) and config.get("chunk_tokens") is not None and config.get("pool_chunks") == "none"
 
 
 # shard attributes that must say what the manifest's config says (an edit of either is caught)
@@ -108,7 +120,9 @@ def check_shard(folder: Path, shard: dict, dim: int, config: dict | None = None)
             rows = shard["rows"]
             if f["embedding"].shape != (rows, dim):
                 return f"embedding shape {f['embedding'].shape}, manifest says ({rows}, {dim})"
-            for name in ("id", "n_tokens", "truncated"):
+            for name in ("id", "n_tokens", "truncated") + (CHUNK_COLUMNS if is_chunked(config) else ()):
+                if name not in f:
+                    return f"has no {name!r} dataset"
                 if f[name].shape != (rows,):
                     return f"{name} has {f[name].shape[0]} rows, manifest says {rows}"
             if int(f.attrs["row_start"]) != shard["row_start"]:
@@ -141,8 +155,10 @@ def entry_problem(folder: Path, manifest: dict) -> str | None:
     try:
         with h5py.File(path, "r") as f:
             names = set(f)
-            if names != {"embedding", "n_tokens", "truncated", "id"}:
-                return f"holds {sorted(names)}, expected embedding, n_tokens, truncated, id"
+            want = {"embedding", "n_tokens", "truncated", "id"} | (set(CHUNK_COLUMNS) if is_chunked(
+                manifest.get("config")) else set())
+            if names != want:
+                return f"holds {sorted(names)}, expected {', '.join(sorted(want))}"
             for name in names:
                 link = f.get(name, getlink=True)
                 if not isinstance(link, h5py.HardLink):
@@ -150,9 +166,9 @@ def entry_problem(folder: Path, manifest: dict) -> str | None:
                 ds = f[name]
                 if ds.external:
                     return f"dataset '{name}' keeps its data in external files"
-                if name == "id":
+                if name in ("id", "parent_id"):
                     if ds.is_virtual:
-                        return "dataset 'id' is virtual"
+                        return f"dataset '{name}' is virtual"
                     continue
                 if not ds.is_virtual:
                     return f"dataset '{name}' is not a view of the shards"
@@ -181,8 +197,9 @@ class StoreFormat(ShardFormat):
         return {"dim": self.dim}
 
     def write_shard(self, folder: Path, index: int, start: int, columns: dict) -> dict:
+        parents = (columns["parent_id"], columns["chunk"]) if columns.get("parent_id") is not None else None
         return write_shard_file(folder, index, start, columns["id"], columns["embedding"], columns["n_tokens"],
-                                columns["truncated"], self.config)
+                                columns["truncated"], self.config, parents)
 
     def check_shard(self, folder: Path, entry: dict, manifest: dict) -> str | None:
         return check_shard(folder, entry, int(manifest.get("dim", self.dim)), manifest.get("config"))
@@ -193,20 +210,23 @@ class StoreFormat(ShardFormat):
 
         shards = manifest["shards"]
         total = shards[-1]["row_end"]
-        dtype = np.dtype(self.config.get("dtype", "float32"))
+        dtype = stored_dtype(precision_of(self.config))
+        chunked = is_chunked(self.config)
         with atomic_file(folder / ENTRY) as tmp, h5py.File(tmp, "w") as f:
             for name, dt, shape in (("embedding", dtype, (total, self.dim)), ("n_tokens", np.int32, (total,)),
-                                    ("truncated", bool, (total,))):
+                                    ("truncated", bool, (total,))) + ((("chunk", np.int32, (total,)),) if chunked
+                                                                      else ()):
                 layout = h5py.VirtualLayout(shape=shape, dtype=dt)
                 for s in shards:
                     src_shape = (s["rows"], self.dim) if name == "embedding" else (s["rows"],)
                     layout[s["row_start"]:s["row_end"]] = h5py.VirtualSource(s["file"], name, shape=src_shape)
                 f.create_virtual_dataset(name, layout)
-            ids = []
-            for s in shards:
-                with open_h5(folder / s["file"]) as sf:
-                    ids.extend(sf["id"].asstr()[:])
-            f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            for column in ("id", "parent_id") if chunked else ("id",):
+                values = []
+                for s in shards:
+                    with open_h5(folder / s["file"]) as sf:
+                        values.extend(sf[column].asstr()[:])
+                f.create_dataset(column, data=np.array(values, dtype=object), dtype=h5py.string_dtype("utf-8"))
             for k, v in self.config.items():
                 if isinstance(v, (str, int, float, bool)):
                     f.attrs[k] = v
@@ -223,15 +243,24 @@ class StoreWriter(ShardedWriter):
     """
 
     def __init__(self, out_dir: str | Path, config: dict, dim: int, shard_rows: int,
-                 on_shard: Callable[[int], None] | None = None):
+                 on_shard: Callable[[int], None] | None = None, chunked: bool = False):
         super().__init__(out_dir, StoreFormat(config, dim), shard_rows, on_shard)
         self.dim = dim
+        self.chunked = chunked
 
-    def append(self, ids: list[str], embedding: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray) -> None:
+    def append(self, ids: list[str], embedding: np.ndarray, n_tokens: np.ndarray, truncated: np.ndarray,
+               parents: tuple[list[str], np.ndarray] | None = None) -> None:
+        """Rows in order; `parents` (parent ids, window indexes) for a chunked store's rows."""
         if embedding.ndim != 2 or embedding.shape[1] != self.dim:
             raise StoreError(f"{self.dir}: embeddings of shape {embedding.shape} for a store of dim {self.dim}")
-        self.append_columns({"id": list(ids), "embedding": embedding, "n_tokens": np.asarray(n_tokens),
-                             "truncated": np.asarray(truncated)})
+        if (parents is not None) != self.chunked:
+            raise StoreError(f"{self.dir}: rows {'without' if self.chunked else 'with'} parent ids for a "
+                             f"{'chunked' if self.chunked else 'plain'} store")
+        columns = {"id": list(ids), "embedding": embedding, "n_tokens": np.asarray(n_tokens),
+                   "truncated": np.asarray(truncated)}
+        if parents is not None:
+            columns.update(parent_id=list(parents[0]), chunk=np.asarray(parents[1]))
+        self.append_columns(columns)
 
 
 @dataclass
@@ -295,11 +324,25 @@ class Store:
         parts = []
         for s in self.manifest["shards"]:
             with open_h5(self.path / s["file"]) as f:
-                parts.append(f[name].asstr()[:] if name == "id" else f[name][:])
+                parts.append(f[name].asstr()[:] if name in ("id", "parent_id") else f[name][:])
         if not parts:
             return np.array([], dtype=dtype or object)
         out = np.concatenate(parts)
         return out if dtype is None else out.astype(dtype)
+
+    @property
+    def chunked(self) -> bool:
+        return is_chunked(self.config)
+
+    @property
+    def parent_ids(self) -> np.ndarray:
+        """Each row's record id: the row's own id unless the store is chunked."""
+        return self._column("parent_id", None) if self.chunked else self.ids
+
+    @property
+    def chunks(self) -> np.ndarray:
+        """Each row's window index within its record (0 for every row of a store that is not chunked)."""
+        return self._column("chunk", np.int32) if self.chunked else np.zeros(len(self), np.int32)
 
     @property
     def n_tokens(self) -> np.ndarray:
@@ -309,11 +352,36 @@ class Store:
     def truncated(self) -> np.ndarray:
         return self._column("truncated", bool)
 
-    def iter_blocks(self, rows: int = 65536, dtype=np.float32) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, embeddings[rows × dim]) blocks in store order; memory bounded by `rows`."""
+    @property
+    def precision(self) -> str:
+        """float32, float16, int8, uint8, binary or ubinary (core.precision)."""
+        return precision_of(self.config)
+
+    @property
+    def vector_dim(self) -> int:
+        """Dimensions of the vectors (a binary store's bytes hold 8 each)."""
+        return int(self.config.get("bits", self.dim)) if self.precision in BITS else self.dim
+
+    def iter_vectors(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 vectors) blocks for similarity: float stores as stored, binary stores as the ±1
+        vectors their bits stand for (cosine of those ranks by Hamming distance). int8/uint8 are refused."""
+        from .precision import refuse_quantised
+
+        refuse_quantised(self.config, self.path, "similarity")
+        for start, block in self.iter_blocks(rows, raw=self.precision in BITS):
+            yield start, signs(block, self.precision, self.vector_dim) if self.precision in BITS else block
+
+    def iter_blocks(self, rows: int = 65536, dtype=np.float32, *, raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, embeddings[rows × dim]) blocks in store order; memory bounded by `rows`. A quantised
+        store's codes come only with raw=True, as stored (cast to float they would pass for vectors)."""
 
         if rows <= 0:
             raise ValueError("rows must be positive")
+        if not raw and self.precision not in FLOATS:
+            raise StoreError(f"{self.path}: holds {self.precision} codes, not float vectors; read them with "
+                             "raw=True (or iter_vectors for similarity)")
+        if raw:
+            dtype = None
         buf: list[np.ndarray] = []
         have = 0
         start = 0
@@ -322,7 +390,7 @@ class Store:
                 ds = f["embedding"]
                 for lo in range(0, s["rows"], rows):
                     hi = min(lo + rows, s["rows"])
-                    part = np.asarray(ds[lo:hi], dtype=dtype)
+                    part = ds[lo:hi] if dtype is None else np.asarray(ds[lo:hi], dtype=dtype)
                     buf.append(part)
                     have += len(part)
                     while have >= rows:
@@ -334,10 +402,12 @@ class Store:
         if have:
             yield start, np.concatenate(buf) if len(buf) > 1 else buf[0]
 
-    def embeddings(self, dtype=np.float32) -> np.ndarray:
-        """All vectors in one array (use iter_blocks for stores larger than memory)."""
+    def embeddings(self, dtype=np.float32, *, raw: bool = False) -> np.ndarray:
+        """All vectors in one array (use iter_blocks for stores larger than memory); raw=True: as stored."""
+        if raw:
+            dtype = stored_dtype(self.precision)
         out = np.empty((len(self), self.dim), dtype=dtype)
-        for start, block in self.iter_blocks(dtype=dtype):
+        for start, block in self.iter_blocks(dtype=dtype, raw=raw):
             out[start:start + len(block)] = block
         return out
 
@@ -391,8 +461,9 @@ def require_same_features(stores: dict[str, Store], what: str) -> None:
     items = list(stores.items())
     first_role, first = items[0]
     for role, s in items[1:]:
-        for k in FEATURE_KEYS:
-            a, b = first.config.get(k), s.config.get(k)
+        for k in FEATURE_KEYS + ("precision", "truncate_dim"):
+            a, b = (vector_kind(first.config), vector_kind(s.config)) if k == "precision" else \
+                (first.config.get(k), s.config.get(k))
             if a != b:
                 raise StoreError(f"{what}: the {role} store ({s.path}) and the {first_role} store ({first.path}) "
                                  f"differ in {k} ({b!r} vs {a!r}); {what} needs one model's features throughout")

@@ -34,7 +34,7 @@ from ..params import EmbedParams
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, shard_aligned, skip_done
 from .runtime import OnnxModel
 from .tasks import predict_cls, predict_qa
-from .windows import Counts, WindowEmbedder
+from .windows import Counts, WindowEmbedder, fix_ranges
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,12 @@ def embed_ray(model_dir: str | Path, corpus: CorpusSpec, out_dir: str | Path, pa
     if worker_device == "cpu":
         resolve_device("cpu")
     plan = make_plan(manifest, corpus, params, device=worker_device)
-    with StoreWriter(out_dir, plan.config, plan.dim, params.shard_rows) as writer:
+    if params.chunk_tokens is not None:
+        raise InputError("--chunk-tokens runs on the local backend (--backend local); Ray shards cut records, not "
+                         "chunks", field="chunk_tokens")
+    if plan.needs_ranges:  # fixed once on the driver, so every actor quantises alike
+        plan = fix_ranges(plan, OnnxModel(model_dir, device="cpu", threads=threads), corpus, out_dir)
+    with StoreWriter(out_dir, plan.config, plan.stored_dim, params.shard_rows) as writer:
         if writer.complete:
             return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
                     "n_truncated": writer.manifest.get("n_truncated", 0), "backend": "ray"}

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.precision import QUANTISED, calibration_ranges, check_ranges, quantize, stored_dtype
 from ..data import Record
 from ..errors import InputError
 from ..files import progress_bar
@@ -70,8 +71,12 @@ class Embedder:
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_tokens: int | None = None,
                pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
                dtype: str | None = None, prompt: str | None = None, prompt_name: str | None = None,
-               truncate_dim: int | None = None, progress: bool = False) -> np.ndarray:
-        """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order."""
+               truncate_dim: int | None = None, progress: bool = False, ranges=None) -> np.ndarray:
+        """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order.
+
+        dtype: float32, float16, or quantised as sentence-transformers' quantize_embeddings: int8/uint8 (with
+        `ranges`, shape (2, dim), or else the minimum and maximum of this call's vectors, as sentence-transformers
+        does), binary/ubinary (signs packed 8 to a byte)."""
         texts = _text_list(texts, "texts")
         if pairs is not None:
             pairs = _text_list(pairs, "pairs")
@@ -82,11 +87,16 @@ class Embedder:
                 raise InputError(f"text {i} is a {type(t).__name__}, not a str")
             if pairs is not None and not isinstance(pairs[i], str):
                 raise InputError(f"pair {i} is a {type(pairs[i]).__name__}, not a str")
+        precision = dtype or self.defaults.dtype
+        float_run = precision in QUANTISED  # int8/uint8: float vectors first, then one set of ranges for all
         plan = self._plan(batch_tokens=batch_tokens, pooling=pooling, normalize=normalize, max_length=max_length,
-                          dtype=dtype, prompt=prompt, prompt_name=prompt_name, truncate_dim=truncate_dim)
-        out = np.empty((len(texts), plan.dim), dtype=plan.out_dtype)
+                          dtype="float32" if float_run else precision, prompt=prompt, prompt_name=prompt_name,
+                          truncate_dim=truncate_dim)
+        if ranges is not None and not float_run:
+            raise InputError(f"ranges are for int8/uint8 precision, not {precision}", field="ranges")
+        out = np.empty((len(texts), plan.stored_dim), dtype=stored_dtype(plan.precision))
         if not texts:
-            return out
+            return out.astype(stored_dtype(precision)) if float_run else out
         records = (Record(str(i), t, None if pairs is None else pairs[i]) for i, t in enumerate(texts))
         runner = WindowEmbedder(self.model, plan)
         bar = progress_bar(progress, total=len(texts), desc="encode")
@@ -97,6 +107,9 @@ class Embedder:
                 bar.update(len(win.ids))
         finally:
             bar.close()
+        if float_run:  # as sentence-transformers' quantize_embeddings: ranges given, else this call's own
+            r = check_ranges(ranges, plan.dim, "ranges") if ranges is not None else calibration_ranges(out)
+            return quantize(out, precision, r)
         return out
 
 

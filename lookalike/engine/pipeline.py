@@ -25,7 +25,7 @@ from .plan import RayOptions, check_unchanged, make_plan, run_stats, skip_done
 from .runtime import OnnxModel
 from .stages import staged
 from .tokens import cache_config, matching_cache
-from .windows import Counts, WindowEmbedder
+from .windows import Counts, WindowEmbedder, fix_ranges
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,12 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
         raise InputError(f"unknown backend {backend!r} (local or ray)")
     model = model or OnnxModel(model_dir, device=device, threads=threads)
     plan = make_plan(model.manifest, corpus, params, device=model.device, output_names=model.output_names)
-    with StoreWriter(out_dir, plan.config, plan.dim, params.shard_rows, on_shard=on_shard) as writer, \
+    if params.chunk_tokens is not None:
+        from .chunks import embed_chunked
+
+        return embed_chunked(model, plan, corpus, out_dir, progress=progress, on_shard=on_shard)
+    plan = fix_ranges(plan, model, corpus, out_dir)
+    with StoreWriter(out_dir, plan.config, plan.stored_dim, params.shard_rows, on_shard=on_shard) as writer, \
             contextlib.ExitStack() as stack:
         if writer.complete:
             log.info("%s: store already complete, nothing to do", out_dir)

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..core.manifest import clamp_length
+from ..core.precision import BITS, QUANTISED, check_ranges, quantize, stored_dim
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError
 from ..exporters.pooling import sentence_transformers_pooling
@@ -97,10 +98,29 @@ class EmbedPlan:
     dim: int
     prompt: str = ""  # put before every text (sentence-transformers' prompts)
     dense: bool = False  # the model's Dense modules applied after pooling (sentence-transformers)
+    ranges: np.ndarray | None = None  # int8/uint8: (2, dim) calibration ranges, fixed for the store
 
     @property
-    def out_dtype(self):
-        return np.float16 if self.params.dtype == "float16" else np.float32
+    def precision(self) -> str:
+        return self.params.dtype
+
+    @property
+    def stored_dim(self) -> int:
+        """Columns a row takes in the store (a byte per 8 dimensions under binary/ubinary)."""
+        return stored_dim(self.precision, self.dim)
+
+    @property
+    def needs_ranges(self) -> bool:
+        return self.precision in QUANTISED and self.ranges is None
+
+    def quantize(self, emb: np.ndarray) -> np.ndarray:
+        return quantize(emb, self.precision, self.ranges)
+
+    def with_ranges(self, ranges: np.ndarray, source: str) -> "EmbedPlan":
+        """This plan with its int8/uint8 ranges fixed (recorded in the store's config)."""
+        ranges = check_ranges(ranges, self.dim, source)
+        config = {**self.config, "ranges": ranges.tolist(), "ranges_from": source}
+        return dataclasses.replace(self, ranges=ranges, config=config)
 
     def windows(self, records: Iterable, start: int) -> Iterator[tuple[int, list]]:
         """(first row, records) sort windows from row `start`; a window never crosses a shard."""
@@ -193,6 +213,7 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
             raise InputError(f"--truncate-dim {params.truncate_dim} is more than the model's {dim} dimensions",
                              field="truncate_dim")
         dim = params.truncate_dim
+    stored_dim(params.dtype, dim)  # binary packs whole bytes: refused here, before any work
     batch_tokens = params.batch_tokens or default_batch_tokens(device)
     if batch_tokens < max_length:
         if params.batch_tokens is not None:
@@ -210,6 +231,8 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
             config["prompt_name"] = prompt_name
     if params.truncate_dim is not None:
         config["truncate_dim"] = params.truncate_dim
+    if params.dtype in BITS:
+        config["bits"] = dim  # dimensions the packed bytes stand for
     if dense:
         config["dense"] = [{k: layer[k] for k in ("in_features", "out_features", "bias", "activation")} |
                            {"sha256": manifest.get("files", {}).get(layer["file"], "")} for layer in st["dense"]]

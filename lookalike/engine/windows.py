@@ -8,11 +8,14 @@ the caller sums them (nothing is mutated across layers).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..core.precision import calibration_ranges
+from ..errors import InputError, ModelError
 from .batching import Batch, Encoded, TokenizerPool, token_budget_batches, tokenize
 from .plan import EmbedPlan
 from .runtime import OnnxModel
@@ -93,7 +96,7 @@ class WindowEmbedder:
             emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         if plan.params.truncate_dim is not None:  # after normalising, as sentence-transformers truncates
             emb = np.ascontiguousarray(emb[:, :plan.params.truncate_dim])
-        return emb.astype(plan.out_dtype, copy=False), counts
+        return plan.quantize(emb), counts
 
     def embed_records(self, start: int, records: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, Counts]:
         """(vectors, n_tokens, truncated, counts) of a list of records starting at row `start`, window by window
@@ -107,3 +110,60 @@ class WindowEmbedder:
             trs.append(win.truncated)
             total += counts
         return np.concatenate(embs), np.concatenate(nts), np.concatenate(trs), total
+
+
+def fix_ranges(plan: EmbedPlan, model: OnnxModel, corpus, out_dir, sample=None) -> EmbedPlan:
+    """The plan with its int8/uint8 ranges fixed once for the store `out_dir`: those its manifest records (a
+    resumed store quantises as it began), else those of `--ranges-from` (a store or a .npy), else the minimum and
+    maximum of the first `calibration_rows` records' float vectors. Other precisions: the plan as it is."""
+    if not plan.needs_ranges:
+        return plan
+    from ..core.shards import MANIFEST, read_manifest
+    from ..core.store import StoreFormat
+
+    out_dir = Path(out_dir)
+    if (out_dir / MANIFEST).is_file():
+        recorded = read_manifest(out_dir, StoreFormat)["config"]
+        if recorded.get("dtype") == plan.precision and "ranges" in recorded:
+            return plan.with_ranges(recorded["ranges"], str(recorded.get("ranges_from", out_dir)))
+    if plan.params.ranges_from:
+        return plan.with_ranges(*load_ranges(plan.params.ranges_from, plan))
+    n = plan.params.calibration_rows
+    if sample is None:
+        def sample(n: int) -> np.ndarray:  # the float vectors of the first n rows
+            first = list(itertools.islice(corpus.records(), n))
+            if not first:
+                raise InputError("no records to calibrate the int8 ranges on", path=corpus.path)
+            float_plan = dataclasses.replace(plan, params=dataclasses.replace(plan.params, dtype="float32"))
+            runner = WindowEmbedder(model, float_plan)
+            return np.concatenate([runner.infer(runner.prepare(s, w))[0] for s, w in float_plan.windows(first, 0)])
+    x = sample(n)
+    return plan.with_ranges(calibration_ranges(x), f"the first {len(x)} rows")
+
+
+def load_ranges(source: str, plan: EmbedPlan) -> tuple[np.ndarray, str]:
+    """(ranges, where from) of `--ranges-from`: a store of the same model's features (its recorded ranges) or a
+    .npy of shape (2, dim)."""
+    path = Path(source)
+    from ..core.store import open_store
+
+    if path.is_dir():
+        store = open_store(path)
+        if "ranges" not in store.config:
+            raise InputError("is not an int8/uint8 store (it records no ranges)", path=path, field="ranges_from")
+        for key in ("model_sha256", "pooling", "normalize", "max_length", "truncate_dim"):
+            if store.config.get(key) != plan.config.get(key):
+                raise InputError(f"its vectors differ from this run's in {key} ({store.config.get(key)!r} vs "
+                                 f"{plan.config.get(key)!r}); its ranges would not fit them", path=path,
+                                 field="ranges_from")
+        return np.asarray(store.config["ranges"], dtype=np.float32), f"{path} (store {store.key()})"
+    from ..data.opener import open_regular
+
+    with open_regular(path, corpus=False) as f:
+        try:
+            ranges = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"not a .npy array ({str(exc)[:80]})", path=path, field="ranges_from") from None
+    from ..files import sha256_file
+
+    return ranges, f"{path} (sha256 {sha256_file(path)[:12]})"

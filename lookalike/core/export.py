@@ -1,0 +1,106 @@
+"""A store's vectors in the formats vector databases and dataframes read: .npy or Parquet, streamed shard by shard.
+
+    npy       OUT/embeddings.npy (rows × columns, the stored dtype), OUT/ids.jsonl (one JSON string per row, in
+              row order; a chunked store's lines are [id, parent_id, chunk])
+    parquet   OUT/embeddings.parquet: columns id, embedding (fixed-size list of the stored dtype), n_tokens,
+              truncated (and parent_id, chunk for a chunked store); the store's config as schema metadata
+
+Both come with OUT/export.json: the store's path, content key, config and row count. The store stays the source of
+truth: what is written is verified against it first (every shard's sha256), read one shard at a time (memory
+bounded by a shard), and the names are claimed through the output ledger, so no user file is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..outputs import OwnedFolder
+from .shards import open_h5
+from .store import Store, open_store
+
+FORMATS = ("npy", "parquet")
+
+
+def _shards(store: Store):
+    """(shard file handle) for each shard in row order."""
+    for s in store.manifest["shards"]:
+        with open_h5(store.path / s["file"]) as f:
+            yield f
+
+
+def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy") -> dict:
+    """Write the store at `store_path` to the folder `out` as `fmt` (npy or parquet); return what was written."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", field="format")
+    store = open_store(store_path)
+    folder = OwnedFolder(out)
+    names = ["embeddings.npy", "ids.jsonl"] if fmt == "npy" else ["embeddings.parquet"]
+    folder.claim(*names, "export.json")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InputError("--format parquet needs pyarrow (pip install pyarrow)", field="format") from None
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (_npy if fmt == "npy" else _parquet)(store, folder)
+    info = {"store": str(store.path), "store_key": store.key(), "format": fmt, "rows": len(store),
+            "columns": store.dim, "dtype": store.precision, "chunked": store.chunked, "files": names,
+            "config": store.config}
+    folder.write_json("export.json", info)
+    return {k: v for k, v in info.items() if k != "config"} | {"out": str(out)}
+
+
+def _npy(store: Store, folder: OwnedFolder) -> None:
+    from numpy.lib.format import open_memmap
+
+    from .precision import stored_dtype
+
+    with folder.writing("embeddings.npy") as tmp:
+        arr = open_memmap(tmp, mode="w+", dtype=stored_dtype(store.precision), shape=(len(store), store.dim))
+        row = 0
+        for f in _shards(store):
+            n = f["embedding"].shape[0]
+            arr[row:row + n] = f["embedding"][:]
+            row += n
+        arr.flush()
+        del arr
+    with folder.writing("ids.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for f in _shards(store):
+            ids = f["id"].asstr()[:]
+            if store.chunked:
+                for x, p, c in zip(ids, f["parent_id"].asstr()[:], f["chunk"][:]):
+                    out.write(json.dumps([x, p, int(c)], ensure_ascii=False) + "\n")
+            else:
+                for x in ids:
+                    out.write(json.dumps(x, ensure_ascii=False) + "\n")
+
+
+def _parquet(store: Store, folder: OwnedFolder) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .precision import stored_dtype
+
+    value = pa.from_numpy_dtype(stored_dtype(store.precision))
+    fields = [pa.field("id", pa.string()), pa.field("embedding", pa.list_(value, store.dim)),
+              pa.field("n_tokens", pa.int32()), pa.field("truncated", pa.bool_())]
+    if store.chunked:
+        fields += [pa.field("parent_id", pa.string()), pa.field("chunk", pa.int32())]
+    meta = {b"lookalike.store": json.dumps({"store": str(store.path), "key": store.key(),
+                                             "config": store.config}).encode()}
+    schema = pa.schema(fields, metadata=meta)
+    with folder.writing("embeddings.parquet") as tmp:
+        with pq.ParquetWriter(str(tmp), schema) as writer:
+            for f in _shards(store):
+                emb = np.ascontiguousarray(f["embedding"][:])
+                cols = [pa.array(f["id"].asstr()[:].tolist(), pa.string()),
+                        pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), value), store.dim),
+                        pa.array(f["n_tokens"][:], pa.int32()), pa.array(f["truncated"][:], pa.bool_())]
+                if store.chunked:
+                    cols += [pa.array(f["parent_id"].asstr()[:].tolist(), pa.string()),
+                             pa.array(f["chunk"][:], pa.int32())]
+                writer.write_table(pa.Table.from_arrays(cols, schema=schema))
