@@ -8,4 +8,8 @@ def __getattr__(name):  # the Python API, imported on first use so `import looka
         from .engine.embedder import Embedder
 
         return Embedder
+    if name == "embed_to_store":
+        from .engine.embedder import embed_to_store
+
+        return embed_to_store
     raise AttributeError(f"module 'lookalike' has no attribute {name!r}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from . import outputs
-from .analysis.knn import _is_knn_file, knn_self
+from .analysis.knn import _is_knn_file, knn_self, write_faiss_index
 from .analysis.ood import _is_ood_file, deep_knn_ood
 from .analysis.ood import summary_by_k as ood_summary_by_k
 from .analysis.report import csv_text, markdown_table, write_bench, write_table
@@ -68,7 +68,19 @@ class CLIError(click.ClickException):
     exit_code = 2
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "-vv", "-vvv", "--verbose")
+
+
 class _Group(click.Group):
+    def parse_args(self, ctx, args):
+        """-q / -v are the group's: accepted after the subcommand too (moved to the front; `--` ends the scan)."""
+        args = list(args)
+        end = args.index("--") if "--" in args else len(args)
+        moved = [a for a in args[:end] if a in GLOBAL_FLAGS]
+        if moved:
+            args = moved + [a for a in args[:end] if a not in GLOBAL_FLAGS] + args[end:]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -92,9 +104,29 @@ class _OneLine(logging.Formatter):
         return f"{record.levelname.lower()}: {msg}"
 
 
+class _OncePerRun(logging.Filter):
+    """Each note and warning once per run: a model's pooling note, said by every step that plans an embedding,
+    prints the first time only (errors always print)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def filter(self, record):
+        if record.levelno >= logging.ERROR:
+            return True
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
-    """lookalike's warnings print by default (one line each); -q: errors only; -v info; -vv debug, libraries too."""
+    """lookalike's warnings print by default (one line each, each once); -q: errors only; -v info; -vv debug,
+    libraries too."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_OncePerRun())
     handler.setFormatter(_OneLine() if verbose < 2 else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -142,11 +174,15 @@ def cli(verbose: int, quiet: bool):
 
 # --------------------------------------------------------------------------- shared options
 
-def corpus_options(arg: str):
+CORPUS_DEFAULTS = {"format": None, "text_field": "text", "pair_field": None, "id_field": None, "label_field": None,
+                   "split": None, "limit": None, "every": None, "offset": 0}
+
+
+def corpus_options(arg: str, format_flag: str = "--format"):
     """The corpus options every command that reads a corpus takes; the command receives one CorpusSpec as `arg`."""
     def decorate(f):
         opts = [
-            click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+            click.option(format_flag, "corpus_fmt", type=click.Choice(FORMATS), default=None,
                          help="Corpus format (detected from the path when omitted)."),
             click.option("--text-field", default="text", show_default=True, help="JSONL/JSON/CSV/Parquet text field."),
             click.option("--pair-field", default=None, help="Second text field (sentence pairs)."),
@@ -162,10 +198,15 @@ def corpus_options(arg: str):
 
         @functools.wraps(f)
         def wrapper(*args, **kw):
-            kw[arg] = CorpusSpec(kw[arg], format=kw.pop("fmt"), text_field=kw.pop("text_field"),
-                                 pair_field=kw.pop("pair_field"), id_field=kw.pop("id_field"),
-                                 label_field=kw.pop("label_field"), split=kw.pop("split"), limit=kw.pop("limit"),
-                                 every=kw.pop("every"), offset=kw.pop("offset"))
+            given = {"format": kw.pop("corpus_fmt"), "text_field": kw.pop("text_field"), "pair_field": kw.pop("pair_field"),
+                     "id_field": kw.pop("id_field"), "label_field": kw.pop("label_field"), "split": kw.pop("split"),
+                     "limit": kw.pop("limit"), "every": kw.pop("every"), "offset": kw.pop("offset")}
+            if kw[arg] is None:  # an optional corpus (agree --dataset, bench --corpus, export --calibration)
+                set_ = [k for k, v in given.items() if v != CORPUS_DEFAULTS[k]]
+                if set_:
+                    raise click.UsageError(f"--{set_[0].replace('_', '-')} applies to --{arg}, which is not given")
+                return f(*args, **kw)
+            kw[arg] = CorpusSpec(kw[arg], **given)
             return f(*args, **kw)
 
         for opt in reversed(opts):
@@ -178,7 +219,7 @@ def ray_options(f):
     """--backend local|ray and the Ray options (command line only), shared by embed and predict."""
     opts = [
         click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True),
-        click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none for a local Ray."),
+        click.option("--address", default=None, help="Ray: auto, ray://HOST:10001, or none (or local) for a local Ray [none]."),
         click.option("--workers", type=POSITIVE, default=None, help="Ray: actors [cluster CPUs / CPUs per worker]."),
         click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Ray: GPUs per actor."),
@@ -197,7 +238,20 @@ def ray_options(f):
     return wrapper
 
 
-DEVICE = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def _device(ctx, param, value):
+    from .core.session import split_device
+
+    try:
+        split_device(value)
+    except Exception as exc:
+        raise click.BadParameter(str(exc)) from None
+    if split_device(value)[0] not in ("auto", "cpu", "cuda"):
+        raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
+    return value
+
+
+DEVICE = click.option("--device", default="auto", show_default=True, callback=_device,
+                      help="auto, cpu, cuda or cuda:N (the N-th GPU).")
 
 
 def _interactive() -> bool:
@@ -236,6 +290,7 @@ def _echo_json(obj) -> None:
               help="Parity tolerance for the fp32 graph.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUT_DIR.")
+@corpus_options("calibration")
 def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration, fp16, keep_layers, optimize, opset,
            atol, revision, overwrite):
     """Export MODEL (hub id, local folder, or `minilm`) to a verified ONNX folder.
@@ -247,7 +302,7 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
       lookalike export minilm runs/minilm-q8 --quantize int8 --int8-scheme dynamic-per-channel
       lookalike export bert-base-uncased runs/bb-l6 --keep-layers 0,2,4,6,8,10
     """
-    texts = CorpusSpec(calibration).sample_texts(64) if calibration else None
+    texts = calibration.sample_texts(64) if calibration else None
     m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
                   per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
                   revision=revision, int8_scheme=int8_scheme, calibration_texts=texts)
@@ -389,20 +444,29 @@ def export_store_cmd(store, out, fmt):
 @click.option("--gpu/--no-gpu", default=None, help="FAISS GPU [when FAISS sees one].")
 @click.option("--block-rows", type=POSITIVE, default=KnnParams.block_rows, show_default=True,
               help="Queries per search block.")
-def knn(store, out, k, index, gpu, block_rows):
+@click.option("--write-index", type=click.Path(path_type=Path), default=None,
+              help="Also write a FAISS flat inner-product index of the normalised vectors (rows in store order) "
+                   "to this file, for faiss.read_index.")
+def knn(store, out, k, index, gpu, block_rows, write_index):
     """K nearest neighbours (cosine) of every point of STORE, excluding itself; written to OUT (HDF5).
 
     \b
     Example:
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --k 50
+      lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --write-index runs/imdb-minilm.faiss
     """
     outputs.claim(out, legacy=_is_knn_file, what="neighbour file")
+    if write_index is not None:
+        outputs.claim(write_index, what="FAISS index")
     status(f"knn: verifying and loading {store}")
     s = open_store(store)
     status(f"knn: {len(s):,} points, K={k}, {index} index")
     res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows)
     res.save(out)
-    _echo_json({"out": str(out), "k": k, "index": index, **res.meta})
+    extra = {}
+    if write_index is not None:
+        extra["index_file"] = str(write_faiss_index(s, write_index))
+    _echo_json({"out": str(out), "k": k, "index": index, **res.meta, **extra})
 
 
 @cli.command()
@@ -530,20 +594,29 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, al
               help="With --limit: draw the N records with this seed from the whole file [the training seed].")
 @click.option("--no-shuffle", is_flag=True, help="With --limit: the first N records (a file sorted by label gives "
                                                  "one class).")
+@click.option("--eval", "eval_data", default=None,
+              help="Held-out labelled records scored at the end (classification accuracy) [a training sample].")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep the trainer's checkpoints after the final save.")
+@click.option("--overwrite", is_flag=True,
+              help="Train again into a folder of another recipe (removes only what finetune wrote there).")
 def finetune(model, data, out, task, learning_rate, epochs, max_steps, batch_size, max_length, doc_stride,
-             save_steps, seed, answerable_only, keep_layers, shuffle_seed, no_shuffle):
-    """Fine-tune MODEL on DATA for QA (SQuAD v2 style) or classification (IMDB style); resumable.
+             save_steps, seed, answerable_only, keep_layers, shuffle_seed, no_shuffle, eval_data, keep_checkpoints,
+             overwrite):
+    """Fine-tune MODEL on DATA for QA (SQuAD v2 style) or classification (IMDB style); resumable. OUT is keyed
+    on the whole recipe: the same command resumes or does nothing, another recipe is refused (--overwrite).
 
     \b
     Example:
-      lookalike finetune minilm ../shared/data/imdb/imdb_train_5k.tsv runs/minilm-imdb --task cls
+      lookalike finetune minilm ../shared/data/imdb/imdb_train_5k.tsv runs/minilm-imdb --task cls \\
+          --limit 1000 --epochs 1 --max-length 128 --eval ../shared/data/imdb/imdb_test_2k.tsv
       lookalike finetune bert-base-uncased squad_v2:train runs/bb-squad2 --task qa
     """
     params = FinetuneParams(learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                             max_length=max_length, doc_stride=doc_stride, seed=seed, save_steps=save_steps,
                             answerable_only=answerable_only, keep_layers=keep_layers, shuffle=not no_shuffle,
                             shuffle_seed=shuffle_seed)
-    path = do_finetune(task, resolve_model(model), data, out, params, progress=_interactive())
+    path = do_finetune(task, resolve_model(model), data, out, params, progress=_interactive(), overwrite=overwrite,
+                       eval_data=eval_data, keep_checkpoints=keep_checkpoints)
     click.echo((path / "lookalike-finetune.json").read_text())
 
 
@@ -623,9 +696,11 @@ def fit_mlm(base, data, out, eval_data, max_length, epochs):
 @click.option("--seq-lengths", default="32,128,384", show_default=True, callback=_int_list_option)
 @click.option("--repeat", type=POSITIVE, default=20, show_default=True)
 @click.option("--corpus", default=None, help="Also measure full-engine throughput on this corpus.")
-@click.option("--corpus-limit", type=POSITIVE, default=2000, show_default=True)
+@click.option("--corpus-limit", type=POSITIVE, default=2000, show_default=True,
+              help="Records of --corpus embedded [--limit, when given].")
 @DEVICE
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("bench"), show_default=True)
+@corpus_options("corpus")
 def bench(model_dirs, batch_sizes, seq_lengths, repeat, corpus, corpus_limit, device, out):
     """Latency p50/p90/p99 and throughput per model, FLOPs/token, ratio to this machine's matmul ceiling.
 
@@ -662,13 +737,15 @@ def _named(values: tuple[str, ...], option: str) -> dict[str, Path]:
               help="NAME=errors.json (from `lookalike predict`), or a JSON list / text file of error ids.")
 @click.option("--dataset", default=None,
               help="The corpus error id lists were scored on (checks every id belongs to it).")
-@click.option("--k", type=POSITIVE, default=KnnParams.k, show_default=True, help="K for representation agreement.")
-@click.option("--k-ood", type=POSITIVE, default=None, help="k for OOD agreement [--k].")
+@click.option("--k", "ks", default=str(KnnParams.k), show_default=True, callback=_int_list_option,
+              help="K for representation agreement; a list (1,5,10) sweeps, one table per K.")
+@click.option("--k-ood", type=POSITIVE, default=None, help="k for OOD agreement [each --k].")
 @click.option("--reps", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0: none).")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write OUT.md/.csv/.json too.")
-def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
+@corpus_options("dataset", format_flag="--dataset-format")
+def agree(knns, oods, errs, dataset, ks, k_ood, reps, fmt, out):
     """Pairwise agreement (Jaccard, with bootstrap 95% intervals) between models from stored artifacts.
 
     Models appear in the order given; the first is the reference. Error sets over different questions,
@@ -677,6 +754,7 @@ def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
     \b
     Example:
       lookalike agree --knn large=runs/l.knn.h5 --knn int8=runs/q.knn.h5 --k 10
+      lookalike agree --knn large=runs/l.knn.h5 --knn int8=runs/q.knn.h5 --k 1,5,10 --format csv
       lookalike agree --errors large=runs/pl/errors.json --errors mini=runs/pm/errors.json --format csv
       lookalike agree --errors a=a_errors.json --errors b=b_errors.txt --dataset ../shared/data/squad2/cs224n-dev-v2.0.json
     """
@@ -686,8 +764,15 @@ def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
         raise click.UsageError("give artifacts of at least two models")
     arts = {n: ModelArtifacts.load(knn={"before": knns[n]} if n in knns else None, ood=oods.get(n),
                                    qa_errors=errs.get(n), dataset=dataset) for n in names}
+    if min(ks) < 1:
+        raise click.BadParameter("K must be at least 1", param_hint="--k")
     status(f"agree: {len(names)} models, {reps} bootstrap resamples per Jaccard")
-    rows, shown, shown_cols, heads = agreement_table(names, arts, k, k_ood or k, reps)
+    sweep = len(ks) > 1
+    rows, tables = [], []
+    for k in ks:
+        k_rows, shown, shown_cols, heads = agreement_table(names, arts, k, k_ood or k, reps)
+        rows += [{"k": k, **r} for r in k_rows] if sweep else k_rows
+        tables.append((f"K={k}\n\n" if sweep else "") + markdown_table(shown, shown_cols, heads))
     cols = list(dict.fromkeys(c for r in rows for c in r))
     if out:
         write_table(rows, cols, out)
@@ -696,7 +781,7 @@ def agree(knns, oods, errs, dataset, k, k_ood, reps, fmt, out):
     elif fmt == "csv":
         click.echo(csv_text(rows, cols))
     else:
-        click.echo(markdown_table(shown, shown_cols, heads))
+        click.echo("\n\n".join(tables))
     unchecked = [n for n in errs if arts[n].qa_errors.universe is None]
     if unchecked:
         click.echo(f"note: the record universe of {', '.join(unchecked)} is unchecked (an id list; give "

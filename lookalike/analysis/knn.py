@@ -385,3 +385,16 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
         meta["recall_sample"] = len(sample)
         log.info("%s index recall@%d on %d sampled queries: %.4f", index, k, len(sample), meta["recall_at_k"])
     return KnnResult(np.asarray(ids), rows, sims, k, index, meta)
+
+
+def write_faiss_index(store: Store, path: str | Path) -> Path:
+    """A FAISS IndexFlatIP over the store's L2-normalised vectors (row i is the store's row i; a binary store's
+    ±1 vectors), written through the output ledger; returns the path."""
+    import faiss
+
+    x = load_normalized(store)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    with outputs.writing(path, what="FAISS index") as tmp:
+        faiss.write_index(index, str(tmp))
+    return Path(path)

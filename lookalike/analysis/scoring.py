@@ -238,6 +238,10 @@ def evaluate(corpus: CorpusSpec | str | Path, predictions: str | Path | dict, *,
     if missing and not allow_missing:
         raise InputError(f"no prediction for {len(missing)} of {len(records)} records (first: {missing[:5]}); "
                          "predict them, or pass --allow-missing to score the rest", path=where)
+    if records and len(missing) == len(records):
+        raise InputError(f"none of the {len(records)} records of {corpus.path} has a prediction (e.g. "
+                         f"{missing[:3]}; the predictions name e.g. {list(preds)[:3]}): nothing to score; were "
+                         "they made on another corpus or split?", path=where)
     extra = [q for q in preds if q not in known]
     if extra:
         log.warning("%s: %d predictions name ids that are not in %s (not scored; e.g. %s)", where or "predictions",

@@ -44,19 +44,30 @@ def available_devices() -> list[str]:
     return devices
 
 
+def split_device(device: str) -> tuple[str, int]:
+    """("cuda", N) of "cuda:N" (as torch and sentence-transformers spell a GPU), (device, 0) otherwise."""
+    if isinstance(device, str) and device.startswith("cuda:"):
+        n = device[5:]
+        if not n.isdigit():
+            raise ModelError(f"unknown device {device!r} (cpu, cuda, cuda:N or auto)")
+        return "cuda", int(n)
+    return device, 0
+
+
 def resolve_device(device: str = "auto") -> str:
     have = available_devices()
+    device, _ = split_device(device)
     if device == "auto":
         return "cuda" if "cuda" in have else "cpu"
     if device not in ("cpu", "cuda"):
-        raise ModelError(f"unknown device {device!r} (cpu, cuda or auto)")
+        raise ModelError(f"unknown device {device!r} (cpu, cuda, cuda:N or auto)")
     if device not in have:
         raise ModelError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider "
                          "(pip install -e \".[gpu]\" from lookalike's checkout, on a machine with CUDA 13 and cuDNN 9)")
     return device
 
 
-def session_setup(device: str, threads: int | None = None):
+def session_setup(device: str, threads: int | None = None, device_id: int = 0):
     """(SessionOptions, providers, disabled optimizers) for an engine session on `device` ("cpu" or "cuda")."""
     import onnxruntime as ort
 
@@ -68,7 +79,8 @@ def session_setup(device: str, threads: int | None = None):
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         _preload_cuda_libraries(ort)
-        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+        providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "device_id": device_id}),
+                     "CPUExecutionProvider"]
     # CPU: ORT's SkipLayerNormalization kernel is slower than the unfused ops there (benchmarks/results/fusions-cpu.json)
     disabled = ["SkipLayerNormFusion"] if device == "cpu" else []
     return opts, providers, disabled

@@ -210,7 +210,9 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
         if corpus and m.manifest["task"] == "feature-extraction":
             status(f"bench: {Path(d).name} on the corpus")
             with tempfile.TemporaryDirectory() as tmp:
-                s = embed(d, CorpusSpec(str(corpus), limit=corpus_limit), Path(tmp) / "store", model=m,
+                spec = corpus.replace(limit=corpus.limit or corpus_limit) if isinstance(corpus, CorpusSpec) else \
+                    CorpusSpec(str(corpus), limit=corpus_limit)
+                s = embed(d, spec, Path(tmp) / "store", model=m,
                           progress=False)
             entry["corpus_throughput"] = {"rows_per_s": s["rows_per_s"], "real_tokens_per_s": s["real_tokens_per_s"],
                                           "rows": s["rows"]}

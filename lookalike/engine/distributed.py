@@ -61,7 +61,7 @@ def _connect(ray, address: str | None, ray_init: dict | None) -> bool:
         return False
     kwargs = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     kwargs.update(ray_init or {})
-    ray.init(address=None if address in (None, "local") else address, **kwargs)
+    ray.init(address=None if address in (None, "local", "none") else address, **kwargs)
     return True
 
 

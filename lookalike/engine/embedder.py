@@ -1,8 +1,12 @@
 """The Python API on lists: an export loaded once, `encode(texts) -> np.ndarray`, through the engine itself.
 
-    from lookalike import Embedder
+    from lookalike import Embedder, embed_to_store
     model = Embedder("runs/minilm", pooling="auto")          # the model's own embeddings (sentence-transformers)
     vectors = model.encode(["a great movie", "terrible acting"])
+    Embedder("minilm")                                       # or a hub id / sentence-transformers folder: exported
+                                                             # once into $LOOKALIKE_CACHE/exports, keyed by content
+    model.encode("one text", batch_size=32, normalize_embeddings=True)   # sentence-transformers' names work too
+    embed_to_store("minilm", ["a text", ...], "runs/store")  # a list, an HF Dataset or a corpus path -> a store
 
 `encode` runs exactly what `lookalike embed` runs (the same plan, sort windows, token-budget batches, session
 and pooling), so its rows are the ones a store made with the same settings holds, byte for byte.
@@ -37,8 +41,11 @@ class Embedder:
     def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None,
                  pooling: str = "cls", normalize: bool = False, max_length: int | None = None,
                  batch_tokens: int | None = None, dtype: str = "float32", prompt: str | None = None,
-                 prompt_name: str | None = None, truncate_dim: int | None = None):
-        self.model = OnnxModel(model_dir, task="feature-extraction", device=device, threads=threads)
+                 prompt_name: str | None = None, truncate_dim: int | None = None, revision: str | None = None):
+        from .sources import export_for
+
+        self.model = OnnxModel(export_for(model_dir, revision=revision), task="feature-extraction", device=device,
+                               threads=threads)
         self.defaults = EmbedParams(pooling=pooling, normalize=normalize, max_length=max_length,
                                     batch_tokens=batch_tokens, dtype=dtype, prompt=prompt, prompt_name=prompt_name,
                                     truncate_dim=truncate_dim)
@@ -68,15 +75,37 @@ class Embedder:
                                             output_names=self.model.output_names)
         return self._plans[params]
 
-    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_tokens: int | None = None,
-               pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
-               dtype: str | None = None, prompt: str | None = None, prompt_name: str | None = None,
-               truncate_dim: int | None = None, progress: bool = False, ranges=None) -> np.ndarray:
+    def encode(self, texts: Sequence[str] | str | None = None, pairs: Sequence[str] | None = None, *,
+               batch_tokens: int | None = None, pooling: str | None = None, normalize: bool | None = None,
+               max_length: int | None = None, dtype: str | None = None, prompt: str | None = None,
+               prompt_name: str | None = None, truncate_dim: int | None = None, progress: bool = False, ranges=None,
+               **st_names):
         """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order.
 
         dtype: float32, float16, or quantised as sentence-transformers' quantize_embeddings: int8/uint8 (with
         `ranges`, shape (2, dim), or else the minimum and maximum of this call's vectors, as sentence-transformers
-        does), binary/ubinary (signs packed 8 to a byte)."""
+        does), binary/ubinary (signs packed 8 to a byte).
+
+        sentence-transformers' names are accepted: sentences (texts), batch_size (texts per batch: the token budget
+        becomes batch_size × max length), show_progress_bar (progress), normalize_embeddings (normalize),
+        precision (dtype), convert_to_tensor (a torch tensor), convert_to_numpy; one string gives one vector."""
+        texts, batch_tokens, progress, normalize, dtype, to_tensor = _st_names(
+            texts, batch_tokens, progress, normalize, dtype, st_names, self)
+        single = isinstance(texts, str)
+        out = self._encode(texts if not single else [texts], pairs if not single or pairs is None else [pairs],
+                           batch_tokens=batch_tokens, pooling=pooling, normalize=normalize, max_length=max_length,
+                           dtype=dtype, prompt=prompt, prompt_name=prompt_name, truncate_dim=truncate_dim,
+                           progress=progress, ranges=ranges)
+        if single:
+            out = out[0]
+        if to_tensor:
+            import torch
+
+            return torch.from_numpy(out)
+        return out
+
+    def _encode(self, texts, pairs, *, batch_tokens, pooling, normalize, max_length, dtype, prompt, prompt_name,
+                truncate_dim, progress, ranges) -> np.ndarray:
         texts = _text_list(texts, "texts")
         if pairs is not None:
             pairs = _text_list(pairs, "pairs")
@@ -113,10 +142,125 @@ class Embedder:
         return out
 
 
+ST_NAMES = ("sentences", "batch_size", "show_progress_bar", "normalize_embeddings", "precision",
+            "convert_to_tensor", "convert_to_numpy", "device", "output_value")
+
+
+def _st_names(texts, batch_tokens, progress, normalize, dtype, st: dict, embedder):
+    """encode's own arguments, with sentence-transformers' names for them folded in (an unknown name is refused,
+    naming the nearest)."""
+    from ..errors import unknown_key_message
+
+    for k in st:
+        if k not in ST_NAMES:
+            raise InputError(unknown_key_message(k, ST_NAMES + ("texts", "pairs", "batch_tokens", "pooling",
+                                                                "normalize", "max_length", "dtype", "prompt",
+                                                                "prompt_name", "truncate_dim", "progress")),
+                             field=k)
+    if "sentences" in st:
+        if texts is not None:
+            raise InputError("give texts or sentences, not both", field="sentences")
+        texts = st["sentences"]
+    if texts is None:
+        raise InputError("encode needs texts", field="texts")
+    if st.get("batch_size") is not None:
+        n = st["batch_size"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise InputError(f"batch_size must be a positive integer, not {n!r}", field="batch_size")
+        if batch_tokens is None:
+            batch_tokens = n * embedder.settings()["max_length"]
+    if st.get("show_progress_bar") is not None:
+        progress = bool(st["show_progress_bar"])
+    if st.get("normalize_embeddings") is not None and normalize is None:
+        normalize = bool(st["normalize_embeddings"]) or None  # False keeps the run's own (auto may normalise)
+    if st.get("precision") is not None:
+        dtype = st["precision"]
+    if st.get("device") is not None and st["device"] not in ("auto", embedder.device):
+        raise InputError(f"this Embedder runs on {embedder.device}; make another Embedder(..., device="
+                         f"{st['device']!r}) for that device", field="device")
+    if st.get("output_value", "sentence_embedding") != "sentence_embedding":
+        raise InputError("only sentence embeddings (output_value='sentence_embedding') are produced",
+                         field="output_value")
+    to_tensor = bool(st.get("convert_to_tensor"))
+    return texts, batch_tokens, progress, normalize, dtype, to_tensor
+
+
 def _text_list(values, name: str) -> list:
-    """`values` as a list; one string or a non-sequence is refused (a string would be taken as its characters)."""
-    if isinstance(values, str):
-        raise InputError(f"encode takes a list of {name}, not one string (wrap it: [text])")
+    """`values` as a list; a non-sequence is refused (one string is taken as one text by `encode`)."""
     if values is None or isinstance(values, (bytes, dict)) or not hasattr(values, "__iter__"):
         raise InputError(f"encode takes a list of {name}, got {type(values).__name__}")
     return list(values)
+
+
+def embed_to_store(model, data, out: str | Path, *, device: str = "auto", threads: int | None = None,
+                   progress: bool | None = None, **options) -> dict:
+    """Embed `data` with `model` into the store `out` (resumable, verified, as `lookalike embed`); return its stats.
+
+    model: an export folder, or what `Embedder` takes (hub id, sentence-transformers folder, "minilm").
+    data: a corpus path (any format `lookalike embed` reads), a CorpusSpec, a list of texts, or a Hugging Face
+    `Dataset` (its `text_field` column, default "text"; `id_field` for ids, else row numbers).
+    options: embedding settings (EmbedParams' fields: pooling, max_length, normalize, dtype, chunk_tokens, ...)
+    and corpus options (CorpusSpec's: text_field, id_field, limit, every, offset, ...).
+
+        from lookalike import embed_to_store
+        embed_to_store("minilm", ["a great movie", "terrible acting"], "runs/two", pooling="auto")
+    """
+    import dataclasses
+    import json
+    import shutil
+    import tempfile
+
+    from ..data import CorpusSpec
+    from .pipeline import embed
+    from .sources import export_for
+
+    embed_fields = {f.name for f in dataclasses.fields(EmbedParams)}
+    corpus_fields = {f.name for f in dataclasses.fields(CorpusSpec)} - {"path"}
+    unknown = [k for k in options if k not in embed_fields | corpus_fields]
+    if unknown:
+        from ..errors import unknown_key_message
+
+        raise InputError(unknown_key_message(unknown[0], sorted(embed_fields | corpus_fields)), field=unknown[0])
+    params = EmbedParams(**{k: v for k, v in options.items() if k in embed_fields})
+    corpus_opts = {k: v for k, v in options.items() if k in corpus_fields}
+    export_dir = export_for(model)
+    if isinstance(data, (str, Path, CorpusSpec)):
+        corpus = data.replace(**corpus_opts) if isinstance(data, CorpusSpec) else CorpusSpec(data, **corpus_opts)
+        return embed(export_dir, corpus, out, params, device=device, threads=threads, progress=progress)
+    rows = _rows_of(data, corpus_opts.get("text_field", "text"), corpus_opts.get("id_field"))
+    out = Path(out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.texts-", dir=out.parent))
+    try:  # a JSON-lines copy of the texts: the store fingerprints and re-reads its corpus like any other
+        path = folder / "texts.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for i, (rid, text) in enumerate(rows):
+                f.write(json.dumps({"id": str(i) if rid is None else rid, "text": text}, ensure_ascii=False) + "\n")
+        spec = CorpusSpec(str(path), format="jsonl", id_field="id",
+                          **{k: v for k, v in corpus_opts.items() if k not in ("text_field", "id_field", "format")})
+        return embed(export_dir, spec, out, params, device=device, threads=threads, progress=progress)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _rows_of(data, text_field: str, id_field: str | None):
+    """(id or None, text) of a list of texts or a Hugging Face Dataset; InputError naming the row that is not."""
+    if isinstance(data, (bytes, dict)) or not hasattr(data, "__iter__"):
+        raise InputError(f"data must be a corpus path, a list of texts or a Dataset, not {type(data).__name__}")
+    columns = getattr(data, "column_names", None)
+    if columns is not None:  # a datasets.Dataset
+        if text_field not in columns:
+            raise InputError(f"the Dataset has no column {text_field!r} (columns: {', '.join(columns)}); pass "
+                             "text_field=", field="text_field")
+        if id_field is not None and id_field not in columns:
+            raise InputError(f"the Dataset has no column {id_field!r}", field="id_field")
+        for i, row in enumerate(data):
+            text = row[text_field]
+            if not isinstance(text, str):
+                raise InputError(f"row {i}: {text_field} is a {type(text).__name__}, not a str", field=text_field)
+            yield (str(row[id_field]) if id_field else None), text
+        return
+    for i, text in enumerate(data):
+        if not isinstance(text, str):
+            raise InputError(f"text {i} is a {type(text).__name__}, not a str")
+        yield None, text

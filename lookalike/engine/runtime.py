@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.manifest import clamp_length, load_manifest, positions
-from ..core.session import resolve_device, session_setup
+from ..core.session import resolve_device, session_setup, split_device
 from ..errors import ModelError
 from .tokenizer import load_engine_tokenizer
 
@@ -25,7 +25,8 @@ class OnnxModel:
         self.dir = Path(model_dir)
         self.manifest = load_manifest(self.dir, task, verify=True)
         self.device = resolve_device(device)
-        opts, providers, disabled = session_setup(self.device, threads)
+        self.device_id = split_device(device)[1] if self.device == "cuda" else 0  # "cuda:1": the second GPU
+        opts, providers, disabled = session_setup(self.device, threads, self.device_id)
         try:
             self.session = ort.InferenceSession(str(self.dir / self.manifest["file"]), opts, providers=providers,
                                                 disabled_optimizers=disabled)
@@ -110,7 +111,7 @@ class OnnxModel:
         if not self.io_binding:
             return feeds
         device = "cuda" if self.device == "cuda" else "cpu"
-        return {k: self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), device, 0)
+        return {k: self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), device, self.device_id)
                 for k, v in feeds.items()}
 
     def run_feeds(self, outputs: list[str], feeds: dict) -> list[np.ndarray]:

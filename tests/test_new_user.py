@@ -1,0 +1,155 @@
+"""A new user's day: the Python API speaks sentence-transformers (a hub id / folder / `minilm` exported once and
+cached by content, its argument names, one string in -> one vector out), a store from a list or a Hugging Face
+Dataset, `cuda:N` understood, and commands that agree with each other (corpus options wherever a corpus is read,
+`agree --k` sweeps, -q after the subcommand, `--address none`, nothing scored is an error)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lookalike.cli import cli
+from lookalike.errors import InputError, ModelError
+
+TEXTS = ["a great movie", "terrible acting and a worse plot", "what is the capital of France?", "naïve café"]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_embedder_takes_a_model_folder_exported_once_by_content(minilm_dir, minilm_export, cache, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from lookalike import Embedder
+
+    m = Embedder(str(minilm_dir), pooling="auto")  # a sentence-transformers folder, not an export
+    exports = list((cache / "exports").iterdir())
+    assert len(exports) == 1 and (exports[0] / "lookalike.json").is_file()
+    assert Embedder("minilm").model.dir == exports[0]  # the same content: the same export, not a second one
+    ref = SentenceTransformer(str(minilm_dir), device="cpu").encode(TEXTS, batch_size=2, normalize_embeddings=True)
+    got = m.encode(TEXTS, batch_size=2, show_progress_bar=False, normalize_embeddings=True)
+    assert (np.sum(ref * got, 1) > 0.9999).all()
+    np.testing.assert_array_equal(got, Embedder(minilm_export, pooling="auto").encode(TEXTS))
+    one = m.encode("a great movie")  # one string: one vector, as sentence-transformers
+    assert one.shape == (384,) and np.allclose(one, got[0], atol=1e-6)
+    import torch
+
+    assert isinstance(m.encode(TEXTS[:2], convert_to_tensor=True), torch.Tensor)
+    with pytest.raises(InputError, match="did you mean 'batch_size'"):
+        m.encode(TEXTS, batch_sise=3)
+    with pytest.raises(InputError, match="texts or sentences"):
+        m.encode(TEXTS, sentences=TEXTS)
+
+
+def test_cuda_n_is_a_device_name(minilm_export):
+    from lookalike.core.session import split_device
+    from lookalike.engine.runtime import OnnxModel
+
+    assert split_device("cuda:1") == ("cuda", 1) and split_device("cpu") == ("cpu", 0)
+    with pytest.raises(ModelError, match="cuda:N"):
+        split_device("cuda:x")
+    try:
+        import onnxruntime as ort
+        has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:  # understood, and refused for the real reason: no CUDA provider here
+        with pytest.raises(ModelError, match="no CUDAExecutionProvider"):
+            OnnxModel(minilm_export, device="cuda:1")
+    r = CliRunner().invoke(cli, ["embed", str(minilm_export), "x.txt", "out", "--device", "gpu"])
+    assert r.exit_code == 2 and "cuda:N" in r.output
+
+
+def test_embed_to_store_from_a_list_and_a_dataset(minilm_export, tmp_path):
+    import datasets
+
+    from lookalike import Embedder, embed_to_store
+    from lookalike.engine import open_store
+
+    stats = embed_to_store(minilm_export, TEXTS, tmp_path / "list", pooling="auto")
+    store = open_store(tmp_path / "list")
+    assert stats["rows"] == 4 and list(store.ids) == ["0", "1", "2", "3"]
+    np.testing.assert_array_equal(store.embeddings(), Embedder(minilm_export, pooling="auto").encode(TEXTS))
+    again = embed_to_store(minilm_export, TEXTS, tmp_path / "list", pooling="auto")  # same texts: resumes
+    assert again.get("already_complete")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".list.texts-")]  # its copy is gone
+    ds = datasets.Dataset.from_dict({"review": TEXTS, "rid": ["a", "b", "c", "d"]})
+    embed_to_store(minilm_export, ds, tmp_path / "ds", text_field="review", id_field="rid", limit=3)
+    assert list(open_store(tmp_path / "ds").ids) == ["a", "b", "c"]
+    with pytest.raises(InputError, match="no column 'text'"):
+        embed_to_store(minilm_export, ds, tmp_path / "bad")
+    with pytest.raises(InputError, match="did you mean 'pooling'"):
+        embed_to_store(minilm_export, TEXTS, tmp_path / "bad", poling="auto")
+
+
+def test_commands_agree_on_options(minilm_export, shared_data, tmp_path):
+    runner = CliRunner()
+    corpus = str(shared_data / "imdb" / "imdb_1k.tsv")
+    stores = {}
+    for name, precision in (("a", "float32"), ("b", "ubinary")):  # binary vectors against float ones
+        r = runner.invoke(cli, ["embed", str(minilm_export), corpus, str(tmp_path / name), "--limit", "40",
+                                "--precision", precision, "-q"])  # -q after the subcommand
+        assert r.exit_code == 0, r.output
+        r = runner.invoke(cli, ["knn", str(tmp_path / name), str(tmp_path / f"{name}.h5"), "--k", "10", "-q"])
+        assert r.exit_code == 0, r.output
+        stores[name] = tmp_path / f"{name}.h5"
+    r = runner.invoke(cli, ["agree", "--knn", f"a={stores['a']}", "--knn", f"b={stores['b']}", "--k", "1,5,10",
+                            "--reps", "0", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert sorted({row["k"] for row in rows}) == [1, 5, 10]
+    r = runner.invoke(cli, ["agree", "--knn", f"a={stores['a']}", "--knn", f"b={stores['b']}", "--k", "1,5",
+                            "--reps", "0"])
+    assert r.exit_code == 0 and "K=1" in r.output and "K=5" in r.output
+    # corpus options on the optional corpora, and refused without them
+    r = runner.invoke(cli, ["bench", str(minilm_export), "--batch-sizes", "1", "--seq-lengths", "8", "--repeat",
+                            "1", "--corpus", corpus, "--limit", "8", "--every", "2", "-o", str(tmp_path / "bench")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["bench", str(minilm_export), "--every", "2", "-o", str(tmp_path / "b2")])
+    assert r.exit_code == 2 and "--every applies to --corpus" in r.output
+    r = runner.invoke(cli, ["agree", "--knn", f"a={stores['a']}", "--knn", f"b={stores['b']}", "--text-field", "x"])
+    assert r.exit_code == 2 and "applies to --dataset" in r.output
+
+
+def test_write_index_loads_in_faiss(minilm_export, shared_data, tmp_path):
+    import faiss
+
+    from lookalike.analysis.knn import load_normalized
+    from lookalike.engine import open_store
+
+    corpus = str(shared_data / "imdb" / "imdb_1k.tsv")
+    assert CliRunner().invoke(cli, ["embed", str(minilm_export), corpus, str(tmp_path / "s"), "--limit", "30"]).exit_code == 0
+    r = CliRunner().invoke(cli, ["knn", str(tmp_path / "s"), str(tmp_path / "k.h5"), "--k", "3",
+                                 "--write-index", str(tmp_path / "s.faiss")])
+    assert r.exit_code == 0, r.output
+    index = faiss.read_index(str(tmp_path / "s.faiss"))
+    x = load_normalized(open_store(tmp_path / "s"))
+    assert index.ntotal == 30
+    np.testing.assert_array_equal(faiss.rev_swig_ptr(index.get_xb(), x.size).reshape(x.shape), x)
+
+
+def test_nothing_scored_is_an_error(shared_data, tmp_path):
+    preds = tmp_path / "p.json"
+    preds.write_text(json.dumps({"other-id": "x"}))
+    r = CliRunner().invoke(cli, ["evaluate", str(shared_data / "squad2_dev500"), str(preds), "--allow-missing"])
+    assert r.exit_code != 0 and "nothing to score" in r.output and "Traceback" not in r.output
+
+
+def test_address_none_is_a_local_ray():
+    from lookalike.engine.distributed import _connect
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, address=None, **kw):
+            self.address = address
+
+    ray = FakeRay()
+    assert _connect(ray, "none", None) and ray.address is None
