@@ -1,6 +1,6 @@
 """lookalike: does the compressed model behave like the large model it replaces?"""
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 
 def __getattr__(name):  # the Python API, imported on first use so `import lookalike` stays light

@@ -302,7 +302,7 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
       lookalike export minilm runs/minilm-q8 --quantize int8 --int8-scheme dynamic-per-channel
       lookalike export bert-base-uncased runs/bb-l6 --keep-layers 0,2,4,6,8,10
     """
-    texts = calibration.sample_texts(64) if calibration else None
+    texts = calibration.sample_texts(512) if calibration else None  # a classifier is judged on up to 512
     m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
                   per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
                   revision=revision, int8_scheme=int8_scheme, calibration_texts=texts)

@@ -41,8 +41,9 @@ def test_encode_equals_the_store_byte_for_byte(tiny_exports, shared_data, tmp_pa
 
 def test_encode_refuses_what_is_not_a_list_of_texts(tiny_exports):
     model = Embedder(tiny_exports["bert2"])
+    assert model.encode("a great movie").shape == (model.dim,)  # one text alone: one vector, as sentence-transformers
     with pytest.raises(InputError, match="not one string"):
-        model.encode("a great movie")
+        model.encode(["a great movie"], "its pair")  # a list of texts with one string of pairs
     with pytest.raises(InputError, match="text 1 is a int"):
         model.encode(["fine", 3])
     with pytest.raises(InputError, match="2 texts but 1 pairs"):
@@ -159,10 +160,24 @@ def test_int8_refusal_lists_candidates_and_the_way_forward(tmp_path, monkeypatch
     fp32 = tmp_path / "fp32.onnx"
     fp32.write_bytes(b"0")
     with pytest.raises(ExportError) as e:
-        int8.choose_scheme(fp32, "logits", [{}], fused=False, config=None, task="text-classification",
-                           use_cache=False)
+        int8.choose_scheme(fp32, "logits", [{"input_ids": np.zeros((8, 4))}], fused=False, config=None,
+                           task="text-classification", use_cache=False)
     msg = str(e.value)
-    assert "label agreement 0.0%" in msg and "--int8-scheme SCHEME" in msg and "dynamic-per-channel" in msg
+    assert "label agreement 0.0% (8 flips)" in msg and "--int8-scheme SCHEME" in msg and "dynamic-per-channel" in msg
+    assert "of the 8 sample texts (at most 0 flips)" in msg  # the sample size and what the rule allows, said
+
+    def one_flip(sess, feeds, output):  # 1 of 200 labels flips: within 99% (2 allowed), unlike 1 of 64 (0 allowed)
+        base = np.array([[1.0, 0.0], [0.0, 1.0]] * 100)
+        if sess != "fp32":
+            base = base.copy()
+            base[0] = base[0][::-1]
+        return base
+
+    monkeypatch.setattr(int8, "_rows", one_flip)
+    report = int8.choose_scheme(fp32, "logits", [{"input_ids": np.zeros((200, 4))}], fused=False, config=None,
+                                task="text-classification", use_cache=False)
+    assert report["n_texts"] == 200 and report["flips_allowed"] == 2
+    assert all(c["label_flips"] == 1 and c["ok"] for c in report["candidates"])
 
 
 def test_quiet_is_quiet_and_notes_say_what_was_inferred(tiny_models, tmp_path):

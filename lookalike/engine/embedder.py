@@ -161,8 +161,6 @@ def _st_names(texts, batch_tokens, progress, normalize, dtype, st: dict, embedde
         if texts is not None:
             raise InputError("give texts or sentences, not both", field="sentences")
         texts = st["sentences"]
-    if texts is None:
-        raise InputError("encode needs texts", field="texts")
     if st.get("batch_size") is not None:
         n = st["batch_size"]
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -186,7 +184,10 @@ def _st_names(texts, batch_tokens, progress, normalize, dtype, st: dict, embedde
 
 
 def _text_list(values, name: str) -> list:
-    """`values` as a list; a non-sequence is refused (one string is taken as one text by `encode`)."""
+    """`values` as a list; one string or a non-sequence is refused (a string would be taken as its characters;
+    `encode` itself wraps one text given alone)."""
+    if isinstance(values, str):
+        raise InputError(f"encode takes a list of {name} with a list of texts, not one string (wrap it: [text])")
     if values is None or isinstance(values, (bytes, dict)) or not hasattr(values, "__iter__"):
         raise InputError(f"encode takes a list of {name}, got {type(values).__name__}")
     return list(values)

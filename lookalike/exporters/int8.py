@@ -135,12 +135,21 @@ def _choice_key(path: Path, config, task: str) -> str:
 
 
 def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, config, task: str = "",
-                  plain: Path | None = None, schemes=SCHEMES, use_cache: bool = True) -> dict:
+                  plain: Path | None = None, schemes=SCHEMES, use_cache: bool = True,
+                  judged: list[str] | None = None) -> dict:
     """Build and measure every scheme against `fp32` on this CPU; the report names the one to use.
+
+    judged: the outputs whose cosine must hold (an embedder: every pooling it offers, so the scheme is right for
+    the pooling a store will use); `output` alone by default. A classifier is judged on label agreement over the
+    feeds' texts: n texts allow floor(n × (1 − MIN_AGREEMENT)) flips, said in the report and the refusal.
 
     {"scheme", "speedup", "cosine", "faster_than_fp32", "cpu", "candidates": [{scheme, speedup, cosine, ok}]}
     """
-    cache = cache_dir() / "int8-choices" / f"{_choice_key(fp32, config, task)}.json"
+    judged = judged or [output]
+    n_texts = sum(len(f["input_ids"]) for f in feeds)
+    flips_allowed = int(n_texts * (1 - MIN_AGREEMENT) + 1e-9)
+    key_task = task if judged == [output] else f"{task}:{','.join(judged)}"
+    cache = cache_dir() / "int8-choices" / f"{_choice_key(fp32, config, key_task)}-{n_texts}.json"
     if use_cache and cache.exists():
         report = load_json(cache)
         report["from_cache"] = str(cache)
@@ -161,20 +170,28 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
                 continue
             paths[scheme], build_s[scheme] = p, round(time.perf_counter() - t, 2)
         speed = measure(paths, feeds, output)
-        ref = _rows(_session(fp32), feeds, output)
+        fp32_session = _session(fp32)
+        refs = {o: _rows(fp32_session, feeds, o) for o in judged}
+        ref = refs[judged[0]]
         rows = []
         for scheme in schemes:
             if scheme not in paths:
                 rows.append({"scheme": scheme, "ok": False, "error": "quantisation failed"})
                 continue
-            got = _rows(_session(paths[scheme]), feeds, output)
+            sess = _session(paths[scheme])
+            cosines = {o: round(_cosine(refs[o], _rows(sess, feeds, o)), 6) for o in judged}
+            got = _rows(sess, feeds, judged[0])
             row = {"scheme": scheme, "tokens_per_s": round(speed[scheme], 1),
-                   "speedup": round(speed[scheme] / speed["fp32"], 3), "cosine": round(_cosine(ref, got), 6),
+                   "speedup": round(speed[scheme] / speed["fp32"], 3), "cosine": min(cosines.values()),
                    "build_seconds": build_s[scheme]}
+            if len(judged) > 1:
+                row["cosine_by_output"] = cosines
             if task == "text-classification":
                 # logits of a few classes can point elsewhere while the decision holds: judge the decision
-                row["argmax_agreement"] = round(float((ref.argmax(1) == got.argmax(1)).mean()), 4)
-                row["ok"] = row["argmax_agreement"] >= MIN_AGREEMENT
+                flips = int((ref.argmax(1) != got.argmax(1)).sum())
+                row["argmax_agreement"] = round(1 - flips / max(n_texts, 1), 4)
+                row["label_flips"] = flips
+                row["ok"] = flips <= flips_allowed
             else:
                 row["ok"] = row["cosine"] >= MIN_COSINE
             rows.append(row)
@@ -182,8 +199,9 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
         shutil.rmtree(work, ignore_errors=True)
     passing = [r for r in rows if r["ok"]]
     if not passing:
-        rule = (f"agrees with fp32's label on >= {MIN_AGREEMENT:.0%} of the sample texts"
-                if task == "text-classification" else f"keeps cosine >= {MIN_COSINE} against fp32")
+        rule = (f"agrees with fp32's label on >= {MIN_AGREEMENT:.0%} of the {n_texts} sample texts (at most "
+                f"{flips_allowed} flips)" if task == "text-classification" else
+                f"keeps cosine >= {MIN_COSINE} against fp32 on {' and '.join(judged)} over {n_texts} texts")
         raise ExportError(f"no int8 scheme {rule} here: " + "; ".join(_candidate(r) for r in rows)
                           + ". Force one with --int8-scheme SCHEME (recorded as not measured), or give "
                           "--calibration texts from the model's own task")
@@ -193,7 +211,9 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
               "faster_than_fp32": best["speedup"] > 1.05, "fp32_tokens_per_s": round(speed["fp32"], 1),
               "cpu": cpu["model"], "isa": cpu["isa"], "int8_class": cpu["int8_class"], "candidates": rows,
               "measured": "tokens/s on the export's sample batches, best of 3 interleaved rounds, fp32 alongside",
-              "min_cosine": MIN_COSINE}
+              "min_cosine": MIN_COSINE, "n_texts": n_texts, "judged_on": judged}
+    if task == "text-classification":
+        report["flips_allowed"] = flips_allowed
     outputs.write_json(cache, report)
     return report
 
@@ -201,6 +221,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
 def _candidate(r: dict) -> str:
     if "error" in r:
         return f"{r['scheme']} ({r['error']})"
-    agree = f", label agreement {r['argmax_agreement']:.1%}" if "argmax_agreement" in r else ""
+    agree = f", label agreement {r['argmax_agreement']:.1%} ({r.get('label_flips', '?')} flips)" \
+        if "argmax_agreement" in r else ""
     return f"{r['scheme']} (cosine {r['cosine']:.4f}{agree}, {r['speedup']:.2f}x)"
 

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8, listed_files, model_digest
 from ..core.tasks import TASKS
 from ..data.stdlib import stdlib_corpora
@@ -318,7 +318,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
         if quantize == "int8":
             status("export: int8 (every scheme measured against fp32 on this CPU)")
             scheme, int8_report = _int8(path, plain, scheme, task, tokenizer, torch_model.config, optimize,
-                                        calibration_texts)
+                                        calibration_texts or _finetune_texts(source, task))
             plain.unlink(missing_ok=True)
         if fp16:
             graph.to_fp16(path)
@@ -363,11 +363,46 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
     return manifest
 
 
+CLS_JUDGE_TEXTS = 512  # a classifier's int8 is judged on this many texts: 99% label agreement allows 5 flips
+JUDGE_TEXTS = 64
+
+
+def _graph_outputs(path: Path) -> list[str]:
+    import onnx
+
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+
+
+def _finetune_texts(source, task: str) -> list[str] | None:
+    """A fine-tuned classifier's own training texts (its lookalike-finetune.json names the data), for judging its
+    int8 on the task's texts when no --calibration is given; None when unknown or unreadable."""
+    from ..data import CorpusSpec
+    from ..errors import LookalikeError
+
+    record = Path(str(source)) / "lookalike-finetune.json"
+    if task != "text-classification" or not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text())["data"]
+        texts = CorpusSpec(**{k: v for k, v in data.items() if k != "limit"}).sample_texts(CLS_JUDGE_TEXTS)
+    except (LookalikeError, OSError, KeyError, TypeError, ValueError) as exc:
+        log.info("int8: the fine-tune's data is not readable here (%s); judging on the sample texts", exc)
+        return None
+    log.info("int8: judged on %d texts of the fine-tune's own data (%s)", len(texts), data.get("path"))
+    return texts
+
+
 def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fused: bool,
           texts: Sequence[str] | None) -> tuple[str, dict]:
-    """Quantise `path` in place with `scheme` ("auto": the fastest within cosine 0.99 of fp32 on this CPU)."""
+    """Quantise `path` in place with `scheme` ("auto": the fastest within cosine 0.99 of fp32 on this CPU). A
+    classifier is judged on up to CLS_JUDGE_TEXTS task texts (--calibration, else its fine-tune's data), an
+    embedder on every pooled output it has (CLS and mean), other tasks on JUDGE_TEXTS texts."""
     if not texts:
+        if task == "text-classification":
+            log.warning("int8 of a classifier judged on stdlib docstrings, not on its task's texts: give "
+                        "--calibration with texts of the task (e.g. its test set)")
         texts = [d["text"] for d in stdlib_corpora(64, 0)[0]]
+    texts = list(texts)[:CLS_JUDGE_TEXTS if task == "text-classification" else JUDGE_TEXTS]
     names = {i.name for i in __import__("onnx").load(str(path), load_external_data=False).graph.input}
     if task == "question-answering":  # question + context pairs from the sample texts
         enc_texts = list(texts)
@@ -382,8 +417,9 @@ def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fu
     output = TASKS[task].primary
     report = None
     if scheme == "auto":
+        judged = [o for o in ("cls", "mean") if o in _graph_outputs(path)] if task == "feature-extraction" else None
         report = int8.choose_scheme(path, output, feeds, fused=fused, config=config, task=task,
-                                    plain=plain if plain.exists() else None)
+                                    plain=plain if plain.exists() else None, judged=judged)
         scheme = report["scheme"]
         log.info("%s", describe_int8(report))
     else:

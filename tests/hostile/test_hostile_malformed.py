@@ -137,7 +137,8 @@ def test_embedder_refuses_what_is_not_a_list_of_texts(tiny_exports):
     from lookalike.errors import InputError
 
     e = Embedder(tiny_exports["bert2"])
-    for texts, pairs, needle in ((None, None, "got NoneType"), ("one text", None, "not one string"),
+    assert e.encode("one text").ndim == 1  # one text alone is one vector, as in sentence-transformers
+    for texts, pairs, needle in ((None, None, "got NoneType"), (["one text"], "its pair", "not one string"),
                                  (["a", "b"], "ab", "not one string"), (["a"], {"a": 1}, "got dict"),
                                  (b"bytes", None, "got bytes"), (["a", None], None, "")):
         with pytest.raises(InputError, match=needle):
