@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from . import outputs
-from .analysis.knn import _is_knn_file, knn_self, write_faiss_index
+from .analysis.knn import _is_knn_file, knn_cross, knn_self, write_faiss_index
 from .analysis.ood import _is_ood_file, deep_knn_ood
 from .analysis.ood import summary_by_k as ood_summary_by_k
 from .analysis.report import csv_text, markdown_table, write_bench, write_table
@@ -444,24 +444,35 @@ def export_store_cmd(store, out, fmt):
 @click.option("--gpu/--no-gpu", default=None, help="FAISS GPU [when FAISS sees one].")
 @click.option("--block-rows", type=POSITIVE, default=KnnParams.block_rows, show_default=True,
               help="Queries per search block.")
+@click.option("--queries", type=click.Path(path_type=Path), default=None,
+              help="A store of queries (the same model's features) to search against STORE instead of self-kNN.")
 @click.option("--write-index", type=click.Path(path_type=Path), default=None,
               help="Also write a FAISS flat inner-product index of the normalised vectors (rows in store order) "
                    "to this file, for faiss.read_index.")
-def knn(store, out, k, index, gpu, block_rows, write_index):
+def knn(store, out, k, index, gpu, block_rows, write_index, queries):
     """K nearest neighbours (cosine) of every point of STORE, excluding itself; written to OUT (HDF5).
 
     \b
     Example:
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --k 50
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --write-index runs/imdb-minilm.faiss
+      lookalike knn runs/corpus runs/q-vs-corpus.knn.h5 --queries runs/queries --k 10
+    With --queries QSTORE, each point of QSTORE gets its K nearest points of STORE (the bank) instead.
     """
     outputs.claim(out, legacy=_is_knn_file, what="neighbour file")
     if write_index is not None:
         outputs.claim(write_index, what="FAISS index")
     status(f"knn: verifying and loading {store}")
     s = open_store(store)
-    status(f"knn: {len(s):,} points, K={k}, {index} index")
-    res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows)
+    if queries is not None:
+        if index != "flat":
+            raise CLIError("--queries searches exactly (--index flat)")
+        q = open_store(queries)
+        status(f"knn: {len(q):,} queries against {len(s):,} points, K={k}")
+        res = knn_cross(q, s, k, gpu=gpu, block_rows=block_rows)
+    else:
+        status(f"knn: {len(s):,} points, K={k}, {index} index")
+        res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows)
     res.save(out)
     extra = {}
     if write_index is not None:

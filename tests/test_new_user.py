@@ -153,3 +153,40 @@ def test_address_none_is_a_local_ray():
 
     ray = FakeRay()
     assert _connect(ray, "none", None) and ray.address is None
+
+
+def test_knn_of_queries_against_a_bank(minilm_export, shared_data, tmp_path):
+    """knn --queries: each query's K nearest bank points, exactly (brute force, ties by bank row), in a neighbour
+    file agree compares between two models' (or precisions') searches; mixed features and mixed kinds refused."""
+    from lookalike.analysis.knn import load_knn, load_normalized
+    from lookalike.engine import open_store
+
+    runner = CliRunner()
+    reviews, questions = str(shared_data / "imdb" / "imdb_1k.tsv"), str(shared_data / "squad2_dev500")
+    for name, corpus, extra in (("bank", reviews, []), ("q", questions, []), ("bank16", reviews, ["--dtype", "float16"]),
+                                ("q16", questions, ["--dtype", "float16"]), ("qmean", questions, ["--pooling", "mean"])):
+        r = runner.invoke(cli, ["embed", str(minilm_export), corpus, str(tmp_path / name), "--limit", "50", *extra])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["knn", str(tmp_path / "bank"), str(tmp_path / "x.h5"), "--queries", str(tmp_path / "q"),
+                            "--k", "5"])
+    assert r.exit_code == 0, r.output
+    res = load_knn(tmp_path / "x.h5")
+    q, x = load_normalized(open_store(tmp_path / "q")), load_normalized(open_store(tmp_path / "bank"))
+    sims = q @ x.T
+    want = np.array([np.lexsort((np.arange(len(x)), -np.round(s, 6)))[:5] for s in sims])
+    np.testing.assert_array_equal(res.neighbors, want)
+    assert list(res.targets) == list(open_store(tmp_path / "bank").ids) and len(res.ids) == 50
+    r = runner.invoke(cli, ["knn", str(tmp_path / "bank16"), str(tmp_path / "y.h5"), "--queries",
+                            str(tmp_path / "q16"), "--k", "5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["agree", "--knn", f"fp32={tmp_path / 'x.h5'}", "--knn", f"fp16={tmp_path / 'y.h5'}",
+                            "--k", "5", "--reps", "0", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["repr_mean"] > 0.9  # float16 keeps almost every neighbour
+    r = runner.invoke(cli, ["knn", str(tmp_path / "bank"), str(tmp_path / "z.h5"), "--queries",
+                            str(tmp_path / "qmean")])
+    assert r.exit_code != 0 and "pooling" in r.output and "Traceback" not in r.output
+    runner.invoke(cli, ["knn", str(tmp_path / "bank"), str(tmp_path / "self.h5"), "--k", "5"])
+    r = runner.invoke(cli, ["agree", "--knn", f"a={tmp_path / 'x.h5'}", "--knn", f"b={tmp_path / 'self.h5'}",
+                            "--k", "5", "--reps", "0"])
+    assert r.exit_code != 0 and "self-kNN" in r.output

@@ -64,11 +64,17 @@ def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.nd
     """Per-point Jaccard of the k-NN id sets of the same points under two models (a's point order)."""
     if k > a.k or k > b.k:
         raise InputError(f"k={k} is larger than the stored neighbours (k={a.k} and k={b.k}); re-run knn with --k {k}")
+    if (a.bank_ids is None) != (b.bank_ids is None):
+        raise InputError("representation agreement: one neighbour file is a self-kNN and the other a search of "
+                         "queries against a bank (knn --queries); compare files made the same way")
     same_setup(a.meta, b.meta, "representation agreement")
+    if a.bank_ids is not None:
+        same_setup(a.meta, b.meta, "representation agreement", keys=("bank_selection",))
     b_rows = _same_ids(a.ids, b.ids, "representation agreement")
-    # express b's neighbours in a's row numbering
-    b_to_a = np.empty(len(b_rows), dtype=np.int64)
-    b_to_a[b_rows] = np.arange(len(b_rows))
+    # express b's neighbours in a's row numbering (of the bank, for queries against a bank)
+    b_targets = b_rows if a.bank_ids is None else _same_ids(a.bank_ids, b.bank_ids, "representation agreement")
+    b_to_a = np.empty(len(b_targets), dtype=np.int64)
+    b_to_a[b_targets] = np.arange(len(b_targets))
     na = a.neighbors[:, :k]
     nb = b_to_a[b.neighbors[b_rows, :k]]
     out = np.empty(len(na), dtype=np.float64)

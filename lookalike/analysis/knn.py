@@ -125,6 +125,14 @@ class KnnResult:
     k: int
     index: str = "flat"
     meta: dict = field(default_factory=dict)
+    # a search of one store's queries against another store (`knn --queries`): the bank's ids, which the
+    # neighbours index; None for self-kNN (neighbours index `ids`)
+    bank_ids: np.ndarray | None = None
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The ids the neighbour rows index: the bank's, or the points' own."""
+        return self.ids if self.bank_ids is None else self.bank_ids
 
     def content_sha256(self) -> str:
         """sha256 of what the file holds (ids, neighbours, similarities, k, index, meta): checked on load."""
@@ -134,6 +142,8 @@ class KnnResult:
             h.update(str(a.shape).encode())
             h.update(a.tobytes())
         h.update("\0".join(str(x) for x in self.ids).encode())
+        if self.bank_ids is not None:
+            h.update(b"\0bank\0" + "\0".join(str(x) for x in self.bank_ids).encode())
         h.update(json.dumps([int(self.k), str(self.index), self.stored_meta()], sort_keys=True).encode())
         return h.hexdigest()
 
@@ -142,7 +152,7 @@ class KnnResult:
 
     def neighbor_ids(self, k: int | None = None) -> np.ndarray:
         k = k or self.k
-        return self.ids[self.neighbors[:, :k]]
+        return self.targets[self.neighbors[:, :k]]
 
     def save(self, path: str | Path) -> None:
         """Write an HDF5 neighbour file atomically; an existing file is replaced only if it is one of ours."""
@@ -152,6 +162,9 @@ class KnnResult:
             f.create_dataset("neighbors", data=self.neighbors)
             f.create_dataset("similarity", data=self.similarity)
             f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            if self.bank_ids is not None:
+                f.create_dataset("bank_id", data=np.array(self.bank_ids, dtype=object),
+                                 dtype=h5py.string_dtype("utf-8"))
             f.attrs["k"] = self.k
             f.attrs["index"] = self.index
             f.attrs["kind"] = "lookalike.knn"
@@ -180,7 +193,8 @@ def load_knn(path: str | Path) -> KnnResult:
             if f.attrs.get("kind") != "lookalike.knn":
                 raise InputError("not a lookalike neighbour file (made by `lookalike knn`)", path=path)
             res = KnnResult(f["id"].asstr()[:], f["neighbors"][:], f["similarity"][:], int(f.attrs["k"]),
-                            str(f.attrs["index"]), json.loads(f.attrs["meta"]))
+                            str(f.attrs["index"]), json.loads(f.attrs["meta"]),
+                            f["bank_id"].asstr()[:] if "bank_id" in f else None)
             stored = f.attrs.get("content_sha256")
     except InputError:
         raise
@@ -194,11 +208,12 @@ def load_knn(path: str | Path) -> KnnResult:
     elif stored != res.content_sha256():
         raise InputError("its content does not match the checksum it was written with (changed after `lookalike "
                          "knn` wrote it); re-run `lookalike knn`", path=path)
-    n = len(res.ids)
+    n, n_targets = len(res.ids), len(res.targets)
     if res.neighbors.shape != (n, res.k) or res.similarity.shape != (n, res.k):
         raise InputError(f"holds {n} ids but neighbours of shape {res.neighbors.shape}; the file is damaged: re-run "
                          "`lookalike knn`", path=path)
-    if res.neighbors.size and (res.neighbors.min() < 0 or res.neighbors.max() >= n):
+    if res.neighbors.size and (res.neighbors.min() < 0 or res.neighbors.max() >= n_targets):
+        n = n_targets
         bad = int(res.neighbors.min()) if res.neighbors.min() < 0 else int(res.neighbors.max())
         raise InputError(f"neighbour row {bad} is outside 0..{n - 1}; the file is damaged: re-run `lookalike knn`",
                          path=path, field="neighbors")
@@ -398,3 +413,26 @@ def write_faiss_index(store: Store, path: str | Path) -> Path:
     with outputs.writing(path, what="FAISS index") as tmp:
         faiss.write_index(index, str(tmp))
     return Path(path)
+
+
+def knn_cross(queries: Store, bank: Store, k: int = 10, *, gpu: bool | None = None,
+              block_rows: int = 8192) -> KnnResult:
+    """The k nearest points of `bank` for every point of `queries` by cosine (exact, ties by bank row, as
+    self-kNN): one model's query store searched against its corpus store. Both stores must hold the same model's
+    features (model hash, pooling, normalisation, max length, precision kind); a point is not excluded, since the
+    two stores hold different points."""
+    from ..core.store import require_same_features, selection
+
+    require_same_features({"query": queries, "bank": bank}, "kNN of queries against a bank")
+    q, x = load_normalized(queries), load_normalized(bank)
+    if k > len(x):
+        raise InputError(f"k={k} needs at least k bank points; the bank has {len(x)}", path=bank.path)
+    t0 = time.perf_counter()
+    sims, rows = knn_search(x, q, k, gpu=gpu, block_rows=block_rows)
+    meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": len(q), "n_bank": len(x),
+            "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "none (queries against a bank)",
+            "store": str(queries.path), "bank": str(bank.path), "precision": queries.precision,
+            "bank_selection": selection(bank.config), **{**queries.features(), **comparable(queries.config)}}
+    if queries.precision in ("binary", "ubinary"):
+        meta["metric"] = "hamming (as the cosine of the ±1 vectors: 1 - 2h/d)"
+    return KnnResult(np.asarray(queries.ids), rows, sims, k, "flat", meta, np.asarray(bank.ids))
