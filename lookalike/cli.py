@@ -290,9 +290,11 @@ def _echo_json(obj) -> None:
               help="Parity tolerance for the fp32 graph.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUT_DIR.")
+@click.option("--st-folder", is_flag=True, help="Also make OUT_DIR load in sentence-transformers as is "
+              "(SentenceTransformer(OUT_DIR, backend='onnx')): the model's own modules, or CLS pooling.")
 @corpus_options("calibration")
 def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration, fp16, keep_layers, optimize, opset,
-           atol, revision, overwrite):
+           atol, revision, overwrite, st_folder):
     """Export MODEL (hub id, local folder, or `minilm`) to a verified ONNX folder.
 
     \b
@@ -305,7 +307,7 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
     texts = calibration.sample_texts(512) if calibration else None  # a classifier is judged on up to 512
     m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
                   per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
-                  revision=revision, int8_scheme=int8_scheme, calibration_texts=texts)
+                  revision=revision, int8_scheme=int8_scheme, calibration_texts=texts, st_folder=st_folder)
     _echo_json(export_summary(m, out_dir))
 
 

@@ -190,3 +190,29 @@ def test_knn_of_queries_against_a_bank(minilm_export, shared_data, tmp_path):
     r = runner.invoke(cli, ["agree", "--knn", f"a={tmp_path / 'x.h5'}", "--knn", f"b={tmp_path / 'self.h5'}",
                             "--k", "5", "--reps", "0"])
     assert r.exit_code != 0 and "self-kNN" in r.output
+
+
+def test_export_st_folder_loads_in_sentence_transformers(minilm_dir, tiny_models, shared_data, tmp_path):
+    """export --st-folder: the folder loads in sentence-transformers' ONNX backend as is and gives lookalike's
+    vectors (the model's own modules; CLS pooling for a model without them); the graph is linked, not copied."""
+    from sentence_transformers import SentenceTransformer
+
+    from lookalike import Embedder
+
+    texts = [line.rsplit("\t", 1)[0] for line in
+             (shared_data / "imdb" / "imdb_1k.tsv").read_text(encoding="utf-8").splitlines()[:12]] + ["", "a"]
+    r = CliRunner().invoke(cli, ["export", "minilm", str(tmp_path / "st"), "--st-folder"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "st"
+    assert (out / "onnx" / "model.onnx").stat().st_ino == (out / "model.onnx").stat().st_ino
+    got = SentenceTransformer(str(out), backend="onnx", device="cpu").encode(texts)
+    np.testing.assert_allclose(got, Embedder(out, pooling="auto").encode(texts), atol=1e-5)
+    torch_ref = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts)
+    assert (np.sum(got * torch_ref, 1) > 0.9999).all()
+    r = CliRunner().invoke(cli, ["export", str(tiny_models["bert2"]), str(tmp_path / "tiny"), "--st-folder",
+                                 "--task", "feature-extraction"])
+    assert r.exit_code == 0, r.output
+    got = SentenceTransformer(str(tmp_path / "tiny"), backend="onnx", device="cpu").encode(texts)
+    np.testing.assert_allclose(got, Embedder(tmp_path / "tiny").encode(texts), atol=1e-5)  # CLS, the default
+    r = CliRunner().invoke(cli, ["export", str(tiny_models["cls"]), str(tmp_path / "c"), "--st-folder"])
+    assert r.exit_code != 0 and "--st-folder" in r.output and "Traceback" not in r.output

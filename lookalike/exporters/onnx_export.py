@@ -246,7 +246,8 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
            optimize: bool | None = None, quantize: str | None = None, per_channel: bool = False, fp16: bool = False,
            keep_layers: Sequence[int] | None = None, overwrite: bool = False, atol: float = 1e-4,
            revision: str | None = None, int8_scheme: str | None = None,
-           calibration_texts: Sequence[str] | None = None, fusions: str | None = None) -> dict:
+           calibration_texts: Sequence[str] | None = None, fusions: str | None = None,
+           st_folder: bool = False) -> dict:
     """Export `model` (hub id or folder) for `task` into `out_dir` and return the manifest.
 
     task: None infers it from the checkpoint's `architectures` (…ForSequenceClassification: text-classification,
@@ -349,6 +350,12 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
             if st is not None:
                 pooling.save_dense(model, st, onnx_dir, revision)
                 manifest["sentence_transformers"] = st
+        if st_folder:
+            if task != "feature-extraction":
+                raise ExportError(f"--st-folder makes a sentence-transformers folder of an embedder; this export is "
+                                  f"for {task}")
+            manifest["st_folder"] = pooling.write_st_folder(model, onnx_dir, int(torch_model.config.hidden_size),
+                                                            revision)
         manifest["files"] = listed_files(onnx_dir)  # everything the runtime reads is checksummed
         (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         OwnedFolder(onnx_dir).record_tree()

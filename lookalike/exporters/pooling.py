@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from ..core.tasks import TASKS
+from ..errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +216,63 @@ def infer_task(model: str, revision: str | None = None) -> tuple[str, str | None
                 return task.name, arch
     archs = (cfg or {}).get("architectures") or []
     return "feature-extraction", (archs[0] if archs else None)
+
+
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def write_st_folder(model: str, onnx_dir: Path, hidden_size: int, revision: str | None = None) -> list[str]:
+    """Make the export folder load in sentence-transformers as is (`SentenceTransformer(folder, backend="onnx")`):
+    the model's own modules (modules.json, its Pooling / Dense / Normalize folders, its configs) copied from the
+    source, or, for a model without them, Transformer + CLS pooling (lookalike's default); the graph linked
+    (not copied) as `onnx/model.onnx`, which the ONNX backend reads. Returns the names written."""
+    import os
+    import shutil
+
+    onnx_dir = Path(onnx_dir)
+    written = []
+    modules = _read(model, "modules.json", revision)
+    local = Path(model)
+    if isinstance(modules, list):
+        for name in ST_FILES:
+            cfg = _read(model, name, revision)
+            if cfg is not None:
+                (onnx_dir / name).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+                written.append(name)
+        for m in modules:
+            sub = m.get("path") if isinstance(m, dict) else None
+            if not sub:
+                continue
+            if not plain_module_path(sub):
+                raise ModelError(f"{model}: modules.json names the module folder {sub!r}, not a plain folder name")
+            if local.exists():
+                if (local / sub).is_dir():
+                    shutil.copytree(local / sub, onnx_dir / sub, dirs_exist_ok=False)
+            else:  # a hub id (online)
+                from huggingface_hub import snapshot_download
+
+                snap = Path(snapshot_download(model, revision=revision, allow_patterns=[f"{sub}/*"]))
+                if (snap / sub).is_dir():
+                    shutil.copytree(snap / sub, onnx_dir / sub)
+            written.append(sub)
+    else:
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        (onnx_dir / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+        (onnx_dir / "1_Pooling").mkdir()
+        (onnx_dir / "1_Pooling" / "config.json").write_text(json.dumps(
+            {"word_embedding_dimension": hidden_size, "pooling_mode_cls_token": True,
+             "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
+             "pooling_mode_mean_sqrt_len_tokens": False}, indent=2) + "\n", encoding="utf-8")
+        written += ["modules.json", "1_Pooling"]
+    (onnx_dir / "onnx").mkdir()
+    for p in sorted(onnx_dir.iterdir()):  # the graph and its external data files, if any
+        if p.is_file() and (p.name == "model.onnx" or p.name.startswith("model.onnx")):
+            os.link(p, onnx_dir / "onnx" / p.name)
+    written.append("onnx")
+    return written
+
+
+def plain_module_path(sub: str) -> bool:
+    parts = Path(sub).parts
+    return bool(parts) and not Path(sub).is_absolute() and all(x not in ("", ".", "..") for x in parts)
