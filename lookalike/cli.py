@@ -318,7 +318,9 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
 @click.argument("corpus")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @corpus_options("corpus")
-@click.option("--pooling", type=click.Choice(POOLINGS), default=EmbedParams.pooling, show_default=True)
+@click.option("--pooling", type=click.Choice(POOLINGS), default=EmbedParams.pooling, show_default=True,
+              help="cls (the paper's), mean, max, mean_sqrt_len, weightedmean, lasttoken (as sentence-transformers' "
+                   "Pooling), or auto: the model's own embedding.")
 @click.option("--max-length", type=click.IntRange(min=2), default=None,
               help="Longer inputs are truncated (counted) [the model's own: its sentence-transformers max_seq_length "
                    "under --pooling auto, else its positions].")

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from .core.precision import DEFAULT_CALIBRATION_ROWS, PRECISIONS
 from .errors import InputError, unknown_key_message
 
-POOLINGS = ("cls", "mean", "auto")  # auto: the model's own (sentence-transformers), else cls
+# auto: the model's own (sentence-transformers), else cls; the others as sentence-transformers' Pooling modes
+POOLINGS = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken", "auto")
 DTYPES = PRECISIONS  # stored precision of a store's vectors (core.precision)
 INDEXES = ("flat", "ivf", "hnsw")
 SIMILARITIES = ("engine", "use", "none")

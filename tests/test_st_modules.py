@@ -115,3 +115,26 @@ def test_an_edited_dense_file_is_refused(st_export, tmp_path):
     np.savez(f, **w)
     with pytest.raises(Exception, match="st_dense_0.npz"):
         Embedder(bad, pooling="auto").encode(["x"])
+
+
+@pytest.mark.parametrize("mode", ["max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken", "cls", "mean"])
+def test_every_pooling_mode_equals_sentence_transformers(tiny_models, tmp_path, mode):
+    """Each of sentence-transformers' pooling modes is a graph output of every export: --pooling auto on a model
+    that declares it, and --pooling NAME on any model, equal SentenceTransformer.encode (right-padded batches of
+    mixed lengths, empty text included)."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    from lookalike.exporters import export
+
+    torch.manual_seed(0)
+    word = models.Transformer(str(tiny_models["bert2"]), max_seq_length=48)
+    st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), pooling_mode=mode)],
+                             device="cpu")
+    st.save(str(tmp_path / "model"))
+    m = export(str(tmp_path / "model"), tmp_path / "exp", "feature-extraction")
+    name = {"mean_sqrt_len_tokens": "mean_sqrt_len"}.get(mode, mode)
+    assert m["sentence_transformers"]["pooling"] == name and m["sentence_transformers"]["supported"]
+    ref = st.encode(TEXTS, batch_size=3)
+    np.testing.assert_allclose(Embedder(tmp_path / "exp", pooling="auto").encode(TEXTS), ref, atol=2e-5)
+    np.testing.assert_allclose(Embedder(tmp_path / "exp", pooling=name, max_length=48).encode(TEXTS), ref, atol=2e-5)

@@ -10,8 +10,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+# the pooled outputs every feature-extraction export has (sentence-transformers' pooling modes, for right padding)
+GRAPH_POOLINGS = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")
+
+
 def add_pooling_outputs(path: Path) -> None:
-    """Add `cls` (B×H, first token) and `mean` (B×H, mask-weighted mean) outputs to a feature-extraction graph.
+    """Add the pooled outputs (B×H each) to a feature-extraction graph: `cls` (first token), `mean` (mask-weighted
+    mean), `max`, `mean_sqrt_len`, `weightedmean` (position-weighted) and `lasttoken`, as sentence-transformers
+    computes them on right-padded rows (the engine always pads on the right).
 
     The engine then fetches only B×H floats per batch instead of the whole B×L×H hidden state.
     """
@@ -27,6 +33,8 @@ def add_pooling_outputs(path: Path) -> None:
         numpy_helper.from_array(np.array([1], dtype=np.int64), "lk_axis1"),
         numpy_helper.from_array(np.array([2], dtype=np.int64), "lk_axis2"),
         numpy_helper.from_array(np.array(1e-9, dtype=np.float32), "lk_eps"),
+        numpy_helper.from_array(np.array(-65504.0, dtype=np.float32), "lk_neg"),  # the float16 minimum too
+        numpy_helper.from_array(np.array(1, dtype=np.int64), "lk_axis_scalar1"),
     ])
     g.node.extend([
         helper.make_node("Gather", ["last_hidden_state", "lk_zero"], ["cls"], axis=1, name="lk_cls"),
@@ -37,8 +45,31 @@ def add_pooling_outputs(path: Path) -> None:
         helper.make_node("ReduceSum", ["lk_mask_f", "lk_axis1"], ["lk_count"], keepdims=1, name="lk_cnt"),
         helper.make_node("Max", ["lk_count", "lk_eps"], ["lk_count_safe"], name="lk_max"),
         helper.make_node("Div", ["lk_sum", "lk_count_safe"], ["mean"], name="lk_div"),
+        # max over the real tokens (padding masked out, as sentence-transformers sets it to a large negative)
+        helper.make_node("Cast", ["lk_mask3"], ["lk_mask3b"], to=TensorProto.BOOL, name="lk_castb"),
+        helper.make_node("Where", ["lk_mask3b", "last_hidden_state", "lk_neg"], ["lk_maxin"], name="lk_where"),
+        helper.make_node("ReduceMax", ["lk_maxin", "lk_axis1"], ["max"], keepdims=0, name="lk_rmax"),
+        # the sum over the square root of the length (sentence-transformers' mean_sqrt_len_tokens)
+        helper.make_node("Sqrt", ["lk_count_safe"], ["lk_sqrt"], name="lk_sqrt"),
+        helper.make_node("Div", ["lk_sum", "lk_sqrt"], ["mean_sqrt_len"], name="lk_div_sqrt"),
+        # position-weighted mean: token i of a right-padded row weighs i (1-based), padding 0
+        helper.make_node("CumSum", ["lk_mask_f", "lk_axis_scalar1"], ["lk_pos"], name="lk_cumsum"),
+        helper.make_node("Mul", ["lk_pos", "lk_mask_f"], ["lk_w"], name="lk_wmask"),
+        helper.make_node("Unsqueeze", ["lk_w", "lk_axis2"], ["lk_w3"], name="lk_unsq_w"),
+        helper.make_node("Mul", ["last_hidden_state", "lk_w3"], ["lk_wh"], name="lk_mul_w"),
+        helper.make_node("ReduceSum", ["lk_wh", "lk_axis1"], ["lk_wsum"], keepdims=0, name="lk_wsum"),
+        helper.make_node("ReduceSum", ["lk_w", "lk_axis1"], ["lk_wtot"], keepdims=1, name="lk_wtot"),
+        helper.make_node("Max", ["lk_wtot", "lk_eps"], ["lk_wtot_safe"], name="lk_wmax"),
+        helper.make_node("Div", ["lk_wsum", "lk_wtot_safe"], ["weightedmean"], name="lk_wdiv"),
+        # the last real token of a right-padded row (its position equals the row's length)
+        helper.make_node("Equal", ["lk_pos", "lk_count"], ["lk_is_last"], name="lk_eq"),
+        helper.make_node("Cast", ["lk_is_last"], ["lk_last_f"], to=TensorProto.FLOAT, name="lk_cast_last"),
+        helper.make_node("Mul", ["lk_last_f", "lk_mask_f"], ["lk_last_w"], name="lk_last_mask"),
+        helper.make_node("Unsqueeze", ["lk_last_w", "lk_axis2"], ["lk_last3"], name="lk_unsq_last"),
+        helper.make_node("Mul", ["last_hidden_state", "lk_last3"], ["lk_lasth"], name="lk_mul_last"),
+        helper.make_node("ReduceSum", ["lk_lasth", "lk_axis1"], ["lasttoken"], keepdims=0, name="lk_sum_last"),
     ])
-    for name in ("cls", "mean"):
+    for name in GRAPH_POOLINGS:
         out = helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch_size", None])
         out.type.tensor_type.shape.dim[1].CopyFrom(dim)
         g.output.append(out)

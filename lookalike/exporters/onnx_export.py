@@ -131,7 +131,7 @@ def _torch_outputs(torch_model, tokenizer, task: str) -> tuple[dict, dict[str, n
     if task == "feature-extraction":
         hidden = out.last_hidden_state.numpy()
         mask = feeds["attention_mask"][..., None].astype(np.float32)
-        ref = {"cls": hidden[:, 0], "mean": (hidden * mask).sum(1) / mask.sum(1)}
+        ref = pooling.reference_poolings(hidden, feeds["attention_mask"])
     elif task == "question-answering":
         m = feeds["attention_mask"].astype(bool)
         ref = {"start_logits": np.where(m, out.start_logits.numpy(), 0),
@@ -151,7 +151,7 @@ def _onnx_outputs(path: Path, feeds: dict, task: str) -> dict[str, np.ndarray]:
     feed = {k: v.astype(np.int64) for k, v in feeds.items() if k in names}
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
     if task == "feature-extraction":
-        return {"cls": outs["cls"].astype(np.float32), "mean": outs["mean"].astype(np.float32)}
+        return {k: v.astype(np.float32) for k, v in outs.items() if k in graph.GRAPH_POOLINGS}
     if task == "question-answering":
         m = feeds["attention_mask"].astype(bool)
         return {k: np.where(m, outs[k].astype(np.float32), 0) for k in ("start_logits", "end_logits")}
@@ -261,6 +261,9 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
     keep_layers: encoder layer indices to keep (layer dropping). atol: export parity tolerance (fp32 graph).
     fusions: which fusion set (graph.optimize_transformer): "gpu" for fp16 exports, "cpu" otherwise [by fp16].
     """
+    from ..models import resolve_model
+
+    model = resolve_model(str(model))  # `minilm` and the paper's names, as on the command line
     task_from = None
     if task is None:
         task, task_from = pooling.infer_task(model, revision)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 _MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
           "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len", "pooling_mode_weightedmean_tokens": "weightedmean",
           "pooling_mode_lasttoken": "lasttoken"}
-SUPPORTED = ("cls", "mean")
+SUPPORTED = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken")  # graph.GRAPH_POOLINGS
 # sentence-transformers >= 5 writes one "pooling_mode" name instead of the pooling_mode_* flags
 _MODE_NAMES = {"cls": "cls", "mean": "mean", "max": "max", "mean_sqrt_len_tokens": "mean_sqrt_len",
                "weightedmean": "weightedmean", "lasttoken": "lasttoken"}
@@ -276,3 +276,19 @@ def write_st_folder(model: str, onnx_dir: Path, hidden_size: int, revision: str 
 def plain_module_path(sub: str) -> bool:
     parts = Path(sub).parts
     return bool(parts) and not Path(sub).is_absolute() and all(x not in ("", ".", "..") for x in parts)
+
+
+def reference_poolings(hidden, attention_mask) -> dict:
+    """Every pooled output in numpy from the hidden states of right-padded rows, as sentence-transformers' Pooling
+    computes it (the parity reference of each export's graph outputs)."""
+    import numpy as np
+
+    m = np.asarray(attention_mask).astype(np.float32)
+    m3 = m[..., None]
+    count = np.maximum(m.sum(1, keepdims=True), 1e-9)
+    total = (hidden * m3).sum(1)
+    pos = np.cumsum(m, 1) * m
+    last = ((np.cumsum(m, 1) == m.sum(1, keepdims=True)) & (m > 0)).astype(np.float32)
+    return {"cls": hidden[:, 0], "mean": total / count, "max": np.where(m3 > 0, hidden, -1e9).max(1),
+            "mean_sqrt_len": total / np.sqrt(count), "weightedmean": (hidden * pos[..., None]).sum(1) /
+            np.maximum(pos.sum(1, keepdims=True), 1e-9), "lasttoken": (hidden * last[..., None]).sum(1)}
