@@ -130,7 +130,6 @@ def _torch_outputs(torch_model, tokenizer, task: str) -> tuple[dict, dict[str, n
     feeds = {k: v.numpy() for k, v in enc.items()}
     if task == "feature-extraction":
         hidden = out.last_hidden_state.numpy()
-        mask = feeds["attention_mask"][..., None].astype(np.float32)
         ref = pooling.reference_poolings(hidden, feeds["attention_mask"])
     elif task == "question-answering":
         m = feeds["attention_mask"].astype(bool)
