@@ -27,6 +27,20 @@ class Stop(Exception):
     pass
 
 
+def clean_and_crashed(model, corpus, tmp_path, params, shards: int) -> dict:
+    """Embed into clean/ in one go, and into crashed/ stopped after `shards` shards and then resumed; the
+    resumed run's stats."""
+    embed(model, corpus, tmp_path / "clean", params)
+
+    def crash(n):
+        if n == shards:
+            raise Stop
+
+    with pytest.raises(Stop):
+        embed(model, corpus, tmp_path / "crashed", params, on_shard=crash)
+    return embed(model, corpus, tmp_path / "crashed", params)
+
+
 @pytest.fixture(scope="module")
 def reviews(shared_data):
     return CorpusSpec(shared_data / "imdb" / "imdb_test_2k.tsv", limit=120)
@@ -62,15 +76,7 @@ def test_quantised_store_equals_sentence_transformers(minilm_export, reviews, fl
 
 def test_int8_resume_keeps_the_stores_ranges(minilm_export, reviews, tmp_path):
     params = EmbedParams(pooling="auto", shard_rows=50, sort_window=25, dtype="int8", calibration_rows=30)
-    embed(minilm_export, reviews, tmp_path / "clean", params)
-
-    def crash(n):
-        if n == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        embed(minilm_export, reviews, tmp_path / "crashed", params, on_shard=crash)
-    embed(minilm_export, reviews, tmp_path / "crashed", params)
+    clean_and_crashed(minilm_export, reviews, tmp_path, params, 1)
     a, b = open_store(tmp_path / "clean"), open_store(tmp_path / "crashed")
     assert a.config["ranges"] == b.config["ranges"]
     assert [s["sha256"] for s in a.manifest["shards"]] == [s["sha256"] for s in b.manifest["shards"]]
@@ -159,15 +165,7 @@ def test_chunk_starts_cover_every_token(n, size, data):
 
 def test_chunked_store_resumes_byte_identically_and_pools(minilm_export, reviews, tmp_path):
     params = EmbedParams(pooling="auto", shard_rows=64, sort_window=32, chunk_tokens=48, chunk_stride=8)
-    embed(minilm_export, reviews, tmp_path / "clean", params)
-
-    def crash(n):
-        if n == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        embed(minilm_export, reviews, tmp_path / "crashed", params, on_shard=crash)
-    stats = embed(minilm_export, reviews, tmp_path / "crashed", params)
+    stats = clean_and_crashed(minilm_export, reviews, tmp_path, params, 2)
     assert stats["resumed_from"] == 128
     a, b = open_store(tmp_path / "clean"), open_store(tmp_path / "crashed")
     assert [s["sha256"] for s in a.manifest["shards"]] == [s["sha256"] for s in b.manifest["shards"]]
