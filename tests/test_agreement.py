@@ -109,6 +109,10 @@ def test_run_experiment_caches_and_reports(tiny_models, shared_data, tmp_path):
     assert all(0 <= x["repr_before_mean"] <= 1 and 0 <= x["ood_jaccard"] <= 1 for x in t2 if not math.isnan(x["ood_jaccard"]))
     for f in ("figure1a.png", "figure1c.png", "report.md", "report.html", "table1_models.csv", "latency.md"):
         assert (report / f).exists(), f
+    # the latency table times every model in one step, run by run in turn, and says how much the rounds spread
+    assert len(list((tmp_path / "out" / "steps").glob("latency*/*/latency-*.json")) or
+               list((tmp_path / "out" / "steps").rglob("latency-*.json"))) == 3
+    assert "spread" in (report / "latency.md").read_text()
     steps_before = sorted(p.parent.name for p in (tmp_path / "out" / "steps").rglob(".done.json"))
     # re-run: everything cached; change the OOD sweep: only the ood steps re-run
     r = CliRunner().invoke(cli, ["run", str(path), "-o", str(tmp_path / "out")])

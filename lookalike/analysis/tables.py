@@ -453,7 +453,7 @@ def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: 
     if lat:
         _section(rep, out, "latency", "Latency per model", lat,
                  ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
-                  "speedup_vs_first"])
+                  "speedup_vs_first", *(["spread"] if any("spread" in r for r in lat) else [])])
     if spec.provenance:
         rep.heading("Provenance")
         rep.text(spec.provenance)

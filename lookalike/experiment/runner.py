@@ -28,6 +28,7 @@ class ModelRun:
     ood: Path | None = None
     ood_encoder: str = ""
     latency: Path | None = None
+    latency_model: Path | None = None  # the export the latency table times (all models at once, interleaved)
     predict_qa: Path | None = None
     predict_cls: Path | None = None
     attack: Path | None = None
@@ -61,6 +62,10 @@ class Experiment:
         OwnedFolder(self.out / "report").refuse_foreign("write the report there")
         for spec in self.models:
             self.runs[spec.name] = self.run_model(spec)
+        timed = {name: r.latency_model for name, r in self.runs.items() if r.latency_model is not None}
+        if timed:  # one step for every model, timed run by run in turn, so a shared machine hits all alike
+            for name, path in steps.latency(self.ctx, timed).items():
+                self.runs[name].latency = path
         return self.report(time.perf_counter() - t0)
 
     def run_model(self, spec: ModelSpec) -> ModelRun:
@@ -83,7 +88,7 @@ class Experiment:
             r.ood_encoder = (f"fine-tuned ({'QA' if spec.finetuned_role() == 'qa' else 'classification'}) encoder"
                              if encoder else "pre-trained encoder")
         if "latency" in self.given and (base or encoder):
-            r.latency = steps.latency(ctx, base or encoder, spec.name)
+            r.latency_model = base or encoder
         if "qa_eval" in ds:
             qa = steps.export_model(ctx, spec, "qa")
             if qa is not None:

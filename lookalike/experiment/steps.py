@@ -21,7 +21,7 @@ from ..core.tasks import ROLE_TASK
 from ..data import CorpusSpec
 from ..engine import OnnxModel
 from ..engine import embed as embed_corpus
-from ..engine.bench import latency as measure
+from ..engine.bench import interleaved_latency
 from ..engine.predict import predict as predict_corpus
 from ..engine.tokens import export_tokenizer, tokenize_corpus, tokenizer_fingerprint
 from ..errors import InputError
@@ -165,16 +165,25 @@ def ood(ctx: Context, stores: dict[str, Path], label: str) -> Path:
     return ctx.run("ood", label, key, run) / "ood.json"
 
 
-def latency(ctx: Context, model_dir: Path, label: str) -> Path:
+def latency(ctx: Context, model_dirs: dict[str, Path]) -> dict[str, Path]:
+    """Latency of every model in one step, their timed runs interleaved (engine.bench.interleaved_latency), each
+    row with its spread; {model name: its latency.json}."""
     p = ctx.latency
-    key = {"model_sha256": load_manifest(model_dir)["sha256"], **as_key(p), "device": ctx.device}
+    names = list(model_dirs)
+    key = {"models": {n: load_manifest(d)["sha256"] for n, d in model_dirs.items()}, **as_key(p),
+           "device": ctx.device, "timing": "interleaved"}
 
     def run(out: Path):
-        m = OnnxModel(model_dir, device=ctx.device)
-        rows = measure(m, p.batch_sizes, p.seq_lengths, repeat=p.repeat)
-        OwnedFolder(out).write_json("latency.json", {"device": m.device, "rows": rows})
+        models = [OnnxModel(model_dirs[n], device=ctx.device) for n in names]
+        per_model = interleaved_latency(models, [m.output_names[0] for m in models], p.batch_sizes, p.seq_lengths,
+                                        repeat=p.repeat)
+        folder = OwnedFolder(out)
+        for i, (m, rows) in enumerate(zip(models, per_model)):
+            folder.write_json(f"latency-{i}.json", {"device": m.device, "rows": rows, "model": names[i],
+                                                    "timing": "interleaved with the other models, run by run"})
 
-    return ctx.run("latency", label, key, run) / "latency.json"
+    folder = ctx.run("latency", "all-models", key, run)
+    return {n: folder / f"latency-{i}.json" for i, n in enumerate(names)}
 
 
 def predict(ctx: Context, model_dir: Path, dataset: str, label: str, task: str) -> Path:
