@@ -114,6 +114,27 @@ def test_ood_meaningfulness_rule():
     assert not meaningful(result(-0.5, None), 10)["ok"]
 
 
+def test_figure_1c_marks_points_that_are_not_meaningful_and_draws_bands(tmp_path):
+    """Figure 1(c): a k whose OOD sets fail the meaningfulness rule (1 of 100 flagged) is marked, a good k is
+    not, and every point has a bootstrap band that holds its value; the figure is drawn from those curves."""
+    from lookalike.analysis.report import plot_sweep
+    from lookalike.analysis.tables import ood_sweep
+
+    ids = np.array([f"t{i}" for i in range(100)], dtype=object)
+    scores = np.linspace(-1, 0, 100)
+
+    def result(shift):
+        s = {1: scores, 10: np.roll(scores, shift)}
+        return OodResult(ids, [1, 10], 0.95, s, {1: -0.995, 10: -0.5}, {1: {"auroc": 0.95}, 10: {"auroc": 0.95}})
+
+    arts = {"a": ModelArtifacts(ood=result(0)), "b": ModelArtifacts(ood=result(5))}
+    (curve,) = ood_sweep(["a", "b"], arts, [1, 10], reps=200).values()
+    assert curve.not_meaningful == [True, False]
+    assert all(lo <= v <= hi for v, lo, hi in zip(curve.values[1:], curve.lo[1:], curve.hi[1:]))
+    plot_sweep({"a vs b": curve}, "t", "J", tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
 def test_fitted_mlm_head_beats_the_untrained_one_on_held_out_words(minilm_dir, tmp_path):
     from lookalike.demo import stdlib_corpora, write_jsonl

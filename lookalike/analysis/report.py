@@ -72,16 +72,35 @@ def save_figure(fig, path: Path) -> None:
         fig.savefig(tmp, format=Path(name).suffix.lstrip(".") or "png")
 
 
-def plot_sweep(curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str, ylabel: str, path: Path) -> None:
-    """One line per model pair: x = K, y = agreement (the shape of the paper's Figure 1)."""
+def plot_sweep(curves: dict, title: str, ylabel: str, path: Path) -> None:
+    """One line per model pair: x = K, y = agreement (the shape of the paper's Figure 1). Each curve is a
+    `tables.Curve` (or (Ks, values)): its 95% band is shaded, and points the report calls not meaningful are
+    drawn hollow with a ✗ in the legend, outside the line."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=130)
-    for label, (xs, ys) in curves.items():
-        ax.plot(list(xs), list(ys), marker="o", markersize=3.5, linewidth=1.4, label=label)
+    marked = False
+    for label, curve in curves.items():
+        xs, ys = (list(curve.ks), list(curve.values)) if hasattr(curve, "ks") else (list(curve[0]), list(curve[1]))
+        bad = list(getattr(curve, "not_meaningful", [])) or [False] * len(xs)
+        good_y = [y if not b else math.nan for y, b in zip(ys, bad)]
+        (line,) = ax.plot(xs, good_y, marker="o", markersize=3.5, linewidth=1.4, label=label)
+        lo = [math.nan if b else v for v, b in zip(getattr(curve, "lo", []), bad)]  # bands for meaningful points
+        hi = [math.nan if b else v for v, b in zip(getattr(curve, "hi", []), bad)]
+        if lo and not all(math.isnan(v) for v in lo):
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        if any(bad):
+            marked = True
+            ax.plot([x for x, b in zip(xs, bad) if b], [y for y, b in zip(ys, bad) if b], linestyle="none",
+                    marker="o", markersize=5, markerfacecolor="none", markeredgecolor=line.get_color())
+    if marked:
+        ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="grey",
+                label="✗ not meaningful (OOD sets too small)")
     ax.set_xlabel("K")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -22,7 +22,6 @@ from .agreement import (
     error_agreement,
     knn_jaccards,
     pairs,
-    representation_agreement,
     same_universe,
 )
 from .knn import KnnResult, load_knn
@@ -269,24 +268,53 @@ def subset_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
 
 # --------------------------------------------------------------------------- Figure 1
 
-def knn_sweep(names, arts: dict[str, ModelArtifacts], phase: str, ks) -> dict[str, tuple[list, list]]:
-    """{"ref vs X": (Ks, mean Jaccards)} against the first model (Figure 1 a/b)."""
+@dataclass
+class Curve:
+    """One line of a Figure 1 panel: agreement at each K, its bootstrap 95% band, and the points the report calls
+    not meaningful (drawn hollow, never joined as if they measured something)."""
+
+    ks: list
+    values: list
+    lo: list = field(default_factory=list)
+    hi: list = field(default_factory=list)
+    not_meaningful: list = field(default_factory=list)  # bool per K
+
+
+def knn_sweep(names, arts: dict[str, ModelArtifacts], phase: str, ks, reps: int = 0) -> dict[str, Curve]:
+    """{"ref vs X": Curve of mean Jaccards over K} against the first model (Figure 1 a/b), with 95% bands when
+    reps > 0."""
     ref = arts[names[0]]
     curves = {}
     for n in names[1:]:
         if phase in ref.knn and phase in arts[n].knn:
             kk = [x for x in ks if x <= min(ref.knn[phase].k, arts[n].knn[phase].k)]
-            curves[f"{names[0]} vs {n}"] = (kk, [representation_agreement(ref.knn[phase], arts[n].knn[phase], x)["mean"]
-                                                 for x in kk])
+            per_k = [knn_jaccards(ref.knn[phase], arts[n].knn[phase], x) for x in kk]
+            bands = [mean_interval(j, reps) if reps > 0 else (math.nan, math.nan) for j in per_k]
+            curves[f"{names[0]} vs {n}"] = Curve(kk, [float(j.mean()) for j in per_k], [b[0] for b in bands],
+                                                 [b[1] for b in bands], [False] * len(kk))
     return curves
 
 
-def ood_sweep(names, arts: dict[str, ModelArtifacts], ks) -> dict[str, tuple[list, list]]:
+def ood_sweep(names, arts: dict[str, ModelArtifacts], ks, reps: int = 0) -> dict[str, Curve]:
+    """{"ref vs X": Curve of OOD-set Jaccards over k} (Figure 1 c): 95% bands when reps > 0, and each point whose
+    OOD sets fail the meaningfulness rule (`ood_verdict`: e.g. sets of 0-1 members) marked."""
     ref = arts[names[0]]
     if ref.ood is None:
         return {}
-    return {f"{names[0]} vs {n}": (list(ks), [distribution_agreement(ref.ood, arts[n].ood, x)["jaccard"] for x in ks])
-            for n in names[1:] if arts[n].ood is not None}
+    curves = {}
+    for n in names[1:]:
+        if arts[n].ood is None:
+            continue
+        vals, lo, hi, bad = [], [], [], []
+        for x in ks:
+            vals.append(distribution_agreement(ref.ood, arts[n].ood, x)["jaccard"])
+            a, b = ref.ood.ood_ids(x), arts[n].ood.ood_ids(x)
+            band = _set_ci(set(ref.ood.test_ids), a, b, reps) if reps > 0 else (math.nan, math.nan)
+            lo.append(band[0])
+            hi.append(band[1])
+            bad.append(not ood_verdict({names[0]: ref.ood, n: arts[n].ood}, x)[0])
+        curves[f"{names[0]} vs {n}"] = Curve(list(ks), vals, lo, hi, bad)
+    return curves
 
 
 # --------------------------------------------------------------------------- per-model tables
@@ -413,18 +441,21 @@ def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: 
                  ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
                   "frac_b_in_a"], text="Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / |E_i|.")
 
-    figures = [("a", knn_sweep(names, arts, "before", spec.knn_ks), "representation agreement vs K, before "
-                "fine-tuning", "Data representation agreement, before fine-tuning", "mean Jaccard of K-NN sets"),
-               ("b", knn_sweep(names, arts, "after", spec.knn_ks), "representation agreement vs K, after "
+    band_reps = min(spec.reps, 200)  # a band per point: 200 resamples are enough for the drawing
+    figures = [("a", knn_sweep(names, arts, "before", spec.knn_ks, band_reps), "representation agreement vs K, "
+                "before fine-tuning", "Data representation agreement, before fine-tuning", "mean Jaccard of K-NN sets"),
+               ("b", knn_sweep(names, arts, "after", spec.knn_ks, band_reps), "representation agreement vs K, after "
                 "fine-tuning", "Data representation agreement, after fine-tuning", "mean Jaccard of K-NN sets"),
-               ("c", ood_sweep(names, arts, spec.ood_ks), "OOD agreement vs K",
+               ("c", ood_sweep(names, arts, spec.ood_ks, band_reps), "OOD agreement vs K",
                 "Data distribution (deep-kNN OOD) agreement", "Jaccard of OOD sets")]
     for tag, curves, heading, title, ylabel in figures:
         if curves:
             plot_sweep(curves, title, ylabel, out / f"figure1{tag}.png")
             rep.heading(f"Figure 1({tag}): {heading}")
             rep.image(f"figure1{tag}.png", f"Figure 1({tag})")
-            summary[f"figure1{tag}"] = {c: dict(zip(*v)) for c, v in curves.items()}
+            summary[f"figure1{tag}"] = {c: dict(zip(v.ks, v.values)) for c, v in curves.items()}
+            summary[f"figure1{tag}_bands"] = {c: {"lo": v.lo, "hi": v.hi, "not_meaningful": v.not_meaningful}
+                                              for c, v in curves.items()}
 
     od = ood_detail_rows(names, arts, spec.k_ood)
     if od:
