@@ -216,3 +216,15 @@ def test_export_st_folder_loads_in_sentence_transformers(minilm_dir, tiny_models
     np.testing.assert_allclose(got, Embedder(tmp_path / "tiny").encode(texts), atol=1e-5)  # CLS, the default
     r = CliRunner().invoke(cli, ["export", str(tiny_models["cls"]), str(tmp_path / "c"), "--st-folder"])
     assert r.exit_code != 0 and "--st-folder" in r.output and "Traceback" not in r.output
+
+
+def test_bench_says_which_cell_runs(tiny_exports):
+    """bench's latency grid reports each cell as it starts (the progress a person sees), in grid order."""
+    from lookalike.engine.bench import interleaved_latency
+    from lookalike.engine.runtime import OnnxModel
+
+    seen = []
+    m = OnnxModel(tiny_exports["bert2"])
+    rows = interleaved_latency([m, m], ["cls", "cls"], [1, 4], [8, 16], repeat=2, on_cell=lambda *a: seen.append(a))
+    assert seen == [(1, 4, 1, 8), (2, 4, 4, 8), (3, 4, 1, 16), (4, 4, 4, 16)]
+    assert [len(r) for r in rows] == [4, 4]

@@ -134,14 +134,18 @@ SPREAD_WARNING = 0.2  # rounds of one cell whose medians differ by more than thi
 
 
 def interleaved_latency(models: list, outputs: list[str], batch_sizes: Sequence[int], seq_lengths: Sequence[int],
-                        repeat: int = 20, rounds: int = 3, warmup: int = 3, seed: int = 0) -> list[list[dict]]:
+                        repeat: int = 20, rounds: int = 3, warmup: int = 3, seed: int = 0,
+                        on_cell=None) -> list[list[dict]]:
     """`latency` for several models at once, with every timed run interleaved across models (cell by cell, run by
     run), so load that shifts during the benchmark falls on all of them alike. Each row adds `spread`: how far
     the medians of `rounds` equal slices of its runs differ, relative to the overall median."""
     rng = np.random.default_rng(seed)
     per_model: list[list[dict]] = [[] for _ in models]
+    cells = len(seq_lengths) * len(batch_sizes)
     for L0 in seq_lengths:
         for B in batch_sizes:
+            if on_cell is not None:  # progress: which cell of the grid runs now
+                on_cell(len(per_model[0]) + 1, cells, B, L0)
             feeds = []
             for m, out in zip(models, outputs):
                 L = m.clamp(L0)
@@ -190,7 +194,9 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
     status(f"bench: latency of {len(model_dirs)} models, interleaved")
     loaded = [OnnxModel(d, device=device) for d in model_dirs]
     outputs = [TASKS[m.manifest["task"]].primary for m in loaded]
-    grids = interleaved_latency(loaded, outputs, batch_sizes, seq_lengths, repeat=repeat)
+    grids = interleaved_latency(loaded, outputs, batch_sizes, seq_lengths, repeat=repeat,
+                                on_cell=lambda i, n, B, L: status(f"bench: cell {i} of {n} (batch {B} × {L} "
+                                                                  f"tokens, {repeat} runs per model)"))
     spread = max((r["spread"] for g in grids for r in g), default=0.0)
     if spread > SPREAD_WARNING:
         log.warning("latency rounds differ by up to %.0f%% of their median: the machine was busy; compare the "
