@@ -67,6 +67,47 @@ def fastembed_encode(export_dir, texts, max_length, batch_size):
     return {"seconds": t.seconds, "n": len(out)}
 
 
+def st_onnx_folder(src, work: Path) -> tuple[Path, dict[str, str]]:
+    """sentence-transformers' own ONNX backends on the packaged MiniLM: its plain export, its O3 optimisation and
+    its dynamic int8 quantisation for this CPU ({peer name: file name} in one folder). The packaged config has no
+    `model_type`, which optimum's export needs: a copy gets `"model_type": "bert"`."""
+    import shutil
+
+    from sentence_transformers import (
+        SentenceTransformer,
+        export_dynamic_quantized_onnx_model,
+        export_optimized_onnx_model,
+    )
+
+    from lookalike.core.cpu import cpu_info
+
+    copy = work / "st-src"
+    shutil.copytree(src, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg.setdefault("model_type", "bert")
+    (copy / "config.json").write_text(json.dumps(cfg))
+    out = work / "st-onnx"
+    st = SentenceTransformer(str(copy), backend="onnx", device="cpu")  # exported by optimum, on the fly
+    st.save_pretrained(str(out))
+    export_optimized_onnx_model(st, "O3", str(out))
+    flags = str(cpu_info().get("isa", "")).lower()
+    q = "avx512_vnni" if "vnni" in flags and "avx512" in flags else ("avx512" if "avx512" in flags else "avx2")
+    export_dynamic_quantized_onnx_model(st, q, str(out))
+    qfile = next(p.name for p in (out / "onnx").iterdir() if p.name.startswith("model_q"))
+    return out, {"st_onnx": "onnx/model.onnx", "st_onnx_O3": "onnx/model_O3.onnx", f"st_onnx_int8_{q}": f"onnx/{qfile}"}
+
+
+def st_backend_encode(folder, file_name, texts, max_length, batch_size):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs={"file_name": file_name})
+    st.max_seq_length = max_length
+    st.encode(texts[:8], batch_size=8)  # warm-up
+    with Timer() as t:
+        st.encode(texts, batch_size=batch_size, show_progress_bar=False)
+    return {"seconds": t.seconds}
+
+
 def optimum_loop(export_dir, texts, max_length, batch_size):
     import transformers
     from optimum.onnxruntime import ORTModelForFeatureExtraction
@@ -90,6 +131,9 @@ def main():
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="rounds of every throughput run; the best is reported")
     ap.add_argument("--memory-only", action="store_true", help="re-measure only peak RSS into engine-cpu.json")
+    ap.add_argument("--st-onnx", action="store_true",
+                    help="add sentence-transformers' ONNX, ONNX-O3 and ONNX-int8 backends as peers")
+    ap.add_argument("--out", default="engine-cpu", help="results file name under benchmarks/results/")
     args = ap.parse_args()
     if args.memory_only:
         return memory_only(args)
@@ -173,6 +217,11 @@ def main():
         todo["optimum_ort_loop"] = lambda: optimum_loop(plain, texts, args.max_length, args.batch_size)["seconds"]
         if importlib.util.find_spec("fastembed"):  # pip install -e ".[bench]"
             todo["fastembed"] = lambda: fastembed_encode(plain, texts, args.max_length, args.batch_size)["seconds"]
+        if args.st_onnx and importlib.util.find_spec("sentence_transformers"):
+            st_dir, st_files = st_onnx_folder(src, work)
+            for name, file_name in st_files.items():
+                todo[name] = (lambda f: lambda: st_backend_encode(st_dir, f, texts, args.max_length,
+                                                                   args.batch_size)["seconds"])(file_name)
     for name in todo:
         runs[name] = {"seconds_each_round": []}
     for _ in range(args.repeats):
@@ -199,7 +248,7 @@ def main():
               "fp32_unfused_fraction_of_gemm_ceiling": runs["lookalike_fp32_unfused"]["fraction_of_gemm_ceiling"]}
     ratios["fp32_parallel_vs_serial_tokenizer"] = eng / runs["lookalike_fp32_serial_tokenizer"]["real_tokens_per_s"]
     for peer in ("torch_eager_unsorted", "torch_eager_sorted", "sentence_transformers_encode", "optimum_ort_loop",
-                 "fastembed"):
+                 "fastembed", *(n for n in runs if n.startswith("st_onnx"))):
         if peer in runs:
             ratios[f"engine_fp32_vs_{peer}"] = eng / runs[peer]["real_tokens_per_s"]
     results["ratios"] = ratios
@@ -208,7 +257,7 @@ def main():
         results["memory"] = measure_memory(int8, rows, work)
         ratios["peak_rss_growth_10x_rows"] = results["memory"]["peak_rss_growth"]
     print(json.dumps(ratios, indent=2))
-    save("engine-cpu", results)
+    save(args.out, results)
 
 
 def measure_memory(model_dir, rows, work) -> dict:
