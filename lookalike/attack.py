@@ -31,9 +31,8 @@ from .engine import OnnxModel
 from .engine.batching import tokenize
 from .engine.tasks import run_batched
 from .errors import InputError, ModelError
-from .exporters import export
 from .files import WriterLock, progress_bar
-from .models import minilm_path, resolve_model
+from .models import resolve_model
 from .outputs import OwnedFolder, guard_settings
 from .params import AttackParams
 
@@ -312,11 +311,7 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
     folder = OwnedFolder(out)
     folder.claim("setting.json", "results.jsonl", "summary.json", what="attack file")
     with WriterLock(out):
-        sim_dir = None
-        if p.similarity == "engine":
-            sim_dir = Path(similarity_model) if similarity_model else out / "similarity-encoder"
-            if not (sim_dir / "lookalike.json").exists():
-                export(str(minilm_path()), sim_dir)
+        sim_dir = similarity_encoder(similarity_model, out) if p.similarity == "engine" else None
         setting = {"mlm": str(p.mlm), "max_candidates": p.max_candidates, "top_words": p.top_words,
                    "max_percent": p.max_percent, "similarity": p.similarity,
                    "similarity_threshold": p.similarity_threshold,
@@ -326,6 +321,21 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
                    "examples": f"cut to the words the target reads ({model.clamp(p.max_length)} tokens)"}
         guard_settings(folder, "setting.json", setting, "an attack")
         return _attack_all(model, examples, gold, folder, setting, p, sim_dir, device, progress)
+
+
+def similarity_encoder(similarity_model, out: Path) -> Path:
+    """The encoder whose cosine plays USE's role: the one given; else one shared export of the packaged MiniLM in
+    $LOOKALIKE_CACHE/exports (keyed by content: every attack folder reuses it, instead of an 88 MB copy each). An
+    attack folder begun with its own copy (`similarity-encoder/`, before the shared one) keeps using it, so it
+    resumes with the settings it recorded."""
+    if similarity_model:
+        return Path(similarity_model)
+    legacy = Path(out) / "similarity-encoder"
+    if (legacy / "lookalike.json").is_file():
+        return legacy
+    from .engine.sources import export_for
+
+    return export_for("minilm")
 
 
 def _attack_all(model, examples, gold, folder: OwnedFolder, setting: dict, p: AttackParams, sim_dir, device, progress) -> dict:

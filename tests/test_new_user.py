@@ -228,3 +228,19 @@ def test_bench_says_which_cell_runs(tiny_exports):
     rows = interleaved_latency([m, m], ["cls", "cls"], [1, 4], [8, 16], repeat=2, on_cell=lambda *a: seen.append(a))
     assert seen == [(1, 4, 1, 8), (2, 4, 4, 8), (3, 4, 1, 16), (4, 4, 4, 16)]
     assert [len(r) for r in rows] == [4, 4]
+
+
+def test_attack_shares_one_similarity_encoder(tmp_path, monkeypatch):
+    """Every attack folder uses one cached export of the packaged MiniLM as its similarity encoder (not an 88 MB
+    copy each); a folder begun with its own copy keeps it, so it resumes with the settings it recorded."""
+    from lookalike.attack import similarity_encoder
+
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    a, b = similarity_encoder(None, tmp_path / "attack-a"), similarity_encoder(None, tmp_path / "attack-b")
+    assert a == b and a.parent == tmp_path / "cache" / "exports" and (a / "lookalike.json").is_file()
+    assert not (tmp_path / "attack-a").exists()
+    legacy = tmp_path / "old" / "similarity-encoder"
+    legacy.mkdir(parents=True)
+    (legacy / "lookalike.json").write_text("{}")
+    assert similarity_encoder(None, tmp_path / "old") == legacy
+    assert similarity_encoder(str(tmp_path / "mine"), tmp_path / "x") == tmp_path / "mine"
