@@ -56,6 +56,16 @@ def _prepare_textattack():
         import textattack  # noqa: F401
     finally:
         nltk.download = _orig
+    from textattack.shared import logger as ta_logger
+
+    if not any(getattr(f, "lookalike", False) for f in ta_logger.filters):
+        # TextAttack cannot know lookalike's ONNX wrapper and warns on every attack that it is "Unknown if model
+        # ... compatible": known noise (the wrapper is a classifier, the goal function's kind), kept out
+        def known_noise(record) -> bool:
+            return not record.getMessage().startswith("Unknown if model")
+
+        known_noise.lookalike = True
+        ta_logger.addFilter(known_noise)
     return textattack
 
 

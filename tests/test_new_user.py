@@ -244,3 +244,36 @@ def test_attack_shares_one_similarity_encoder(tmp_path, monkeypatch):
     (legacy / "lookalike.json").write_text("{}")
     assert similarity_encoder(None, tmp_path / "old") == legacy
     assert similarity_encoder(str(tmp_path / "mine"), tmp_path / "x") == tmp_path / "mine"
+
+
+def test_libraries_known_noise_is_kept_out(tiny_models, tmp_path, caplog):
+    """A CPU fp16 export does not print ONNX Runtime's "There is no gpu" (the GPU fusion set is graph rewriting,
+    asked for with its provider named) and is still fused; TextAttack's "Unknown if model ... compatible" for
+    lookalike's wrapper is filtered, its other messages are not."""
+    import logging
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "lookalike.cli", "export", str(tiny_models["bert2"]),
+                        str(tmp_path / "fp16"), "--fp16", "--task", "feature-extraction"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "There is no gpu" not in r.stderr
+    m = json.loads((tmp_path / "fp16" / "lookalike.json").read_text())
+    assert m["variant"]["fused_operators"].get("SkipLayerNormalization")  # the GPU set, applied here
+
+    from lookalike.attack import _prepare_textattack
+
+    _prepare_textattack()
+    from textattack.shared import logger
+
+    kept = []
+    handler = logging.Handler()
+    handler.emit = kept.append
+    logger.addHandler(handler)
+    try:
+        logger.warning("Unknown if model of class X compatible with goal function Y.")
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(handler)
+    assert [k.getMessage() for k in kept] == ["something else"]

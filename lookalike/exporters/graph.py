@@ -109,7 +109,8 @@ def optimize_transformer(path: Path, config, target: str = "cpu") -> None:
     else:
         options.attention_mask_format = AttentionMaskFormat.MaskIndexEnd
     opt = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1,
-                         use_gpu=target == "gpu", optimization_options=options)
+                         use_gpu=target == "gpu", optimization_options=options,
+                         provider="cuda" if target == "gpu" else None)  # graph rewriting: no GPU needed here
     log.info("ORT fusions (%s): %s", target, {k: v for k, v in opt.get_fused_operator_statistics().items() if v})
     opt.save_model_to_file(str(path))
 
