@@ -387,10 +387,7 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
             "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
     if isinstance(store, Store):
-        meta.update(store=str(store.path), precision=store.precision,
-                    **{**store.features(), **comparable(store.config)})
-        if store.precision in ("binary", "ubinary"):
-            meta["metric"] = "hamming (as the cosine of the ±1 vectors: 1 - 2h/d)"
+        meta.update(_store_meta(store))
     if index != "flat":
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))
@@ -400,6 +397,15 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
         meta["recall_sample"] = len(sample)
         log.info("%s index recall@%d on %d sampled queries: %.4f", index, k, len(sample), meta["recall_at_k"])
     return KnnResult(np.asarray(ids), rows, sims, k, index, meta)
+
+
+def _store_meta(store: Store) -> dict:
+    """What a neighbour file records of the store its points come from: path, precision, features, selection, and
+    the metric (exact Hamming on a binary store)."""
+    meta = {"store": str(store.path), "precision": store.precision, **store.features(), **comparable(store.config)}
+    if store.precision in ("binary", "ubinary"):
+        meta["metric"] = "hamming (as the cosine of the ±1 vectors: 1 - 2h/d)"
+    return meta
 
 
 def write_faiss_index(store: Store, path: str | Path) -> Path:
@@ -431,8 +437,5 @@ def knn_cross(queries: Store, bank: Store, k: int = 10, *, gpu: bool | None = No
     sims, rows = knn_search(x, q, k, gpu=gpu, block_rows=block_rows)
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": len(q), "n_bank": len(x),
             "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "none (queries against a bank)",
-            "store": str(queries.path), "bank": str(bank.path), "precision": queries.precision,
-            "bank_selection": selection(bank.config), **{**queries.features(), **comparable(queries.config)}}
-    if queries.precision in ("binary", "ubinary"):
-        meta["metric"] = "hamming (as the cosine of the ±1 vectors: 1 - 2h/d)"
+            "bank": str(bank.path), "bank_selection": selection(bank.config), **_store_meta(queries)}
     return KnnResult(np.asarray(queries.ids), rows, sims, k, "flat", meta, np.asarray(bank.ids))

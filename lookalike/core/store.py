@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..files import WriterLock, atomic_file, owned_tmp, sha256_file
-from .precision import BITS, FLOATS, precision_of, signs, stored_dtype, vector_kind
+from .precision import BITS, FLOATS, precision_of, refuse_quantised, signs, stored_dtype, vector_kind
 from .shards import MANIFEST, ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
 
 log = logging.getLogger(__name__)
@@ -365,8 +365,6 @@ class Store:
     def iter_vectors(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, float32 vectors) blocks for similarity: float stores as stored, binary stores as the ±1
         vectors their bits stand for (cosine of those ranks by Hamming distance). int8/uint8 are refused."""
-        from .precision import refuse_quantised
-
         refuse_quantised(self.config, self.path, "similarity")
         for start, block in self.iter_blocks(rows, raw=self.precision in BITS):
             yield start, signs(block, self.precision, self.vector_dim) if self.precision in BITS else block

@@ -30,7 +30,8 @@ from ..core.store import StoreWriter
 from ..errors import InputError, ModelError
 from ..files import progress_bar, shows_progress
 from .batching import Encoded
-from .plan import EmbedPlan, check_unchanged, run_stats, shard_aligned
+from .cut import _counter
+from .plan import EmbedPlan, check_unchanged, run_stats, shard_aligned, skip_done
 from .runtime import OnnxModel
 from .windows import Counts, WindowEmbedder, fix_ranges
 
@@ -57,11 +58,7 @@ class Chunker:
         cls_id, sep_id = getattr(tokenizer, "cls_token_id", None), getattr(tokenizer, "sep_token_id", None)
         if backend is None or cls_id is None or sep_id is None:
             raise ModelError("--chunk-tokens needs a fast tokenizer (tokenizer.json) with [CLS] and [SEP] tokens")
-        from tokenizers import Tokenizer
-
-        self.counter = Tokenizer.from_str(backend.to_str())
-        self.counter.no_truncation()
-        self.counter.no_padding()
+        self.counter = _counter(backend)  # the whole text's tokens (cut.py's untruncated copy of the backend)
         self.prompt_ids = self.counter.encode(prompt, add_special_tokens=False).ids if prompt else []
         self.cls, self.sep = cls_id, sep_id
         self.size, self.step = chunk_tokens, chunk_tokens - stride
@@ -109,14 +106,6 @@ def chunk_rows(records: Iterable, chunker: Chunker, pooled: bool) -> Iterator[Ro
         else:
             for i, w in enumerate(c.windows):
                 yield Row(f"{c.id}#{i}", [w], c.id, i, len(w), not c.n_text_tokens)
-
-
-def _skip(rows: Iterator[Row], n: int, corpus) -> Iterator[Row]:
-    for _ in range(n):
-        if next(rows, None) is None:
-            raise InputError(f"corpus has fewer rows than the {n} already stored; it changed since the store was "
-                             "started", path=corpus)
-    return rows
 
 
 class ChunkEmbedder:
@@ -179,7 +168,7 @@ def embed_chunked(model: OnnxModel, plan: EmbedPlan, corpus, out_dir: str | Path
                     "n_truncated": 0}
         resumed_from = writer.rows_done
         t0 = time.perf_counter()
-        rows = _skip(chunk_rows(corpus.records(), chunker, pooled), resumed_from, corpus.path)
+        rows = skip_done(chunk_rows(corpus.records(), chunker, pooled), resumed_from, corpus.path)
         total = corpus.count() if pooled and shows_progress(progress) else None
         bar = progress_bar(progress, total=total, initial=resumed_from, desc="embed (chunks)")
         done = Counts()
