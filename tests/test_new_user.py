@@ -277,3 +277,28 @@ def test_libraries_known_noise_is_kept_out(tiny_models, tmp_path, caplog):
     finally:
         logger.removeHandler(handler)
     assert [k.getMessage() for k in kept] == ["something else"]
+
+
+def test_the_pooling_note_follows_the_checks(minilm_export, tmp_path, caplog):
+    """The model's-own-pooling note is said when the run starts, once, and not at all ahead of a refusal."""
+    import logging
+
+    from lookalike.engine import embed
+    from lookalike.params import EmbedParams
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one text\nanother text\n")
+    caplog.set_level(logging.INFO)
+    with pytest.raises(InputError, match="truncate-dim"):
+        embed(minilm_export, corpus, tmp_path / "refused", EmbedParams(truncate_dim=4096), progress=False)
+    assert not [r for r in caplog.records if "own embeddings" in r.getMessage()]
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("a user's file")
+    from lookalike.errors import StoreError
+
+    with pytest.raises(StoreError, match="not a lookalike store"):
+        embed(minilm_export, corpus, tmp_path / "taken", EmbedParams(), progress=False)
+    assert not [r for r in caplog.records if "own embeddings" in r.getMessage()]
+    embed(minilm_export, corpus, tmp_path / "ok", EmbedParams(), progress=False)
+    said = [r.getMessage() for r in caplog.records if "own embeddings" in r.getMessage()]
+    assert len(said) == 1 and "this run uses cls" in said[0]

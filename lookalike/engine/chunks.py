@@ -167,6 +167,7 @@ def embed_chunked(model: OnnxModel, plan: EmbedPlan, corpus, out_dir: str | Path
             return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
                     "n_truncated": 0}
         resumed_from = writer.rows_done
+        plan.say_notes()
         t0 = time.perf_counter()
         rows = skip_done(chunk_rows(corpus.records(), chunker, pooled), resumed_from, corpus.path)
         total = corpus.count() if pooled and shows_progress(progress) else None

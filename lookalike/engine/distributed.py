@@ -141,6 +141,7 @@ def embed_ray(model_dir: str | Path, corpus: CorpusSpec, out_dir: str | Path, pa
             return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
                     "n_truncated": writer.manifest.get("n_truncated", 0), "backend": "ray"}
         resumed_from = writer.rows_done
+        plan.say_notes()
         started_here = _connect(ray_mod, ray.address, ray.ray_init)
         try:
             pool = _pool(ray_mod, _embed_worker_class(ray_mod), ray,

@@ -73,6 +73,7 @@ class Embedder:
         if params not in self._plans:  # resolve once per settings: the pooling note is said once, not per call
             self._plans[params] = make_plan(self.model.manifest, None, params, device=self.model.device,
                                             output_names=self.model.output_names)
+            self._plans[params].say_notes()
         return self._plans[params]
 
     def encode(self, texts: Sequence[str] | str | None = None, pairs: Sequence[str] | None = None, *,

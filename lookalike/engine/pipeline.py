@@ -73,6 +73,7 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
             return {"rows": writer.rows_done, "resumed_from": writer.rows_done, "already_complete": True,
                     "n_truncated": writer.manifest.get("n_truncated", 0)}
         resumed_from = writer.rows_done
+        plan.say_notes()
         t0 = time.perf_counter()
         cache = pool = stream = None
         if plan.prompt and tokens not in (None, False):

@@ -99,6 +99,13 @@ class EmbedPlan:
     prompt: str = ""  # put before every text (sentence-transformers' prompts)
     dense: bool = False  # the model's Dense modules applied after pooling (sentence-transformers)
     ranges: np.ndarray | None = None  # int8/uint8: (2, dim) calibration ranges, fixed for the store
+    notes: tuple[tuple[int, str], ...] = ()  # (log level, text): the plan's notes (pooling, max length)
+
+    def say_notes(self) -> None:
+        """Log the plan's notes: called once the run is past every check, so a refused run prints only its
+        error."""
+        for level, text in self.notes:
+            log.log(level, "%s", text)
 
     @property
     def precision(self) -> str:
@@ -165,10 +172,11 @@ def resolve_prompt(st: dict | None, params: EmbedParams, own: bool) -> tuple[str
 OWN = "auto: the model's own"  # pooling_from of a run that is the model's own embedding
 
 
-def resolve_pooling(manifest: dict, params: EmbedParams, st: dict | None = None) -> tuple[str, bool, str | None]:
+def resolve_pooling(manifest: dict, params: EmbedParams, st: dict | None = None,
+                    notes: list | None = None) -> tuple[str, bool, str | None]:
     """(pooling, normalize, where it came from) for a run: "auto" takes the model's own (sentence-transformers)
-    pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is logged when
-    the model's own differs from what the run uses."""
+    pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is added to
+    `notes` (logged at once when None) when the model's own differs from what the run uses."""
     st = model_st(manifest) if st is None else st
     own = None
     if st:
@@ -177,17 +185,24 @@ def resolve_pooling(manifest: dict, params: EmbedParams, st: dict | None = None)
         if st and st.get("supported"):
             return st["pooling"], bool(st.get("normalize") or params.normalize), f"{OWN} ({own})"
         if st:
-            log.warning("%s: the model's own pooling (%s%s) is not one lookalike's graph has; --pooling auto uses "
-                        "cls", manifest["source"]["model"], own,
-                        f", then {', '.join(st['unsupported'])}" if st.get("unsupported") else "")
+            _note(notes, f"{manifest['source']['model']}: the model's own pooling ({own}"
+                  f"{', then ' + ', '.join(st['unsupported']) if st.get('unsupported') else ''}) is not one "
+                  "lookalike's graph has; --pooling auto uses cls", logging.WARNING)
             return "cls", params.normalize, f"auto: cls (the model's own, {own}, is not supported)"
         return "cls", params.normalize, "auto: cls (the model declares no pooling of its own)"
     if st and (st["pooling"], bool(st.get("normalize")), bool(st.get("dense"))) != (params.pooling, params.normalize,
                                                                                  False):
-        log.log(NOTICE, "%s: this model's own embeddings are %s (sentence-transformers); this run uses %s%s, as "
-                "asked; --pooling auto gives the model's own", manifest["source"]["model"], own, params.pooling,
-                " + normalize" if params.normalize else "")
+        _note(notes, f"{manifest['source']['model']}: this model's own embeddings are {own} (sentence-transformers); "
+              f"this run uses {params.pooling}{' + normalize' if params.normalize else ''}, as asked; --pooling auto "
+              "gives the model's own")
     return params.pooling, params.normalize, None
+
+
+def _note(notes: list | None, text: str, level: int = NOTICE) -> None:
+    if notes is None:
+        log.log(level, "%s", text)
+    else:
+        notes.append((level, text))
 
 
 def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *, device: str = "cpu",
@@ -197,14 +212,15 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
         raise ModelError(f"exported for {manifest['task']!r}; embedding needs a feature-extraction export "
                          "(lookalike export MODEL OUT --task feature-extraction)")
     st = model_st(manifest)
-    pooling, normalize, pooling_from = resolve_pooling(manifest, params, st)
+    notes: list = []
+    pooling, normalize, pooling_from = resolve_pooling(manifest, params, st, notes)
     own = pooling_from is not None and pooling_from.startswith(OWN)
     if pooling_from is not None or normalize != params.normalize:
         params = dataclasses.replace(params, pooling=pooling, normalize=normalize)
     output = pooling  # the graph's pooled outputs are named after the pooling ("cls", "mean")
     if output not in (output_names or manifest.get("outputs", [])):
         raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
-    max_length = resolve_max_length(manifest, params, st if own else None)
+    max_length = resolve_max_length(manifest, params, st if own else None, notes)
     prompt, prompt_name = resolve_prompt(st, params, own)
     dense = bool(own and st.get("dense"))
     dim = int(st["dense"][-1]["out_features"]) if dense else int(manifest["hidden_size"])
@@ -238,10 +254,11 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
                            {"sha256": manifest.get("files", {}).get(layer["file"], "")} for layer in st["dense"]]
     if corpus is not None:
         config.update(corpus.identity())
-    return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, dim, prompt, dense)
+    return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, dim, prompt, dense,
+                     notes=tuple(notes))
 
 
-def resolve_max_length(manifest: dict, params: EmbedParams, st: dict | None) -> int:
+def resolve_max_length(manifest: dict, params: EmbedParams, st: dict | None, notes: list | None = None) -> int:
     """The run's max length: --max-length cut to the model's positions; without one, the model's own
     (sentence-transformers' max_seq_length when the run is its own embedding, else its positions). A given one
     that differs from the model's own max_seq_length is said once."""
@@ -249,8 +266,8 @@ def resolve_max_length(manifest: dict, params: EmbedParams, st: dict | None) -> 
     if params.max_length is None:
         return clamp_length(manifest, own or 1 << 30, warn=bool(own))
     if own and params.max_length != own:
-        log.log(NOTICE, "%s: max length %d, as asked; the model's own (sentence-transformers' max_seq_length) is %d",
-                manifest["source"]["model"], params.max_length, own)
+        _note(notes, f"{manifest['source']['model']}: max length {params.max_length}, as asked; the model's own "
+              f"(sentence-transformers' max_seq_length) is {own}")
     return clamp_length(manifest, params.max_length, warn=True)
 
 

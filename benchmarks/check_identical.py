@@ -1,0 +1,98 @@
+"""Byte-identity check for refactors: run a fixed set of lookalike jobs and hash every file they write.
+
+    python benchmarks/check_identical.py run  OUT [--no-demo]   # writes OUT/... and OUT/hashes.json
+    python benchmarks/check_identical.py diff BASE NEW           # the files whose bytes differ
+
+The jobs: `lookalike demo` (fine-tuning, exports, stores, kNN, OOD, predictions, scores, attack, report) and a real
+corpus run (MiniLM fp32 and int8 exports of 500 IMDB test reviews, self-kNN, a query-bank kNN of 500 SQuAD
+questions, deep-kNN OOD against NewsQA, an agreement table, an npy export). Files that carry wall-clock
+measurements (latency tables, bench output) differ from run to run by nature; `diff` lists them apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(os.environ.get("LOOKALIKE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# files whose bytes hold timings or the run's wall clock (checked by eye in `diff`, not by hash)
+VOLATILE = ("latency", "bench", "report.md", "report.html", "summary.json", "timings", "run.json", "log")
+
+
+def lk(*args, env=None):
+    cmd = [sys.executable, "-m", "lookalike.cli", "-q", *map(str, args)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env)
+    print(f"{time.perf_counter() - t0:6.1f} s  lookalike {' '.join(map(str, args))}", flush=True)
+
+
+def corpus_jobs(out: Path, env):
+    imdb, squad, news = DATA / "imdb" / "imdb_test_2k.tsv", DATA / "squad2_dev500", DATA / "newsqa"
+    r = out / "corpus"
+    lk("export", "minilm", r / "e32", env=env)
+    lk("export", "minilm", r / "e8", "--quantize", "int8", env=env)
+    for name in ("e32", "e8"):
+        lk("embed", r / name, imdb, r / f"imdb-{name}", "--every", 4, "--max-length", 128, env=env)
+        lk("knn", r / f"imdb-{name}", r / f"imdb-{name}.knn.h5", "--k", 10, env=env)
+        lk("embed", r / name, DATA / "imdb" / "imdb_train_5k.tsv", r / f"train-{name}", "--every", 10,
+           "--max-length", 128, env=env)
+        lk("embed", r / name, news / "mrqa_NewsQA_dev_sample.jsonl", r / f"news-{name}", "--max-length", 128,
+           "--limit", 300, env=env)
+        lk("ood", "--train", r / f"train-{name}", "--test", r / f"news-{name}", "--in-test", r / f"imdb-{name}",
+           "--k", "1,5,10", r / f"ood-{name}.json", env=env)
+    lk("embed", r / "e32", squad, r / "q-own", "--pooling", "auto", "--max-length", 128, env=env)
+    lk("embed", r / "e32", imdb, r / "imdb-own", "--pooling", "auto", "--every", 4, "--max-length", 128, env=env)
+    lk("knn", r / "imdb-own", r / "q-vs-imdb.knn.h5", "--queries", r / "q-own", "--k", 10, env=env)
+    lk("agree", "--knn", f"fp32={r / 'imdb-e32.knn.h5'}", "--knn", f"int8={r / 'imdb-e8.knn.h5'}",
+       "--ood", f"fp32={r / 'ood-e32.json'}", "--ood", f"int8={r / 'ood-e8.json'}", "--k", "1,5,10",
+       "--format", "json", "-o", r / "agree", env=env)
+    lk("export-store", r / "imdb-e32", r / "imdb-npy", env=env)
+
+
+def file_hash(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(out: Path, demo: bool):
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LOOKALIKE_CACHE": str(out / "cache")}
+    corpus_jobs(out, env)
+    if demo:
+        lk("demo", out / "demo", env=env)
+    hashes = {str(p.relative_to(out)): file_hash(p) for p in sorted(out.rglob("*"))
+              if p.is_file() and not p.is_symlink() and p.name != "hashes.json"}
+    (out / "hashes.json").write_text(json.dumps(hashes, indent=1, sort_keys=True))
+    print(f"{len(hashes)} files hashed into {out / 'hashes.json'}")
+
+
+def diff(base: Path, new: Path):
+    a = json.loads((base / "hashes.json").read_text())
+    b = json.loads((new / "hashes.json").read_text())
+    missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
+    volatile = [k for k in changed if any(v in k for v in VOLATILE)]
+    hard = [k for k in changed if k not in volatile]
+    print(f"{len(a)} files in base, {len(b)} in new; identical: {len(set(a) & set(b)) - len(changed)}")
+    for title, rows in (("only in base", missing), ("only in new", extra), ("differ", hard),
+                        ("differ (timings by nature, check by eye)", volatile)):
+        if rows:
+            print(f"{title} ({len(rows)}):")
+            for k in rows:
+                print("   ", k)
+    return 1 if (missing or extra or hard) else 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "run":
+        run(Path(sys.argv[2]), demo="--no-demo" not in sys.argv)
+    else:
+        sys.exit(diff(Path(sys.argv[2]), Path(sys.argv[3])))
