@@ -302,3 +302,25 @@ def test_the_pooling_note_follows_the_checks(minilm_export, tmp_path, caplog):
     embed(minilm_export, corpus, tmp_path / "ok", EmbedParams(), progress=False)
     said = [r.getMessage() for r in caplog.records if "own embeddings" in r.getMessage()]
     assert len(said) == 1 and "this run uses cls" in said[0]
+
+
+def test_the_bench_plot_draws_every_length(tmp_path, monkeypatch):
+    """bench.png: one latency line per model and sequence length, and a throughput-by-length line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lookalike.analysis import report
+
+    seen = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: seen.setdefault("fig", fig))
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    rows = [{"batch_size": b, "seq_len": L, "p50_ms": b * L / 50 + 1, "p90_ms": b * L / 40 + 1,
+             "seq_per_s": 1000 * b / (b * L / 50 + 1)} for L in (32, 128, 384) for b in (1, 8)]
+    report.plot_bench([{"model": "runs/a", "latency": rows}, {"model": "runs/b", "latency": rows}],
+                      tmp_path / "b.png")
+    left, right = seen["fig"].axes
+    assert sorted(t.get_text() for t in left.get_legend().texts) == sorted(
+        f"{m} L={L}" for m in "ab" for L in (32, 128, 384))
+    assert [list(line.get_xdata()) for line in right.get_lines()] == [[32, 128, 384]] * 2

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..outputs import OwnedFolder, owned_file
 
 
@@ -185,26 +187,45 @@ def bench_markdown(result: dict) -> str:
 
 
 def plot_bench(models: list[dict], path: Path) -> None:
-    """p50 latency by batch size (middle sequence length) and the best sequences/s, per model."""
+    """Left: p50 latency by batch size, one line per model and sequence length (bars up to p90). Right: the best
+    sequences/s over batch sizes, by sequence length, per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
-    for e in models:
-        seqs = sorted({r["seq_len"] for r in e["latency"]})
-        L = seqs[len(seqs) // 2]
-        rows = [r for r in e["latency"] if r["seq_len"] == L]
-        axes[0].plot([r["batch_size"] for r in rows], [r["p50_ms"] for r in rows], marker="o",
-                     label=f"{Path(e['model']).name} (L={L})")
-        axes[1].bar(Path(e["model"]).name, max(r["seq_per_s"] for r in e["latency"] if r["seq_len"] == L))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    seqs = sorted({r["seq_len"] for e in models for r in e["latency"]})
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v"]
+    for m, e in enumerate(models):
+        color = f"C{m % 10}"
+        name = Path(e["model"]).name
+        for j, L in enumerate(seqs):
+            rows = sorted((r for r in e["latency"] if r["seq_len"] == L), key=lambda r: r["batch_size"])
+            if not rows:
+                continue
+            p50 = np.array([r["p50_ms"] for r in rows])
+            p90 = np.array([r.get("p90_ms", r["p50_ms"]) for r in rows])
+            axes[0].errorbar([r["batch_size"] for r in rows], p50, yerr=[np.zeros_like(p50), p90 - p50],
+                             color=color, linestyle=styles[j % len(styles)], marker=markers[j % len(markers)],
+                             markersize=4, capsize=2, label=f"{name} L={L}")
+        best = [(L, max(r["seq_per_s"] for r in e["latency"] if r["seq_len"] == L)) for L in seqs
+                if any(r["seq_len"] == L for r in e["latency"])]
+        axes[1].plot([b[0] for b in best], [b[1] for b in best], color=color, marker="o", label=name)
     axes[0].set_xlabel("batch size")
-    axes[0].set_ylabel("p50 latency (ms)")
+    axes[0].set_ylabel("p50 latency (ms; bar to p90)")
+    batches = sorted({r["batch_size"] for e in models for r in e["latency"]})
     axes[0].set_xscale("log", base=2)
-    axes[0].legend(fontsize=7)
-    axes[1].set_ylabel("best sequences / s")
-    axes[1].tick_params(axis="x", labelrotation=20, labelsize=7)
+    axes[0].set_xticks(batches, [str(b) for b in batches])
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=6, ncol=2 if len(models) * len(seqs) > 6 else 1)
+    axes[1].set_xlabel("sequence length (tokens)")
+    axes[1].set_ylabel("best sequences / s (over batch sizes)")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xticks(seqs, [str(L) for L in seqs])
+    axes[1].set_yscale("log")
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
