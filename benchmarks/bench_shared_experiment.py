@@ -43,7 +43,7 @@ def flops_per_token(shape, seq: int) -> float:
 
 def _qa_tokens(tok, path: Path, max_length: int, stride: int) -> tuple[int, int]:
     from lookalike.data import read_corpus
-    from lookalike.finetune import qa_features
+    from lookalike.tasks.qa import qa_features
 
     records = list(read_corpus(path))
     return len(records), sum(sum(f["attention_mask"]) for f in qa_features(tok, records, max_length, stride))

@@ -28,8 +28,7 @@ from .core.manifest import labels as manifest_labels
 from .core.tasks import label_index
 from .data import CorpusSpec, Record
 from .engine import OnnxModel
-from .engine.batching import tokenize
-from .engine.tasks import run_batched
+from .engine.batching import run_batched, tokenize
 from .errors import InputError, ModelError
 from .files import WriterLock, progress_bar
 from .models import resolve_model

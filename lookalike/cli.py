@@ -18,17 +18,13 @@ from pathlib import Path
 
 import click
 
-from . import outputs
-from .analysis.knn import _is_knn_file, knn_cross, knn_self, write_faiss_index
-from .analysis.ood import _is_ood_file, deep_knn_ood
+from . import jobs, tasks
 from .analysis.ood import summary_by_k as ood_summary_by_k
-from .analysis.report import csv_text, markdown_table, write_bench, write_table
-from .analysis.scoring import evaluate as do_eval
-from .analysis.tables import ModelArtifacts, agreement_table
+from .analysis.report import csv_text, write_bench, write_table
 from .attack import run_attack
 from .core.export import FORMATS as STORE_FORMATS
 from .core.export import export_store
-from .core.store import open_store, remove_store
+from .core.store import remove_store
 from .data import FORMATS, CorpusSpec
 from .data.stdin import spooled_stdin
 from .demo import run_demo
@@ -38,7 +34,6 @@ from .engine.plan import RayOptions
 from .engine.tokens import export_tokenizer, tokenize_corpus
 from .errors import LookalikeError
 from .experiment import run_experiment
-from .experiment.steps import predict_and_score
 from .exporters import export as do_export
 from .exporters import export_summary
 from .files import json_safe, status
@@ -463,25 +458,11 @@ def knn(store, out, k, index, gpu, block_rows, write_index, queries):
       lookalike knn runs/corpus runs/q-vs-corpus.knn.h5 --queries runs/queries --k 10
     With --queries QSTORE, each point of QSTORE gets its K nearest points of STORE (the bank) instead.
     """
-    outputs.claim(out, legacy=_is_knn_file, what="neighbour file")
-    if write_index is not None:
-        outputs.claim(write_index, what="FAISS index")
-    status(f"knn: verifying and loading {store}")
-    s = open_store(store)
-    if queries is not None:
-        if index != "flat":
-            raise CLIError("--queries searches exactly (--index flat)")
-        q = open_store(queries)
-        status(f"knn: {len(q):,} queries against {len(s):,} points, K={k}")
-        res = knn_cross(q, s, k, gpu=gpu, block_rows=block_rows)
-    else:
-        status(f"knn: {len(s):,} points, K={k}, {index} index")
-        res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows)
-    res.save(out)
-    extra = {}
-    if write_index is not None:
-        extra["index_file"] = str(write_faiss_index(s, write_index))
-    _echo_json({"out": str(out), "k": k, "index": index, **res.meta, **extra})
+    if queries is not None and index != "flat":
+        raise CLIError("--queries searches exactly (--index flat)")
+    _, said = jobs.knn(store, out, k, index=index, gpu=gpu, block_rows=block_rows, queries=queries,
+                       write_index=write_index, status=status)
+    _echo_json(said)
 
 
 @cli.command()
@@ -511,12 +492,9 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overl
     Example:
       lookalike ood --train runs/squad-minilm --test runs/cuad-minilm --k 1,5,10,20 runs/ood-minilm.json
     """
-    outputs.claim(out, legacy=_is_ood_file, what="OOD file")
     status("ood: verifying the stores, scoring against the bank")
-    res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
-                       val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
-                       val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap)
-    res.save(out)
+    res = jobs.ood(train, test, out, ks, val=val, in_test=in_test, tpr=tpr, val_fraction=val_fraction, seed=seed,
+                   gpu=gpu, allow_overlap=allow_overlap)
     summary, failing = ood_summary_by_k(res)
     if failing:
         log.warning("the OOD set is not meaningful at k=%s (%s); agreements over it say little",
@@ -530,7 +508,7 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overl
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("data")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["qa", "cls"]), required=True)
+@click.option("--task", type=click.Choice(tasks.NAMES), required=True)
 @corpus_options("data")
 @click.option("--max-length", type=click.IntRange(min=8), default=None, help="[qa 384, cls 512]")
 @click.option("--doc-stride", type=POSITIVE, default=PredictParams.doc_stride, show_default=True,
@@ -555,7 +533,7 @@ def predict(model_dir, data, out, task, max_length, doc_stride, n_best, max_answ
     params = PredictParams(max_length=max_length, doc_stride=doc_stride, n_best=n_best,
                            max_answer_length=max_answer_length, null_score_diff_threshold=null_score_diff_threshold,
                            f1_below=f1_below)
-    info, metrics = predict_and_score(model_dir, data, out, task=task, params=params, device=device,
+    info, metrics = jobs.predict_and_score(model_dir, data, out, task=task, params=params, device=device,
                                       backend=backend, ray=ray)
     _echo_json({"out": str(out), "n": info["n"], "seconds": info["seconds"], **metrics})
 
@@ -563,7 +541,7 @@ def predict(model_dir, data, out, task, max_length, doc_stride, n_best, max_answ
 @cli.command()
 @click.argument("data")
 @click.argument("predictions", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["qa", "cls"]), default="qa", show_default=True)
+@click.option("--task", type=click.Choice(tasks.NAMES), default="qa", show_default=True)
 @click.option("--na-prob-file", type=click.Path(path_type=Path), default=None,
               help="No-answer probabilities {id: p} (enables best_exact/best_f1).")
 @click.option("--na-prob-thresh", type=float, default=1.0, show_default=True)
@@ -585,7 +563,7 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, al
     """
     if out is not None and out.exists() and not out.is_dir():
         raise CLIError(f"{out}: exists and is not a folder")
-    _echo_json(do_eval(data, predictions, task=task, na_probs=na_prob_file, na_prob_thresh=na_prob_thresh,
+    _echo_json(jobs.evaluate(data, predictions, task=task, na_probs=na_prob_file, na_prob_thresh=na_prob_thresh,
                        f1_below=f1_below, out=out, allow_missing=allow_missing))
 
 
@@ -593,9 +571,9 @@ def evaluate(data, predictions, task, na_prob_file, na_prob_thresh, f1_below, al
 @click.argument("model")
 @click.argument("data")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["qa", "cls"]), required=True)
+@click.option("--task", type=click.Choice(tasks.NAMES), required=True)
 @corpus_options("data")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help="[qa 3e-5, cls 2e-5]")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None, help="[qa 3e-5, cls 1e-4]")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, help="[2]")
 @click.option("--max-steps", type=int, default=-1, show_default=True, help="Stop after N steps (overrides epochs).")
 @click.option("--batch-size", type=POSITIVE, default=None, help="[qa 12, cls 16]")
@@ -774,32 +752,22 @@ def agree(knns, oods, errs, dataset, ks, k_ood, reps, fmt, out):
       lookalike agree --errors a=a_errors.json --errors b=b_errors.txt --dataset ../shared/data/squad2/cs224n-dev-v2.0.json
     """
     knns, oods, errs = _named(knns, "--knn"), _named(oods, "--ood"), _named(errs, "--errors")
-    names = list(dict.fromkeys([*knns, *oods, *errs]))
-    if len(names) < 2:
+    if len(dict.fromkeys([*knns, *oods, *errs])) < 2:
         raise click.UsageError("give artifacts of at least two models")
-    arts = {n: ModelArtifacts.load(knn={"before": knns[n]} if n in knns else None, ood=oods.get(n),
-                                   qa_errors=errs.get(n), dataset=dataset) for n in names}
     if min(ks) < 1:
         raise click.BadParameter("K must be at least 1", param_hint="--k")
-    status(f"agree: {len(names)} models, {reps} bootstrap resamples per Jaccard")
-    sweep = len(ks) > 1
-    rows, tables = [], []
-    for k in ks:
-        k_rows, shown, shown_cols, heads = agreement_table(names, arts, k, k_ood or k, reps)
-        rows += [{"k": k, **r} for r in k_rows] if sweep else k_rows
-        tables.append((f"K={k}\n\n" if sweep else "") + markdown_table(shown, shown_cols, heads))
-    cols = list(dict.fromkeys(c for r in rows for c in r))
+    status(f"agree: {len(dict.fromkeys([*knns, *oods, *errs]))} models, {reps} bootstrap resamples per Jaccard")
+    table = jobs.agreement(knns, oods, errs, list(ks), k_ood=k_ood, reps=reps, dataset=dataset)
     if out:
-        write_table(rows, cols, out)
+        write_table(table.rows, table.columns, out)
     if fmt == "json":
-        _echo_json(rows)
+        _echo_json(table.rows)
     elif fmt == "csv":
-        click.echo(csv_text(rows, cols))
+        click.echo(csv_text(table.rows, table.columns))
     else:
-        click.echo("\n\n".join(tables))
-    unchecked = [n for n in errs if arts[n].qa_errors.universe is None]
-    if unchecked:
-        click.echo(f"note: the record universe of {', '.join(unchecked)} is unchecked (an id list; give "
+        click.echo("\n\n".join(table.markdown))
+    if table.unchecked:
+        click.echo(f"note: the record universe of {', '.join(table.unchecked)} is unchecked (an id list; give "
                    "--dataset to check it), so these error Jaccards have no interval and no chance level: a "
                    "bootstrap needs the records the errors were counted over", err=True)
 

@@ -12,8 +12,8 @@ import logging
 import tempfile
 from pathlib import Path
 
+from . import tasks
 from .data import CorpusSpec
-from .errors import InputError
 from .exporters import drop_layers
 from .notes import NOTICE
 from .outputs import OutputError, OwnedFolder
@@ -24,12 +24,6 @@ log = logging.getLogger(__name__)
 INFO = "lookalike-finetune.json"
 
 RECIPE = "lookalike-recipe.json"
-# cls at 2e-5 stayed at chance on 1,000 IMDB reviews in one epoch (loss 0.690 = ln 2, 484 of 500 "positive");
-# at 1e-4 the same run reached 78.8% (issue 33's measurement on the packaged MiniLM)
-DEFAULTS = {
-    "qa": {"learning_rate": 3e-5, "epochs": 2.0, "max_length": 384, "doc_stride": 128, "batch_size": 12},
-    "cls": {"learning_rate": 1e-4, "epochs": 2.0, "max_length": 256, "batch_size": 16},
-}
 
 
 def base_identity(model: str) -> dict:
@@ -60,36 +54,6 @@ class _ListDataset:
         return self.rows[i]
 
 
-def qa_features(tokenizer, records, max_length: int, doc_stride: int) -> list[dict]:
-    """Training features with start/end token positions (CLS for unanswerable or out-of-window answers)."""
-    enc = tokenizer([r.text.lstrip() for r in records], [r.text_pair for r in records], truncation="only_second",
-                    max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True, padding=False)
-    feats = []
-    for f, ex in enumerate(enc["overflow_to_sample_mapping"]):
-        r = records[ex]
-        ids = enc["input_ids"][f]
-        cls = ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in ids else 0
-        seq = enc.sequence_ids(f)
-        offsets = enc["offset_mapping"][f]
-        start_pos = end_pos = cls
-        if r.answers and r.answer_starts and r.answer_starts[0] >= 0:
-            s_char = r.answer_starts[0]
-            e_char = s_char + len(r.answers[0])
-            ts = seq.index(1)
-            te = len(seq) - 1 - seq[::-1].index(1)
-            if offsets[ts][0] <= s_char and offsets[te][1] >= e_char:
-                while ts < len(offsets) and seq[ts] == 1 and offsets[ts][0] <= s_char:
-                    ts += 1
-                while seq[te] == 1 and offsets[te][1] >= e_char:
-                    te -= 1
-                start_pos, end_pos = ts - 1, te + 1
-        row = {k: enc[k][f] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-        row.update(start_positions=start_pos, end_positions=end_pos)
-        feats.append(row)
-    return feats
-
-
 def _select(corpus: CorpusSpec, params: FinetuneParams) -> tuple[list, str]:
     """The records to train on and how they were chosen: with a limit, a seeded draw from the whole corpus (so a
     file sorted by label still gives every class), unless shuffle is off."""
@@ -102,22 +66,6 @@ def _select(corpus: CorpusSpec, params: FinetuneParams) -> tuple[list, str]:
     seed = params.seed if params.shuffle_seed is None else params.shuffle_seed
     pick = sorted(random.Random(seed).sample(range(len(every)), min(corpus.limit, len(every))))
     return [every[i] for i in pick], f"{len(pick)} of {len(every)} drawn with seed {seed}"
-
-
-def _say_label_counts(labels: list, corpus: CorpusSpec, selection: str) -> None:
-    from collections import Counter
-
-    counts = Counter(labels)
-    log.log(NOTICE, "training on %s records of %s; labels: %s", selection, corpus.path,
-            ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))))
-    if len(counts) < 2:
-        log.warning("only one label (%s) in the training records: the classifier cannot learn to tell classes "
-                    "apart%s", next(iter(counts)), " (is the file sorted by label? drop --no-shuffle)"
-                    if corpus.limit else "")
-        return
-    rare = [k for k, v in counts.items() if v < 0.1 * len(labels)]
-    if rare:
-        log.warning("labels %s are under 10%% of the training records", sorted(map(str, rare)))
 
 
 def hf_folder_names(net, tok) -> list[str]:
@@ -144,23 +92,18 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
     import torch
     import transformers
 
-    if task not in DEFAULTS:
-        raise InputError(f"unknown task {task!r} (qa or cls)")
+    spec = tasks.get(task)
     params = params or FinetuneParams()
-    d = DEFAULTS[task]
+    d = spec.finetune_defaults
     lr = params.learning_rate or d["learning_rate"]
     epochs = params.epochs or d["epochs"]
     batch_size = params.batch_size or d["batch_size"]
     max_length = params.max_length or d["max_length"]
     seed = params.seed
     out = Path(out)
-    corpus = CorpusSpec.coerce(corpus)
-    if task == "cls":
-        corpus = corpus.for_labels()
+    corpus = spec.prepare(CorpusSpec.coerce(corpus))
     records, selection = _select(corpus, params)
-    if task == "qa" and params.answerable_only:  # tiny training sets: learn spans first, not the majority "no answer"
-        records = [r for r in records if r.answers]
-    recipe = {"task": task, **base_identity(model), "data_fingerprint": corpus.fingerprint(),
+    recipe = {"task": spec.name, **base_identity(model), "data_fingerprint": corpus.fingerprint(),
               "data": {k: v for k, v in corpus.as_dict().items() if k != "path"}, "selection": selection,
               "learning_rate": lr, "epochs": epochs, "max_steps": params.max_steps, "batch_size": batch_size,
               "max_length": max_length, "doc_stride": params.doc_stride or d.get("doc_stride"), "seed": seed,
@@ -173,36 +116,9 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
         return done
     transformers.set_seed(seed)
     tok = transformers.AutoTokenizer.from_pretrained(model, use_fast=True)
-    if task == "qa":
-        for r in records:
-            if r.text_pair is None:
-                raise InputError("QA record has no context", path=corpus.path, record=f"question {r.id}",
-                                 field="context")
-            if r.answers and (not r.answer_starts or r.answer_starts[0] < 0):
-                raise InputError("answer text not found in the context (no answer_start)", path=corpus.path,
-                                 record=f"question {r.id}", field="answers")
-        rows = qa_features(tok, records, max_length, params.doc_stride or d["doc_stride"])
-        net = transformers.AutoModelForQuestionAnswering.from_pretrained(model)
-        collator = transformers.DataCollatorWithPadding(tok)  # pad each batch to its longest feature
-    else:
-        values = [r.label for r in records]
-        if any(v is None for v in values):
-            bad = next(r for r in records if r.label is None)
-            raise InputError("record has no label", path=corpus.path, record=f"record {bad.id}", field="label")
-        _say_label_counts(values, corpus, selection)
-        uniq = sorted(set(values), key=lambda v: (str(type(v)), v))
-        if set(uniq) <= {0, 1}:
-            id2label = {0: "negative", 1: "positive"}
-            to_id = {0: 0, 1: 1}
-        else:
-            id2label = {i: str(v) for i, v in enumerate(uniq)}
-            to_id = {v: i for i, v in enumerate(uniq)}
-        enc = tok([r.text for r in records], [r.text_pair for r in records] if records[0].text_pair else None,
-                  truncation=True, max_length=max_length)
-        rows = [{**{k: enc[k][i] for k in enc}, "labels": to_id[r.label]} for i, r in enumerate(records)]
-        net = transformers.AutoModelForSequenceClassification.from_pretrained(
-            model, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
-        collator = transformers.DataCollatorWithPadding(tok)
+    records, rows, model_kwargs, state = spec.training_rows(tok, records, max_length, params, corpus, selection)
+    net = getattr(transformers, spec.export.auto_class).from_pretrained(model, **model_kwargs)
+    collator = transformers.DataCollatorWithPadding(tok)  # pad each batch to its longest feature
     if params.keep_layers is not None:
         drop_layers(net, params.keep_layers)
     max_steps = params.max_steps
@@ -229,16 +145,15 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
         net.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         folder.move_in(tmp)
-    info = {"task": task, "base": str(model), "data": corpus.as_dict(), "data_fingerprint": corpus.fingerprint(),
+    info = {"task": spec.name, "base": str(model), "data": corpus.as_dict(), "data_fingerprint": corpus.fingerprint(),
             "n_records": len(records), "n_features": len(rows), "learning_rate": lr, "epochs": epochs,
             "max_steps": max_steps, "batch_size": batch_size, "max_length": max_length, "seed": seed,
             "answerable_only": params.answerable_only, "selection": selection,
             "keep_layers": list(params.keep_layers) if params.keep_layers is not None else None,
             "train_loss": float(result.training_loss), "train_seconds": float(result.metrics.get("train_runtime", 0)),
             "resumed": resume, "recipe": recipe}
-    if task == "cls":
-        info.update(_check_learned(net, tok, records, to_id, id2label, float(result.training_loss), max_length,
-                                   eval_data, corpus))
+    info.update(spec.after_training(net, tok, records, state, float(result.training_loss), max_length, eval_data,
+                                    corpus))
     folder.write_json(INFO, info)
     if not keep_checkpoints and (out / "checkpoints").is_dir() and folder.status("checkpoints") == "ours":
         import shutil
@@ -279,50 +194,3 @@ def _guard_recipe(folder: OwnedFolder, recipe: dict, overwrite: bool) -> Path | 
     if folder.status(RECIPE) != "ours":
         folder.write_json(RECIPE, recipe)
     return None
-
-
-def _check_learned(net, tok, records, to_id: dict, id2label: dict, loss: float, max_length: int, eval_data,
-                   corpus) -> dict:
-    """Accuracy on held-out records (eval_data) or a training sample, and one-line warnings when the classifier did
-    not learn: a loss near ln(classes), or predictions collapsed onto one class."""
-    import math
-    from collections import Counter
-
-    import torch
-
-    out: dict = {}
-    n_classes = len(id2label)
-    if abs(loss - math.log(n_classes)) < 0.05 * math.log(n_classes):
-        log.warning("train loss %.3f is ln(%d) = %.3f, what guessing gives: the classifier has not learned (raise "
-                    "--learning-rate or --epochs, or give more records)", loss, n_classes, math.log(n_classes))
-    if eval_data is not None:
-        held = list(CorpusSpec.coerce(eval_data).for_labels().records())
-        where = "held-out"
-    else:
-        held = records[:256]
-        where = "training sample"
-    unknown = [r for r in held if r.label not in to_id]
-    if unknown:
-        raise InputError(f"label {unknown[0].label!r} was not among the training labels", record=unknown[0].id,
-                         field="label")
-    net.eval()
-    preds = []
-    with torch.no_grad():
-        for i in range(0, len(held), 32):
-            part = held[i:i + 32]
-            enc = tok([r.text for r in part], [r.text_pair for r in part] if part[0].text_pair else None,
-                      truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-            enc = {k: v.to(net.device) for k, v in enc.items()}
-            preds.extend(net(**enc).logits.argmax(-1).tolist())
-    gold = [to_id[r.label] for r in held]
-    acc = sum(p == g for p, g in zip(preds, gold)) / max(len(held), 1)
-    counts = Counter(preds)
-    top, n_top = counts.most_common(1)[0] if counts else (None, 0)
-    out[f"accuracy_{where.replace(' ', '_').replace('-', '_')}"] = round(acc, 4)
-    out["n_scored"] = len(held)
-    out["predicted_labels"] = {id2label[k]: v for k, v in sorted(counts.items())}
-    log.log(NOTICE, "%s accuracy %.3f on %d records", where, acc, len(held))
-    if len(held) >= 20 and n_top >= 0.95 * len(held) and len(set(gold)) > 1:
-        log.warning("the classifier predicts %r for %d of %d %s records: it has collapsed onto one class (raise "
-                    "--learning-rate or --epochs, or give more records)", id2label[top], n_top, len(held), where)
-    return out

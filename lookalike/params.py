@@ -22,8 +22,6 @@ POOLINGS = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken", 
 DTYPES = PRECISIONS  # stored precision of a store's vectors (core.precision)
 INDEXES = ("flat", "ivf", "hnsw")
 SIMILARITIES = ("engine", "use", "none")
-QA_MAX_LENGTH = 384
-CLS_MAX_LENGTH = 512
 
 
 def _check(obj) -> None:
@@ -126,7 +124,8 @@ class OodParams:
 
 @params
 class PredictParams:
-    """QA and classification prediction; max_length None means the task's default (QA 384, classification 512)."""
+    """QA and classification prediction; max_length None means the task's default (QA 384, classification 512).
+    Each task's spec (lookalike.tasks) turns these into its typed options."""
 
     max_length: int | None = field(default=None, metadata=_min(8))
     doc_stride: int = field(default=128, metadata=_min(1))
@@ -136,22 +135,6 @@ class PredictParams:
     batch_tokens: int | None = field(default=None, metadata=_min(8))
     f1_below: float | None = None
     cls_max_length: int | None = field(default=None, metadata=_min(8))  # classification's own length [max_length]
-
-    def qa_options(self) -> dict:
-        max_length = self.max_length or QA_MAX_LENGTH
-        if self.doc_stride >= max_length:
-            raise InputError(f"doc_stride {self.doc_stride} must be smaller than max_length {max_length}",
-                             field="doc_stride")
-        return {"max_length": max_length, "doc_stride": self.doc_stride, "n_best": self.n_best,
-                "max_answer_length": self.max_answer_length,
-                "null_score_diff_threshold": self.null_score_diff_threshold, "batch_tokens": self.batch_tokens}
-
-    def cls_options(self) -> dict:
-        return {"max_length": self.cls_max_length or self.max_length or CLS_MAX_LENGTH,
-                "batch_tokens": self.batch_tokens}
-
-    def options(self, task: str) -> dict:
-        return self.qa_options() if task == "qa" else self.cls_options()
 
 
 @params
@@ -179,7 +162,7 @@ class LatencyParams:
 
 @params
 class FinetuneParams:
-    """None means the task's default (see lookalike.finetune.DEFAULTS)."""
+    """None means the task's default (each task spec's finetune_defaults, lookalike.tasks)."""
 
     learning_rate: float | None = field(default=None, metadata=_min(0.0))
     epochs: float | None = field(default=None, metadata=_min(0.0))

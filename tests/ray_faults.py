@@ -24,10 +24,11 @@ def _die_once(key: str, value) -> None:
 
 
 def install() -> None:
-    from lookalike.engine import tasks, windows
+    from lookalike.engine import windows
+    from lookalike.tasks import cls, qa
 
     embed_records = windows.WindowEmbedder.embed_records
-    predict_qa, predict_cls = tasks.predict_qa, tasks.predict_cls
+    predict_qa, predict_cls = qa.predict_qa, cls.predict_cls
 
     def embed_records_or_die(self, start, records):
         _die_once("kill_shard_at_row", start)
@@ -42,4 +43,4 @@ def install() -> None:
         return predict_cls(model, records, **kw)
 
     windows.WindowEmbedder.embed_records = embed_records_or_die
-    tasks.predict_qa, tasks.predict_cls = predict_qa_or_die, predict_cls_or_die
+    qa.predict_qa, cls.predict_cls = predict_qa_or_die, predict_cls_or_die

@@ -74,7 +74,7 @@ def test_ray_store_equals_local_and_survives_a_killed_worker(local_ray, tiny_exp
 @pytest.mark.slow
 def test_ray_predictions_equal_local_after_a_killed_worker_and_resume(local_ray, tiny_exports, shared_data,
                                                                      tmp_path):
-    from lookalike.engine.predict import predict
+    from lookalike.jobs import predict
 
     qa = shared_data / "squad2_dev500"
     qa = CorpusSpec(qa, limit=40)

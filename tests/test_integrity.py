@@ -19,12 +19,13 @@ import yaml
 from click.testing import CliRunner
 
 from lookalike.analysis.agreement import error_agreement
-from lookalike.analysis.scoring import evaluate, load_errors
+from lookalike.analysis.scoring import load_errors
 from lookalike.cli import cli
 from lookalike.data import CorpusSpec
 from lookalike.engine import embed, open_store
 from lookalike.errors import InputError, LookalikeError, StoreError
 from lookalike.files import WriterLock
+from lookalike.jobs import evaluate
 from lookalike.params import EmbedParams
 
 

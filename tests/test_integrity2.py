@@ -16,12 +16,13 @@ from test_integrity import _one_line_error, _run  # the same one-line-error chec
 
 from lookalike.analysis.knn import knn_self, load_knn
 from lookalike.analysis.ood import deep_knn_ood, load_ood
-from lookalike.analysis.scoring import evaluate, load_errors
+from lookalike.analysis.scoring import load_errors
 from lookalike.data import CorpusSpec
 from lookalike.engine import OnnxModel, embed, open_store
 from lookalike.engine.tokens import open_tokens, tokenize_corpus
 from lookalike.errors import InputError, LookalikeError, ModelError, StoreError
 from lookalike.files import WriterLock, sha256_file
+from lookalike.jobs import evaluate
 from lookalike.params import EmbedParams
 
 PARAMS = EmbedParams(max_length=64, shard_rows=50)

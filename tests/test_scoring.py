@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lookalike.analysis.scoring import compute_f1, evaluate, load_errors, normalize_answer, squad_v2_eval
+from lookalike.analysis.scoring import compute_f1, load_errors, normalize_answer, squad_v2_eval
 from lookalike.cli import cli
 from lookalike.data import Record, read_corpus
 from lookalike.errors import InputError, ModelError
+from lookalike.jobs import evaluate
 
 
 # ---- the official evaluate-v2.0.py rules, transcribed independently as the test's reference ----
@@ -163,9 +164,9 @@ def test_cls_scoring_and_bad_labels(tmp_path):
 @pytest.mark.slow
 def test_finetune_export_predict_end_to_end(tiny_models, shared_data, tmp_path):
     from lookalike.data import CorpusSpec
-    from lookalike.engine.predict import predict
     from lookalike.exporters import export
     from lookalike.finetune import finetune
+    from lookalike.jobs import predict
     from lookalike.params import FinetuneParams
 
     ft = finetune("qa", str(tiny_models["qa"]), CorpusSpec(shared_data / "squad2_dev500", limit=24), tmp_path / "qa-ft",

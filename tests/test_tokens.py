@@ -115,7 +115,7 @@ def test_tokenize_resumes_after_kill_9(tiny_exports, shared_data, tmp_path):
 
 
 def test_classification_predictions_read_a_matching_cache(tiny_exports, shared_data, tmp_path):
-    from lookalike.engine.predict import predict
+    from lookalike.jobs import predict
     from lookalike.params import PredictParams
 
     data = CorpusSpec(shared_data / "imdb" / "imdb_1k.tsv", limit=60)

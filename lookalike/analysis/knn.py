@@ -158,7 +158,7 @@ class KnnResult:
         """Write an HDF5 neighbour file atomically; an existing file is replaced only if it is one of ours."""
         import h5py
 
-        with outputs.writing(path, legacy=_is_knn_file, what="neighbour file") as tmp, h5py.File(tmp, "w") as f:
+        with outputs.writing(path, legacy=is_knn_file, what="neighbour file") as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("neighbors", data=self.neighbors)
             f.create_dataset("similarity", data=self.similarity)
             f.create_dataset("id", data=np.array(self.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
@@ -173,7 +173,7 @@ class KnnResult:
             f.attrs["content_sha256"] = self.content_sha256()
 
 
-def _is_knn_file(path: Path) -> bool:
+def is_knn_file(path: Path) -> bool:
     import h5py
 
     try:

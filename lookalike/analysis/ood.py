@@ -93,7 +93,7 @@ class OodResult:
                                     "score": [round(float(x), 7) for x in self.scores[k]],
                                     "ood": [bool(x) for x in self.ood_mask(k)]} for k in self.ks}}
         out["content_sha256"] = _content_sha256(out)
-        outputs.write_json(path, out, legacy=_is_ood_file, what="OOD file")
+        outputs.write_json(path, out, legacy=is_ood_file, what="OOD file")
 
 
 def _content_sha256(obj: dict) -> str:
@@ -104,7 +104,7 @@ def _content_sha256(obj: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _is_ood_file(path: Path) -> bool:
+def is_ood_file(path: Path) -> bool:
     try:
         return json.loads(path.read_text()).get("kind") == "lookalike.ood"
     except (OSError, ValueError, AttributeError, RecursionError):

@@ -5,7 +5,8 @@ a/an/the, collapse whitespace); gold answers are those whose normalised text is 
 EM and F1 take the max over gold answers; F1 is token overlap with a Counter intersection and, when either
 side has no tokens, F1 = (both empty); no-answer probabilities above `na_prob_thresh` turn a prediction
 into "no answer"; best_exact/best_f1 sweep that threshold. Questions without a prediction are left out
-of the totals (as the official script does) and counted in `missing`; `evaluate` refuses them unless told.
+of the totals (as the official script does) and counted in `missing`; `lookalike.jobs.evaluate` refuses them
+unless told.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import collections
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import string
@@ -28,8 +28,7 @@ from ..core.tasks import label_index
 from ..data import CorpusSpec, Record
 from ..data.opener import read_document
 from ..errors import InputError
-from ..files import load_json, unique_keys
-from ..outputs import OwnedFolder
+from ..files import unique_keys
 
 log = logging.getLogger(__name__)
 
@@ -201,93 +200,8 @@ def error_set(exact: dict, f1: dict | None = None, f1_below: float | None = None
     return sorted(q for q, s in exact.items() if not s)
 
 
-def _check_na_probs(probs, path) -> dict[str, float]:
-    if not isinstance(probs, dict):
-        raise InputError(f"expected a JSON object {{id: no-answer probability}}, got {type(probs).__name__}", path=path)
-    for q, v in probs.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InputError(f"no-answer probability {v!r} is not a finite number", path=path,
-                             record=f"question {q}")
-    return {q: float(v) for q, v in probs.items()}
-
-
 def ids_digest(ids) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
-
-
-def evaluate(corpus: CorpusSpec | str | Path, predictions: str | Path | dict, *, task: str = "qa", na_probs=None,
-             na_prob_thresh: float = 1.0, f1_below: float | None = None, labels: dict | None = None,
-             out: str | Path | None = None, allow_missing: bool = False) -> dict:
-    """Score a predictions file (ours or another tool's); with `out`, write metrics.json and errors.json.
-
-    Every question of the corpus needs a prediction (InputError naming how many and which are missing),
-    unless `allow_missing`: then the subset with predictions is scored and the output says so. errors.json
-    records the scored id universe and the corpus fingerprint, so error sets over different questions are
-    never compared.
-    """
-    corpus = CorpusSpec.coerce(corpus)
-    if task == "cls":
-        corpus = corpus.for_labels()
-    where = predictions if not isinstance(predictions, dict) else None
-    preds = load_json(predictions, "predictions file") if not isinstance(predictions, dict) else predictions
-    if not isinstance(preds, dict):
-        raise InputError("predictions must be a JSON object {id: answer}", path=where)
-    records = list(corpus.records())
-    known = {r.id for r in records}
-    missing = [r.id for r in records if r.id not in preds]
-    if missing and not allow_missing:
-        raise InputError(f"no prediction for {len(missing)} of {len(records)} records (first: {missing[:5]}); "
-                         "predict them, or pass --allow-missing to score the rest", path=where)
-    if records and len(missing) == len(records):
-        raise InputError(f"none of the {len(records)} records of {corpus.path} has a prediction (e.g. "
-                         f"{missing[:3]}; the predictions name e.g. {list(preds)[:3]}): nothing to score; were "
-                         "they made on another corpus or split?", path=where)
-    extra = [q for q in preds if q not in known]
-    if extra:
-        log.warning("%s: %d predictions name ids that are not in %s (not scored; e.g. %s)", where or "predictions",
-                    len(extra), corpus.path, extra[:3])
-    if task == "qa":
-        for q, v in preds.items():
-            if not isinstance(v, str):
-                raise InputError(f"prediction is {type(v).__name__}, expected the answer text", path=where,
-                                 record=f"question {q}")
-        probs = na_probs
-        if isinstance(na_probs, (str, Path)):
-            probs = _check_na_probs(load_json(na_probs, "no-answer probability file"), na_probs)
-        elif na_probs is not None:
-            probs = _check_na_probs(na_probs, None)
-        if probs is not None:
-            uncovered = [q for q in preds if q in known and q not in probs]
-            if uncovered:
-                raise InputError(f"the no-answer probability file covers {len(preds) - len(extra) - len(uncovered)} "
-                                 f"of the {len(preds) - len(extra)} predicted questions (missing e.g. "
-                                 f"{uncovered[:3]}); best_exact/best_f1 need all of them: give the file `predict` "
-                                 "wrote with these predictions", path=na_probs if isinstance(na_probs, (str, Path))
-                                 else None)
-        metrics, exact, f1 = squad_v2_eval(records, preds, probs, na_prob_thresh)
-        errors = error_set(exact, f1, f1_below)
-        per_id = {q: {"exact": exact[q], "f1": round(f1[q], 6)} for q in exact}
-        criterion = f"f1 < {f1_below}" if f1_below is not None else "exact == 0"
-    else:
-        metrics, correct = cls_eval(records, preds, labels)
-        errors = sorted(q for q, c in correct.items() if not c)
-        per_id = {q: {"correct": c} for q, c in correct.items()}
-        criterion = "prediction != label"
-    scored = sorted(per_id)
-    metrics["scored"] = len(scored)
-    metrics["complete"] = not missing
-    if missing:
-        metrics["missing"] = len(missing)
-    if out is not None:
-        folder = OwnedFolder(out)
-        folder.claim("metrics.json", "errors.json", what="evaluation")
-        folder.write_json("metrics.json", metrics)
-        folder.write_json("errors.json", {
-            "kind": "lookalike.errors", "task": task, "criterion": criterion, "n": len(per_id),
-            "error_ids": errors, "dataset": corpus.as_dict(), "dataset_fingerprint": corpus.fingerprint(),
-            "universe": {"n": len(scored), "sha256": ids_digest(scored), "complete": not missing, "ids": scored},
-            "scores": per_id})
-    return metrics
 
 
 @dataclass
@@ -298,10 +212,6 @@ class ErrorSet:
     universe: frozenset[str] | None
     source: str
     dataset_fingerprint: str | None = None
-
-    @property
-    def universe_digest(self) -> str | None:
-        return ids_digest(self.universe) if self.universe is not None else None
 
 
 def _id_list(value, path: Path, field: str) -> list[str]:

@@ -1,7 +1,9 @@
-"""The one task table: what each export task is called, what its graph outputs, which transformers class loads it.
+"""The export tasks' static facts: what each is called, what its graph outputs, which transformers class loads
+it, which output stands for the model; and the value a prediction kernel returns.
 
-Every layer reads it: the exporter (outputs, auto class, the output int8 is judged on), the engine (what the
-bench times, what `predict --task qa|cls` loads), the experiment (which export a role needs).
+The exporter reads them (outputs, auto class, the output int8 is judged on), the engine (what the bench times,
+what an export loads for). What differs between prediction tasks beyond these facts (options, kernels,
+scoring, fine-tuning) lives in one spec per task, `lookalike.tasks`.
 """
 
 from __future__ import annotations
@@ -16,30 +18,31 @@ from ..errors import InputError
 @dataclass(frozen=True)
 class Task:
     name: str  # the export task, as the manifest records it
-    short: str | None  # the prediction task's short name (`predict --task`), None for feature extraction
     outputs: tuple[str, ...]  # the traced graph's outputs
     primary: str  # the output that stands for the model: int8 parity, bench latency ("cls": the pooled CLS row)
     auto_class: str  # transformers' AutoModel class
     head_suffix: str | None  # a checkpoint's `architectures` entry ending in this has the task's head
+    pooled: bool = False  # the graph gains pooled rows (graph.GRAPH_POOLINGS), checked and judged per pooling
+    pairs: bool = False  # its inputs are text pairs (question, context): parity and int8 feeds are pairs
+    per_token: bool = False  # its outputs are per token: compared inside the attention mask only
+    labelled: bool = False  # the export records its labels; int8 is judged on label agreement over task texts
 
 
-FEATURE_EXTRACTION = Task("feature-extraction", None, ("last_hidden_state",), "cls", "AutoModel", None)
-QUESTION_ANSWERING = Task("question-answering", "qa", ("start_logits", "end_logits"), "start_logits",
-                          "AutoModelForQuestionAnswering", "ForQuestionAnswering")
-TEXT_CLASSIFICATION = Task("text-classification", "cls", ("logits",), "logits",
-                           "AutoModelForSequenceClassification", "ForSequenceClassification")
+FEATURE_EXTRACTION = Task("feature-extraction", ("last_hidden_state",), "cls", "AutoModel", None, pooled=True)
+QUESTION_ANSWERING = Task("question-answering", ("start_logits", "end_logits"), "start_logits",
+                          "AutoModelForQuestionAnswering", "ForQuestionAnswering", pairs=True, per_token=True)
+TEXT_CLASSIFICATION = Task("text-classification", ("logits",), "logits",
+                           "AutoModelForSequenceClassification", "ForSequenceClassification", labelled=True)
 TASKS = {t.name: t for t in (FEATURE_EXTRACTION, QUESTION_ANSWERING, TEXT_CLASSIFICATION)}
-BY_SHORT = {t.short: t for t in TASKS.values() if t.short}
-# an experiment model's roles: which export each one needs ("encoder": the fine-tuned checkpoint's encoder)
-ROLE_TASK = {"base": FEATURE_EXTRACTION, "encoder": FEATURE_EXTRACTION, "qa": QUESTION_ANSWERING,
-             "sentiment": TEXT_CLASSIFICATION}
 
 
-def prediction_task(short: str) -> Task:
-    """The task of `predict --task qa|cls`; InputError for anything else."""
-    if short not in BY_SHORT:
-        raise InputError(f"unknown task {short!r} ({' or '.join(BY_SHORT)})")
-    return BY_SHORT[short]
+@dataclass(frozen=True)
+class Predictions:
+    """A prediction run's result (every task spec's kernel, local or on Ray): {id: prediction} and the task's other
+    files by name ({} when none; QA: {"null_odds.json": {id: null score - best span score}})."""
+
+    predictions: dict
+    extra: dict[str, dict]
 
 
 def label_index(label, labels: dict[int, str], where: str, path) -> int:

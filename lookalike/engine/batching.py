@@ -320,3 +320,16 @@ def _pad(enc: Encoded, rows: np.ndarray, width: int, pad_id: int) -> Batch:
         tt = np.zeros((len(rows), width), dtype=np.int64)
         tt[mask] = enc.type_ids[flat]
     return Batch(rows, input_ids, mask.astype(np.int64), tt)
+
+
+def run_batched(model, enc: Encoded, outputs: list[str], batch_tokens: int) -> list[list[np.ndarray]]:
+    """Outputs (of an OnnxModel) for every row of `enc` (unpadded per row for sequence outputs), in row order,
+    through the engine's token-budget batches."""
+    results: list[list] = [[None] * len(enc) for _ in outputs]
+    for b in token_budget_batches(enc, batch_tokens, model.pad_id):
+        outs = model.run(outputs, b.input_ids, b.attention_mask, b.token_type_ids)
+        for o, arr in enumerate(outs):
+            for j, r in enumerate(b.rows):
+                results[o][r] = arr[j, : enc.n_tokens[r]] if arr.ndim == 2 and arr.shape[1] == b.input_ids.shape[1] \
+                    else arr[j]
+    return results

@@ -25,7 +25,7 @@ from typing import Iterator
 from ..core.manifest import load_manifest
 from ..core.session import resolve_device
 from ..core.store import StoreWriter, write_shard_file
-from ..core.tasks import prediction_task
+from ..core.tasks import Predictions
 from ..data import CorpusSpec
 from ..errors import InputError, LookalikeError
 from ..files import atomic_write_json, load_json, progress_bar, settings_guard
@@ -33,7 +33,6 @@ from ..outputs import OutputError, OwnedFolder
 from ..params import EmbedParams
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, shard_aligned, skip_done
 from .runtime import OnnxModel
-from .tasks import predict_cls, predict_qa
 from .windows import Counts, WindowEmbedder, fix_ranges
 
 log = logging.getLogger(__name__)
@@ -173,24 +172,23 @@ def embed_ray(model_dir: str | Path, corpus: CorpusSpec, out_dir: str | Path, pa
 def _predict_worker_class(ray):
     @ray.remote(max_restarts=3, max_task_retries=3)
     class PredictWorker:
-        def __init__(self, model_dir: str, task: str, device: str, threads: int | None, options: dict):
-            self.model = OnnxModel(model_dir, task=prediction_task(task).name, device=device, threads=threads)
+        def __init__(self, model_dir: str, task, device: str, threads: int | None, options):
+            self.model = OnnxModel(model_dir, task=task.export.name, device=device, threads=threads)
             self.task, self.options = task, options
 
         def run_part(self, index: int, records: list) -> dict:
-            if self.task == "qa":
-                preds, odds = predict_qa(self.model, records, **self.options)
-                return {"predictions": preds, "null_odds": odds}
-            return {"predictions": predict_cls(self.model, records, **self.options)}
+            result = self.task.predict(self.model, records, self.options)
+            # a part holds the predictions and each of the task's other files by stem ("null_odds")
+            return {"predictions": result.predictions, **{Path(n).stem: v for n, v in result.extra.items()}}
 
     return PredictWorker
 
 
-def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: str, options: dict,
-                model_sha256: str, ray: RayOptions, threads: int | None = None, device: str = "auto",
-                progress: bool | None = None) -> tuple[dict, dict]:
+def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task, options, model_sha256: str,
+                ray: RayOptions, threads: int | None = None, device: str = "auto", progress: bool | None = None):
     """Predictions on Ray actors, `ray.part_rows` records per task; parts land in OUT/parts and are reused on
-    resume. Returns ({id: prediction}, {id: null odds} (QA) or {}), merged in record order, as the local run."""
+    resume. `task` is the task's spec (lookalike.tasks), `options` its typed options; returns the spec's
+    Predictions, merged in record order, as the local run makes them."""
     ray_mod = _import_ray()
     part_rows = ray.part_rows
     folder = OwnedFolder(Path(out).resolve())
@@ -201,7 +199,7 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
     parts_dir.mkdir(parents=True, exist_ok=True)
     folder.record_dir("parts")
     ids = hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()
-    settings = {"model_sha256": model_sha256, "task": task, "options": options, "part_rows": part_rows,
+    settings = {"model_sha256": model_sha256, "task": task.name, "options": options.as_dict(), "part_rows": part_rows,
                 "n": len(records), "ids_sha256": ids}
     settings_guard(parts_dir / "settings.json", settings, "parts of another prediction run")
     n_parts = (len(records) + part_rows - 1) // part_rows
@@ -216,7 +214,7 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
                          threads or max(1, int(ray.cpus_per_worker)), options)
             done_rows = len(records) - sum(len(records[i * part_rows:(i + 1) * part_rows]) for i in todo)
             bar = progress_bar(progress, total=len(records), initial=done_rows, unit="records",
-                               desc=f"predict[ray] {task}")
+                               desc=f"predict[ray] {task.name}")
             tasks = ((i, (i, records[i * part_rows:(i + 1) * part_rows])) for i in todo)
             for i, part in ordered_on_actors(ray_mod, pool, "run_part", tasks):
                 atomic_write_json(parts_dir / f"part-{i:05d}.json", part)
@@ -226,11 +224,12 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task: 
         if started_here:
             ray_mod.shutdown()
     preds: dict = {}
-    odds: dict = {}
+    extra: dict[str, dict] = {name: {} for name in task.files[1:]}
     for i in range(n_parts):
         part = load_json(parts_dir / f"part-{i:05d}.json", "prediction part")
         preds.update(part["predictions"])
-        odds.update(part.get("null_odds", {}))
+        for name in extra:
+            extra[name].update(part.get(Path(name).stem, {}))
     if len(preds) != len(records):
         raise LookalikeError(f"{parts_dir}: merged {len(preds)} predictions for {len(records)} records")
-    return preds, odds
+    return Predictions(preds, extra)

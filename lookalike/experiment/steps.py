@@ -11,22 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .. import tasks
 from ..analysis.knn import knn_self
 from ..analysis.ood import deep_knn_ood
-from ..analysis.scoring import evaluate
 from ..attack import run_attack
-from ..core.manifest import labels, load_manifest
+from ..core.manifest import load_manifest
 from ..core.store import open_store
-from ..core.tasks import ROLE_TASK
+from ..core.tasks import FEATURE_EXTRACTION
 from ..data import CorpusSpec
 from ..engine import OnnxModel
 from ..engine import embed as embed_corpus
 from ..engine.bench import interleaved_latency
-from ..engine.predict import predict as predict_corpus
 from ..engine.tokens import export_tokenizer, tokenize_corpus, tokenizer_fingerprint
 from ..errors import InputError
 from ..exporters import export
 from ..finetune import finetune
+from ..jobs import predict_and_score
 from ..mlm import fit_mlm_head
 from ..models import resolve_model
 from ..outputs import OwnedFolder
@@ -63,23 +63,12 @@ class Context:
         return self.cache.run(step, label, key, fn)
 
 
-def predict_and_score(model_dir: str | Path, corpus, out: Path, *, task: str, params: PredictParams,
-                      device: str = "auto", backend: str = "local", ray=None) -> tuple[dict, dict]:
-    """Predictions of an export on `corpus` into `out`, then their official scoring (metrics.json, errors.json):
-    (prediction info, metrics). `lookalike predict` and the experiment's predict step."""
-    info = predict_corpus(model_dir, corpus, out, task=task, params=params, device=device, backend=backend, ray=ray)
-    metrics = evaluate(corpus, out / "predictions.json", task=task, out=out, f1_below=params.f1_below,
-                       na_probs=out / "null_odds.json" if task == "qa" else None,
-                       labels=labels(load_manifest(model_dir)) or None)
-    return info, metrics
-
-
 def checkpoint(ctx: Context, spec: ModelSpec, role: str) -> str | None:
     """Path or hub id of the model's checkpoint for a role, fine-tuning it first if asked."""
     v = spec.base if role == "base" else getattr(spec, role)
     if not isinstance(v, Finetune):
         return v
-    task = "qa" if role == "qa" else "cls"
+    task = tasks.for_role(role).name
     keep = spec.variant.get("keep_layers")
     params = FinetuneParams(**{**as_key(v.params), "keep_layers": tuple(keep) if keep else None})
     key = {"model": v.model, "model_id": file_id(v.model), "data": v.corpus.as_dict(),
@@ -91,10 +80,16 @@ def checkpoint(ctx: Context, spec: ModelSpec, role: str) -> str | None:
     return str(ctx.run("finetune", f"{spec.name}-{role}", key, run) / "model")
 
 
+def export_task(role: str):
+    """The export task a model's role needs ("base", "encoder": the fine-tuned checkpoint's encoder, for
+    features; a task's role: that task's export)."""
+    return FEATURE_EXTRACTION if role in ("base", "encoder") else tasks.for_role(role).export
+
+
 def export_model(ctx: Context, spec: ModelSpec, role: str) -> Path | None:
     """The model's export for a role ("base", "encoder": the fine-tuned checkpoint's encoder for the paper's
     "after fine-tuning" columns, "qa", "sentiment"); None when the model has no checkpoint for it."""
-    task = ROLE_TASK[role].name
+    task = export_task(role).name
     trained_role = spec.finetuned_role() if role == "encoder" else role
     if trained_role is None:
         return None

@@ -30,6 +30,7 @@ import numpy as np
 from .. import outputs
 from ..core.cpu import cpu_info
 from ..core.session import session_setup
+from ..core.tasks import TASKS
 from ..errors import ExportError
 from ..files import cache_dir, load_json
 
@@ -146,6 +147,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
     {"scheme", "speedup", "cosine", "faster_than_fp32", "cpu", "candidates": [{scheme, speedup, cosine, ok}]}
     """
     judged = judged or [output]
+    labelled = task in TASKS and TASKS[task].labelled
     n_texts = sum(len(f["input_ids"]) for f in feeds)
     flips_allowed = int(n_texts * (1 - MIN_AGREEMENT) + 1e-9)
     key_task = task if judged == [output] else f"{task}:{','.join(judged)}"
@@ -186,7 +188,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
                    "build_seconds": build_s[scheme]}
             if len(judged) > 1:
                 row["cosine_by_output"] = cosines
-            if task == "text-classification":
+            if labelled:
                 # logits of a few classes can point elsewhere while the decision holds: judge the decision
                 flips = int((ref.argmax(1) != got.argmax(1)).sum())
                 row["argmax_agreement"] = round(1 - flips / max(n_texts, 1), 4)
@@ -200,7 +202,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
     passing = [r for r in rows if r["ok"]]
     if not passing:
         rule = (f"agrees with fp32's label on >= {MIN_AGREEMENT:.0%} of the {n_texts} sample texts (at most "
-                f"{flips_allowed} flips)" if task == "text-classification" else
+                f"{flips_allowed} flips)" if labelled else
                 f"keeps cosine >= {MIN_COSINE} against fp32 on {' and '.join(judged)} over {n_texts} texts")
         raise ExportError(f"no int8 scheme {rule} here: " + "; ".join(_candidate(r) for r in rows)
                           + ". Force one with --int8-scheme SCHEME (recorded as not measured), or give "
@@ -212,7 +214,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
               "cpu": cpu["model"], "isa": cpu["isa"], "int8_class": cpu["int8_class"], "candidates": rows,
               "measured": "tokens/s on the export's sample batches, best of 3 interleaved rounds, fp32 alongside",
               "min_cosine": MIN_COSINE, "n_texts": n_texts, "judged_on": judged}
-    if task == "text-classification":
+    if labelled:
         report["flips_allowed"] = flips_allowed
     outputs.write_json(cache, report)
     return report

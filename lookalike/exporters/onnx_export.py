@@ -118,7 +118,8 @@ def drop_layers(model, keep: Sequence[int]):
 def _torch_outputs(torch_model, tokenizer, task: str) -> tuple[dict, dict[str, np.ndarray]]:
     import torch
 
-    if task == "question-answering":
+    facts = TASKS[task]
+    if facts.pairs:
         q, c = zip(*PARITY_PAIRS)
         enc = tokenizer(list(q), list(c), padding=True, return_tensors="pt")
     else:
@@ -128,16 +129,11 @@ def _torch_outputs(torch_model, tokenizer, task: str) -> tuple[dict, dict[str, n
     with torch.no_grad():
         out = torch_model(**enc)
     feeds = {k: v.numpy() for k, v in enc.items()}
-    if task == "feature-extraction":
-        hidden = out.last_hidden_state.numpy()
-        ref = pooling.reference_poolings(hidden, feeds["attention_mask"])
-    elif task == "question-answering":
-        m = feeds["attention_mask"].astype(bool)
-        ref = {"start_logits": np.where(m, out.start_logits.numpy(), 0),
-               "end_logits": np.where(m, out.end_logits.numpy(), 0)}
-    else:
-        ref = {"logits": out.logits.numpy()}
-    return feeds, ref
+    if facts.pooled:
+        return feeds, pooling.reference_poolings(out.last_hidden_state.numpy(), feeds["attention_mask"])
+    m = feeds["attention_mask"].astype(bool)
+    return feeds, {o: np.where(m, getattr(out, o).numpy(), 0) if facts.per_token else getattr(out, o).numpy()
+                   for o in facts.outputs}
 
 
 def _onnx_outputs(path: Path, feeds: dict, task: str) -> dict[str, np.ndarray]:
@@ -149,12 +145,12 @@ def _onnx_outputs(path: Path, feeds: dict, task: str) -> dict[str, np.ndarray]:
     names = {i.name for i in sess.get_inputs()}
     feed = {k: v.astype(np.int64) for k, v in feeds.items() if k in names}
     outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feed)))
-    if task == "feature-extraction":
+    facts = TASKS[task]
+    if facts.pooled:
         return {k: v.astype(np.float32) for k, v in outs.items() if k in graph.GRAPH_POOLINGS}
-    if task == "question-answering":
-        m = feeds["attention_mask"].astype(bool)
-        return {k: np.where(m, outs[k].astype(np.float32), 0) for k in ("start_logits", "end_logits")}
-    return {"logits": outs["logits"].astype(np.float32)}
+    m = feeds["attention_mask"].astype(bool)
+    return {k: np.where(m, outs[k].astype(np.float32), 0) if facts.per_token else outs[k].astype(np.float32)
+            for k in facts.outputs}
 
 
 def _compare(ref: dict, got: dict) -> dict:
@@ -197,7 +193,7 @@ def _export_graph(source: str, tmp: Path, task: str, opset: int, torch_model, to
         log.warning("optimum cannot export %s (%s); falling back to torch.onnx", source, str(exc)[:120])
     import torch
 
-    names = list(tokenizer("a", "b", return_tensors="pt").keys()) if task == "question-answering" else \
+    names = list(tokenizer("a", "b", return_tensors="pt").keys()) if TASKS[task].pairs else \
         list(tokenizer("a", return_tensors="pt").keys())
     enc = tokenizer(["a b c", "d"], padding=True, return_tensors="pt")
     outputs = list(TASKS[task].outputs)
@@ -306,7 +302,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
         status("export: tracing the ONNX graph")
         exporter = _export_graph(source, onnx_dir, task, opset, torch_model, tokenizer)
         path = onnx_dir / MODEL_FILE
-        if task == "feature-extraction":
+        if TASKS[task].pooled:
             graph.add_pooling_outputs(path)
         feeds, ref = _torch_outputs(torch_model, tokenizer, task)
         plain = path.with_name("plain.onnx")
@@ -347,13 +343,13 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
             manifest["int8"] = int8_report
         if task_from is not None:
             manifest["task_inferred_from"] = task_from
-        if task == "feature-extraction":
+        if TASKS[task].pooled:
             st = pooling.sentence_transformers_pooling(model, revision)
             if st is not None:
                 pooling.save_dense(model, st, onnx_dir, revision)
                 manifest["sentence_transformers"] = st
         if st_folder:
-            if task != "feature-extraction":
+            if not TASKS[task].pooled:
                 raise ExportError(f"--st-folder makes a sentence-transformers folder of an embedder; this export is "
                                   f"for {task}")
             manifest["st_folder"] = pooling.write_st_folder(model, onnx_dir, int(torch_model.config.hidden_size),
@@ -389,7 +385,7 @@ def _finetune_texts(source, task: str) -> list[str] | None:
     from ..errors import LookalikeError
 
     record = Path(str(source)) / "lookalike-finetune.json"
-    if task != "text-classification" or not record.is_file():
+    if not TASKS[task].labelled or not record.is_file():
         return None
     try:
         data = json.loads(record.read_text())["data"]
@@ -406,14 +402,15 @@ def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fu
     """Quantise `path` in place with `scheme` ("auto": the fastest within cosine 0.99 of fp32 on this CPU). A
     classifier is judged on up to CLS_JUDGE_TEXTS task texts (--calibration, else its fine-tune's data), an
     embedder on every pooled output it has (CLS and mean), other tasks on JUDGE_TEXTS texts."""
+    facts = TASKS[task]
     if not texts:
-        if task == "text-classification":
+        if facts.labelled:
             log.warning("int8 of a classifier judged on stdlib docstrings, not on its task's texts: give "
                         "--calibration with texts of the task (e.g. its test set)")
         texts = [d["text"] for d in stdlib_corpora(64, 0)[0]]
-    texts = list(texts)[:CLS_JUDGE_TEXTS if task == "text-classification" else JUDGE_TEXTS]
+    texts = list(texts)[:CLS_JUDGE_TEXTS if facts.labelled else JUDGE_TEXTS]
     names = {i.name for i in __import__("onnx").load(str(path), load_external_data=False).graph.input}
-    if task == "question-answering":  # question + context pairs from the sample texts
+    if facts.pairs:  # question + context pairs from the sample texts
         enc_texts = list(texts)
         feeds = []
         for i in range(0, len(enc_texts), 8):
@@ -426,7 +423,7 @@ def _int8(path: Path, plain: Path, scheme: str, task: str, tokenizer, config, fu
     output = TASKS[task].primary
     report = None
     if scheme == "auto":
-        judged = [o for o in ("cls", "mean") if o in _graph_outputs(path)] if task == "feature-extraction" else None
+        judged = [o for o in ("cls", "mean") if o in _graph_outputs(path)] if facts.pooled else None
         report = int8.choose_scheme(path, output, feeds, fused=fused, config=config, task=task,
                                     plain=plain if plain.exists() else None, judged=judged)
         scheme = report["scheme"]
@@ -531,7 +528,7 @@ def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant,
                      "optimum": getattr(optimum, "__version__", "?"), "onnxruntime": onnxruntime.__version__,
                      "onnx": onnx.__version__},
     }
-    if task == "text-classification":
+    if TASKS[task].labelled:
         m["labels"] = {int(k): v for k, v in cfg.id2label.items()}
     return m
 
