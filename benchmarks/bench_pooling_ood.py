@@ -24,7 +24,8 @@ from _common import save  # noqa: E402
 def main():
     from lookalike.analysis.ood import deep_knn_ood
     from lookalike.data import CorpusSpec
-    from lookalike.demo import stdlib_corpora, write_jsonl
+    from lookalike.data.stdlib import stdlib_corpora
+    from lookalike.demo import write_jsonl
     from lookalike.engine import embed, open_store
     from lookalike.exporters import export
     from lookalike.models import minilm_path

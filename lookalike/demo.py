@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.stdlib import TOPICS, legal_corpus, stdlib_corpora  # noqa: F401 (stdlib_corpora re-exported)
+from .data.stdlib import TOPICS, legal_corpus, stdlib_corpora
 from .errors import InputError
 from .experiment import Experiment
 from .models import minilm_path

@@ -43,7 +43,7 @@ def test_flat_knn_matches_numpy_with_duplicates(tmp_path):
     res.save(tmp_path / "nn.h5")
     back = load_knn(tmp_path / "nn.h5")
     np.testing.assert_array_equal(back.neighbors, res.neighbors)
-    assert back.k == 10 and list(back.neighbor_ids(3)[0]) == list(res.ids[res.neighbors[0, :3]])
+    assert back.k == 10 and list(back.targets[back.neighbors[0, :3]]) == list(res.ids[res.neighbors[0, :3]])
 
 
 @pytest.mark.parametrize("bank_rows", [11, 64, 299])

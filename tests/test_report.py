@@ -137,7 +137,8 @@ def test_figure_1c_marks_points_that_are_not_meaningful_and_draws_bands(tmp_path
 
 @pytest.mark.slow
 def test_fitted_mlm_head_beats_the_untrained_one_on_held_out_words(minilm_dir, tmp_path):
-    from lookalike.demo import stdlib_corpora, write_jsonl
+    from lookalike.data.stdlib import stdlib_corpora
+    from lookalike.demo import write_jsonl
     from lookalike.mlm import describe, fit_mlm_head
 
     docs, _ = stdlib_corpora(160, 0)

@@ -150,10 +150,6 @@ class KnnResult:
     def stored_meta(self) -> dict:
         return {k: v for k, v in self.meta.items() if k != "seconds"}
 
-    def neighbor_ids(self, k: int | None = None) -> np.ndarray:
-        k = k or self.k
-        return self.targets[self.neighbors[:, :k]]
-
     def save(self, path: str | Path) -> None:
         """Write an HDF5 neighbour file atomically; an existing file is replaced only if it is one of ours."""
         import h5py

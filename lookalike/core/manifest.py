@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..errors import InputError, ModelError
 from ..files import load_json, sha256_file
-from .tasks import TASKS  # noqa: F401 (the tasks a manifest may name)
 
 log = logging.getLogger(__name__)
 

@@ -71,21 +71,6 @@ def _ort_gemm_gflops(shape: tuple[int, int, int], repeat: int, threads: int | No
     return 2.0 * m * k * n / best / 1e9
 
 
-def model_gemm_gflops(manifest: dict, rows: int = 1024, repeat: int = 20, threads: int | None = None) -> dict:
-    """ORT MatMul rates at a BERT layer's own GEMM shapes (rows x hidden @ hidden x {h, 3h, 4h}, 4h x h).
-
-    A second reference beside the square ceiling: MLAS can run these faster than 1024^3 on some CPUs.
-    """
-    h = int(manifest["hidden_size"])
-    ff = int(manifest.get("intermediate_size") or 4 * h)
-    shapes = {"qkv": (rows, h, 3 * h), "attn_out": (rows, h, h), "ffn_in": (rows, h, ff), "ffn_out": (rows, ff, h)}
-    rates = {}
-    for name, shape in shapes.items():
-        time.sleep(0.3)  # the previous session's spinning threads
-        rates[name] = _ort_gemm_gflops(shape, repeat, threads)
-    return rates
-
-
 def matmul_ceiling_gflops(n: int = 1024, repeat: int = 10, threads: int | None = None) -> float:
     """This machine's fp32 GEMM rate (GFLOP/s): the best of numpy's BLAS and ONNX Runtime's MatMul, n x n.
 
