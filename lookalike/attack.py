@@ -40,15 +40,54 @@ log = logging.getLogger(__name__)
 NLTK_DATA = Path(__file__).resolve().parent / "nltk_data"
 
 
+def _private(root: Path) -> bool:
+    """Whether NLTK trusts `root` as a data root: it and everything under it owned by this user (or root) and
+    writable by nobody else (NLTK refuses others as planted data)."""
+    import stat
+
+    for p in (root, *root.rglob("*")):
+        st = p.stat()
+        if st.st_uid not in (os.geteuid(), 0) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
+
+
+def nltk_root() -> Path:
+    """The stopwords corpus as NLTK will read it: the packaged copy, or, when the install is group- or
+    world-writable (a umask-002 install, an unpacked archive), a private copy of it in lookalike's cache, which
+    NLTK would otherwise refuse and report as a missing resource."""
+    if _private(NLTK_DATA):
+        return NLTK_DATA
+    import shutil
+
+    from .files import cache_dir, sha256_file
+
+    digest = sha256_file(NLTK_DATA / "corpora" / "stopwords" / "english")[:12]
+    dst = cache_dir() / f"nltk_data-{digest}"
+    if not (dst.is_dir() and _private(dst)):
+        tmp = dst.with_name(dst.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(NLTK_DATA, tmp)
+        for p in (tmp, *tmp.rglob("*")):
+            p.chmod(0o700 if p.is_dir() else 0o600)
+        if dst.exists():  # lookalike's own earlier copy, not private any more
+            shutil.rmtree(dst)
+        tmp.replace(dst)
+        log.info("%s is writable by other accounts, which NLTK refuses; reading a private copy in %s", NLTK_DATA,
+                 dst)
+    return dst
+
+
 def _prepare_textattack():
     """Import textattack offline: our stopwords corpus on NLTK_DATA, no download attempts."""
+    root = str(nltk_root())
     paths = [p for p in os.environ.get("NLTK_DATA", "").split(os.pathsep) if p]
-    if str(NLTK_DATA) not in paths:
-        os.environ["NLTK_DATA"] = os.pathsep.join([str(NLTK_DATA), *paths])
+    if root not in paths:
+        os.environ["NLTK_DATA"] = os.pathsep.join([root, *paths])
     import nltk
 
-    if str(NLTK_DATA) not in nltk.data.path:
-        nltk.data.path.insert(0, str(NLTK_DATA))
+    if root not in nltk.data.path:
+        nltk.data.path.insert(0, root)
     _orig = nltk.download
     nltk.download = lambda *a, **k: False  # textattack tries at first import; offline it only prints errors
     try:

@@ -143,3 +143,26 @@ def test_subword_combinations_are_the_exact_top_k_by_perplexity():
         got = top_subword_combinations(logprobs, cands, k)
         assert [c for c, _ in got] == [c for _, c in brute]
         np.testing.assert_allclose([p for _, p in got], [p for p, _ in brute], rtol=1e-9)
+
+
+def test_a_group_writable_install_still_finds_the_stopwords(tmp_path):
+    """NLTK refuses a data root other accounts can write to (a umask-002 install, an unpacked archive) and says the
+    resource is missing; lookalike then reads a private copy of its stopwords from its cache."""
+    import shutil
+    import subprocess
+    import sys
+
+    shared = tmp_path / "install" / "nltk_data"
+    shutil.copytree(NLTK_DATA, shared)
+    for p in (shared, *shared.rglob("*")):
+        p.chmod(0o775 if p.is_dir() else 0o664)
+    code = ("import sys, lookalike.attack as a; from pathlib import Path; a.NLTK_DATA = Path(sys.argv[1]); "
+            "a._prepare_textattack(); from nltk.corpus import stopwords; print(len(stopwords.words('english')), "
+            "a.nltk_root())")
+    env = {**__import__("os").environ, "LOOKALIKE_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", code, str(shared)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, root = r.stdout.split()
+    assert int(n) == len((NLTK_DATA / "corpora" / "stopwords" / "english").read_text().split())
+    assert root.startswith(str(tmp_path / "cache")) and (shared / "corpora").stat().st_mode & 0o020  # install kept
