@@ -25,6 +25,7 @@ from .attack import run_attack
 from .core.export import FORMATS as STORE_FORMATS
 from .core.export import export_store
 from .core.store import remove_store
+from .core.tasks import TASKS as EXPORT_TASKS
 from .data import FORMATS, CorpusSpec
 from .data.stdin import spooled_stdin
 from .demo import run_demo
@@ -36,6 +37,7 @@ from .errors import LookalikeError
 from .experiment import run_experiment
 from .exporters import export as do_export
 from .exporters import export_summary
+from .exporters.variant import INT8_SCHEMES, Variant
 from .files import json_safe, status
 from .finetune import finetune as do_finetune
 from .mlm import fit_mlm_head
@@ -263,13 +265,12 @@ def _echo_json(obj) -> None:
 @cli.command()
 @click.argument("model")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--task", type=click.Choice(["feature-extraction", "question-answering", "text-classification"]),
+@click.option("--task", type=click.Choice(list(EXPORT_TASKS)),
               default=None, help="[inferred from the checkpoint's architectures: …ForSequenceClassification -> "
                                  "text-classification, …ForQuestionAnswering -> question-answering, else "
                                  "feature-extraction]")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None, help="int8 quantisation.")
-@click.option("--int8-scheme", type=click.Choice(["auto", "dynamic", "dynamic-per-channel", "dynamic-reduce-range",
-                                                  "static-qdq"]), default=None,
+@click.option("--int8-scheme", type=click.Choice(["auto", *INT8_SCHEMES]), default=None,
               help="Implies --quantize int8. auto [default]: measure every scheme on this CPU, keep the fastest "
                    "that stays close to fp32; a named scheme is used as is (recorded as not measured).")
 @click.option("--per-channel", is_flag=True, help="Same as --int8-scheme dynamic-per-channel.")
@@ -300,9 +301,10 @@ def export(model, out_dir, task, quantize, int8_scheme, per_channel, calibration
       lookalike export bert-base-uncased runs/bb-l6 --keep-layers 0,2,4,6,8,10
     """
     texts = calibration.sample_texts(512) if calibration else None  # a classifier is judged on up to 512
-    m = do_export(resolve_model(model), out_dir, task, opset=opset, optimize=optimize, quantize=quantize,
-                  per_channel=per_channel, fp16=fp16, keep_layers=keep_layers, overwrite=overwrite, atol=atol,
-                  revision=revision, int8_scheme=int8_scheme, calibration_texts=texts, st_folder=st_folder)
+    variant = Variant(quantize=quantize, int8_scheme=int8_scheme, per_channel=per_channel, fp16=fp16,
+                      keep_layers=keep_layers, optimize=optimize)
+    m = do_export(resolve_model(model), out_dir, task, variant, opset=opset, overwrite=overwrite, atol=atol,
+                  revision=revision, calibration_texts=texts, st_folder=st_folder)
     _echo_json(export_summary(m, out_dir))
 
 

@@ -15,12 +15,12 @@ from ..data import CorpusSpec
 from ..data.opener import read_document
 from ..data.spec import SPEC_KEYS
 from ..errors import InputError, unknown_key_message
+from ..exporters.variant import Variant
 from ..models import resolve_model
 from ..params import STEPS, FinetuneParams, parse_params
 
 TOP_KEYS = ("title", "description", "out", "models", "datasets", "steps")
 MODEL_KEYS = ("name", "like", "base", "qa", "sentiment", "variant")
-VARIANT_KEYS = ("quantize", "int8_scheme", "per_channel", "fp16", "keep_layers", "optimize")
 # dataset roles: what each one feeds
 DATASET_ROLES = {
     "representation": "kNN representation before/after fine-tuning",
@@ -49,7 +49,7 @@ class ModelSpec:
     base: str | None = None
     qa: str | Finetune | None = None
     sentiment: str | Finetune | None = None
-    variant: dict = field(default_factory=dict)
+    variant: Variant = field(default_factory=Variant)
 
     def finetuned_role(self) -> str | None:
         """Whose encoder is "after fine-tuning": the QA model's (the paper), else the classifier's."""
@@ -103,11 +103,11 @@ def _parse_model(m, where: str, specs: dict[str, ModelSpec], paths: _Paths) -> M
     parent = specs.get(m["like"]) if "like" in m else None
     if "like" in m and parent is None:
         raise InputError(f"'like: {m['like']}' names no earlier model", record=where, field="like")
-    variant = dict(parent.variant if parent else {})
     if not isinstance(m.get("variant") or {}, dict):
         raise InputError("expected a mapping", record=where, field="variant")
-    variant.update(m.get("variant") or {})
-    _refuse_unknown(variant, VARIANT_KEYS, f"{where}.variant")
+    # `like:` inherits the parent's variant as it was given; this model's keys override it
+    variant = Variant.coerce({**(parent.variant.as_key() if parent else {}), **(m.get("variant") or {})},
+                             f"{where}.variant")
     base = m.get("base", parent.base if parent else None)
     spec = ModelSpec(m["name"], paths.model(base) if isinstance(base, str) else base, variant=variant)
     for role in ("qa", "sentiment"):

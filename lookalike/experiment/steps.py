@@ -25,6 +25,7 @@ from ..engine.bench import interleaved_latency
 from ..engine.tokens import export_tokenizer, tokenize_corpus, tokenizer_fingerprint
 from ..errors import InputError
 from ..exporters import export
+from ..exporters.variant import Variant
 from ..finetune import finetune
 from ..jobs import predict_and_score
 from ..mlm import fit_mlm_head
@@ -69,8 +70,8 @@ def checkpoint(ctx: Context, spec: ModelSpec, role: str) -> str | None:
     if not isinstance(v, Finetune):
         return v
     task = tasks.for_role(role).name
-    keep = spec.variant.get("keep_layers")
-    params = FinetuneParams(**{**as_key(v.params), "keep_layers": tuple(keep) if keep else None})
+    keep = spec.variant.keep_layers
+    params = FinetuneParams(**{**as_key(v.params), "keep_layers": keep or None})
     key = {"model": v.model, "model_id": file_id(v.model), "data": v.corpus.as_dict(),
            "data_fp": v.corpus.fingerprint(), "task": task, **as_key(params)}
 
@@ -96,16 +97,14 @@ def export_model(ctx: Context, spec: ModelSpec, role: str) -> Path | None:
     src = checkpoint(ctx, spec, trained_role)
     if src is None:
         return None
-    v = dict(spec.variant)
+    v = spec.variant
     if trained_role != "base" and isinstance(getattr(spec, trained_role), Finetune):
-        v.pop("keep_layers", None)  # dropped before fine-tuning
+        v = v.replace(keep_layers=None)  # dropped before fine-tuning
     # "fusion": what an unset `optimize` means; exports cached before fusion became the default differ
-    key = {"source": src, "source_id": file_id(src), "task": task, "variant": v, "fusion": "auto"}
+    key = {"source": src, "source_id": file_id(src), "task": task, "variant": v.as_key(), "fusion": "auto"}
 
     def run(out: Path):
-        export(src, out / "model", task, overwrite=True, quantize=v.get("quantize"),
-               per_channel=bool(v.get("per_channel")), fp16=bool(v.get("fp16")),
-               keep_layers=v.get("keep_layers"), optimize=v.get("optimize"), int8_scheme=v.get("int8_scheme"))
+        export(src, out / "model", task, v, overwrite=True)
 
     return ctx.run("export", f"{spec.name}-{role}", key, run) / "model"
 
@@ -218,11 +217,12 @@ def similarity_encoder(ctx: Context) -> Path | None:
     if ref.base is None or ctx.attack.similarity != "engine":
         return None
     src = ref.base
-    key = {"source": src, "source_id": file_id(src), "task": "feature-extraction",
-           "variant": {"quantize": "int8", "per_channel": True}, "fusion": "auto"}
+    variant = Variant(quantize="int8", per_channel=True)
+    key = {"source": src, "source_id": file_id(src), "task": FEATURE_EXTRACTION.name, "variant": variant.as_key(),
+           "fusion": "auto"}
 
     def run(out: Path):
-        export(src, out / "model", "feature-extraction", quantize="int8", per_channel=True)
+        export(src, out / "model", FEATURE_EXTRACTION.name, variant)
 
     return ctx.run("export", "similarity-encoder", key, run) / "model"
 

@@ -14,8 +14,9 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from ..files import fsync_dir, sha256_file, status
 from ..notes import NOTICE
 from ..outputs import OwnedFolder
 from . import graph, int8, pooling
+from .variant import Variant
 
 log = logging.getLogger(__name__)
 
@@ -237,28 +239,82 @@ def _count_params(torch_model) -> int:
     return int(sum(p.numel() for p in torch_model.parameters()))
 
 
-def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: int = 18,
-           optimize: bool | None = None, quantize: str | None = None, per_channel: bool = False, fp16: bool = False,
-           keep_layers: Sequence[int] | None = None, overwrite: bool = False, atol: float = 1e-4,
-           revision: str | None = None, int8_scheme: str | None = None,
-           calibration_texts: Sequence[str] | None = None, fusions: str | None = None,
-           st_folder: bool = False) -> dict:
-    """Export `model` (hub id or folder) for `task` into `out_dir` and return the manifest.
+@dataclass
+class _Source:
+    """The loaded source of an export: the resolved model, its task, the tokenizer and PyTorch model, and the fp32
+    outputs its variant's parity is measured against."""
+
+    model: str
+    task: str
+    task_from: str | None
+    revision: str | None
+    revision_id: str
+    tokenizer: Any
+    torch_model: Any
+    feeds: dict
+    ref: dict
+
+
+@dataclass
+class _Graph:
+    """The traced graph in the scratch folder and what was measured on it."""
+
+    folder: Path  # becomes the export folder
+    path: Path  # model.onnx
+    source: str  # what was traced: the model, or its layer-dropped copy
+    exporter: str
+    fused: bool = False
+    parity: dict | None = None
+    scheme: str | None = None
+    int8_report: dict | None = None
+    variant_parity: dict | None = None
+
+
+def export(model: str, out_dir: str | Path, task: str | None = None, variant: Variant | dict | None = None, *,
+           opset: int = 18, overwrite: bool = False, atol: float = 1e-4, revision: str | None = None,
+           calibration_texts: Sequence[str] | None = None, st_folder: bool = False, **flags) -> dict:
+    """Export `model` (hub id or folder) for `task` into `out_dir` as `variant`; return the manifest.
 
     task: None infers it from the checkpoint's `architectures` (…ForSequenceClassification: text-classification,
     …ForQuestionAnswering: question-answering, else feature-extraction); the manifest says it was inferred.
-    optimize: ONNX Runtime transformer fusions (graph.optimize_transformer); None (the default) fuses and
-    falls back to the plain graph, with a warning, if the fusions fail or the fused graph fails parity.
-    quantize: None or "int8". int8_scheme: one of int8.SCHEMES, or "auto" (the default; `per_channel` alone
-    means dynamic-per-channel): measure every scheme on this CPU and keep the fastest within cosine 0.99 of fp32
-    (lookalike.exporters.int8). calibration_texts: sample texts for that measurement and for static scales
-    [built-in: standard-library docstrings]. fp16: float16 weights.
-    keep_layers: encoder layer indices to keep (layer dropping). atol: export parity tolerance (fp32 graph).
-    fusions: which fusion set (graph.optimize_transformer): "gpu" for fp16 exports, "cpu" otherwise [by fp16].
+    variant (lookalike.exporters.variant.Variant, or its fields as keywords: quantize, int8_scheme, per_channel,
+    fp16, keep_layers, optimize, fusions): int8 with its scheme ("auto", the default: measure every scheme on this
+    CPU and keep the fastest within cosine 0.99 of fp32, lookalike.exporters.int8), fp16 weights, layer dropping,
+    the ORT fusions (None: fuse, and fall back to the plain graph, with a warning, if they fail parity).
+    calibration_texts: sample texts for the int8 measurement and static scales [a classifier's own fine-tune
+    data, else standard-library docstrings]. atol: export parity tolerance (fp32 graph against PyTorch).
+
+    The stages: load the source → trace → fuse and check parity → apply the variant → write the folder.
     """
+    if flags:
+        if variant is not None:
+            raise ExportError("give a variant or its fields as keywords, not both")
+        variant = Variant(**flags)
+    variant = Variant.coerce(variant)
+    out_dir = Path(out_dir)
+    src = _resolve_source(model, task, revision)
+    check_export_target(out_dir, overwrite)
+    t0 = time.perf_counter()
+    _load(src)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        g = _trace(src, variant, tmp, opset)
+        _fuse_and_check_parity(src, variant, g, atol)
+        _apply_variant(src, variant, g, calibration_texts)
+        manifest = _write_folder(src, variant, g, out_dir, tmp, opset, st_folder, overwrite, time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s -> %s (%s)", src.model, out_dir, manifest["variant"]["description"])
+    return manifest
+
+
+def _resolve_source(model: str, task: str | None, revision: str | None) -> _Source:
+    """The model by its name (`minilm` and the paper's names, as on the command line) and its task, before any
+    loading."""
     from ..models import resolve_model
 
-    model = resolve_model(str(model))  # `minilm` and the paper's names, as on the command line
+    model = resolve_model(str(model))
     task_from = None
     if task is None:
         task, task_from = pooling.infer_task(model, revision)
@@ -266,105 +322,105 @@ def export(model: str, out_dir: str | Path, task: str | None = None, *, opset: i
         task_from = task_from or "default"
     if task not in TASKS:
         raise ExportError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    if quantize not in (None, "int8"):
-        raise ExportError(f"unknown quantization {quantize!r} (known: int8)")
-    if int8_scheme is not None or per_channel:  # a scheme means int8
-        quantize = quantize or "int8"
-    if quantize and fp16:
-        raise ExportError("choose one of --quantize int8 (or --int8-scheme) and --fp16")
-    fusions = fusions or ("gpu" if fp16 else "cpu")
-    if fusions not in graph.FUSION_SETS:
-        raise ExportError(f"unknown fusion set {fusions!r} (cpu or gpu)")
-    scheme = int8_scheme or ("dynamic-per-channel" if per_channel else "auto")
-    if quantize == "int8" and scheme not in (*int8.SCHEMES, "auto"):
-        raise ExportError(f"unknown int8 scheme {scheme!r} (known: auto, {', '.join(int8.SCHEMES)})")
-    out_dir = Path(out_dir)
-    check_export_target(out_dir, overwrite)
+    return _Source(model, task, task_from, revision, "", None, None, {}, {})
 
-    t0 = time.perf_counter()
-    status(f"export: loading {model}")
-    tokenizer, torch_model = _load_source(model, task, revision)
-    revision_id = _source_revision(model, torch_model)
-    source_feeds, source_ref = _torch_outputs(torch_model, tokenizer, task)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        source = model
-        if keep_layers is not None:
-            n_before = len(_layer_list(torch_model)[0].layer)
-            drop_layers(torch_model, keep_layers)
-            source = str(tmp / "hf-pruned")
-            torch_model.save_pretrained(source)
-            tokenizer.save_pretrained(source)
-            log.info("dropped layers: kept %s of %d", list(keep_layers), n_before)
-        onnx_dir = tmp / "onnx"
-        onnx_dir.mkdir()
-        status("export: tracing the ONNX graph")
-        exporter = _export_graph(source, onnx_dir, task, opset, torch_model, tokenizer)
-        path = onnx_dir / MODEL_FILE
-        if TASKS[task].pooled:
-            graph.add_pooling_outputs(path)
-        feeds, ref = _torch_outputs(torch_model, tokenizer, task)
-        plain = path.with_name("plain.onnx")
-        if quantize == "int8":  # static int8 quantises the plain graph (the quantiser cannot type fused ops)
-            shutil.copyfile(path, plain)
-        status("export: fusing and checking parity against PyTorch")
-        optimize, parity = _fuse_and_check(path, torch_model.config, optimize, feeds, ref, task, atol, fusions)
-        if not parity["passed"]:
-            raise ExportError(f"parity check failed: ONNX vs PyTorch max abs diff {parity['max_abs_diff']:.3g} "
-                              f"> {atol:g} (outputs: {', '.join(ref)})")
-        int8_report = None
-        if quantize == "int8":
-            status("export: int8 (every scheme measured against fp32 on this CPU)")
-            scheme, int8_report = _int8(path, plain, scheme, task, tokenizer, torch_model.config, optimize,
-                                        calibration_texts or _finetune_texts(source, task))
-            plain.unlink(missing_ok=True)
-        if fp16:
-            graph.to_fp16(path)
-        variant = {"quantize": quantize, "int8_scheme": scheme if quantize else None,
-                   "per_channel": (scheme != "dynamic") if quantize else None, "fp16": fp16,
-                   "keep_layers": list(keep_layers) if keep_layers is not None else None,
-                   "optimized": optimize and not (quantize and scheme == "static-qdq")}
-        if variant["optimized"]:
-            variant["fusions"] = fusions
-            variant["fused_operators"] = graph.fused_operators(path)
-        variant["description"] = describe_variant(variant)
-        variant_parity = None
-        if quantize or fp16 or keep_layers is not None:
-            try:
-                variant_parity = _compare(source_ref, _onnx_outputs(path, source_feeds, task))
-            except Exception as exc:  # fp16 graphs may need a GPU provider to run
-                variant_parity = {"skipped": f"{type(exc).__name__}: {str(exc)[:160]}"}
-        tokenizer.save_pretrained(onnx_dir)
-        torch_model.config.save_pretrained(onnx_dir)
-        manifest = _manifest(model, revision_id, task, opset, path, torch_model, variant, parity, variant_parity,
-                             exporter, time.perf_counter() - t0)
-        if int8_report is not None:
-            manifest["int8"] = int8_report
-        if task_from is not None:
-            manifest["task_inferred_from"] = task_from
-        if TASKS[task].pooled:
-            st = pooling.sentence_transformers_pooling(model, revision)
-            if st is not None:
-                pooling.save_dense(model, st, onnx_dir, revision)
-                manifest["sentence_transformers"] = st
-        if st_folder:
-            if not TASKS[task].pooled:
-                raise ExportError(f"--st-folder makes a sentence-transformers folder of an embedder; this export is "
-                                  f"for {task}")
-            manifest["st_folder"] = pooling.write_st_folder(model, onnx_dir, int(torch_model.config.hidden_size),
-                                                            revision)
-        manifest["files"] = listed_files(onnx_dir)  # everything the runtime reads is checksummed
-        (onnx_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        OwnedFolder(onnx_dir).record_tree()
-        if out_dir.exists():  # an empty folder, or an earlier export every file of which is ours (checked again)
-            check_export_target(out_dir, overwrite)
-            os.replace(out_dir, tmp / "replaced")  # removed with tmp below
-        os.replace(onnx_dir, out_dir)
-        fsync_dir(out_dir.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s -> %s (%s)", model, out_dir, manifest["variant"]["description"])
+
+def _load(src: _Source) -> None:
+    """Load the tokenizer and PyTorch model; the fp32 reference outputs."""
+    status(f"export: loading {src.model}")
+    src.tokenizer, src.torch_model = _load_source(src.model, src.task, src.revision)
+    src.revision_id = _source_revision(src.model, src.torch_model)
+    src.feeds, src.ref = _torch_outputs(src.torch_model, src.tokenizer, src.task)
+
+
+def _trace(src: _Source, variant: Variant, tmp: Path, opset: int) -> _Graph:
+    """Drop layers (a copy of the model, saved for tracing), then trace the ONNX graph (+ pooled outputs for an
+    embedder) into tmp/onnx."""
+    source = src.model
+    if variant.keep_layers is not None:
+        n_before = len(_layer_list(src.torch_model)[0].layer)
+        drop_layers(src.torch_model, variant.keep_layers)
+        source = str(tmp / "hf-pruned")
+        src.torch_model.save_pretrained(source)
+        src.tokenizer.save_pretrained(source)
+        log.info("dropped layers: kept %s of %d", list(variant.keep_layers), n_before)
+    folder = tmp / "onnx"
+    folder.mkdir()
+    status("export: tracing the ONNX graph")
+    exporter = _export_graph(source, folder, src.task, opset, src.torch_model, src.tokenizer)
+    path = folder / MODEL_FILE
+    if TASKS[src.task].pooled:
+        graph.add_pooling_outputs(path)
+    return _Graph(folder, path, source, exporter)
+
+
+def _fuse_and_check_parity(src: _Source, variant: Variant, g: _Graph, atol: float) -> None:
+    """ORT's fusions as the variant asks, and the graph's parity against the (possibly layer-dropped) PyTorch
+    model; ExportError past `atol`. A copy of the plain graph is kept for static int8."""
+    feeds, ref = _torch_outputs(src.torch_model, src.tokenizer, src.task)
+    if variant.int8:  # static int8 quantises the plain graph (the quantiser cannot type fused ops)
+        shutil.copyfile(g.path, g.path.with_name("plain.onnx"))
+    status("export: fusing and checking parity against PyTorch")
+    g.fused, g.parity = _fuse_and_check(g.path, src.torch_model.config, variant.optimize, feeds, ref, src.task,
+                                        atol, variant.fusion_set)
+    if not g.parity["passed"]:
+        raise ExportError(f"parity check failed: ONNX vs PyTorch max abs diff {g.parity['max_abs_diff']:.3g} "
+                          f"> {atol:g} (outputs: {', '.join(ref)})")
+
+
+def _apply_variant(src: _Source, variant: Variant, g: _Graph, calibration_texts) -> None:
+    """int8 (the scheme measured or given) or fp16 on the checked graph, and the variant's parity against the
+    fp32 source."""
+    plain = g.path.with_name("plain.onnx")
+    if variant.int8:
+        status("export: int8 (every scheme measured against fp32 on this CPU)")
+        g.scheme, g.int8_report = _int8(g.path, plain, variant.scheme, src.task, src.tokenizer,
+                                        src.torch_model.config, g.fused,
+                                        calibration_texts or _finetune_texts(g.source, src.task))
+        plain.unlink(missing_ok=True)
+    if variant.fp16:
+        graph.to_fp16(g.path)
+    if variant.compressed:
+        try:
+            g.variant_parity = _compare(src.ref, _onnx_outputs(g.path, src.feeds, src.task))
+        except Exception as exc:  # fp16 graphs may need a GPU provider to run
+            g.variant_parity = {"skipped": f"{type(exc).__name__}: {str(exc)[:160]}"}
+
+
+def _write_folder(src: _Source, variant: Variant, g: _Graph, out_dir: Path, tmp: Path, opset: int,
+                  st_folder: bool, overwrite: bool, seconds: float) -> dict:
+    """The tokenizer, config, the model's own pooling (and Dense weights), the checksummed manifest; then the
+    folder moved into place (an earlier export replaced only when every file of it is lookalike's)."""
+    folder, task = g.folder, src.task
+    optimized = g.fused and not (variant.int8 and g.scheme == "static-qdq")
+    record = variant.record(g.scheme, optimized, graph.fused_operators(g.path) if optimized else None)
+    src.tokenizer.save_pretrained(folder)
+    src.torch_model.config.save_pretrained(folder)
+    manifest = _manifest(src.model, src.revision_id, task, opset, g.path, src.torch_model, record, g.parity,
+                         g.variant_parity, g.exporter, seconds)
+    if g.int8_report is not None:
+        manifest["int8"] = g.int8_report
+    if src.task_from is not None:
+        manifest["task_inferred_from"] = src.task_from
+    if TASKS[task].pooled:
+        st = pooling.sentence_transformers_pooling(src.model, src.revision)
+        if st is not None:
+            pooling.save_dense(src.model, st, folder, src.revision)
+            manifest["sentence_transformers"] = st
+    if st_folder:
+        if not TASKS[task].pooled:
+            raise ExportError(f"--st-folder makes a sentence-transformers folder of an embedder; this export is "
+                              f"for {task}")
+        manifest["st_folder"] = pooling.write_st_folder(src.model, folder, int(src.torch_model.config.hidden_size),
+                                                        src.revision)
+    manifest["files"] = listed_files(folder)  # everything the runtime reads is checksummed
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    OwnedFolder(folder).record_tree()
+    if out_dir.exists():  # an empty folder, or an earlier export every file of which is ours (checked again)
+        check_export_target(out_dir, overwrite)
+        os.replace(out_dir, tmp / "replaced")  # removed with tmp below
+    os.replace(folder, out_dir)
+    fsync_dir(out_dir.parent)
     return manifest
 
 
@@ -468,24 +524,6 @@ def _fuse_and_check(path: Path, config, optimize: bool | None, feeds, ref, task:
     parity["atol"] = atol
     parity["passed"] = parity["max_abs_diff"] <= atol
     return fuse, parity
-
-
-def describe_variant(v: dict) -> str:
-    parts = []
-    if v.get("keep_layers") is not None:
-        parts.append(f"layers {','.join(map(str, v['keep_layers']))}")
-    if v.get("quantize"):
-        scheme = v.get("int8_scheme") or ("dynamic-per-channel" if v.get("per_channel") else "dynamic")
-        parts.append({"dynamic": "int8 dynamic", "dynamic-per-channel": "int8 dynamic per-channel",
-                      "dynamic-reduce-range": "int8 dynamic reduce-range",
-                      "static-qdq": "int8 static QDQ"}.get(scheme, f"int8 {scheme}"))
-    if v.get("fp16"):
-        parts.append("fp16")
-    if not v.get("quantize") and not v.get("fp16"):
-        parts.append("fp32")
-    if v.get("optimized"):
-        parts.append("ORT-fused" + (" (GPU set)" if v.get("fusions") == "gpu" else ""))
-    return ", ".join(parts)
 
 
 def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant, parity, variant_parity, exporter,
