@@ -1,6 +1,5 @@
-"""Trust, round two (issue 21): every input is verified, not only shards. Each test is one case of the issue's
-list (numbers refer to it); each fails on the code before the issue and ends here in a correct result or one
-line naming the file, record and field."""
+"""Every input is verified, not only shards: manifests, shard attributes, model files, locks, token caches, neighbour
+and OOD files; each case ends in a correct result or one line naming the file, record and field."""
 
 from __future__ import annotations
 
@@ -12,17 +11,15 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from test_integrity import _one_line_error, _run  # the same one-line-error check as round one
+from support import _one_line_error, _run  # the same one-line-error check as the faults tests
 
 from lookalike.analysis.knn import knn_self, load_knn
 from lookalike.analysis.ood import deep_knn_ood, load_ood
-from lookalike.analysis.scoring import load_errors
 from lookalike.data import CorpusSpec
 from lookalike.engine import OnnxModel, embed, open_store
 from lookalike.engine.tokens import open_tokens, tokenize_corpus
 from lookalike.errors import InputError, LookalikeError, ModelError, StoreError
 from lookalike.files import WriterLock, sha256_file
-from lookalike.jobs import evaluate
 from lookalike.params import EmbedParams
 
 PARAMS = EmbedParams(max_length=64, shard_rows=50)
@@ -252,39 +249,6 @@ def test_ood_refuses_held_out_sets_that_are_the_bank(tiny_exports, shared_data, 
     assert res.meta["bank_overlap"] == {"test": 60, "in-test": 60}
     r = _run("ood", "--train", store, "--test", other, "--val", store, tmp_path / "o.json")
     _one_line_error(r, "--allow-overlap")
-
-
-# minor ------------------------------------------------------------------------------------------------------
-def test_all_zero_vectors_are_warned(caplog):
-    x = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
-    x[[3, 7]] = 0
-    with caplog.at_level("WARNING", logger="lookalike"):
-        knn_self(x, 3)
-    assert "2 all-zero vectors" in caplog.text
-
-
-def test_a_bom_is_not_part_of_the_first_id(tmp_path):
-    p = tmp_path / "errors.txt"
-    p.write_bytes("\ufeffq1\nq2\n".encode("utf-8"))
-    assert load_errors(p).ids == {"q1", "q2"}
-
-
-def test_duplicate_yaml_keys_are_refused(tmp_path):
-    from lookalike.experiment import load_config
-
-    p = tmp_path / "e.yaml"
-    p.write_text("title: a\nmodels: []\ntitle: b\n")
-    with pytest.raises(InputError, match=r"key 'title' is given twice \(lines 1 and 3\)"):
-        load_config(p)
-
-
-def test_a_partial_na_prob_file_is_refused(shared_data, tmp_path):
-    data = shared_data / "squad2_dev500"
-    ids = [r.id for r in CorpusSpec(data).records()]
-    preds = {q: "" for q in ids}
-    probs = {q: 0.5 for q in ids[:10]}
-    with pytest.raises(InputError, match=f"covers 10 of the {len(ids)} predicted questions"):
-        evaluate(data, preds, na_probs=probs)
 
 
 def test_max_length_above_the_model_is_said(tiny_exports, c200, tmp_path):

@@ -22,14 +22,6 @@ def test_every_command_has_help_with_an_example(command):
     assert result.exit_code == 0 and "Example:" in result.output and f"lookalike {command}" in result.output
 
 
-def test_bad_model_folder_is_one_line_exit_2(tmp_path):
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text("{}")
-    result = CliRunner().invoke(cli, ["export", str(tmp_path / "m"), str(tmp_path / "out")])
-    assert result.exit_code == 2
-    assert "no tokenizer" in result.output and "Traceback" not in result.output
-
-
 @pytest.mark.parametrize("command,args,needle", [
     ("embed", ["{t}/nomodel", "{t}/c.txt", "{t}/out"], "no such model folder"),
     ("knn", ["{t}/nostore", "{t}/nn.h5"], "not an embedding store"),

@@ -1,5 +1,5 @@
-"""Table 2 with intervals on hand-made artifacts (known Jaccards; intervals against an independent bootstrap),
-the noise verdicts, the OOD meaningfulness rule, and the offline masked-LM's quality measurement."""
+"""Table 2 with intervals on hand-made artifacts (known Jaccards; intervals against an independent bootstrap), the
+noise verdicts, the OOD meaningfulness rule, Figure 1's markers and bands."""
 
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ def test_table2_values_and_intervals_by_hand():
     ref = set(universe[:60])                 # 60 errors
     near = set(universe[10:70])              # overlap 50, union 70: J = 5/7
     far = set(universe[50:150])              # overlap 10, union 150: J = 1/15
-    arts = {"ref": ModelArtifacts(qa_errors=_errors(ref, universe)),
-            "near": ModelArtifacts(qa_errors=_errors(near, universe)),
-            "far": ModelArtifacts(qa_errors=_errors(far, universe)),
-            "same": ModelArtifacts(qa_errors=_errors(ref, universe))}
+    arts = {"ref": ModelArtifacts(errors={"qa": _errors(ref, universe)}),
+            "near": ModelArtifacts(errors={"qa": _errors(near, universe)}),
+            "far": ModelArtifacts(errors={"qa": _errors(far, universe)}),
+            "same": ModelArtifacts(errors={"qa": _errors(ref, universe)})}
     rows = {(r["model_i"], r["model_j"]): r for r in table2_rows(list(arts), arts, reps=2000)}
     r = rows[("ref", "near")]
     assert r["errors_jaccard"] == pytest.approx(5 / 7)
@@ -59,7 +59,7 @@ def test_table2_values_and_intervals_by_hand():
     shown, cols, heads = table2_display(list(rows.values()))
     assert shown[0]["errors_jaccard"].startswith("0.714 [") and "Prediction errors (QA)" in heads
     # error sets over other questions are refused, not compared
-    other = {"ref": arts["ref"], "x": ModelArtifacts(qa_errors=_errors(near, universe[:150]))}
+    other = {"ref": arts["ref"], "x": ModelArtifacts(errors={"qa": _errors(near, universe[:150])})}
     with pytest.raises(InputError, match="different questions"):
         table2_rows(["ref", "x"], other)
 
@@ -90,7 +90,7 @@ def test_noise_rows_separate_real_differences_from_noise():
     close = set(universe[5:105])            # J ~ 0.9
     far = set(universe[60:160])             # J ~ 0.25
     close2 = set(universe[:95]) | set(universe[200:205])  # as close as `close` (J = 95/105), other members
-    arts = {n: ModelArtifacts(qa_errors=_errors(s, universe)) for n, s in
+    arts = {n: ModelArtifacts(errors={"qa": _errors(s, universe)}) for n, s in
             (("ref", ref), ("close", close), ("far", far), ("close2", close2))}
     rows = {(r["model_x"], r["model_y"]): r for r in noise_rows(list(arts), arts, reps=1000)}
     big = rows[("close", "far")]
@@ -133,23 +133,3 @@ def test_figure_1c_marks_points_that_are_not_meaningful_and_draws_bands(tmp_path
     assert all(lo <= v <= hi for v, lo, hi in zip(curve.values[1:], curve.lo[1:], curve.hi[1:]))
     plot_sweep({"a vs b": curve}, "t", "J", tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000
-
-
-@pytest.mark.slow
-def test_fitted_mlm_head_beats_the_untrained_one_on_held_out_words(minilm_dir, tmp_path):
-    from lookalike.data.stdlib import stdlib_corpora
-    from lookalike.demo import write_jsonl
-    from lookalike.mlm import describe, fit_mlm_head
-
-    docs, _ = stdlib_corpora(160, 0)
-    write_jsonl(docs[:120], tmp_path / "fit.jsonl")
-    write_jsonl(docs[120:], tmp_path / "held.jsonl")
-    rep = fit_mlm_head(minilm_dir, tmp_path / "fit.jsonl", tmp_path / "mlm", eval_corpus=tmp_path / "held.jsonl",
-                       max_length=64, epochs=2)
-    acc, base = rep["fill_mask_accuracy"], rep["untrained_head_accuracy"]
-    assert rep["eval_positions"] > 100 and 0 <= acc["top1"] <= acc["top10"] <= acc["top48"] <= 1
-    assert acc["top48"] > base["top48"] + 0.1  # the fitted head predicts held-out words; the untrained one does not
-    import transformers
-
-    mlm = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "mlm")  # an ordinary HF folder
-    assert mlm.config.vocab_size == 30522 and "fill-mask accuracy" in describe(tmp_path / "mlm")

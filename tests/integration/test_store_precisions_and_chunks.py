@@ -10,8 +10,6 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
-from hypothesis import strategies as st
 
 from lookalike.analysis.knn import knn_self
 from lookalike.cli import cli
@@ -134,8 +132,6 @@ def test_quantised_refusals_are_one_line(minilm_export, shared_data, tmp_path):
         assert r.exit_code != 0 and expect in r.output and "Traceback" not in r.output, (args, r.output)
 
 
-# --------------------------------------------------------------------------- long documents
-
 def test_chunk_windows_are_the_tokenizers_overflow_windows(minilm_dir, minilm_export, shared_data):
     from transformers import AutoTokenizer
 
@@ -150,17 +146,6 @@ def test_chunk_windows_are_the_tokenizers_overflow_windows(minilm_dir, minilm_ex
     for i, text in enumerate(texts):
         ref = tok(text, truncation=True, max_length=52, stride=12, return_overflowing_tokens=True)["input_ids"]
         assert chunker(Record(str(i), text)).windows == ref
-
-
-@given(n=st.integers(0, 3000), size=st.integers(1, 300), data=st.data())
-def test_chunk_starts_cover_every_token(n, size, data):
-    stride = data.draw(st.integers(0, size - 1))
-    c = Chunker.__new__(Chunker)
-    c.size, c.step = size, size - stride
-    starts = c.starts(n)
-    assert starts[0] == 0 and starts[-1] + size >= n  # the last window reaches the end
-    assert all(b - a == size - stride for a, b in zip(starts, starts[1:]))  # neighbours share `stride` tokens
-    assert len(starts) == 1 or starts[-2] + size < n  # no window past the one that reaches the end
 
 
 def test_chunked_store_resumes_byte_identically_and_pools(minilm_export, reviews, tmp_path):
@@ -183,8 +168,6 @@ def test_chunked_store_resumes_byte_identically_and_pools(minilm_export, reviews
         np.testing.assert_allclose(pooled.embeddings()[i], mean / np.linalg.norm(mean), atol=1e-6)
     assert knn_self(a, 5).neighbors.shape == (len(a), 5)  # knn takes either level
 
-
-# --------------------------------------------------------------------------- export-store
 
 def test_export_store_npy_and_parquet_round_trip(minilm_export, reviews, float_store, tmp_path):
     import pyarrow.parquet as pq

@@ -23,7 +23,7 @@ FAULTS = Path(tempfile.gettempdir()) / f"lookalike-ray-faults-{os.getpid()}.json
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray whose workers can be told to die once (tests/ray_faults.py, through `kill_once`)."""
-    tests_dir = str(Path(__file__).resolve().parent)
+    tests_dir = str(Path(__file__).resolve().parents[1])  # tests/: ray_faults.py
     env = {"LOOKALIKE_TEST_FAULTS": str(FAULTS),
            "PYTHONPATH": os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 1024 ** 2,

@@ -1,5 +1,5 @@
-"""The host side of the engine: one-pass tokenizing equals transformers' own call, worker processes give the same
-ids and the same store bytes, and the default batch policy pads little on real text."""
+"""The host side of the engine on real tokenizers: one-pass tokenizing equals transformers' own call, worker processes
+give the same ids and the same store bytes, the default batch policy pads little on real text."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import transformers
 from lookalike.data import CorpusSpec, Record
 from lookalike.engine import embed, open_store
 from lookalike.engine.batching import Encoded, TokenizerPool, token_budget_batches, tokenize
-from lookalike.engine.plan import shard_aligned, window_ranges
+from lookalike.engine.plan import window_ranges
 from lookalike.params import EmbedParams
 
 
@@ -59,39 +59,6 @@ def test_worker_processes_give_the_same_ids(minilm_dir, shared_data):
         assert len(pool.tokenize([])) == 0
     for name in ("ids", "offsets", "type_ids", "truncated", "n_tokens"):
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
-
-
-def test_encoded_slices_and_concat_are_inverse():
-    rng = np.random.default_rng(0)
-    rows = [list(rng.integers(1, 999, size=rng.integers(0, 9))) for _ in range(50)]
-    enc = Encoded.from_lists(rows, [[1] * len(r) for r in rows], rng.random(50) < 0.3)
-    parts = [enc[0:7], enc[7:7], enc[7:30], enc[30:]]
-    back = Encoded.concat(parts)
-    for name in ("ids", "offsets", "type_ids", "truncated"):
-        np.testing.assert_array_equal(getattr(back, name), getattr(enc, name))
-    assert [x.tolist() for x in back.input_ids] == [[int(v) for v in r] for r in rows]
-
-
-def test_padding_is_vectorised_exactly():
-    rng = np.random.default_rng(1)
-    rows = [list(rng.integers(1, 999, size=rng.integers(1, 40))) for _ in range(200)]
-    enc = Encoded.from_lists(rows, [[i % 2] * len(r) for i, r in enumerate(rows)])
-    seen = []
-    for b in token_budget_batches(enc, 300, pad_id=0, max_batch=64):
-        for j, r in enumerate(b.rows):
-            L = len(rows[r])
-            assert b.input_ids[j, :L].tolist() == rows[r] and not b.input_ids[j, L:].any()
-            assert b.attention_mask[j].tolist() == [1] * L + [0] * (b.input_ids.shape[1] - L)
-            assert b.token_type_ids[j, :L].tolist() == [r % 2] * L
-        seen += b.rows.tolist()
-    assert sorted(seen) == list(range(200))
-
-
-@pytest.mark.parametrize("start,size,boundary", [(0, 5, 7), (3, 4, 6), (10, 100, 25), (0, 3, 3)])
-def test_window_ranges_are_the_cut_rule(start, size, boundary):
-    total = 61
-    assert list(window_ranges(start, total, size, boundary)) == \
-        [(a, a + len(c)) for a, c in shard_aligned(range(start, total), start, size, boundary)]
 
 
 def test_default_policy_pads_little_on_real_text(minilm_dir, shared_data):

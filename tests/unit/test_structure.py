@@ -14,7 +14,7 @@ from lookalike.engine.batching import Encoded, token_budget_batches
 from lookalike.engine.plan import shard_aligned
 from lookalike.engine.stages import staged
 
-PKG = Path(__file__).resolve().parents[1] / "lookalike"
+PKG = Path(__file__).resolve().parents[2] / "lookalike"
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 import transformers
+from support import _feeds, _ort
 
 from lookalike.errors import ExportError, ModelError
 from lookalike.exporters import export, load_manifest
 
 TEXTS = ["hello world", "a considerably longer sentence about compressed models and their large teachers", "x"]
-
-
-def _ort(path):
-    return ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
-
-
-def _feeds(sess, enc):
-    names = {i.name for i in sess.get_inputs()}
-    return {k: v.numpy().astype(np.int64) for k, v in enc.items() if k in names}
 
 
 def test_feature_extraction_parity(tiny_models, tiny_exports):
@@ -149,22 +140,6 @@ def test_distilbert(tiny_models, tmp_path):
     d = export(str(tiny_models["distil"]), tmp_path / "distil", keep_layers=[0, 2])
     assert d["num_layers"] == 2 and d["parity"]["passed"]
     assert "token_type_ids" not in d["inputs"]
-
-
-@pytest.mark.slow
-def test_minilm_family(minilm_dir, minilm_export, tmp_path):
-    fp32 = load_manifest(minilm_export)
-    assert fp32["parity"]["max_abs_diff"] < 1e-4 and fp32["hidden_size"] == 384 and fp32["num_layers"] == 6
-    int8 = export(str(minilm_dir), tmp_path / "int8", quantize="int8", per_channel=True)
-    assert int8["file_size"] < fp32["file_size"] / 3
-    assert int8["variant_parity"]["mean_cosine_cls"] > 0.95
-    st = transformers.AutoModel.from_pretrained(minilm_dir).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(minilm_export)
-    enc = tok(TEXTS, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        ref = st(**enc).last_hidden_state[:, 0].numpy()
-    sess = _ort(minilm_export)
-    np.testing.assert_allclose(sess.run(["cls"], _feeds(sess, enc))[0], ref, atol=1e-4)
 
 
 def test_bad_inputs(tiny_models, tiny_exports, tmp_path):

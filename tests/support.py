@@ -1,0 +1,29 @@
+"""Helpers that more than one test tier uses (tests/ is on sys.path through its conftest: `from support import`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+from click.testing import CliRunner
+
+from lookalike.cli import cli
+
+
+def _ort(path):
+    return ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _feeds(sess, enc):
+    names = {i.name for i in sess.get_inputs()}
+    return {k: v.numpy().astype(np.int64) for k, v in enc.items() if k in names}
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for n in needles:
+        assert n in r.stderr, (n, r.stderr)

@@ -1,0 +1,55 @@
+"""Honest edges: nothing scored is an error, `--address none` is a local Ray, the bench plot draws every sequence
+length."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from lookalike.cli import cli
+
+TEXTS = ["a great movie", "terrible acting and a worse plot", "what is the capital of France?", "naïve café"]
+
+
+def test_nothing_scored_is_an_error(shared_data, tmp_path):
+    preds = tmp_path / "p.json"
+    preds.write_text(json.dumps({"other-id": "x"}))
+    r = CliRunner().invoke(cli, ["evaluate", str(shared_data / "squad2_dev500"), str(preds), "--allow-missing"])
+    assert r.exit_code != 0 and "nothing to score" in r.output and "Traceback" not in r.output
+
+
+def test_address_none_is_a_local_ray():
+    from lookalike.engine.distributed import _connect
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, address=None, **kw):
+            self.address = address
+
+    ray = FakeRay()
+    assert _connect(ray, "none", None) and ray.address is None
+
+
+def test_the_bench_plot_draws_every_length(tmp_path, monkeypatch):
+    """bench.png: one latency line per model and sequence length, and a throughput-by-length line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lookalike.analysis import report
+
+    seen = {}
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: seen.setdefault("fig", fig))
+    monkeypatch.setattr(plt, "close", lambda fig: None)
+    rows = [{"batch_size": b, "seq_len": L, "p50_ms": b * L / 50 + 1, "p90_ms": b * L / 40 + 1,
+             "seq_per_s": 1000 * b / (b * L / 50 + 1)} for L in (32, 128, 384) for b in (1, 8)]
+    report.plot_bench([{"model": "runs/a", "latency": rows}, {"model": "runs/b", "latency": rows}],
+                      tmp_path / "b.png")
+    left, right = seen["fig"].axes
+    assert sorted(t.get_text() for t in left.get_legend().texts) == sorted(
+        f"{m} L={L}" for m in "ab" for L in (32, 128, 384))
+    assert [list(line.get_xdata()) for line in right.get_lines()] == [[32, 128, 384]] * 2
