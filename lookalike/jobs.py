@@ -18,7 +18,7 @@ from . import outputs, tasks
 from .analysis.knn import KnnResult, is_knn_file, knn_cross, knn_self, write_faiss_index
 from .analysis.ood import OodResult, deep_knn_ood, is_ood_file
 from .analysis.report import markdown_table
-from .analysis.scoring import ids_digest
+from .analysis.scoring import ids_digest, load_errors
 from .analysis.tables import ModelArtifacts, agreement_table
 from .core.manifest import labels as manifest_labels
 from .core.manifest import load_manifest
@@ -224,8 +224,16 @@ def agreement(knns: dict[str, Path], oods: dict[str, Path], errors: dict[str, Pa
         raise InputError("give artifacts of at least two models")
     if min(ks) < 1:
         raise InputError("K must be at least 1", field="k")
-    arts = {n: ModelArtifacts.load(knn={"before": knns[n]} if n in knns else None, ood=oods.get(n),
-                                   qa_errors=errors.get(n), dataset=dataset) for n in names}
+    arts = {n: ModelArtifacts.load(knn={"before": knns[n]} if n in knns else None, ood=oods.get(n)) for n in names}
+    sets = {n: load_errors(p, dataset) for n, p in errors.items()}
+    scored = {es.task for es in sets.values() if es.task}
+    if len(scored) > 1:
+        said = ", ".join(f"{n}: {es.task or 'an id list'}" for n, es in sets.items())
+        raise InputError(f"the error sets are of different tasks ({said}); errors are compared within one task",
+                         field="errors")
+    task = scored.pop() if scored else "qa"  # an external id list: the paper's QA errors
+    for n, es in sets.items():
+        arts[n].errors[task] = es
     sweep = len(ks) > 1
     rows, tables = [], []
     for k in ks:
@@ -233,5 +241,5 @@ def agreement(knns: dict[str, Path], oods: dict[str, Path], errors: dict[str, Pa
         rows += [{"k": k, **r} for r in k_rows] if sweep else k_rows
         tables.append((f"K={k}\n\n" if sweep else "") + markdown_table(shown, shown_cols, heads))
     cols = list(dict.fromkeys(c for r in rows for c in r))
-    unchecked = [n for n in errors if arts[n].qa_errors.universe is None]
+    unchecked = [n for n in errors if sets[n].universe is None]
     return Agreement(rows, cols, tables, unchecked)

@@ -212,6 +212,7 @@ class ErrorSet:
     universe: frozenset[str] | None
     source: str
     dataset_fingerprint: str | None = None
+    task: str | None = None  # the task scored (lookalike's errors.json says it; None for an external id list)
 
 
 def _id_list(value, path: Path, field: str) -> list[str]:
@@ -225,8 +226,9 @@ def _error_file(obj: dict, p: Path) -> ErrorSet:
     matching the digest written with them."""
     errors = _id_list(obj.get("error_ids"), p, "error_ids")
     universe = obj.get("universe")
+    task = obj.get("task") if isinstance(obj.get("task"), str) else None
     if universe is None:
-        return ErrorSet(set(errors), None, str(p), obj.get("dataset_fingerprint"))
+        return ErrorSet(set(errors), None, str(p), obj.get("dataset_fingerprint"), task)
     if not isinstance(universe, dict):
         raise InputError("expected an object with the scored ids", path=p, field="universe")
     ids = _id_list(universe.get("ids"), p, "universe.ids")
@@ -238,7 +240,7 @@ def _error_file(obj: dict, p: Path) -> ErrorSet:
         raise InputError(f"{len(outside)} error ids are not among the {len(ids)} ids the file says were scored (e.g. "
                          f"{outside[:3]}); the file is inconsistent: score the predictions again", path=p,
                          field="error_ids")
-    return ErrorSet(set(errors), frozenset(ids), str(p), obj.get("dataset_fingerprint"))
+    return ErrorSet(set(errors), frozenset(ids), str(p), obj.get("dataset_fingerprint"), task)
 
 
 def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None) -> ErrorSet:

@@ -33,38 +33,53 @@ from .uncertainty import jaccard_interval, mean_interval, paired_jaccard_differe
 PHASES = ("before", "after")
 
 
+@dataclass(frozen=True)
+class ErrorColumns:
+    """How one prediction task's error sets appear in the report: Table 2's column, the noise table's label, the
+    containment table's task name, Table 2's heading."""
+
+    column: str
+    label: str
+    subset_task: str
+    heading: str
+
+
+# by task name (lookalike.tasks): QA is the paper's, classification beyond it; the order is the report's
+ERROR_COLUMNS = {"qa": ErrorColumns("errors_jaccard", "QA error sets", "qa", "Prediction errors (QA)"),
+                 "cls": ErrorColumns("cls_errors_jaccard", "classification error sets", "classification",
+                                     "Prediction errors (classification)")}
+
+
 @dataclass
 class ModelArtifacts:
     """What one model contributed, loaded from its stored files (any part may be missing)."""
 
     manifest: dict | None = None
-    qa_errors: ErrorSet | None = None  # QA prediction errors
-    cls_errors: ErrorSet | None = None  # sentiment prediction errors (beyond the paper)
+    errors: dict[str, ErrorSet] = field(default_factory=dict)  # by task: {"qa": ..., "cls": ...}
     knn: dict[str, KnnResult] = field(default_factory=dict)  # {"before": ..., "after": ...}
     ood: OodResult | None = None
     ood_encoder: str = ""
-    qa_metrics: dict | None = None
-    cls_metrics: dict | None = None
+    metrics: dict[str, dict] = field(default_factory=dict)  # by task, from a predict folder's metrics.json
     attack: dict | None = None  # attack summary.json
     latency: dict | None = None  # {"device", "rows"}
 
     @classmethod
     def load(cls, *, manifest: Path | None = None, knn: dict[str, Path] | None = None, ood: Path | None = None,
-             ood_encoder: str = "", qa_errors: Path | None = None, cls_errors: Path | None = None,
-             dataset=None, attack: Path | None = None, latency: Path | None = None) -> ModelArtifacts:
+             ood_encoder: str = "", errors: dict[str, Path] | None = None, dataset=None, attack: Path | None = None,
+             latency: Path | None = None) -> ModelArtifacts:
         """One model's artifacts from their files: an export folder's manifest, neighbour files by phase, an
-        ood.json, error sets (a `predict` output folder, whose metrics.json comes along, or an error-set file:
-        `dataset` checks its ids), an attack folder's summary.json, a latency.json. The run and `agree` both
-        load through here."""
+        ood.json, error sets by task (a `predict` output folder, whose metrics.json comes along, or an error-set
+        file: `dataset` checks its ids), an attack folder's summary.json, a latency.json. The run and `agree`
+        both load through here."""
         m = cls(manifest=load_manifest(manifest) if manifest else None, ood_encoder=ood_encoder)
         m.knn = {phase: load_knn(p) for phase, p in (knn or {}).items()}
         m.ood = load_ood(ood) if ood else None
-        for field_name, path in (("qa", qa_errors), ("cls", cls_errors)):
+        for task, path in (errors or {}).items():
             if path is None:
                 continue
-            setattr(m, f"{field_name}_errors", load_errors(path, dataset))
+            m.errors[task] = load_errors(path, dataset)
             if Path(path).is_dir():
-                setattr(m, f"{field_name}_metrics", load_json(Path(path) / "metrics.json"))
+                m.metrics[task] = load_json(Path(path) / "metrics.json")
         m.attack = load_json(Path(attack) / "summary.json") if attack else None
         m.latency = load_json(latency) if latency else None
         return m
@@ -128,8 +143,8 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
     for a, b in pairs(names):
         A, B = arts[a], arts[b]
         row: dict = {"model_i": a, "model_j": b}
-        for key, col in (("qa_errors", "errors_jaccard"), ("cls_errors", "cls_errors_jaccard")):
-            ea, eb = getattr(A, key), getattr(B, key)
+        for task, cols in ERROR_COLUMNS.items():
+            ea, eb, col = A.errors.get(task), B.errors.get(task), cols.column
             if ea is not None and eb is not None:
                 agreement = error_agreement(ea, eb)
                 row[col] = agreement["jaccard"]
@@ -137,7 +152,7 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
                 row[f"{col}_lo"], row[f"{col}_hi"] = _set_ci(universe, ea.ids, eb.ids, reps)
                 if universe is not None:
                     row[f"{col}_chance"] = chance_jaccard(len(ea.ids), len(eb.ids), len(universe))
-                if subsets and key == "qa_errors":
+                if subsets and task == "qa":  # the paper's containment check is on its QA error sets
                     row.update(i_errors_subset_of_j=agreement["a_subset_of_b"], frac_i_in_j=agreement["frac_a_in_b"],
                                universe=agreement.get("universe"))
         for phase in PHASES:
@@ -167,10 +182,11 @@ def ood_verdict(results: dict[str, OodResult], k: int) -> tuple[bool, str]:
     return False, "not meaningful: " + "; ".join(f"{n} {why}" for n, why in failing)
 
 
-TABLE2_METRICS = [("errors_jaccard", "Prediction errors (QA)"), ("repr_before_mean", "Repr. before FT, mean"),
-                  ("repr_before_var", "Repr. before FT, var"), ("repr_after_mean", "Repr. after FT, mean"),
-                  ("repr_after_var", "Repr. after FT, var"), ("ood_jaccard", "Data distribution (OOD)"),
-                  ("cls_errors_jaccard", "Prediction errors (classification)")]
+TABLE2_METRICS = [(ERROR_COLUMNS["qa"].column, ERROR_COLUMNS["qa"].heading),
+                  ("repr_before_mean", "Repr. before FT, mean"), ("repr_before_var", "Repr. before FT, var"),
+                  ("repr_after_mean", "Repr. after FT, mean"), ("repr_after_var", "Repr. after FT, var"),
+                  ("ood_jaccard", "Data distribution (OOD)"),
+                  *((c.column, c.heading) for t, c in ERROR_COLUMNS.items() if t != "qa")]
 
 
 def _fmt3(v) -> str:
@@ -244,8 +260,8 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
             ok, why = ood_verdict({ref: R.ood, x: X.ood, y: Y.ood}, k_ood)
             add(f"OOD sets (k={k_ood})", x, y, *paired_jaccard_difference(r, mx, my, reps),
                 not_meaningful=None if ok else why)
-        for key, label in (("qa_errors", "QA error sets"), ("cls_errors", "classification error sets")):
-            er, ex, ey = getattr(R, key), getattr(X, key), getattr(Y, key)
+        for task, cols in ERROR_COLUMNS.items():
+            er, ex, ey, label = R.errors.get(task), X.errors.get(task), Y.errors.get(task), cols.label
             if er is not None and ex is not None and ey is not None:
                 universe = _error_universe(er, ex)
                 _error_universe(er, ey)
@@ -258,11 +274,11 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
 def subset_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
     rows = []
     for a, b in pairs(names):
-        for key, task in (("qa_errors", "qa"), ("cls_errors", "classification")):
-            ea, eb = getattr(arts[a], key), getattr(arts[b], key)
+        for task, cols in ERROR_COLUMNS.items():
+            ea, eb = arts[a].errors.get(task), arts[b].errors.get(task)
             if ea is not None and eb is not None:
                 e = error_agreement(ea, eb)
-                rows.append({"model_i": a, "model_j": b, "task": task, **e})
+                rows.append({"model_i": a, "model_j": b, "task": cols.subset_task, **e})
     return rows
 
 
@@ -334,15 +350,15 @@ def ood_detail_rows(names, arts: dict[str, ModelArtifacts], k_ood: int) -> list[
 
 def qa_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
     keys = ("exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total")
-    return [{"model": n, **{x: arts[n].qa_metrics.get(x) for x in keys},
-             "errors": len(arts[n].qa_errors.ids) if arts[n].qa_errors else None}
-            for n in names if arts[n].qa_metrics]
+    return [{"model": n, **{x: arts[n].metrics["qa"].get(x) for x in keys},
+             "errors": len(arts[n].errors["qa"].ids) if "qa" in arts[n].errors else None}
+            for n in names if "qa" in arts[n].metrics]
 
 
 def cls_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
-    return [{"model": n, "accuracy": arts[n].cls_metrics["accuracy"], "total": arts[n].cls_metrics["total"],
-             "errors": len(arts[n].cls_errors.ids) if arts[n].cls_errors else None}
-            for n in names if arts[n].cls_metrics]
+    return [{"model": n, "accuracy": arts[n].metrics["cls"]["accuracy"], "total": arts[n].metrics["cls"]["total"],
+             "errors": len(arts[n].errors["cls"].ids) if "cls" in arts[n].errors else None}
+            for n in names if "cls" in arts[n].metrics]
 
 
 TABLE3_COLUMNS = (["target", "original_accuracy", "accuracy_after_attack", "absolute_change", "percent_change",

@@ -142,9 +142,20 @@ def _parse_datasets(raw, paths: _Paths) -> dict[str, CorpusSpec]:
     return datasets
 
 
-def parse_config(cfg, base_dir: Path) -> tuple[list[ModelSpec], dict[str, CorpusSpec], dict]:
-    """Models (with `like:` inheritance), datasets and typed step parameters (plus "_given": the steps the file
-    names); paths relative to `base_dir`."""
+@dataclass(frozen=True)
+class ParsedConfig:
+    """An experiment file, checked and typed: its models (with `like:` resolved), datasets by role, every step's
+    parameters (defaults where the file says nothing) and which steps the file names (latency and attack run
+    only when named)."""
+
+    models: list[ModelSpec]
+    datasets: dict[str, CorpusSpec]
+    steps: dict[str, object]
+    given: frozenset[str]
+
+
+def parse_config(cfg, base_dir: Path) -> ParsedConfig:
+    """The experiment file `cfg` checked and typed; paths relative to `base_dir`."""
     if not isinstance(cfg, dict):
         raise InputError(f"an experiment file is a mapping with a 'models' list, got {type(cfg).__name__}")
     _refuse_unknown(cfg, TOP_KEYS, "experiment")
@@ -164,8 +175,7 @@ def parse_config(cfg, base_dir: Path) -> tuple[list[ModelSpec], dict[str, Corpus
         raise InputError("expected a mapping of steps", record="experiment", field="steps")
     _refuse_unknown(steps_raw, STEPS, "steps")
     steps = {name: parse_params(cls, steps_raw.get(name), f"steps.{name}") for name, cls in STEPS.items()}
-    steps["_given"] = set(steps_raw)
-    return list(specs.values()), datasets, steps
+    return ParsedConfig(list(specs.values()), datasets, steps, frozenset(steps_raw))
 
 
 def load_config(path: str | Path) -> dict:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import tasks
 from ..analysis.report import dump_json
 from ..analysis.tables import ModelArtifacts, ReportSpec, write_report
 from ..errors import InputError
@@ -16,6 +17,7 @@ from . import steps
 from .cache import StepCache
 from .config import ModelSpec, load_config, parse_config
 
+ATTACKED = tasks.get("cls")  # BERT-Attack's target is a classifier
 OOD_ROLES = (("train", "ood_train"), ("test", "ood_test"), ("val", "ood_val"), ("in_test", "ood_in_test"))
 
 
@@ -29,14 +31,12 @@ class ModelRun:
     ood_encoder: str = ""
     latency: Path | None = None
     latency_model: Path | None = None  # the export the latency table times (all models at once, interleaved)
-    predict_qa: Path | None = None
-    predict_cls: Path | None = None
+    predictions: dict[str, Path] = field(default_factory=dict)  # by task: the predict folder (errors, metrics)
     attack: Path | None = None
 
     def artifacts(self) -> ModelArtifacts:
         return ModelArtifacts.load(manifest=self.manifest, knn=self.knn, ood=self.ood, ood_encoder=self.ood_encoder,
-                                   qa_errors=self.predict_qa, cls_errors=self.predict_cls, attack=self.attack,
-                                   latency=self.latency)
+                                   errors=self.predictions, attack=self.attack, latency=self.latency)
 
 
 class Experiment:
@@ -46,10 +46,10 @@ class Experiment:
                  device: str = "auto"):
         self.cfg = cfg
         self.out = Path(out)
-        self.models, datasets, params = parse_config(cfg, base_dir)
-        self.given = params.pop("_given")
-        self.ctx = steps.Context(StepCache(self.out, echo), datasets, device=device, reference=self.models[0],
-                                 **params)
+        parsed = parse_config(cfg, base_dir)
+        self.models, self.given = parsed.models, parsed.given
+        self.ctx = steps.Context(StepCache(self.out, echo), parsed.datasets, device=device, reference=self.models[0],
+                                 **parsed.steps)
         self.runs: dict[str, ModelRun] = {}
 
     @property
@@ -89,15 +89,17 @@ class Experiment:
                              if encoder else "pre-trained encoder")
         if "latency" in self.given and (base or encoder):
             r.latency_model = base or encoder
-        if "qa_eval" in ds:
-            qa = steps.export_model(ctx, spec, "qa")
-            if qa is not None:
-                r.predict_qa = steps.predict(ctx, qa, "qa_eval", f"{spec.name}-qa", "qa")
-        sentiment = steps.export_model(ctx, spec, "sentiment") if ("attack" in ds or "cls_eval" in ds) else None
-        if sentiment is not None and "cls_eval" in ds:
-            r.predict_cls = steps.predict(ctx, sentiment, "cls_eval", f"{spec.name}-cls", "cls")
-        if sentiment is not None and "attack" in ds and "attack" in self.given:
-            r.attack = steps.attack(ctx, sentiment, spec.name)
+        target = None  # the classifier BERT-Attack attacks
+        for task in tasks.SPECS.values():
+            attacked = task is ATTACKED and "attack" in ds
+            export = steps.export_model(ctx, spec, task.role) if task.eval_dataset in ds or attacked else None
+            if export is not None and task.eval_dataset in ds:
+                r.predictions[task.name] = steps.predict(ctx, export, task.eval_dataset, f"{spec.name}-{task.name}",
+                                                         task.name)
+            if attacked:
+                target = export
+        if target is not None and "attack" in self.given:
+            r.attack = steps.attack(ctx, target, spec.name)
         return r
 
     def _mlm_line(self) -> str:

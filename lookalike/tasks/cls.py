@@ -130,6 +130,7 @@ class ClassificationTask(TaskSpec):
     export = EXPORT
     instance = "CLASSIFICATION"
     role = "sentiment"
+    eval_dataset = "cls_eval"
     aliases = ("sentiment",)
     # cls at 2e-5 stayed at chance on 1,000 IMDB reviews in one epoch (loss 0.690 = ln 2, 484 of 500 "positive");
     # at 1e-4 the same run reached 78.8% (issue 33's measurement on the packaged MiniLM)
