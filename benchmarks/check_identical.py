@@ -1,6 +1,6 @@
 """Byte-identity check for refactors: run a fixed set of lookalike jobs and hash every file they write.
 
-    python benchmarks/check_identical.py run  OUT [--no-demo]   # writes OUT/... and OUT/hashes.json
+    python benchmarks/check_identical.py run  OUT [--no-demo]   # runs in one fixed folder, then moves it to OUT
     python benchmarks/check_identical.py diff BASE NEW           # the files whose bytes differ
 
 The jobs: `lookalike demo` (fine-tuning, exports, stores, kNN, OOD, predictions, scores, attack, report) and a real
@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,15 +64,22 @@ def file_hash(p: Path) -> str:
     return h.hexdigest()
 
 
+# every run works in this one folder (paths are part of cache keys and records), then moves to OUT
+WORK = Path(tempfile.gettempdir()) / "lookalike-identity-work"
+
+
 def run(out: Path, demo: bool):
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "LOOKALIKE_CACHE": str(out / "cache")}
-    corpus_jobs(out, env)
+    if out.exists() or WORK.exists():
+        raise SystemExit(f"{out} or {WORK} exists; give a new OUT (and remove {WORK} after a crashed run)")
+    WORK.mkdir(parents=True)
+    env = {**os.environ, "LOOKALIKE_CACHE": str(WORK / "cache")}
+    corpus_jobs(WORK, env)
     if demo:
-        lk("demo", out / "demo", env=env)
-    hashes = {str(p.relative_to(out)): file_hash(p) for p in sorted(out.rglob("*"))
+        lk("demo", WORK / "demo", env=env)
+    hashes = {str(p.relative_to(WORK)): file_hash(p) for p in sorted(WORK.rglob("*"))
               if p.is_file() and not p.is_symlink() and p.name != "hashes.json"}
-    (out / "hashes.json").write_text(json.dumps(hashes, indent=1, sort_keys=True))
+    (WORK / "hashes.json").write_text(json.dumps(hashes, indent=1, sort_keys=True))
+    shutil.move(str(WORK), str(out))
     print(f"{len(hashes)} files hashed into {out / 'hashes.json'}")
 
 

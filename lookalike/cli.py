@@ -38,7 +38,7 @@ from .experiment import run_experiment
 from .exporters import export as do_export
 from .exporters import export_summary
 from .exporters.variant import INT8_SCHEMES, Variant
-from .files import json_safe, status
+from .files import interactive, json_safe, status
 from .finetune import finetune as do_finetune
 from .mlm import fit_mlm_head
 from .models import resolve_model
@@ -249,11 +249,6 @@ def _device(ctx, param, value):
 
 DEVICE = click.option("--device", default="auto", show_default=True, callback=_device,
                       help="auto, cpu, cuda or cuda:N (the N-th GPU).")
-
-
-def _interactive() -> bool:
-    """Progress bars only for a person at a terminal who did not ask for quiet."""
-    return sys.stderr.isatty() and logging.getLogger("lookalike").level < logging.ERROR
 
 
 def _echo_json(obj) -> None:
@@ -610,7 +605,7 @@ def finetune(model, data, out, task, learning_rate, epochs, max_steps, batch_siz
                             max_length=max_length, doc_stride=doc_stride, seed=seed, save_steps=save_steps,
                             answerable_only=answerable_only, keep_layers=keep_layers, shuffle=not no_shuffle,
                             shuffle_seed=shuffle_seed)
-    path = do_finetune(task, resolve_model(model), data, out, params, progress=_interactive(), overwrite=overwrite,
+    path = do_finetune(task, resolve_model(model), data, out, params, progress=interactive(), overwrite=overwrite,
                        eval_data=eval_data, keep_checkpoints=keep_checkpoints)
     click.echo((path / "lookalike-finetune.json").read_text())
 
@@ -654,7 +649,7 @@ def attack(target_dir, data, out, mlm, max_candidates, top_words, n, seed, max_p
                           max_percent=max_percent, similarity=similarity, similarity_threshold=similarity_threshold,
                           max_length=max_length)
     s = run_attack(target_dir, data, out, params, similarity_model=similarity_model, device=device,
-                   progress=sys.stderr.isatty() if progress is None else progress)
+                   progress=interactive() if progress is None else progress)
     _echo_json({k: v for k, v in s.items() if not k.startswith("setting_")})
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import InputError, LookalikeError
-from .notes import NOTICE
 
 TMP_SUFFIX = re.compile(r"\.\d+(?:-[0-9a-f]{8})?\.tmp$|\.tmp$")
 
@@ -315,17 +314,23 @@ class _NoBar:
         pass
 
 
-def status(message: str) -> None:
-    """One line saying which long step runs now, for a person at a terminal (not under -q, not into logs)."""
+def interactive() -> bool:
+    """The one rule for progress bars and status lines: a person at a terminal (stderr) who did not ask for quiet
+    (-q sets lookalike's log level to errors only)."""
     import logging
 
-    if sys.stderr.isatty() and logging.getLogger("lookalike").isEnabledFor(NOTICE):
+    return sys.stderr.isatty() and logging.getLogger("lookalike").getEffectiveLevel() < logging.ERROR
+
+
+def status(message: str) -> None:
+    """One line saying which long step runs now, for a person at a terminal (not under -q, not into logs)."""
+    if interactive():
         print(f"… {message}", file=sys.stderr, flush=True)
 
 
 def shows_progress(enabled: bool | None) -> bool:
-    """Whether `progress_bar(enabled)` draws a bar (None: when stderr is a terminal)."""
-    return sys.stderr.isatty() if enabled is None else bool(enabled)
+    """Whether `progress_bar(enabled)` draws a bar (None: `interactive()`)."""
+    return interactive() if enabled is None else bool(enabled)
 
 
 def progress_bar(enabled: bool | None, *, total: int | None = None, initial: int = 0, unit: str = "rows",

@@ -15,7 +15,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..core.store import COMPARABLE_KEYS, id_positions
+from ..core.identity import COMPARABLE, Identity
+from ..core.store import id_positions
 from ..errors import InputError
 from ..files import first_difference
 from .knn import KnnResult
@@ -37,18 +38,18 @@ def _same_ids(a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
     return rows
 
 
-def same_setup(meta_a: dict, meta_b: dict, what: str, keys: tuple[str, ...] = COMPARABLE_KEYS) -> None:
+def same_setup(meta_a: dict, meta_b: dict, what: str, keys: tuple[str, ...] = COMPARABLE) -> None:
     """InputError, naming the first differing field, unless two artifacts describe the same points with the same
     kind of features: corpus content, the whole record selection (text/pair/id fields, split, limit, every,
     offset), pooling, normalisation, max length. A field recorded by one artifact and not the other is refused
     too (an artifact made before lookalike recorded it: re-run the command that made it)."""
-    for key in keys:
-        in_a, in_b = key in meta_a, key in meta_b
-        if in_a != in_b:
-            older = "first" if not in_a else "second"
-            raise InputError(f"{what}: the {older} artifact does not record its {key} (made by an older lookalike?); "
-                             "re-run the command that made it so the two can be checked against each other")
-        va, vb = meta_a.get(key), meta_b.get(key)
+    d = Identity.of(meta_a, keys).difference(Identity.of(meta_b, keys))
+    if d is not None:
+        key, va, vb = d.field, d.first, d.second
+        if d.absent:
+            raise InputError(f"{what}: the {d.absent} artifact does not record its {key} (made by an older "
+                             "lookalike?); re-run the command that made it so the two can be checked against each "
+                             "other")
         if isinstance(va, dict) and isinstance(vb, dict):
             sub = first_difference(va, vb)
             if sub is not None:

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import outputs
+from ..core.identity import comparable
 from ..core.shards import open_h5
-from ..core.store import Store, comparable
+from ..core.store import Store
 from ..errors import InputError, StoreError
 from ..params import INDEXES
 
@@ -423,7 +424,8 @@ def knn_cross(queries: Store, bank: Store, k: int = 10, *, gpu: bool | None = No
     self-kNN): one model's query store searched against its corpus store. Both stores must hold the same model's
     features (model hash, pooling, normalisation, max length, precision kind); a point is not excluded, since the
     two stores hold different points."""
-    from ..core.store import require_same_features, selection
+    from ..core.identity import selection
+    from ..core.store import require_same_features
 
     require_same_features({"query": queries, "bank": bank}, "kNN of queries against a bank")
     q, x = load_normalized(queries), load_normalized(bank)

@@ -18,7 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from .. import outputs
-from ..core.store import Store, require_same_features, selection
+from ..core.identity import selection
+from ..core.store import Store, require_same_features
 from ..errors import InputError
 from ..files import load_json
 from .knn import build_index, knn_search, load_normalized

@@ -12,6 +12,7 @@ one and all after it are redone.
 
 from __future__ import annotations
 
+import abc
 import errno
 import logging
 import os
@@ -205,8 +206,27 @@ def sha_problem(folder: Path, entry: dict) -> str | None:
     return None
 
 
+class RaggedColumn(abc.ABC):
+    """A column whose rows have different lengths (the engine's `batching.Encoded`): sliced by rows, joined with
+    `concat`, sized by `nbytes`. The writer buffers and cuts it as it does numpy columns and lists."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, rows: slice) -> "RaggedColumn": ...
+
+    @classmethod
+    @abc.abstractmethod
+    def concat(cls, parts: list) -> "RaggedColumn": ...
+
+    @property
+    @abc.abstractmethod
+    def nbytes(self) -> int: ...
+
+
 def _join(parts: list):
-    if hasattr(type(parts[0]), "concat"):  # ragged columns (batching.Encoded)
+    if isinstance(parts[0], RaggedColumn):
         return type(parts[0]).concat(parts)
     if isinstance(parts[0], np.ndarray):
         return np.concatenate(parts)
@@ -217,10 +237,8 @@ def _size_estimate(columns: dict) -> int:
     """Bytes a shard of these columns will take on disk, with room for HDF5's own structures."""
     size = 0
     for v in columns.values():
-        if isinstance(v, np.ndarray):
+        if isinstance(v, (np.ndarray, RaggedColumn)):
             size += v.nbytes
-        elif hasattr(v, "ids"):  # batching.Encoded
-            size += v.ids.nbytes + v.offsets.nbytes + (0 if v.type_ids is None else v.type_ids.nbytes)
         elif isinstance(v, list):
             size += sum(len(str(x)) + 16 for x in v)
     return int(size * 1.1) + (1 << 20)

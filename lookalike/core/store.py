@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import StoreError
 from ..files import WriterLock, atomic_file, owned_tmp, sha256_file
-from .precision import BITS, FLOATS, precision_of, refuse_quantised, signs, stored_dtype, vector_kind
+from .identity import FEATURE_FIELDS, features
+from .precision import BITS, FLOATS, precision_of, refuse_quantised, signs, stored_dtype
 from .shards import MANIFEST, ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
 
 log = logging.getLogger(__name__)
@@ -35,24 +36,7 @@ STORE_FORMAT = 1
 ENTRY = "embeddings.h5"
 # recorded for provenance, not part of a store's identity (the corpus fingerprint and model hash are)
 PROVENANCE = ("corpus", "model_source")
-# what makes two stores' vectors comparable as one model's features (deep-kNN banks, queries)
-FEATURE_KEYS = ("model_sha256", "pooling", "normalize", "max_length")
 REPAIR = "re-run the `lookalike embed` command that made it (it re-does damaged shards)"
-# which points a store holds: the corpus's content and the whole record selection (as CorpusSpec.identity records)
-SELECTION_KEYS = ("corpus_fingerprint", "format", "text_field", "pair_field", "id_field", "split", "limit", "every",
-                  "offset")
-# what two models' artifacts must share to be compared point by point: the points, and the kind of features
-COMPARABLE_KEYS = SELECTION_KEYS + ("pooling", "normalize", "max_length")
-
-
-def selection(config: dict) -> dict:
-    """The record selection a store's config records (SELECTION_KEYS; absent keys left out)."""
-    return {k: config[k] for k in SELECTION_KEYS if k in config}
-
-
-def comparable(config: dict) -> dict:
-    """What an artifact made from a store must match in another model's artifact (COMPARABLE_KEYS)."""
-    return {k: config[k] for k in COMPARABLE_KEYS if k in config}
 
 
 def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embedding: np.ndarray,
@@ -283,7 +267,7 @@ class Store:
 
     def features(self) -> dict:
         """What makes this store's vectors one model's features: model hash, pooling, normalisation, length."""
-        return {k: self.config.get(k) for k in FEATURE_KEYS}
+        return {k: self.config.get(k) for k in FEATURE_FIELDS}
 
     def key(self) -> str:
         """Content identity: the hash of its shards' checksums (for caches)."""
@@ -459,12 +443,11 @@ def require_same_features(stores: dict[str, Store], what: str) -> None:
     items = list(stores.items())
     first_role, first = items[0]
     for role, s in items[1:]:
-        for k in FEATURE_KEYS + ("precision", "truncate_dim"):
-            a, b = (vector_kind(first.config), vector_kind(s.config)) if k == "precision" else \
-                (first.config.get(k), s.config.get(k))
-            if a != b:
-                raise StoreError(f"{what}: the {role} store ({s.path}) and the {first_role} store ({first.path}) "
-                                 f"differ in {k} ({b!r} vs {a!r}); {what} needs one model's features throughout")
+        d = features(first.config).difference(features(s.config))
+        if d is not None:
+            raise StoreError(f"{what}: the {role} store ({s.path}) and the {first_role} store ({first.path}) "
+                             f"differ in {d.field} ({d.second!r} vs {d.first!r}); {what} needs one model's features "
+                             "throughout")
 
 
 def id_positions(a, b) -> tuple[np.ndarray | None, str]:

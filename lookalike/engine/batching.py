@@ -17,12 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.shards import RaggedColumn
 from ..data import Record
 from .cut import cut_long
 
 
 @dataclass
-class Encoded:
+class Encoded(RaggedColumn):
     """Token ids of a window, unpadded, in window order: row i is ids[offsets[i]:offsets[i+1]]."""
 
     ids: np.ndarray  # int32, every row's ids, flat
@@ -48,6 +49,10 @@ class Encoded:
         if step != 1:
             raise ValueError("Encoded takes contiguous slices only")
         return self.slice(a, max(a, b))
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.offsets.nbytes + (0 if self.type_ids is None else self.type_ids.nbytes)
 
     def row(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i]:self.offsets[i + 1]]

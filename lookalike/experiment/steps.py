@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import tasks
-from ..analysis.knn import knn_self
-from ..analysis.ood import deep_knn_ood
+from .. import jobs, tasks
 from ..attack import run_attack
 from ..core.manifest import load_manifest
-from ..core.store import open_store
 from ..core.tasks import FEATURE_EXTRACTION
 from ..data import CorpusSpec
 from ..engine import OnnxModel
@@ -27,7 +24,6 @@ from ..errors import InputError
 from ..exporters import export
 from ..exporters.variant import Variant
 from ..finetune import finetune
-from ..jobs import predict_and_score
 from ..mlm import fit_mlm_head
 from ..models import resolve_model
 from ..outputs import OwnedFolder
@@ -139,7 +135,7 @@ def knn(ctx: Context, store: Path, label: str) -> Path:
     key = {"store": store_key(store), "k": p.k_max, "index": p.index}
 
     def run(out: Path):
-        knn_self(open_store(store), p.k_max, index=p.index, block_rows=p.block_rows).save(out / "knn.h5")
+        jobs.knn(store, out / "knn.h5", p.k_max, index=p.index, block_rows=p.block_rows)
 
     return ctx.run("knn", label, key, run) / "knn.h5"
 
@@ -151,10 +147,8 @@ def ood(ctx: Context, stores: dict[str, Path], label: str) -> Path:
            "val_fraction": p.val_fraction, "seed": p.seed}
 
     def run(out: Path):
-        opened = {role: open_store(path) for role, path in stores.items()}
-        res = deep_knn_ood(opened["train"], opened["test"], p.ks, tpr=p.tpr, val=opened.get("val"),
-                           in_test=opened.get("in_test"), val_fraction=p.val_fraction, seed=p.seed)
-        res.save(out / "ood.json")
+        jobs.ood(stores["train"], stores["test"], out / "ood.json", p.ks, val=stores.get("val"),
+                 in_test=stores.get("in_test"), tpr=p.tpr, val_fraction=p.val_fraction, seed=p.seed)
 
     return ctx.run("ood", label, key, run) / "ood.json"
 
@@ -186,7 +180,7 @@ def predict(ctx: Context, model_dir: Path, dataset: str, label: str, task: str) 
            "data_fp": corpus.fingerprint(), "task": task, **as_key(ctx.predict)}
 
     def run(out: Path):
-        predict_and_score(model_dir, corpus, out, task=task, params=ctx.predict, device=ctx.device)
+        jobs.predict_and_score(model_dir, corpus, out, task=task, params=ctx.predict, device=ctx.device)
 
     return ctx.run("predict", label, key, run)
 
