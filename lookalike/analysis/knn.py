@@ -23,36 +23,11 @@ from ..core.shards import open_h5
 from ..core.store import Store
 from ..errors import InputError, StoreError
 from ..params import INDEXES
+from .vectors import Vectors, load_normalized
 
 log = logging.getLogger(__name__)
 
 TIE_DECIMALS = 6
-
-
-def load_normalized(store: Store | np.ndarray, block_rows: int = 65536, ids=None) -> np.ndarray:
-    """float32 L2-normalised copy of the store's vectors; InputError naming rows with NaN/inf or zero norm."""
-    if isinstance(store, np.ndarray):
-        x = np.ascontiguousarray(store, dtype=np.float32).copy()
-        ids = ids if ids is not None else np.arange(len(x)).astype(str)
-    else:
-        x = np.empty((len(store), store.vector_dim), dtype=np.float32)
-        for start, block in store.iter_vectors(block_rows):
-            x[start:start + len(block)] = block
-        ids = store.ids
-    if len(x) == 0:
-        raise InputError("empty store: no vectors", path=getattr(store, "path", None))
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise InputError(f"NaN/inf in the vectors of ids {[str(i) for i in np.asarray(ids)[bad][:5]]}",
-                         path=getattr(store, "path", None), field="embedding")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    zero = np.flatnonzero(norms[:, 0] == 0)
-    if len(zero):  # no direction: every cosine with it is 0, so its neighbours are arbitrary ties
-        log.warning("%s: %d all-zero vectors (ids %s%s); their neighbours are ties at similarity 0",
-                    getattr(store, "path", "vectors"), len(zero), [str(i) for i in np.asarray(ids)[zero[:3]]],
-                    ", ..." if len(zero) > 3 else "")
-    x /= np.maximum(norms, 1e-12)
-    return x
 
 
 def use_gpu(gpu: bool | None) -> bool:
@@ -363,18 +338,19 @@ def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_r
     return sims, rows
 
 
-def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu: bool | None = None,
+def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu: bool | None = None,
              block_rows: int = 8192, recall_sample: int = 1000, seed: int = 0, bank_rows: int = 65536,
              **index_kw) -> KnnResult:
     """The k nearest other points of every point of `store` by cosine similarity. The exact (flat) search streams
     the bank block by block (`knn_self_streamed`); ivf and hnsw build one index over all points."""
-    x = load_normalized(store)
+    v = Vectors.of(store)
+    x = v.normalized()
     n = len(x)
     if k < 1:
         raise InputError(f"k must be at least 1 (got {k})")
     if k >= n:
-        raise InputError(f"k={k} needs more than k points; the store has {n}", path=getattr(store, "path", None))
-    ids = store.ids if isinstance(store, Store) else np.arange(n).astype(str)
+        raise InputError(f"k={k} needs more than k points; the store has {n}", path=v.path)
+    ids = v.ids
     t0 = time.perf_counter()
     if index == "flat":
         sims, rows = knn_self_exact(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
@@ -383,8 +359,8 @@ def knn_self(store: Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu
         sims, rows = knn_search(x, x, k, index=idx, block_rows=block_rows, exclude_rows=np.arange(n))
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
             "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
-    if isinstance(store, Store):
-        meta.update(_store_meta(store))
+    if v.store is not None:
+        meta.update(_store_meta(v.store))
     if index != "flat":
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(n, size=min(recall_sample, n), replace=False))

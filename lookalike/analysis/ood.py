@@ -22,7 +22,8 @@ from ..core.identity import selection
 from ..core.store import Store, require_same_features
 from ..errors import InputError
 from ..files import load_json
-from .knn import build_index, knn_search, load_normalized
+from .knn import build_index, knn_search
+from .vectors import Vectors
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +138,12 @@ def load_ood(path: str | Path) -> OodResult:
                      {k: res[str(k)].get("metrics", {}) for k in ks}, obj.get("meta", {}))
 
 
-def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | Sequence[int] = 10, *,
-                 tpr: float = 0.95, val: Store | np.ndarray | None = None, in_test: Store | np.ndarray | None = None,
+def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95, val=None, in_test=None,
                  val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None,
                  allow_overlap: bool = False) -> OodResult:
     """Score `test` against the `train` bank; threshold from `val` (or a held-out split of train).
 
+    train, test, val, in_test: stores or arrays of rows (analysis.vectors.Vectors).
     in_test: held-out in-distribution test points; with them AUROC and FPR@tpr are reported
     (in-distribution positive, `test` as OOD), as in the original paper.
     allow_overlap: accept val/in-test/test stores that hold points of the bank (refused by default: a bank point
@@ -151,12 +152,15 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
     ks = [ks] if isinstance(ks, int) else sorted(set(int(k) for k in ks))
     if not ks or min(ks) < 1:
         raise InputError("k must be at least 1")
-    stores = {role: s for role, s in (("train", train), ("test", test), ("val", val), ("in-test", in_test))
-              if isinstance(s, Store)}
+    train, test = Vectors.of(train), Vectors.of(test)
+    val = Vectors.of(val) if val is not None else None
+    in_test = Vectors.of(in_test) if in_test is not None else None
+    given = {role: v for role, v in (("train", train), ("test", test), ("val", val), ("in-test", in_test))
+             if v is not None}
+    stores = {role: v.store for role, v in given.items() if v.store is not None}
     if len(stores) > 1:
         require_same_features(stores, "deep-kNN OOD")
-    dims = {getattr(s, "dim", None) if isinstance(s, Store) else s.shape[1] for s in (train, test, val, in_test)
-            if s is not None}
+    dims = {v.dim for v in given.values()}
     if len(dims) > 1:
         raise InputError(f"stores of different dimensions {sorted(dims)}: train, test and val must come from "
                          "the same model")
@@ -166,25 +170,27 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
         raise InputError(f"the {role} store holds {n} of the bank's points (e.g. id {example!r}); deep-kNN needs "
                          "held-out points (a bank point is its own nearest neighbour). Use a held-out store, or "
                          "pass --allow-overlap to accept it (recorded)", path=stores[role].path)
-    bank = load_normalized(train)
-    queries = load_normalized(test)
-    test_ids = test.ids if isinstance(test, Store) else np.arange(len(queries)).astype(str)
-    meta = {"train": str(getattr(train, "path", "array")), "test": str(getattr(test, "path", "array")),
+    bank = train.normalized()
+    queries = test.normalized()
+    test_ids = test.ids
+    meta = {"train": train.label, "test": test.label,
             "distance": "euclidean on L2-normalised features", "score": "-distance to the k-th neighbour",
             "threshold_rule": "largest lambda with #{val >= lambda} >= ceil(tpr * n_val)", "tpr": tpr}
-    if isinstance(train, Store):
-        meta["precision"] = train.precision
-        if train.precision in ("binary", "ubinary"):
+    if train.store is not None:
+        bank_store = train.store
+        meta["precision"] = bank_store.precision
+        if bank_store.precision in ("binary", "ubinary"):
             meta["distance"] = "euclidean on the L2-normalised ±1 vectors of the bits: 2*sqrt(hamming/d)"
-        meta.update(train.features(), train_fingerprint=train.config.get("corpus_fingerprint"),
-                    train_selection=selection(train.config))
-    if isinstance(test, Store):
-        meta.update(test_fingerprint=test.config.get("corpus_fingerprint"), test_selection=selection(test.config))
-    if isinstance(val, Store):
-        meta["val_selection"] = selection(val.config)
+        meta.update(bank_store.features(), train_fingerprint=bank_store.config.get("corpus_fingerprint"),
+                    train_selection=selection(bank_store.config))
+    if test.store is not None:
+        meta.update(test_fingerprint=test.store.config.get("corpus_fingerprint"),
+                    test_selection=selection(test.store.config))
+    if val is not None and val.store is not None:
+        meta["val_selection"] = selection(val.store.config)
     if val is not None:
-        val_x = load_normalized(val)
-        meta["val"] = str(getattr(val, "path", "array"))
+        val_x = val.normalized()
+        meta["val"] = val.label
     else:
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(bank))
@@ -200,7 +206,7 @@ def deep_knn_ood(train: Store | np.ndarray, test: Store | np.ndarray, ks: int | 
     thresholds = {k: threshold_at_tpr(val_scores[k], tpr) for k in ks}
     metrics: dict[int, dict] = {k: {"val_tpr": float((val_scores[k] >= thresholds[k]).mean())} for k in ks}
     if in_test is not None:
-        id_scores = kth_distance_scores(bank, load_normalized(in_test), ks, index=index)
+        id_scores = kth_distance_scores(bank, in_test.normalized(), ks, index=index)
         for k in ks:
             lam_test = threshold_at_tpr(id_scores[k], tpr)
             metrics[k].update(auroc=auroc(id_scores[k], test_scores[k]),

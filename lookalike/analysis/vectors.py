@@ -1,0 +1,80 @@
+"""The points kNN and OOD work on, as one value: a store (verified, with its ids, features and selection) or an
+array of rows (ids "0".."n-1", nothing recorded). Analysis takes `Vectors.of(store_or_array)` and asks it, instead
+of testing which of the two it was given."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.store import Store
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Vectors:
+    store: Store | None = None
+    array: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, x: "Vectors | Store | np.ndarray") -> "Vectors":
+        if isinstance(x, Vectors):
+            return x
+        if isinstance(x, Store):
+            return cls(store=x)
+        return cls(array=np.asarray(x))
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.asarray(self.store.ids) if self.store is not None else np.arange(len(self.array)).astype(str)
+
+    @property
+    def path(self) -> Path | None:
+        return self.store.path if self.store is not None else None
+
+    @property
+    def label(self) -> str:
+        """What a result records as the points' source: the store's path, or "array"."""
+        return str(self.store.path) if self.store is not None else "array"
+
+    @property
+    def dim(self) -> int:
+        return self.store.dim if self.store is not None else int(self.array.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.store) if self.store is not None else len(self.array)
+
+    def normalized(self, block_rows: int = 65536) -> np.ndarray:
+        """float32 L2-normalised rows (a binary store's ±1 vectors); InputError naming rows with NaN/inf,
+        a warning for all-zero rows."""
+        if self.store is None:
+            x = np.ascontiguousarray(self.array, dtype=np.float32).copy()
+        else:
+            x = np.empty((len(self.store), self.store.vector_dim), dtype=np.float32)
+            for start, block in self.store.iter_vectors(block_rows):
+                x[start:start + len(block)] = block
+        if len(x) == 0:
+            raise InputError("empty store: no vectors", path=self.path)
+        ids = self.ids
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            raise InputError(f"NaN/inf in the vectors of ids {[str(i) for i in ids[bad][:5]]}", path=self.path,
+                             field="embedding")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        zero = np.flatnonzero(norms[:, 0] == 0)
+        if len(zero):  # no direction: every cosine with it is 0, so its neighbours are arbitrary ties
+            log.warning("%s: %d all-zero vectors (ids %s%s); their neighbours are ties at similarity 0",
+                        self.path or "vectors", len(zero), [str(i) for i in ids[zero[:3]]],
+                        ", ..." if len(zero) > 3 else "")
+        x /= np.maximum(norms, 1e-12)
+        return x
+
+
+def load_normalized(x: "Vectors | Store | np.ndarray", block_rows: int = 65536) -> np.ndarray:
+    """`Vectors.of(x).normalized()`: float32 L2-normalised rows of a store or an array."""
+    return Vectors.of(x).normalized(block_rows)
