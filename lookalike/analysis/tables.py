@@ -410,53 +410,78 @@ def _section(rep: Report, out: Path, name: str, title: str, rows: list[dict], co
     rep.table(rows, columns, headers)
 
 
-def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: Path) -> dict:
-    """Write every table (md/csv/json), the figures and report.md/.html into `out`; return the summary."""
-    rep = Report(spec.title)
-    for text in ([spec.description] if spec.description else []) + spec.notes:
-        rep.text(text)
-    summary: dict = {"models": names, "k": spec.k, "k_ood": spec.k_ood}
-    _section(rep, out, "table1_models", "Table 1: models", table1_rows(names, arts), *TABLE1_COLUMNS)
+@dataclass
+class _Build:
+    """What every report section reads and adds to: the models, their artifacts, the settings, the folder, the
+    report being written and the summary."""
 
-    t2 = table2_rows(names, arts, spec.k, spec.k_ood, spec.reps)
+    names: list[str]
+    arts: dict[str, ModelArtifacts]
+    spec: ReportSpec
+    out: Path
+    rep: Report
+    summary: dict
+    table2: list[dict] = field(default_factory=list)
+
+    def section(self, name: str, title: str, rows: list[dict], columns, headers=None, text: str = "") -> None:
+        _section(self.rep, self.out, name, title, rows, columns, headers, text)
+
+
+def _table1(b: _Build) -> None:
+    b.section("table1_models", "Table 1: models", table1_rows(b.names, b.arts), *TABLE1_COLUMNS)
+
+
+def _table2(b: _Build) -> None:
+    spec, out = b.spec, b.out
+    t2 = b.table2 = table2_rows(b.names, b.arts, spec.k, spec.k_ood, spec.reps)
     shown, cols, heads = table2_display(t2)
     # .json/.csv hold the numbers (with *_lo/*_hi); .md the cells as read: "J [lo, hi]"
     write_table(t2, list(dict.fromkeys(c for r in t2 for c in r)), out / "table2_agreement")
     OwnedFolder(out).write_text("table2_agreement.md", markdown_table(shown, cols, heads) + "\n")
-    rep.heading(f"Table 2: model-pair agreement (Jaccard; K={spec.k} for representation, k={spec.k_ood} for OOD)")
-    rep.text("Each cell: the Jaccard and its bootstrap 95% interval (over points for representation, over examples "
-             f"for error and OOD sets; {spec.reps} resamples).")
-    rep.table(shown, cols, heads)
-    summary["table2"] = t2
-    chance = [{"model_i": r["model_i"], "model_j": r["model_j"],
-               **{c: r.get(c) for c in ("errors_jaccard_chance", "cls_errors_jaccard_chance", "ood_jaccard_chance")}}
-              for r in t2]
-    chance_cols = [c for c in ("errors_jaccard_chance", "cls_errors_jaccard_chance", "ood_jaccard_chance")
-                   if any(r.get(c) is not None for r in chance)]
-    if chance_cols:
+    b.rep.heading(f"Table 2: model-pair agreement (Jaccard; K={spec.k} for representation, k={spec.k_ood} for OOD)")
+    b.rep.text("Each cell: the Jaccard and its bootstrap 95% interval (over points for representation, over examples "
+               f"for error and OOD sets; {spec.reps} resamples).")
+    b.rep.table(shown, cols, heads)
+    b.summary["table2"] = t2
+
+
+def _chance(b: _Build) -> None:
+    columns = ("errors_jaccard_chance", "cls_errors_jaccard_chance", "ood_jaccard_chance")
+    chance = [{"model_i": r["model_i"], "model_j": r["model_j"], **{c: r.get(c) for c in columns}} for r in b.table2]
+    shown = [c for c in columns if any(r.get(c) is not None for r in chance)]
+    if shown:
         names_ = {"errors_jaccard_chance": "QA errors", "cls_errors_jaccard_chance": "classification errors",
                   "ood_jaccard_chance": "OOD sets"}
-        _section(rep, out, "table2_chance", "Set Jaccards by chance", chance, ["model_i", "model_j", *chance_cols],
-                 ["Model i", "Model j", *(names_[c] for c in chance_cols)],
-                 "The Jaccard two independent random sets of the same sizes would have (n_a n_b / n over "
-                 "n_a + n_b - n_a n_b / n): a set Jaccard means agreement only as far as it exceeds this.")
+        b.section("table2_chance", "Set Jaccards by chance", chance, ["model_i", "model_j", *shown],
+                  ["Model i", "Model j", *(names_[c] for c in shown)],
+                  "The Jaccard two independent random sets of the same sizes would have (n_a n_b / n over "
+                  "n_a + n_b - n_a n_b / n): a set Jaccard means agreement only as far as it exceeds this.")
 
-    noise = noise_rows(names, arts, spec.k, spec.k_ood, spec.reps)
+
+def _differences(b: _Build) -> None:
+    noise = noise_rows(b.names, b.arts, b.spec.k, b.spec.k_ood, b.spec.reps)
     if noise:
         big = sum(r["verdict"] == "larger than the noise" for r in noise)
-        _section(rep, out, "table2_differences",
-                 f"Which differences are larger than the noise (paired bootstrap vs {names[0]})", noise,
-                 ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"],
-                 ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi", "Verdict"],
-                 f"{big} of {len(noise)} paired differences exclude 0 at 95%: J({names[0]}, X) - J({names[0]}, Y) "
-                 "with the same resamples on both sides.")
-        summary["differences"] = noise
-    subs = subset_rows(names, arts)
-    if subs:
-        _section(rep, out, "error_subsets", "Error-set containment", subs,
-                 ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
-                  "frac_b_in_a"], text="Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / |E_i|.")
+        ref = b.names[0]
+        b.section("table2_differences", f"Which differences are larger than the noise (paired bootstrap vs {ref})",
+                  noise, ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"],
+                  ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi", "Verdict"],
+                  f"{big} of {len(noise)} paired differences exclude 0 at 95%: J({ref}, X) - J({ref}, Y) "
+                  "with the same resamples on both sides.")
+        b.summary["differences"] = noise
 
+
+def _subsets(b: _Build) -> None:
+    subs = subset_rows(b.names, b.arts)
+    if subs:
+        b.section("error_subsets", "Error-set containment", subs,
+                  ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
+                   "frac_b_in_a"], text="Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / "
+                  "|E_i|.")
+
+
+def _figure1(b: _Build) -> None:
+    spec, names, arts = b.spec, b.names, b.arts
     band_reps = min(spec.reps, 200)  # a band per point: 200 resamples are enough for the drawing
     figures = [("a", knn_sweep(names, arts, "before", spec.knn_ks, band_reps), "representation agreement vs K, "
                 "before fine-tuning", "Data representation agreement, before fine-tuning", "mean Jaccard of K-NN sets"),
@@ -466,43 +491,74 @@ def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: 
                 "Data distribution (deep-kNN OOD) agreement", "Jaccard of OOD sets")]
     for tag, curves, heading, title, ylabel in figures:
         if curves:
-            plot_sweep(curves, title, ylabel, out / f"figure1{tag}.png")
-            rep.heading(f"Figure 1({tag}): {heading}")
-            rep.image(f"figure1{tag}.png", f"Figure 1({tag})")
-            summary[f"figure1{tag}"] = {c: dict(zip(v.ks, v.values)) for c, v in curves.items()}
-            summary[f"figure1{tag}_bands"] = {c: {"lo": v.lo, "hi": v.hi, "not_meaningful": v.not_meaningful}
-                                              for c, v in curves.items()}
+            plot_sweep(curves, title, ylabel, b.out / f"figure1{tag}.png")
+            b.rep.heading(f"Figure 1({tag}): {heading}")
+            b.rep.image(f"figure1{tag}.png", f"Figure 1({tag})")
+            b.summary[f"figure1{tag}"] = {c: dict(zip(v.ks, v.values)) for c, v in curves.items()}
+            b.summary[f"figure1{tag}_bands"] = {c: {"lo": v.lo, "hi": v.hi, "not_meaningful": v.not_meaningful}
+                                                for c, v in curves.items()}
 
-    od = ood_detail_rows(names, arts, spec.k_ood)
+
+def _ood_detail(b: _Build) -> None:
+    spec = b.spec
+    od = ood_detail_rows(b.names, b.arts, spec.k_ood)
     if od:
-        ref = arts[names[0]]
-        _section(rep, out, "ood_detail", f"Deep-kNN OOD per model (k={spec.k_ood}, TPR {spec.tpr})", od,
-                 ["model", "threshold", "n_ood", "n_test", "fraction_ood", "val_tpr", "auroc", "fpr_at_tpr",
-                  "meaningful"],
-                 text=f"Encoder: {ref.ood_encoder}; threshold: {ref.ood.meta.get('val', '') if ref.ood else ''}. "
-                 "An OOD comparison is meaningful here when the model flags at least 5% of the challenge set and "
-                 "separates it from held-out in-distribution data with AUROC >= 0.9.")
-        summary["ood_detail"] = od
-    qa = qa_rows(names, arts)
+        ref = b.arts[b.names[0]]
+        b.section("ood_detail", f"Deep-kNN OOD per model (k={spec.k_ood}, TPR {spec.tpr})", od,
+                  ["model", "threshold", "n_ood", "n_test", "fraction_ood", "val_tpr", "auroc", "fpr_at_tpr",
+                   "meaningful"],
+                  text=f"Encoder: {ref.ood_encoder}; threshold: {ref.ood.meta.get('val', '') if ref.ood else ''}. "
+                  "An OOD comparison is meaningful here when the model flags at least 5% of the challenge set and "
+                  "separates it from held-out in-distribution data with AUROC >= 0.9.")
+        b.summary["ood_detail"] = od
+
+
+def _task_metrics(b: _Build) -> None:
+    qa = qa_rows(b.names, b.arts)
     if qa:
-        _section(rep, out, "qa_metrics", "Extractive QA (official SQuAD v2 metrics)", qa,
-                 ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"])
-        summary["qa_metrics"] = qa
-    cl = cls_rows(names, arts)
+        b.section("qa_metrics", "Extractive QA (official SQuAD v2 metrics)", qa,
+                  ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"])
+        b.summary["qa_metrics"] = qa
+    cl = cls_rows(b.names, b.arts)
     if cl:
-        _section(rep, out, "cls_metrics", "Classification", cl, ["model", "accuracy", "total", "errors"])
-        summary["cls_metrics"] = cl
-    t3 = table3_rows(names, arts)
+        b.section("cls_metrics", "Classification", cl, ["model", "accuracy", "total", "errors"])
+        b.summary["cls_metrics"] = cl
+
+
+def _table3(b: _Build) -> None:
+    t3 = table3_rows(b.names, b.arts)
     if t3:
-        _section(rep, out, "table3_attack", "Table 3: BERT-Attack", t3, *TABLE3_COLUMNS, text=spec.attack_setting)
-        summary["table3"] = t3
-    lat = latency_rows(names, arts)
+        b.section("table3_attack", "Table 3: BERT-Attack", t3, *TABLE3_COLUMNS, text=b.spec.attack_setting)
+        b.summary["table3"] = t3
+
+
+def _latency(b: _Build) -> None:
+    lat = latency_rows(b.names, b.arts)
     if lat:
-        _section(rep, out, "latency", "Latency per model", lat,
-                 ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
-                  "speedup_vs_first", *(["spread"] if any("spread" in r for r in lat) else [])])
-    if spec.provenance:
-        rep.heading("Provenance")
-        rep.text(spec.provenance)
+        b.section("latency", "Latency per model", lat,
+                  ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
+                   "speedup_vs_first", *(["spread"] if any("spread" in r for r in lat) else [])])
+
+
+def _provenance(b: _Build) -> None:
+    if b.spec.provenance:
+        b.rep.heading("Provenance")
+        b.rep.text(b.spec.provenance)
+
+
+# the report, in order: each section writes its tables and adds itself to the report when it has something to show
+SECTIONS = (_table1, _table2, _chance, _differences, _subsets, _figure1, _ood_detail, _task_metrics, _table3,
+            _latency, _provenance)
+
+
+def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: Path) -> dict:
+    """Write every table (md/csv/json), the figures and report.md/.html into `out`, section by section
+    (SECTIONS); return the summary (the run adds its timings and writes summary.json once)."""
+    rep = Report(spec.title)
+    for text in ([spec.description] if spec.description else []) + spec.notes:
+        rep.text(text)
+    build = _Build(list(names), arts, spec, out, rep, {"models": names, "k": spec.k, "k_ood": spec.k_ood})
+    for section in SECTIONS:
+        section(build)
     rep.write(out)
-    return summary  # the run adds its timings and writes summary.json once
+    return build.summary
