@@ -85,7 +85,7 @@ def predict(model_dir: str | Path, corpus: CorpusSpec | str | Path, out: str | P
         folder.write_json("predictions.json", result.predictions)
         info = {"kind": "lookalike.predictions", "task": spec.name, "model_dir": str(model_dir),
                 "model_sha256": model.sha256, "data": corpus.path, "corpus": corpus.as_dict(),
-                "corpus_fingerprint": corpus.fingerprint(), "ids": stream.provenance.get("ids"),
+                "corpus_fingerprint": corpus.fingerprint(), "ids": stream.provenance.ids,
                 "tokens_from": tokens_from, "n": len(records),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "device": model.device if backend == "local" else device, "backend": backend,

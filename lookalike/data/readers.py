@@ -165,21 +165,21 @@ class Fields:
     label: str | None = None
 
 
-def _auto_ids(rows: Iterator[tuple[Any, str]], fields: Fields, path: Path, info: dict) -> Iterator[tuple[Any, str, Fields]]:
+def _auto_ids(rows: Iterator[tuple[Any, str]], fields: Fields, path: Path, info: Provenance) -> Iterator[tuple[Any, str, Fields]]:
     """Decide the id rule once, from the first row: its "id" field when present (then every row needs one),
-    else row numbers. `info["ids"]` says which."""
+    else row numbers. `info.ids` says which."""
     decided: Fields | None = None
     for row, record in rows:
         if decided is None:
             if fields.id is not None:
                 decided = fields
-                info["ids"] = f"field '{fields.id}'"
+                info.ids = f"field '{fields.id}'"
             elif isinstance(row, Mapping) and DEFAULT_ID_FIELD in row:
                 decided = Fields(fields.text, fields.pair, DEFAULT_ID_FIELD, fields.label)
-                info["ids"] = f"field '{DEFAULT_ID_FIELD}' (found in the records)"
+                info.ids = f"field '{DEFAULT_ID_FIELD}' (found in the records)"
             else:
                 decided = fields
-                info["ids"] = "row numbers"
+                info.ids = "row numbers"
         yield row, record, decided
 
 
@@ -237,13 +237,13 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
         yield lineno, parse_json(line, path, f"line {lineno}")
 
 
-def _read_jsonl(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+def _read_jsonl(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     rows = ((row, f"line {lineno}") for lineno, row in _json_lines(path))
     for index, (row, record, f) in enumerate(_auto_ids(rows, fields, path, info)):
         yield _from_row(row, index, path, record, f)
 
 
-def _read_json_array(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+def _read_json_array(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     obj = _read_json(path)
     if isinstance(obj, dict):  # {"data": [...]} or {"records": [...]}: the single list value
         lists = [v for v in obj.values() if isinstance(v, list)]
@@ -277,7 +277,7 @@ def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict, csv
         yield reader.line_num, row, reader
 
 
-def _read_delimited(path: Path, fields: Fields, info: dict, delimiter: str) -> Iterator[Record]:
+def _read_delimited(path: Path, fields: Fields, info: Provenance, delimiter: str) -> Iterator[Record]:
     def rows():
         for lineno, row, reader in _csv_rows(path, delimiter):
             if None in row:
@@ -293,7 +293,7 @@ def _read_delimited(path: Path, fields: Fields, info: dict, delimiter: str) -> I
         yield _from_row(row, i, path, record, f)
 
 
-def _read_parquet(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+def _read_parquet(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow comes with `datasets`
@@ -322,8 +322,8 @@ def _read_parquet(path: Path, fields: Fields, info: dict, split: str | None = No
         yield _from_row(row, i, path, record, f)
 
 
-def _read_text(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
-    info["ids"] = "row numbers"
+def _read_text(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
+    info.ids = "row numbers"
     for lineno, line in _lines(path):
         yield Record(str(lineno - 1), line)
 
@@ -341,8 +341,8 @@ def _qa_record(path, record, qid, question, context, answers, starts, impossible
                   tuple(-1 if s is None else s for s in starts), impossible)
 
 
-def _read_squad(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
-    info["ids"] = "the format's own ids"
+def _read_squad(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
+    info.ids = "the format's own ids"
     obj = _read_json(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
         raise InputError("not a SQuAD file (no top-level 'data' list)", path=path, field="data")
@@ -374,9 +374,9 @@ def _read_squad(path: Path, fields: Fields, info: dict, split: str | None = None
                 yield _qa_record(path, where, qid, question, context, texts, starts, impossible)
 
 
-def _read_queries(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+def _read_queries(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     """The search-datasets layout: queries.json ({"queries": [{id, context, question}]}) + ground_truth.json."""
-    info["ids"] = "the format's own ids"
+    info.ids = "the format's own ids"
     folder = path if path.is_dir() else path.parent
     qpath = folder / "queries.json" if path.is_dir() else path
     gpath = folder / "ground_truth.json"
@@ -413,9 +413,9 @@ def _spans_to_answers(context: str, spans: Iterable[tuple[int, int]]):
     return texts, starts
 
 
-def _read_newsqa_csv(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+def _read_newsqa_csv(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     """NewsQA CSV: the combined file (answer_char_ranges) or the split files (answer_token_ranges)."""
-    info["ids"] = "the format's own ids"
+    info.ids = "the format's own ids"
     counts: dict[str, int] = {}
 
     for lineno, row, _ in _csv_rows(path):
@@ -454,8 +454,8 @@ def _read_newsqa_csv(path: Path, fields: Fields, info: dict, split: str | None =
         yield Record(f"{story_id}#{n}", question, context, None, tuple(texts), tuple(starts), not spans)
 
 
-def _read_newsqa_json(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
-    info["ids"] = "the format's own ids"
+def _read_newsqa_json(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
+    info.ids = "the format's own ids"
     obj = _read_json(path)
     for s, story in enumerate(obj.get("data", [])):
         where = f"data[{s}]"
@@ -472,8 +472,8 @@ def _read_newsqa_json(path: Path, fields: Fields, info: dict, split: str | None 
             yield Record(f"{story_id}#{q}", text, context, None, tuple(texts), tuple(starts), not spans)
 
 
-def _read_mrqa(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
-    info["ids"] = "the format's own ids"
+def _read_mrqa(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
+    info.ids = "the format's own ids"
     for lineno, row in _json_lines(path):
         if "header" in row:
             continue
@@ -496,8 +496,8 @@ def _read_mrqa(path: Path, fields: Fields, info: dict, split: str | None = None)
 
 # --------------------------------------------------------------------------- IMDB
 
-def _read_imdb_tsv(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
-    info["ids"] = "row numbers"
+def _read_imdb_tsv(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
+    info.ids = "row numbers"
     index = 0
     for lineno, line in _lines(path):
         if not line.strip():
@@ -514,8 +514,8 @@ def _read_imdb_tsv(path: Path, fields: Fields, info: dict, split: str | None = N
         index += 1
 
 
-def _read_aclimdb(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
-    info["ids"] = "the format's own ids"
+def _read_aclimdb(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
+    info.ids = "the format's own ids"
     root = path
     if not (root / "pos").is_dir() and not (root / "neg").is_dir():
         root = path / (split or "test")
@@ -540,10 +540,10 @@ def _read_aclimdb(path: Path, fields: Fields, info: dict, split: str | None = No
 
 # --------------------------------------------------------------------------- Hugging Face datasets
 
-def _rows_from_hf(ds, path, fields: Fields, info: dict) -> Iterator[Record]:
+def _rows_from_hf(ds, path, fields: Fields, info: Provenance) -> Iterator[Record]:
     columns = set(ds.column_names)
     if {"question", "context"} <= columns:
-        info["ids"] = "the dataset's question ids"
+        info.ids = "the dataset's question ids"
         for i, row in enumerate(ds):
             answers = row.get("answers") or {"text": [], "answer_start": []}
             texts = list(answers.get("text", []))
@@ -560,7 +560,7 @@ def _rows_from_hf(ds, path, fields: Fields, info: dict) -> Iterator[Record]:
         yield _from_row(row, i, path, record, f)
 
 
-def _read_hf(name: str, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+def _read_hf(name: str, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     """`name[:config]:split`, e.g. `squad_v2:validation` or `imdb:test` (needs the hub or its cache)."""
     import datasets
 
@@ -579,7 +579,7 @@ def _read_hf(name: str, fields: Fields, info: dict, split: str | None = None) ->
     yield from _rows_from_hf(ds, name, fields, info)
 
 
-def _read_hf_disk(path: Path, fields: Fields, info: dict, split: str | None = None) -> Iterator[Record]:
+def _read_hf_disk(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     import datasets
 
     ds = datasets.load_from_disk(str(path))
@@ -591,7 +591,7 @@ def _read_hf_disk(path: Path, fields: Fields, info: dict, split: str | None = No
             split = next(iter(ds))
         if split not in ds:
             raise InputError(f"no split {split!r} (splits: {', '.join(ds)})", path=path, field="split")
-        info["split"] = split
+        info.split = split
         ds = ds[split]
     yield from _rows_from_hf(ds, path, fields, info)
 
@@ -616,11 +616,20 @@ _READERS: dict[str, Callable[..., Iterator[Record]]] = {
 }
 
 
-class RecordStream:
-    """A corpus's records in file order. Once iterated, `provenance` says what the reader found: the format, where
-    the ids came from ("ids"), the split it read."""
+@dataclass
+class Provenance:
+    """What a reader found about the records it yields, filled as it reads (the first record tells where the ids
+    come from): the format, where the ids came from, the split it read."""
 
-    def __init__(self, records: Iterator[Record], provenance: dict):
+    format: str | None = None
+    ids: str | None = None
+    split: str | None = None
+
+
+class RecordStream:
+    """A corpus's records in file order. Once iterated, `provenance` (a Provenance) says what the reader found."""
+
+    def __init__(self, records: Iterator[Record], provenance: Provenance):
         self._records, self.provenance = records, provenance
 
     def __iter__(self) -> RecordStream:
@@ -642,12 +651,12 @@ def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "
     p % every == offset (e.g. every=2, offset=0 and offset=1 are two disjoint halves); limit applies after it.
     Raises InputError for an empty corpus or a duplicate id (after the rows before it were yielded).
     """
-    info: dict = {}
+    info = Provenance()
     return RecordStream(_read_corpus(path, fmt, Fields(text_field, pair_field, id_field, label_field), split, limit,
                                      every, offset, info), info)
 
 
-def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, offset, info: dict) -> Iterator[Record]:
+def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, offset, info: Provenance) -> Iterator[Record]:
     id_field = fields.id
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
@@ -656,7 +665,7 @@ def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, off
         raise InputError(f"--every {every} --offset {offset}: need every >= 1 and 0 <= offset < every")
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: need at least 1")
-    info["format"] = fmt
+    info.format = fmt
     if fmt == "hf":
         records = _read_hf(str(path), fields, info, split)
     else:

@@ -112,7 +112,7 @@ def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str |
             bar.close()
     return run_stats(written["rows"], resumed_from, written["n_truncated"], written["shards"],
                      time.perf_counter() - t0, done, device=model.device, out_dir=str(out_dir),
-                     ids=stream.provenance.get("ids") if stream is not None else None,
+                     ids=stream.provenance.ids if stream is not None else None,
                      tokens_from=str(cache.path) if cache is not None else None,
                      tokenize_workers=pool.workers if pool is not None else 0,
                      pooling=plan.config["pooling"], normalize=plan.config["normalize"],

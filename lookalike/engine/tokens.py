@@ -330,4 +330,4 @@ def tokenize_corpus(tokenizer, corpus: CorpusSpec | str | Path, out: str | Path 
     seconds = time.perf_counter() - t0
     return {"out": str(out), "key": cache_key(config), "rows": counts["rows"], "resumed_from": resumed,
             "tokens_this_run": n_tokens, "n_truncated": counts["n_truncated"], "seconds": round(seconds, 3),
-            "tokens_per_s": n_tokens / seconds if seconds else 0.0, "ids": stream.provenance.get("ids")}
+            "tokens_per_s": n_tokens / seconds if seconds else 0.0, "ids": stream.provenance.ids}

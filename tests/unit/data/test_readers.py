@@ -187,3 +187,18 @@ def test_newsqa_shared_files_both_forms(shared_data, tmp_path):
     with_header = tmp_path / "NewsQA-dev.jsonl"
     with_header.write_text('{"header": {"dataset": "NewsQA", "split": "dev"}}\n' + sample.read_text())
     assert [r.id for r in read_corpus(with_header)] == [r.id for r in mrqa]
+
+
+def test_a_stream_says_where_its_ids_came_from(tmp_path):
+    """Provenance, filled as the reader reads: the format, and the ids' source (a field, or row numbers)."""
+    from lookalike.data.readers import Provenance, read_corpus
+
+    (tmp_path / "with.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n')
+    (tmp_path / "without.jsonl").write_text('{"text": "x"}\n')
+    s = read_corpus(tmp_path / "with.jsonl")
+    assert isinstance(s.provenance, Provenance) and s.provenance.ids is None  # nothing read yet
+    assert [r.id for r in s] == ["a", "b"]
+    assert (s.provenance.format, s.provenance.ids) == ("jsonl", "field 'id' (found in the records)")
+    s = read_corpus(tmp_path / "without.jsonl")
+    list(s)
+    assert s.provenance.ids == "row numbers"
