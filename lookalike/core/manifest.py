@@ -17,9 +17,88 @@ MANIFEST = "lookalike.json"
 MODEL_FILE = "model.onnx"
 FORMAT_VERSION = 1
 _REQUIRED = {"task": str, "file": str, "sha256": str, "hidden_size": int, "variant": dict, "source": dict}
+# fields an export may record, checked by type when present
+_OPTIONAL = {"num_layers": int, "vocab_size": int, "parameters": int, "file_size": int, "outputs": list,
+             "labels": dict, "int8": dict, "sentence_transformers": (dict, type(None)), "parity": dict,
+             "task_inferred_from": str, "opset": int}
 
 
-def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: bool = False) -> dict:
+class ExportManifest(dict):
+    """An export folder's manifest (`lookalike.json`) as one read-only value, checked as a whole when loaded:
+    the required fields and the type of every optional one. Typed accessors for what readers use; it is still
+    the JSON object it was read from (a dict), so it is written and pickled (Ray) as such."""
+
+    @classmethod
+    def load(cls, model_dir: str | Path, task: str | None = None, *, verify: bool = False) -> "ExportManifest":
+        return load_manifest(model_dir, task, verify=verify)
+
+    def write(self, model_dir: str | Path) -> Path:
+        """The manifest as `lookalike.json` in `model_dir` (the exporter's one writer)."""
+        import json
+
+        path = Path(model_dir) / MANIFEST
+        path.write_text(json.dumps(self, indent=2) + "\n")
+        return path
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("an export manifest is read-only; build a new one to change it")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = __ior__ = _frozen
+
+    def __reduce__(self):  # pickled (Ray actors) as its JSON object, rebuilt read-only
+        return ExportManifest, (dict(self),)
+
+    @property
+    def task(self) -> str:
+        return self["task"]
+
+    @property
+    def sha256(self) -> str:
+        """The model's identity: every artifact made with it records this."""
+        return self["sha256"]
+
+    @property
+    def model_file(self) -> str:
+        return self["file"]
+
+    @property
+    def source_model(self) -> str:
+        return str(self["source"].get("model", ""))
+
+    @property
+    def variant_description(self) -> str:
+        return str(self["variant"].get("description", ""))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self["hidden_size"])
+
+    @property
+    def vocab_size(self) -> int | None:
+        return self.get("vocab_size")
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.get("outputs", []))
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self.get("files", {}))
+
+    @property
+    def sentence_transformers(self) -> dict | None:
+        return self.get("sentence_transformers")
+
+    @property
+    def int8(self) -> dict | None:
+        return self.get("int8")
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return labels(self)
+
+
+def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: bool = False) -> ExportManifest:
     """The manifest of an export folder; ModelError if the folder is not an export (or not for `task`).
 
     verify: check the model file's sha256 against the manifest (`verify_model_file`)."""
@@ -36,8 +115,14 @@ def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: boo
     if not isinstance(manifest, dict):
         raise ModelError(f"{mpath}: not an export manifest (expected a JSON object)")
     for key, typ in _REQUIRED.items():
-        if not isinstance(manifest.get(key), typ):
+        if not isinstance(manifest.get(key), typ) or isinstance(manifest.get(key), bool):
             raise ModelError(f"{mpath}: field '{key}' missing or not a {typ.__name__}; re-export the model")
+    for key, typ in _OPTIONAL.items():
+        if key in manifest and (not isinstance(manifest[key], typ) or isinstance(manifest[key], bool)):
+            names = " or ".join(t.__name__ for t in (typ if isinstance(typ, tuple) else (typ,)))
+            raise ModelError(f"{mpath}: field '{key}' is {type(manifest[key]).__name__}, not {names}; re-export the "
+                             "model")
+    manifest = ExportManifest(manifest)
     for name in [manifest["file"], *_listed_files(manifest, mpath)]:
         _check_plain(model_dir, name, mpath)
     mp = manifest.get("max_position_embeddings")

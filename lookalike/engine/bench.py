@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.cpu import cpu_info
 from ..core.manifest import describe_int8, positions
-from ..core.tasks import TASKS
+from ..core.tasks import FEATURE_EXTRACTION, TASKS
 from ..data import CorpusSpec
 from ..errors import InputError
 from ..files import status
@@ -178,7 +178,7 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
     ceiling = matmul_ceiling_gflops()
     status(f"bench: latency of {len(model_dirs)} models, interleaved")
     loaded = [OnnxModel(d, device=device) for d in model_dirs]
-    outputs = [TASKS[m.manifest["task"]].primary for m in loaded]
+    outputs = [TASKS[m.manifest.task].primary for m in loaded]
     grids = interleaved_latency(loaded, outputs, batch_sizes, seq_lengths, repeat=repeat,
                                 on_cell=lambda i, n, B, L: status(f"bench: cell {i} of {n} (batch {B} × {L} "
                                                                   f"tokens, {repeat} runs per model)"))
@@ -193,12 +193,12 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
             # int8 runs integer GEMMs: a fraction of the fp32 GEMM rate would read above 100%
             r["fraction_of_ceiling"] = r["gflops"] / ceiling if m.device == "cpu" and not int8 else None
             r["speedup_vs_first"] = first["p50_ms"] / r["p50_ms"]
-        entry = {"model": str(d), "variant": m.manifest["variant"]["description"], "device": m.device,
+        entry = {"model": str(d), "variant": m.manifest.variant_description, "device": m.device,
                  "parameters": m.manifest["parameters"], "file_size": m.manifest["file_size"],
                  "flops_per_token_at_128": flops_per_token(m.manifest, 128), "latency": rows}
-        if m.manifest.get("int8"):
-            entry["int8"] = {**m.manifest["int8"], "line": describe_int8(m.manifest["int8"])}
-        if corpus and m.manifest["task"] == "feature-extraction":
+        if m.manifest.int8:
+            entry["int8"] = {**m.manifest.int8, "line": describe_int8(m.manifest.int8)}
+        if corpus and m.manifest.task == FEATURE_EXTRACTION.name:
             status(f"bench: {Path(d).name} on the corpus")
             with tempfile.TemporaryDirectory() as tmp:
                 spec = corpus.replace(limit=corpus.limit or corpus_limit) if isinstance(corpus, CorpusSpec) else \

@@ -16,8 +16,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..core.manifest import clamp_length
+from ..core.manifest import ExportManifest, clamp_length
 from ..core.precision import BITS, QUANTISED, check_ranges, quantize, stored_dim
+from ..core.tasks import FEATURE_EXTRACTION
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError
 from ..exporters.pooling import sentence_transformers_pooling
@@ -172,7 +173,7 @@ def resolve_prompt(st: dict | None, params: EmbedParams, own: bool) -> tuple[str
 OWN = "auto: the model's own"  # pooling_from of a run that is the model's own embedding
 
 
-def resolve_pooling(manifest: dict, params: EmbedParams, st: dict | None = None,
+def resolve_pooling(manifest: ExportManifest, params: EmbedParams, st: dict | None = None,
                     notes: list | None = None) -> tuple[str, bool, str | None]:
     """(pooling, normalize, where it came from) for a run: "auto" takes the model's own (sentence-transformers)
     pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is added to
@@ -185,14 +186,14 @@ def resolve_pooling(manifest: dict, params: EmbedParams, st: dict | None = None,
         if st and st.get("supported"):
             return st["pooling"], bool(st.get("normalize") or params.normalize), f"{OWN} ({own})"
         if st:
-            _note(notes, f"{manifest['source']['model']}: the model's own pooling ({own}"
+            _note(notes, f"{manifest.source_model}: the model's own pooling ({own}"
                   f"{', then ' + ', '.join(st['unsupported']) if st.get('unsupported') else ''}) is not one "
                   "lookalike's graph has; --pooling auto uses cls", logging.WARNING)
             return "cls", params.normalize, f"auto: cls (the model's own, {own}, is not supported)"
         return "cls", params.normalize, "auto: cls (the model declares no pooling of its own)"
     if st and (st["pooling"], bool(st.get("normalize")), bool(st.get("dense"))) != (params.pooling, params.normalize,
                                                                                  False):
-        _note(notes, f"{manifest['source']['model']}: this model's own embeddings are {own} (sentence-transformers); "
+        _note(notes, f"{manifest.source_model}: this model's own embeddings are {own} (sentence-transformers); "
               f"this run uses {params.pooling}{' + normalize' if params.normalize else ''}, as asked; --pooling auto "
               "gives the model's own")
     return params.pooling, params.normalize, None
@@ -205,11 +206,11 @@ def _note(notes: list | None, text: str, level: int = NOTICE) -> None:
         notes.append((level, text))
 
 
-def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *, device: str = "cpu",
+def make_plan(manifest: ExportManifest, corpus: CorpusSpec | None, params: EmbedParams, *, device: str = "cpu",
               output_names=None) -> EmbedPlan:
     """The validated plan of a run over `corpus` (None: texts in memory, no corpus identity in the config)."""
-    if manifest["task"] != "feature-extraction":
-        raise ModelError(f"exported for {manifest['task']!r}; embedding needs a feature-extraction export "
+    if manifest.task != FEATURE_EXTRACTION.name:
+        raise ModelError(f"exported for {manifest.task!r}; embedding needs a feature-extraction export "
                          "(lookalike export MODEL OUT --task feature-extraction)")
     st = model_st(manifest)
     notes: list = []
@@ -218,12 +219,12 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
     if pooling_from is not None or normalize != params.normalize:
         params = dataclasses.replace(params, pooling=pooling, normalize=normalize)
     output = pooling  # the graph's pooled outputs are named after the pooling ("cls", "mean")
-    if output not in (output_names or manifest.get("outputs", [])):
+    if output not in (output_names or manifest.outputs):
         raise ModelError(f"the ONNX graph has no {output!r} output (re-export it with lookalike)")
     max_length = resolve_max_length(manifest, params, st if own else None, notes)
     prompt, prompt_name = resolve_prompt(st, params, own)
     dense = bool(own and st.get("dense"))
-    dim = int(st["dense"][-1]["out_features"]) if dense else int(manifest["hidden_size"])
+    dim = int(st["dense"][-1]["out_features"]) if dense else manifest.hidden_size
     if params.truncate_dim is not None:
         if params.truncate_dim > dim:
             raise InputError(f"--truncate-dim {params.truncate_dim} is more than the model's {dim} dimensions",
@@ -235,8 +236,8 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
         if params.batch_tokens is not None:
             raise InputError(f"--batch-tokens {batch_tokens} is smaller than --max-length {max_length}")
         batch_tokens = max_length
-    config = {"model_sha256": manifest["sha256"], "model_source": manifest["source"]["model"],
-              "variant": manifest["variant"]["description"], "pooling": pooling, "max_length": max_length,
+    config = {"model_sha256": manifest.sha256, "model_source": manifest["source"]["model"],
+              "variant": manifest.variant_description, "pooling": pooling, "max_length": max_length,
               "dtype": params.dtype, "normalize": normalize, "shard_rows": params.shard_rows,
               "sort_window": params.sort_window}
     if pooling_from is not None:
@@ -251,14 +252,14 @@ def make_plan(manifest: dict, corpus: CorpusSpec | None, params: EmbedParams, *,
         config["bits"] = dim  # dimensions the packed bytes stand for
     if dense:
         config["dense"] = [{k: layer[k] for k in ("in_features", "out_features", "bias", "activation")} |
-                           {"sha256": manifest.get("files", {}).get(layer["file"], "")} for layer in st["dense"]]
+                           {"sha256": manifest.files.get(layer["file"], "")} for layer in st["dense"]]
     if corpus is not None:
         config.update(corpus.identity())
     return EmbedPlan(corpus, params, output, max_length, batch_tokens, config, dim, prompt, dense,
                      notes=tuple(notes))
 
 
-def resolve_max_length(manifest: dict, params: EmbedParams, st: dict | None, notes: list | None = None) -> int:
+def resolve_max_length(manifest: ExportManifest, params: EmbedParams, st: dict | None, notes: list | None = None) -> int:
     """The run's max length: --max-length cut to the model's positions; without one, the model's own
     (sentence-transformers' max_seq_length when the run is its own embedding, else its positions). A given one
     that differs from the model's own max_seq_length is said once."""
@@ -266,7 +267,7 @@ def resolve_max_length(manifest: dict, params: EmbedParams, st: dict | None, not
     if params.max_length is None:
         return clamp_length(manifest, own or 1 << 30, warn=bool(own))
     if own and params.max_length != own:
-        _note(notes, f"{manifest['source']['model']}: max length {params.max_length}, as asked; the model's own "
+        _note(notes, f"{manifest.source_model}: max length {params.max_length}, as asked; the model's own "
               f"(sentence-transformers' max_seq_length) is {own}")
     return clamp_length(manifest, params.max_length, warn=True)
 

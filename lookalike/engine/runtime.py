@@ -28,7 +28,7 @@ class OnnxModel:
         self.device_id = split_device(device)[1] if self.device == "cuda" else 0  # "cuda:1": the second GPU
         opts, providers, disabled = session_setup(self.device, threads, self.device_id)
         try:
-            self.session = ort.InferenceSession(str(self.dir / self.manifest["file"]), opts, providers=providers,
+            self.session = ort.InferenceSession(str(self.dir / self.manifest.model_file), opts, providers=providers,
                                                 disabled_optimizers=disabled)
         except Exception as exc:
             raise ModelError(f"{self.dir}: ONNX Runtime cannot load the model ({str(exc)[:200]})") from None
@@ -43,7 +43,7 @@ class OnnxModel:
             self.encoder = load_engine_tokenizer(self.dir, self.input_names) or self.tokenizer
         except Exception as exc:
             raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
-        model_vocab = self.manifest.get("vocab_size")
+        model_vocab = self.manifest.vocab_size
         if isinstance(model_vocab, int) and len(self.encoder) > model_vocab:
             raise ModelError(f"{self.dir}: the tokenizer has {len(self.encoder)} tokens, the model's embedding table "
                              f"{model_vocab} rows: ids past {model_vocab - 1} have no embedding (a tokenizer from "
@@ -74,12 +74,12 @@ class OnnxModel:
 
     @property
     def sha256(self) -> str:
-        return self.manifest["sha256"]
+        return self.manifest.sha256
 
     @property
     def vocab_size(self) -> int:
         """Rows of the model's embedding matrix: token ids must be below it."""
-        return int(self.manifest.get("vocab_size") or len(self.encoder))
+        return int(self.manifest.vocab_size or len(self.encoder))
 
     def apply_dense(self, x: np.ndarray) -> np.ndarray:
         """x after the export's sentence-transformers Dense modules (loaded once; their files are checksummed in
@@ -88,7 +88,7 @@ class OnnxModel:
 
         if getattr(self, "_dense", None) is None:
             try:
-                self._dense = load_dense(self.dir, self.manifest.get("sentence_transformers") or {})
+                self._dense = load_dense(self.dir, self.manifest.sentence_transformers or {})
             except Exception as exc:
                 raise ModelError(f"{self.dir}: cannot read its Dense module weights ({str(exc)[:200]}); "
                                  "re-export the model") from None
@@ -96,7 +96,7 @@ class OnnxModel:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.manifest["hidden_size"])
+        return self.manifest.hidden_size
 
     def feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray,
               token_type_ids: np.ndarray | None = None) -> dict:

@@ -21,7 +21,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._version import __version__
-from ..core.manifest import FORMAT_VERSION, MANIFEST, MODEL_FILE, describe_int8, listed_files, model_digest
+from ..core.manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    MODEL_FILE,
+    ExportManifest,
+    describe_int8,
+    listed_files,
+    model_digest,
+)
 from ..core.tasks import TASKS
 from ..data.stdlib import stdlib_corpora
 from ..errors import ExportError, ModelError
@@ -414,7 +422,8 @@ def _write_folder(src: _Source, variant: Variant, g: _Graph, out_dir: Path, tmp:
         manifest["st_folder"] = pooling.write_st_folder(src.model, folder, int(src.torch_model.config.hidden_size),
                                                         src.revision)
     manifest["files"] = listed_files(folder)  # everything the runtime reads is checksummed
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = ExportManifest(manifest)
+    manifest.write(folder)
     OwnedFolder(folder).record_tree()
     if out_dir.exists():  # an empty folder, or an earlier export every file of which is ours (checked again)
         check_export_target(out_dir, overwrite)

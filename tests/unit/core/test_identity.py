@@ -42,3 +42,4 @@ def test_store_identities():
     assert [k for k, _ in features(base).fields] == list(FEATURES)
     assert selection(base) == {"corpus_fingerprint": "f", "text_field": "text", "offset": 0}
     assert set(comparable(base)) <= set(COMPARABLE) and "model_sha256" not in comparable(base)
+
