@@ -423,8 +423,15 @@ class _Build:
     summary: dict
     table2: list[dict] = field(default_factory=list)
 
-    def section(self, name: str, title: str, rows: list[dict], columns, headers=None, text: str = "") -> None:
+    def section(self, name: str, title: str, rows: list[dict], columns, headers=None, text: str = "",
+                summary: str | None = None) -> None:
+        """A table section when there are rows (none: the section is left out), recorded in the summary under
+        `summary` when given."""
+        if not rows:
+            return
         _section(self.rep, self.out, name, title, rows, columns, headers, text)
+        if summary:
+            self.summary[summary] = rows
 
 
 def _table1(b: _Build) -> None:
@@ -460,24 +467,18 @@ def _chance(b: _Build) -> None:
 
 def _differences(b: _Build) -> None:
     noise = noise_rows(b.names, b.arts, b.spec.k, b.spec.k_ood, b.spec.reps)
-    if noise:
-        big = sum(r["verdict"] == "larger than the noise" for r in noise)
-        ref = b.names[0]
-        b.section("table2_differences", f"Which differences are larger than the noise (paired bootstrap vs {ref})",
-                  noise, ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"],
-                  ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi", "Verdict"],
-                  f"{big} of {len(noise)} paired differences exclude 0 at 95%: J({ref}, X) - J({ref}, Y) "
-                  "with the same resamples on both sides.")
-        b.summary["differences"] = noise
+    big, ref = sum(r["verdict"] == "larger than the noise" for r in noise), b.names[0]
+    b.section("table2_differences", f"Which differences are larger than the noise (paired bootstrap vs {ref})",
+              noise, ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"],
+              ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi", "Verdict"],
+              f"{big} of {len(noise)} paired differences exclude 0 at 95%: J({ref}, X) - J({ref}, Y) "
+              "with the same resamples on both sides.", summary="differences")
 
 
 def _subsets(b: _Build) -> None:
-    subs = subset_rows(b.names, b.arts)
-    if subs:
-        b.section("error_subsets", "Error-set containment", subs,
-                  ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
-                   "frac_b_in_a"], text="Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / "
-                  "|E_i|.")
+    b.section("error_subsets", "Error-set containment", subset_rows(b.names, b.arts),
+              ["model_i", "model_j", "task", "n_a", "n_b", "intersection", "a_subset_of_b", "frac_a_in_b",
+               "frac_b_in_a"], text="Is model i's error set a subset of model j's? frac_a_in_b = |E_i ∩ E_j| / |E_i|.")
 
 
 def _figure1(b: _Build) -> None:
@@ -500,44 +501,33 @@ def _figure1(b: _Build) -> None:
 
 
 def _ood_detail(b: _Build) -> None:
-    spec = b.spec
-    od = ood_detail_rows(b.names, b.arts, spec.k_ood)
-    if od:
-        ref = b.arts[b.names[0]]
-        b.section("ood_detail", f"Deep-kNN OOD per model (k={spec.k_ood}, TPR {spec.tpr})", od,
-                  ["model", "threshold", "n_ood", "n_test", "fraction_ood", "val_tpr", "auroc", "fpr_at_tpr",
-                   "meaningful"],
-                  text=f"Encoder: {ref.ood_encoder}; threshold: {ref.ood.meta.get('val', '') if ref.ood else ''}. "
-                  "An OOD comparison is meaningful here when the model flags at least 5% of the challenge set and "
-                  "separates it from held-out in-distribution data with AUROC >= 0.9.")
-        b.summary["ood_detail"] = od
+    spec, ref = b.spec, b.arts[b.names[0]]
+    b.section("ood_detail", f"Deep-kNN OOD per model (k={spec.k_ood}, TPR {spec.tpr})",
+              ood_detail_rows(b.names, b.arts, spec.k_ood),
+              ["model", "threshold", "n_ood", "n_test", "fraction_ood", "val_tpr", "auroc", "fpr_at_tpr", "meaningful"],
+              text=f"Encoder: {ref.ood_encoder}; threshold: {ref.ood.meta.get('val', '') if ref.ood else ''}. "
+              "An OOD comparison is meaningful here when the model flags at least 5% of the challenge set and "
+              "separates it from held-out in-distribution data with AUROC >= 0.9.", summary="ood_detail")
 
 
 def _task_metrics(b: _Build) -> None:
-    qa = qa_rows(b.names, b.arts)
-    if qa:
-        b.section("qa_metrics", "Extractive QA (official SQuAD v2 metrics)", qa,
-                  ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"])
-        b.summary["qa_metrics"] = qa
-    cl = cls_rows(b.names, b.arts)
-    if cl:
-        b.section("cls_metrics", "Classification", cl, ["model", "accuracy", "total", "errors"])
-        b.summary["cls_metrics"] = cl
+    b.section("qa_metrics", "Extractive QA (official SQuAD v2 metrics)", qa_rows(b.names, b.arts),
+              ["model", "exact", "f1", "HasAns_exact", "NoAns_exact", "best_exact", "best_f1", "total", "errors"],
+              summary="qa_metrics")
+    b.section("cls_metrics", "Classification", cls_rows(b.names, b.arts), ["model", "accuracy", "total", "errors"],
+              summary="cls_metrics")
 
 
 def _table3(b: _Build) -> None:
-    t3 = table3_rows(b.names, b.arts)
-    if t3:
-        b.section("table3_attack", "Table 3: BERT-Attack", t3, *TABLE3_COLUMNS, text=b.spec.attack_setting)
-        b.summary["table3"] = t3
+    b.section("table3_attack", "Table 3: BERT-Attack", table3_rows(b.names, b.arts), *TABLE3_COLUMNS,
+              text=b.spec.attack_setting, summary="table3")
 
 
 def _latency(b: _Build) -> None:
     lat = latency_rows(b.names, b.arts)
-    if lat:
-        b.section("latency", "Latency per model", lat,
-                  ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
-                   "speedup_vs_first", *(["spread"] if any("spread" in r for r in lat) else [])])
+    b.section("latency", "Latency per model", lat,
+              ["model", "device", "batch_size", "seq_len", "p50_ms", "p90_ms", "p99_ms", "seq_per_s",
+               "speedup_vs_first", *(["spread"] if any("spread" in r for r in lat) else [])])
 
 
 def _provenance(b: _Build) -> None:
