@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,16 +84,90 @@ def run(out: Path, demo: bool):
     print(f"{len(hashes)} files hashed into {out / 'hashes.json'}")
 
 
+# files that record when, how long, where or under which cache key something was made (created/finished times,
+# seconds, mtimes in the ledger, step keys): compared by eye, not by hash
+RECORDS = (".done.json", ".lookalike-files.json", ".lookalike.lock", "lookalike.json", "manifest.json",
+           "lookalike-finetune.json", "lookalike-mlm.json", "predict_info.json", "export.json", "int8-choices/")
+
+
+def _normal(path: str) -> str:
+    """A path with the step cache's key suffix taken off (`steps/export/MiniLM-base-5d6c8318bbe1/...` ->
+    `steps/export/MiniLM-base/...`): a key holds a fine-tuned folder's mtimes, so it differs run to run."""
+    return re.sub(r"(steps/[^/]+/.+?)-[0-9a-f]{12}(?=/)", r"\1", path)
+
+
+TIMING_KEY = re.compile(r"seconds|_per_s$|^created$|^finished$|^p\d\d_ms$|^spread$|speedup|step_seconds|ms$")
+STEP_KEY = re.compile(r"(steps/[^/\"]+/[^/\"]+?)-[0-9a-f]{12}(?=[/\"])")
+
+
+def _json_content(obj):
+    """A JSON value with wall-clock fields dropped and step keys taken out of paths."""
+    if isinstance(obj, dict):
+        return {k: _json_content(v) for k, v in obj.items() if not TIMING_KEY.search(str(k))}
+    if isinstance(obj, list):
+        return [_json_content(v) for v in obj]
+    if isinstance(obj, str):
+        return STEP_KEY.sub(r"\1", obj)
+    return obj
+
+
+def _h5_content(path: Path):
+    import h5py
+    import numpy as np
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                value = np.asarray(obj[()])
+                out[name] = value.tolist() if value.dtype == object else value.tobytes()
+        f.visititems(visit)
+        out["attrs"] = {k: str(v) for k, v in f.attrs.items()}
+    return out
+
+
+def _report_content(text: str) -> str:
+    """A report without its latency section and provenance line (wall-clock by nature)."""
+    text = STEP_KEY.sub(r"\1", text)
+    for section in ("## Latency per model", "<h2>Latency per model</h2>"):
+        if section in text:
+            head, _, tail = text.partition(section)
+            nxt = tail.find("\n## ") if section.startswith("#") else tail.find("<h2>")
+            text = head + (tail[nxt:] if nxt >= 0 else "")
+    return re.sub(r"Generated .*", "", text)
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Whether two files hold the same results once wall-clock fields and step keys are set aside."""
+    if a.suffix == ".h5":
+        return _h5_content(a) == _h5_content(b)
+    if a.suffix == ".json":
+        return _json_content(json.loads(a.read_text())) == _json_content(json.loads(b.read_text()))
+    if a.suffix == ".jsonl":
+        return [_json_content(json.loads(x)) for x in a.read_text().splitlines()] == \
+            [_json_content(json.loads(x)) for x in b.read_text().splitlines()]
+    if a.suffix in (".md", ".html", ".csv"):
+        return _report_content(a.read_text()) == _report_content(b.read_text())
+    return False
+
+
 def diff(base: Path, new: Path):
-    a = json.loads((base / "hashes.json").read_text())
-    b = json.loads((new / "hashes.json").read_text())
+    raw_a, raw_b = json.loads((base / "hashes.json").read_text()), json.loads((new / "hashes.json").read_text())
+    where_a, where_b = {_normal(k): k for k in raw_a}, {_normal(k): k for k in raw_b}
+    a = {_normal(k): v for k, v in raw_a.items()}
+    b = {_normal(k): v for k, v in raw_b.items()}
     missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
     changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
-    volatile = [k for k in changed if any(v in k for v in VOLATILE)]
-    hard = [k for k in changed if k not in volatile]
-    print(f"{len(a)} files in base, {len(b)} in new; identical: {len(set(a) & set(b)) - len(changed)}")
-    for title, rows in (("only in base", missing), ("only in new", extra), ("differ", hard),
-                        ("differ (timings by nature, check by eye)", volatile)):
+    content = [k for k in changed if same_content(base / where_a[k], new / where_b[k])]
+    records = [k for k in changed if k not in content and any(r in k for r in RECORDS)]
+    volatile = [k for k in changed if k not in content and k not in records and any(v in k for v in VOLATILE)]
+    hard = [k for k in changed if k not in content and k not in records and k not in volatile]
+    same = len(set(a) & set(b)) - len(changed)
+    print(f"{len(a)} files in base, {len(b)} in new; byte-identical: {same}; the same results once wall-clock "
+          f"fields and step keys are set aside: {len(content)}; other records of times and keys: {len(records)}; "
+          f"timing outputs: {len(volatile)}")
+    for title, rows in (("only in base", missing), ("only in new", extra), ("DIFFER", hard),
+                        ("timing outputs that differ (check by eye)", volatile)):
         if rows:
             print(f"{title} ({len(rows)}):")
             for k in rows:
