@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.manifest import load_manifest
+from ..core.manifest import ExportManifest, load_manifest
 from ..files import load_json
 from ..models import model_label
 from ..outputs import OwnedFolder
@@ -54,7 +54,7 @@ ERROR_COLUMNS = {"qa": ErrorColumns("errors_jaccard", "QA error sets", "qa", "Pr
 class ModelArtifacts:
     """What one model contributed, loaded from its stored files (any part may be missing)."""
 
-    manifest: dict | None = None
+    manifest: ExportManifest | None = None
     errors: dict[str, ErrorSet] = field(default_factory=dict)  # by task: {"qa": ..., "cls": ...}
     knn: dict[str, KnnResult] = field(default_factory=dict)  # {"before": ..., "after": ...}
     ood: OodResult | None = None
@@ -92,10 +92,9 @@ def table1_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
     for n in names:
         m = arts[n].manifest
         if m:
-            src = model_label(m["source"]["model"])
-            rows.append({"model": n, "layers": m.get("num_layers"), "parameters_M": round(m["parameters"] / 1e6, 2),
-                         "embedding_dim": m["hidden_size"], "size_MB": round(m["file_size"] / 1e6, 1),
-                         "variant": m["variant"]["description"], "source": src})
+            rows.append({"model": n, "layers": m.num_layers, "parameters_M": round(m.parameters / 1e6, 2),
+                         "embedding_dim": m.hidden_size, "size_MB": round(m.file_size / 1e6, 1),
+                         "variant": m.variant_description, "source": model_label(m.source_model)})
     return rows
 
 

@@ -70,8 +70,33 @@ class ExportManifest(dict):
         return str(self["variant"].get("description", ""))
 
     @property
+    def variant(self) -> dict:
+        """The variant record: what was made (exporters.variant.Variant.record)."""
+        return dict(self["variant"])
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self["variant"].get("quantize"))
+
+    @property
     def hidden_size(self) -> int:
         return int(self["hidden_size"])
+
+    @property
+    def num_layers(self) -> int | None:
+        return self.get("num_layers")
+
+    @property
+    def parameters(self) -> int | None:
+        return self.get("parameters")
+
+    @property
+    def file_size(self) -> int | None:
+        return self.get("file_size")
+
+    @property
+    def parity(self) -> dict:
+        return dict(self.get("parity") or {})
 
     @property
     def vocab_size(self) -> int | None:

@@ -188,13 +188,13 @@ def run_bench(model_dirs, batch_sizes, seq_lengths, *, repeat: int = 20, corpus=
                     "models' speed-ups (timed interleaved), not absolute times", 100 * spread)
     models = []
     for d, m, rows in zip(model_dirs, loaded, grids):
-        int8 = bool(m.manifest["variant"].get("quantize"))
+        int8 = m.manifest.quantized
         for r, first in zip(rows, grids[0]):
             # int8 runs integer GEMMs: a fraction of the fp32 GEMM rate would read above 100%
             r["fraction_of_ceiling"] = r["gflops"] / ceiling if m.device == "cpu" and not int8 else None
             r["speedup_vs_first"] = first["p50_ms"] / r["p50_ms"]
         entry = {"model": str(d), "variant": m.manifest.variant_description, "device": m.device,
-                 "parameters": m.manifest["parameters"], "file_size": m.manifest["file_size"],
+                 "parameters": m.manifest.parameters, "file_size": m.manifest.file_size,
                  "flops_per_token_at_128": flops_per_token(m.manifest, 128), "latency": rows}
         if m.manifest.int8:
             entry["int8"] = {**m.manifest.int8, "line": describe_int8(m.manifest.int8)}

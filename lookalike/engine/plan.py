@@ -236,7 +236,7 @@ def make_plan(manifest: ExportManifest, corpus: CorpusSpec | None, params: Embed
         if params.batch_tokens is not None:
             raise InputError(f"--batch-tokens {batch_tokens} is smaller than --max-length {max_length}")
         batch_tokens = max_length
-    config = {"model_sha256": manifest.sha256, "model_source": manifest["source"]["model"],
+    config = {"model_sha256": manifest.sha256, "model_source": manifest.source_model,
               "variant": manifest.variant_description, "pooling": pooling, "max_length": max_length,
               "dtype": params.dtype, "normalize": normalize, "shard_rows": params.shard_rows,
               "sort_window": params.sort_window}

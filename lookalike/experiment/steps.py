@@ -120,7 +120,7 @@ def tokens(ctx: Context, model_dir: Path, dataset: str) -> Path:
 
 def embed(ctx: Context, model_dir: Path, dataset: str, label: str) -> Path:
     corpus = ctx.datasets[dataset]
-    key = {"model_sha256": load_manifest(model_dir)["sha256"], "data": corpus.as_dict(),
+    key = {"model_sha256": load_manifest(model_dir).sha256, "data": corpus.as_dict(),
            "data_fp": corpus.fingerprint(), **as_key(ctx.embed)}
 
     def run(out: Path):
@@ -158,7 +158,7 @@ def latency(ctx: Context, model_dirs: dict[str, Path]) -> dict[str, Path]:
     row with its spread; {model name: its latency.json}."""
     p = ctx.latency
     names = list(model_dirs)
-    key = {"models": {n: load_manifest(d)["sha256"] for n, d in model_dirs.items()}, **as_key(p),
+    key = {"models": {n: load_manifest(d).sha256 for n, d in model_dirs.items()}, **as_key(p),
            "device": ctx.device, "timing": "interleaved"}
 
     def run(out: Path):
@@ -176,7 +176,7 @@ def latency(ctx: Context, model_dirs: dict[str, Path]) -> dict[str, Path]:
 
 def predict(ctx: Context, model_dir: Path, dataset: str, label: str, task: str) -> Path:
     corpus = ctx.datasets[dataset]
-    key = {"model_sha256": load_manifest(model_dir)["sha256"], "data": corpus.as_dict(),
+    key = {"model_sha256": load_manifest(model_dir).sha256, "data": corpus.as_dict(),
            "data_fp": corpus.fingerprint(), "task": task, **as_key(ctx.predict)}
 
     def run(out: Path):
@@ -226,9 +226,9 @@ def attack(ctx: Context, model_dir: Path, label: str) -> Path:
     mlm = attack_mlm(ctx)
     params = AttackParams(**{**as_key(ctx.attack), "mlm": mlm})
     sim = similarity_encoder(ctx)
-    key = {"model_sha256": load_manifest(model_dir)["sha256"], "data": corpus.as_dict(),
+    key = {"model_sha256": load_manifest(model_dir).sha256, "data": corpus.as_dict(),
            "data_fp": corpus.fingerprint(), **as_key(params), "mlm_id": file_id(mlm),
-           "similarity_model": load_manifest(sim)["sha256"] if sim else None}
+           "similarity_model": load_manifest(sim).sha256 if sim else None}
 
     def run(out: Path):
         run_attack(model_dir, corpus, out, params, similarity_model=sim, device=ctx.device)

@@ -580,17 +580,17 @@ def _manifest(model, revision_id, task, opset, path: Path, torch_model, variant,
     return m
 
 
-def export_summary(manifest: dict, out_dir: Path) -> dict:
+def export_summary(manifest: ExportManifest, out_dir: Path) -> dict:
     """What `lookalike export` prints about an export: task, variant, size, parity, the int8 choice, and the
     model's own pooling when it has one."""
-    m = manifest
-    summary = {"out_dir": str(out_dir), "task": m["task"], "task_inferred_from": m.get("task_inferred_from"),
-               "variant": m["variant"]["description"], "parameters": m["parameters"], "file_size": m["file_size"],
-               "parity_max_abs_diff": m["parity"]["max_abs_diff"], "variant_parity": m["variant_parity"]}
-    if "int8" in m:
-        summary["int8"] = describe_int8(m["int8"]) if m["int8"].get("measured", True) else m["int8"]
-    if m.get("sentence_transformers"):
-        st = m["sentence_transformers"]
+    m = ExportManifest(manifest)
+    summary = {"out_dir": str(out_dir), "task": m.task, "task_inferred_from": m.get("task_inferred_from"),
+               "variant": m.variant_description, "parameters": m.parameters, "file_size": m.file_size,
+               "parity_max_abs_diff": m.parity["max_abs_diff"], "variant_parity": m["variant_parity"]}
+    if m.int8 is not None:
+        summary["int8"] = describe_int8(m.int8) if m.int8.get("measured", True) else m.int8
+    if m.sentence_transformers:
+        st = m.sentence_transformers
         summary["model_pooling"] = (f"{st['pooling']}{', normalised' if st['normalize'] else ''} "
                                     "(sentence-transformers; `embed --pooling auto` uses it)")
     return summary
