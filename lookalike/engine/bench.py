@@ -90,7 +90,7 @@ def latency(model: OnnxModel, batch_sizes: Sequence[int] = (1, 8, 32), seq_lengt
             repeat: int = 20, warmup: int = 3, output: str | None = None, seed: int = 0) -> list[dict]:
     """p50/p90/p99 latency and throughput for each batch size x sequence length (synthetic full-length inputs)."""
     rng = np.random.default_rng(seed)
-    vocab = int(model.manifest.get("vocab_size") or 1000)
+    vocab = int(model.manifest.vocab_size or 1000)
     out = output or model.output_names[0]
     rows = []
     for L in seq_lengths:
@@ -134,7 +134,7 @@ def interleaved_latency(models: list, outputs: list[str], batch_sizes: Sequence[
             feeds = []
             for m, out in zip(models, outputs):
                 L = m.clamp(L0)
-                vocab = int(m.manifest.get("vocab_size") or 1000)
+                vocab = int(m.manifest.vocab_size or 1000)
                 ids = rng.integers(1000, vocab, size=(B, L), dtype=np.int64)
                 ids[:, 0] = m.encoder.cls_token_id or 101
                 ids[:, -1] = m.encoder.sep_token_id or 102

@@ -85,8 +85,8 @@ class Experiment:
             stores = {role: steps.embed(ctx, ood_model, name, f"{spec.name}-{phase}-{name}")
                       for role, name in OOD_ROLES if name in ds}
             r.ood = steps.ood(ctx, stores, spec.name)
-            r.ood_encoder = (f"fine-tuned ({'QA' if spec.finetuned_role() == 'qa' else 'classification'}) encoder"
-                             if encoder else "pre-trained encoder")
+            r.ood_encoder = (f"fine-tuned ({tasks.for_role(spec.finetuned_role()).label}) encoder" if encoder
+                             else "pre-trained encoder")
         if "latency" in self.given and (base or encoder):
             r.latency_model = base or encoder
         target = None  # the classifier BERT-Attack attacks

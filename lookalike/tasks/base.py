@@ -44,6 +44,7 @@ class TaskSpec:
     export: ClassVar[Task]  # the export's static facts (core.tasks): outputs, auto class, int8 output
     role: ClassVar[str]  # the experiment model's role that holds this task's checkpoint
     eval_dataset: ClassVar[str]  # the experiment's dataset role its predictions are scored on
+    label: ClassVar[str]  # how reports name it ("QA", "classification")
     aliases: ClassVar[tuple[str, ...]] = ()
     files: ClassVar[tuple[str, ...]] = ("predictions.json",)  # what a prediction run writes (+ predict_info.json)
     finetune_defaults: ClassVar[dict[str, Any]]

@@ -130,6 +130,7 @@ class ClassificationTask(TaskSpec):
     export = EXPORT
     instance = "CLASSIFICATION"
     role = "sentiment"
+    label = "classification"
     eval_dataset = "cls_eval"
     aliases = ("sentiment",)
     # cls at 2e-5 stayed at chance on 1,000 IMDB reviews in one epoch (loss 0.690 = ln 2, 484 of 500 "positive");

@@ -136,6 +136,7 @@ class QaTask(TaskSpec):
     export = EXPORT
     instance = "QUESTION_ANSWERING"
     role = "qa"
+    label = "QA"
     eval_dataset = "qa_eval"
     files = ("predictions.json", "null_odds.json")
     finetune_defaults = {"learning_rate": 3e-5, "epochs": 2.0, "max_length": MAX_LENGTH, "doc_stride": 128,
