@@ -90,8 +90,8 @@ class TaskSpec:
 
     # ------------------------------------------------------------------ fine-tuning
     def training_rows(self, tok, records: list, max_length: int, params, corpus: CorpusSpec, selection: str):
-        """(features to train on, the transformers model class's from_pretrained kwargs, what `after_training`
-        needs)."""
+        """(the records trained on, their features, the kwargs of the task's transformers class's from_pretrained,
+        what `after_training` needs)."""
         raise NotImplementedError
 
     def after_training(self, net, tok, records, state, loss: float, max_length: int, eval_data, corpus) -> dict:
