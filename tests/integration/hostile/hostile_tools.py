@@ -3,7 +3,12 @@ snapshots of the files around an output that must not change.
 
 Each case is a real file or process. A command is `python -m lookalike.cli ...` in a subprocess, its data segment
 capped with RLIMIT_DATA (heap and anonymous mappings: what a runaway read or allocation grows), its peak resident
-memory measured with wait4, and its wall time bounded (a hang fails the test instead of stalling the suite).
+memory measured by the child itself (VmHWM, written as it exits), and its wall time bounded (a hang fails the test
+instead of stalling the suite).
+
+Why not wait4's ru_maxrss: Linux carries the parent's resident size into a forked child's ru_maxrss across exec,
+so a child of a pytest process that has grown to 1.6 GB (after the e2e tier's models) would report 1.6 GB for a
+command that used 40 MB. The child's own high-water mark (VmHWM of the address space exec gave it) is its own.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ def run_cli(*args, stdin: bytes | None = None, mem_mb: int = 3072, timeout: floa
     def cap():
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([sys.executable, "-m", "lookalike.cli", *(a if isinstance(a, bytes) else str(a) for a in args)],
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(suffix=".hwm") as hwm:
+        p = subprocess.Popen([sys.executable, "-c", _MEASURED, hwm.name,
+                              *(a if isinstance(a, bytes) else str(a) for a in args)],
                              stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, stdout=out,
                              stderr=err, preexec_fn=cap, env={**os.environ, **(env or {})}, cwd=cwd,
                              pass_fds=pass_fds)
@@ -63,8 +70,25 @@ def run_cli(*args, stdin: bytes | None = None, mem_mb: int = 3072, timeout: floa
             timer.cancel()
         out.seek(0)
         err.seek(0)
+        own = Path(hwm.name).read_text().strip()
+        peak = int(own) / 1024 if own else usage.ru_maxrss / 1024  # killed before it could say: wait4's figure
         return Run(p.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                   usage.ru_maxrss / 1024, timed_out.is_set())
+                   peak, timed_out.is_set())
+
+
+# the CLI run as `python -m lookalike.cli ARGS`, writing its own peak resident memory (kB) to argv[1] as it exits
+_MEASURED = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def said():
+    with open("/proc/self/status") as f:
+        hwm = next((l.split()[1] for l in f if l.startswith("VmHWM:")), "")
+    with open(out, "w") as f:
+        f.write(hwm)
+atexit.register(said)
+sys.argv[0] = "lookalike"
+runpy.run_module("lookalike.cli", run_name="__main__", alter_sys=True)
+"""
 
 
 def one_line(r: Run, *needles: str) -> str:

@@ -106,3 +106,14 @@ def test_deeply_nested_json_is_one_line(tiny_exports, tmp_path):
     one_line(run_cli("evaluate", tmp_path / "deep.json", tmp_path / "deep.json"), "deep.json")
     (tmp_path / "corpus.jsonl").write_text(json.dumps({"text": "x"}) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
     one_line(run_cli("embed", tiny_exports["bert2"], tmp_path / "corpus.jsonl", tmp_path / "o"), "corpus.jsonl")
+
+
+def test_a_commands_memory_is_its_own_not_the_test_processs():
+    """The bounded-memory checks measure the command, not the pytest process it was forked from: with 800 MB
+    resident here, `--help` still measures tens of MB (wait4's ru_maxrss would say 800+ MB on Linux)."""
+    import numpy as np
+
+    ballast = np.ones(100_000_000)  # 800 MB, touched
+    r = run_cli("--help")
+    assert r.rc == 0 and ballast[-1] == 1.0
+    assert r.max_rss_mb < 300, r.max_rss_mb
