@@ -48,6 +48,14 @@ class ExportManifest(dict):
     def __reduce__(self):  # pickled (Ray actors) as its JSON object, rebuilt read-only
         return ExportManifest, (dict(self),)
 
+    # optional fields, None when the export does not record them (their types are checked at load)
+    num_layers = property(lambda self: self.get("num_layers"))
+    parameters = property(lambda self: self.get("parameters"))
+    file_size = property(lambda self: self.get("file_size"))
+    vocab_size = property(lambda self: self.get("vocab_size"))
+    sentence_transformers = property(lambda self: self.get("sentence_transformers"))
+    int8 = property(lambda self: self.get("int8"))  # the int8 choice (exporters.int8.choose_scheme's report)
+
     @property
     def task(self) -> str:
         return self["task"]
@@ -83,24 +91,8 @@ class ExportManifest(dict):
         return int(self["hidden_size"])
 
     @property
-    def num_layers(self) -> int | None:
-        return self.get("num_layers")
-
-    @property
-    def parameters(self) -> int | None:
-        return self.get("parameters")
-
-    @property
-    def file_size(self) -> int | None:
-        return self.get("file_size")
-
-    @property
     def parity(self) -> dict:
         return dict(self.get("parity") or {})
-
-    @property
-    def vocab_size(self) -> int | None:
-        return self.get("vocab_size")
 
     @property
     def outputs(self) -> list[str]:
@@ -109,14 +101,6 @@ class ExportManifest(dict):
     @property
     def files(self) -> dict[str, str]:
         return dict(self.get("files", {}))
-
-    @property
-    def sentence_transformers(self) -> dict | None:
-        return self.get("sentence_transformers")
-
-    @property
-    def int8(self) -> dict | None:
-        return self.get("int8")
 
     @property
     def labels(self) -> dict[int, str]:
