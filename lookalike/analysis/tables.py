@@ -42,12 +42,13 @@ class ErrorColumns:
     label: str
     subset_task: str
     heading: str
+    short: str  # the chance table's column heading
 
 
 # by task name (lookalike.tasks): QA is the paper's, classification beyond it; the order is the report's
-ERROR_COLUMNS = {"qa": ErrorColumns("errors_jaccard", "QA error sets", "qa", "Prediction errors (QA)"),
+ERROR_COLUMNS = {"qa": ErrorColumns("errors_jaccard", "QA error sets", "qa", "Prediction errors (QA)", "QA errors"),
                  "cls": ErrorColumns("cls_errors_jaccard", "classification error sets", "classification",
-                                     "Prediction errors (classification)")}
+                                     "Prediction errors (classification)", "classification errors")}
 
 
 @dataclass
@@ -452,12 +453,10 @@ def _table2(b: _Build) -> None:
 
 
 def _chance(b: _Build) -> None:
-    columns = ("errors_jaccard_chance", "cls_errors_jaccard_chance", "ood_jaccard_chance")
-    chance = [{"model_i": r["model_i"], "model_j": r["model_j"], **{c: r.get(c) for c in columns}} for r in b.table2]
-    shown = [c for c in columns if any(r.get(c) is not None for r in chance)]
+    names_ = {**{f"{c.column}_chance": c.short for c in ERROR_COLUMNS.values()}, "ood_jaccard_chance": "OOD sets"}
+    chance = [{"model_i": r["model_i"], "model_j": r["model_j"], **{c: r.get(c) for c in names_}} for r in b.table2]
+    shown = [c for c in names_ if any(r.get(c) is not None for r in chance)]
     if shown:
-        names_ = {"errors_jaccard_chance": "QA errors", "cls_errors_jaccard_chance": "classification errors",
-                  "ood_jaccard_chance": "OOD sets"}
         b.section("table2_chance", "Set Jaccards by chance", chance, ["model_i", "model_j", *shown],
                   ["Model i", "Model j", *(names_[c] for c in shown)],
                   "The Jaccard two independent random sets of the same sizes would have (n_a n_b / n over "

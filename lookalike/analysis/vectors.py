@@ -60,16 +60,15 @@ class Vectors:
                 x[start:start + len(block)] = block
         if len(x) == 0:
             raise InputError("empty store: no vectors", path=self.path)
-        ids = self.ids
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():
-            raise InputError(f"NaN/inf in the vectors of ids {[str(i) for i in ids[bad][:5]]}", path=self.path,
+            raise InputError(f"NaN/inf in the vectors of ids {[str(i) for i in self.ids[bad][:5]]}", path=self.path,
                              field="embedding")
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         zero = np.flatnonzero(norms[:, 0] == 0)
         if len(zero):  # no direction: every cosine with it is 0, so its neighbours are arbitrary ties
             log.warning("%s: %d all-zero vectors (ids %s%s); their neighbours are ties at similarity 0",
-                        self.path or "vectors", len(zero), [str(i) for i in ids[zero[:3]]],
+                        self.path or "vectors", len(zero), [str(i) for i in self.ids[zero[:3]]],
                         ", ..." if len(zero) > 3 else "")
         x /= np.maximum(norms, 1e-12)
         return x

@@ -28,10 +28,6 @@ class ExportManifest(dict):
     the required fields and the type of every optional one. Typed accessors for what readers use; it is still
     the JSON object it was read from (a dict), so it is written and pickled (Ray) as such."""
 
-    @classmethod
-    def load(cls, model_dir: str | Path, task: str | None = None, *, verify: bool = False) -> "ExportManifest":
-        return load_manifest(model_dir, task, verify=verify)
-
     def write(self, model_dir: str | Path) -> Path:
         """The manifest as `lookalike.json` in `model_dir` (the exporter's one writer)."""
         import json

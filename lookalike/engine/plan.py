@@ -173,12 +173,11 @@ def resolve_prompt(st: dict | None, params: EmbedParams, own: bool) -> tuple[str
 OWN = "auto: the model's own"  # pooling_from of a run that is the model's own embedding
 
 
-def resolve_pooling(manifest: ExportManifest, params: EmbedParams, st: dict | None = None,
-                    notes: list | None = None) -> tuple[str, bool, str | None]:
+def resolve_pooling(manifest: ExportManifest, params: EmbedParams, st: dict | None,
+                    notes: list) -> tuple[str, bool, str | None]:
     """(pooling, normalize, where it came from) for a run: "auto" takes the model's own (sentence-transformers)
     pooling and normalisation when the export records one lookalike's graph has, else CLS; a note is added to
-    `notes` (logged at once when None) when the model's own differs from what the run uses."""
-    st = model_st(manifest) if st is None else st
+    `notes` when the model's own differs from what the run uses."""
     own = None
     if st:
         own = f"{st['pooling']}{' + dense' if st.get('dense') else ''}{' + normalize' if st.get('normalize') else ''}"
@@ -199,11 +198,8 @@ def resolve_pooling(manifest: ExportManifest, params: EmbedParams, st: dict | No
     return params.pooling, params.normalize, None
 
 
-def _note(notes: list | None, text: str, level: int = NOTICE) -> None:
-    if notes is None:
-        log.log(level, "%s", text)
-    else:
-        notes.append((level, text))
+def _note(notes: list, text: str, level: int = NOTICE) -> None:
+    notes.append((level, text))
 
 
 def make_plan(manifest: ExportManifest, corpus: CorpusSpec | None, params: EmbedParams, *, device: str = "cpu",
@@ -259,7 +255,7 @@ def make_plan(manifest: ExportManifest, corpus: CorpusSpec | None, params: Embed
                      notes=tuple(notes))
 
 
-def resolve_max_length(manifest: ExportManifest, params: EmbedParams, st: dict | None, notes: list | None = None) -> int:
+def resolve_max_length(manifest: ExportManifest, params: EmbedParams, st: dict | None, notes: list) -> int:
     """The run's max length: --max-length cut to the model's positions; without one, the model's own
     (sentence-transformers' max_seq_length when the run is its own embedding, else its positions). A given one
     that differs from the model's own max_seq_length is said once."""

@@ -303,7 +303,7 @@ def export(model: str, out_dir: str | Path, task: str | None = None, variant: Va
     src = _resolve_source(model, task, revision)
     check_export_target(out_dir, overwrite)
     t0 = time.perf_counter()
-    _load(src)
+    _load(src, variant)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -333,9 +333,9 @@ def _resolve_source(model: str, task: str | None, revision: str | None) -> _Sour
     return _Source(model, task, task_from, revision, "", None, None, {}, {})
 
 
-def _load(src: _Source) -> None:
+def _load(src: _Source, variant: Variant) -> None:
     """Load the tokenizer and PyTorch model; the fp32 reference outputs."""
-    status(f"export: loading {src.model}")
+    status(f"export: loading {src.model} (to make: {variant.describe()})")
     src.tokenizer, src.torch_model = _load_source(src.model, src.task, src.revision)
     src.revision_id = _source_revision(src.model, src.torch_model)
     src.feeds, src.ref = _torch_outputs(src.torch_model, src.tokenizer, src.task)
