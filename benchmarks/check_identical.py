@@ -1,7 +1,7 @@
 """Byte-identity check for refactors: run a fixed set of lookalike jobs and hash every file they write.
 
     python benchmarks/check_identical.py run  OUT [--no-demo]   # runs in one fixed folder, then moves it to OUT
-    python benchmarks/check_identical.py diff BASE NEW           # the files whose bytes differ
+    python benchmarks/check_identical.py diff BASE NEW [--save NAME]   # what differs; --save: results/NAME.json
 
 The jobs: `lookalike demo` (fine-tuning, exports, stores, kNN, OOD, predictions, scores, attack, report) and a real
 corpus run (MiniLM fp32 and int8 exports of 500 IMDB test reviews, self-kNN, a query-bank kNN of 500 SQuAD
@@ -80,6 +80,7 @@ def run(out: Path, demo: bool):
     hashes = {str(p.relative_to(WORK)): file_hash(p) for p in sorted(WORK.rglob("*"))
               if p.is_file() and not p.is_symlink() and p.name != "hashes.json"}
     (WORK / "hashes.json").write_text(json.dumps(hashes, indent=1, sort_keys=True))
+    (WORK / "commit.txt").write_text(os.environ.get("LOOKALIKE_COMMIT", "") + "\n")
     shutil.move(str(WORK), str(out))
     print(f"{len(hashes)} files hashed into {out / 'hashes.json'}")
 
@@ -151,7 +152,7 @@ def same_content(a: Path, b: Path) -> bool:
     return False
 
 
-def diff(base: Path, new: Path):
+def diff(base: Path, new: Path, save_as: str | None = None):
     raw_a, raw_b = json.loads((base / "hashes.json").read_text()), json.loads((new / "hashes.json").read_text())
     where_a, where_b = {_normal(k): k for k in raw_a}, {_normal(k): k for k in raw_b}
     a = {_normal(k): v for k, v in raw_a.items()}
@@ -172,11 +173,26 @@ def diff(base: Path, new: Path):
             print(f"{title} ({len(rows)}):")
             for k in rows:
                 print("   ", k)
+    if save_as:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _common import save
+
+        save(save_as, {"base": str(base), "new": str(new), "files_base": len(a), "files_new": len(b),
+                       "byte_identical": same, "same_content_once_wall_clock_and_step_keys_set_aside": len(content),
+                       "records_of_times_and_keys": len(records), "timing_outputs": volatile,
+                       "only_in_base": missing, "only_in_new": extra, "differ_in_results": hard,
+                       "commits": {"base": _commit(base), "new": _commit(new)}})
     return 1 if (missing or extra or hard) else 0
+
+
+def _commit(folder: Path) -> str | None:
+    p = folder / "commit.txt"
+    return p.read_text().strip() if p.exists() else None
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(Path(sys.argv[2]), demo="--no-demo" not in sys.argv)
     else:
-        sys.exit(diff(Path(sys.argv[2]), Path(sys.argv[3])))
+        sys.exit(diff(Path(sys.argv[2]), Path(sys.argv[3]),
+                      sys.argv[sys.argv.index("--save") + 1] if "--save" in sys.argv else None))
