@@ -34,6 +34,7 @@ from .files import WriterLock, progress_bar
 from .models import resolve_model
 from .outputs import OwnedFolder, guard_settings
 from .params import AttackParams
+from .core import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,8 @@ def build_attack(wrapper, mlm: str, *, max_candidates: int = 48, top_words: int 
     from textattack.transformations import WordSwapMaskedLM
 
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(mlm, use_fast=True)
-        net = transformers.AutoModelForMaskedLM.from_pretrained(mlm)
+        tok = pretrained.tokenizer(mlm)
+        net = pretrained.load(transformers.AutoModelForMaskedLM, mlm)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{mlm}: cannot load a masked-LM and its tokenizer ({str(exc)[:200]})") from None
     if len(tok) != net.config.vocab_size and tok.vocab_size != net.config.vocab_size:
@@ -341,6 +342,7 @@ def run_attack(target_dir: str | Path, corpus: CorpusSpec | str | Path, out: str
                device: str = "auto", progress: bool = False) -> dict:
     """Attack the classification export `target_dir` on `corpus`; JSONL per example (resumable) + summary.json."""
     p = params or AttackParams()
+    pretrained.refuse_custom_code(resolve_model(p.mlm))  # at the door, before any work
     corpus = CorpusSpec.coerce(corpus).for_labels()
     model = OnnxModel(target_dir, task="text-classification", device=device)
     labels = manifest_labels(model.manifest)

@@ -18,6 +18,7 @@ from .exporters import drop_layers
 from .notes import NOTICE
 from .outputs import OutputError, OwnedFolder
 from .params import FinetuneParams
+from .core import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,9 @@ def finetune(task: str, model: str, corpus: CorpusSpec | str | Path, out: str | 
     if done is not None:
         return done
     transformers.set_seed(seed)
-    tok = transformers.AutoTokenizer.from_pretrained(model, use_fast=True)
+    tok = pretrained.tokenizer(model)
     records, rows, model_kwargs, state = spec.training_rows(tok, records, max_length, params, corpus, selection)
-    net = getattr(transformers, spec.export.auto_class).from_pretrained(model, **model_kwargs)
+    net = pretrained.load(getattr(transformers, spec.export.auto_class), model, **model_kwargs)
     collator = transformers.DataCollatorWithPadding(tok)  # pad each batch to its longest feature
     if params.keep_layers is not None:
         drop_layers(net, params.keep_layers)

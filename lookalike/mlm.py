@@ -29,6 +29,7 @@ from .files import load_json
 from .finetune import hf_folder_names
 from .models import model_label
 from .outputs import OwnedFolder
+from .core import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
     torch.manual_seed(seed)
     transformers.logging.set_verbosity_error()
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(str(base), use_fast=True)
-        mlm = transformers.BertForMaskedLM.from_pretrained(str(base))
+        tok = pretrained.tokenizer(base)
+        mlm = pretrained.load(transformers.BertForMaskedLM, base)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{base}: cannot load a BERT encoder for a masked-LM head ({str(exc)[:200]})") from None
     mlm.eval()

@@ -16,8 +16,17 @@ import tempfile  # noqa: E402
 os.environ["LOOKALIKE_CACHE"] = tempfile.mkdtemp(prefix="lookalike-test-cache-")
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from lookalike.models import minilm_path
+
+# One hypothesis profile for the whole suite, loaded here, before any test module is imported (a module's @given
+# and @settings read the profile in force when they are decorated). "ci": derandomized and without the
+# timing health checks, which a loaded 2-core machine trips; HYPOTHESIS_PROFILE=explore searches further.
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, suppress_health_check=_QUIET)
+settings.register_profile("explore", max_examples=2000, deadline=None, suppress_health_check=_QUIET)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _ROOT = Path(__file__).resolve().parents[1]
 # LOOKALIKE_SHARED_DATA if set, else ../shared/data beside the checkout, else shared/data inside it

@@ -10,6 +10,7 @@ from ..core.manifest import clamp_length, load_manifest, positions
 from ..core.session import resolve_device, session_setup, split_device
 from ..errors import ModelError
 from .tokenizer import load_engine_tokenizer
+from ..core import pretrained
 
 
 class OnnxModel:
@@ -63,7 +64,9 @@ class OnnxModel:
             import transformers
 
             try:
-                self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.dir, use_fast=True)
+                self._tokenizer = pretrained.tokenizer(self.dir)
+            except ModelError:
+                raise
             except Exception as exc:
                 raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
         return self._tokenizer

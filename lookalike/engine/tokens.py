@@ -35,6 +35,7 @@ from ..files import atomic_file, cache_dir, first_difference, progress_bar, sha2
 from .batching import Encoded, tokenize
 from .plan import shard_aligned, skip_done, window_ranges
 from .stages import staged
+from ..core import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ def export_tokenizer(model_dir: str | Path, max_length: int, *, warn: bool = Fal
 
     manifest = load_manifest(model_dir)
     try:
-        tok = transformers.AutoTokenizer.from_pretrained(model_dir, use_fast=True)
+        tok = pretrained.tokenizer(model_dir)
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(f"{model_dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
     return tok, clamp_length(manifest, max_length, warn=warn)

@@ -38,6 +38,7 @@ from ..notes import NOTICE
 from ..outputs import OwnedFolder
 from . import graph, int8, pooling
 from .variant import Variant
+from ..core import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def _load_source(model: str, task: str, revision: str | None):
         if not has_tok:
             raise ModelError(f"{local}: model folder has no tokenizer (tokenizer.json or vocab.txt)")
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model, revision=revision, use_fast=True)
+        tokenizer = pretrained.tokenizer(model, revision=revision)
+    except ModelError:
+        raise
     except Exception as exc:
         if not local.exists():  # a hub id: the usual cause is no network (the library's text is a wrapped URL)
             log.debug("loading %s from the hub: %s", model, exc)
@@ -88,7 +91,7 @@ def _load_source(model: str, task: str, revision: str | None):
     if not tokenizer.is_fast:
         raise ModelError(f"{model}: no fast tokenizer (the engine needs offsets and batched tokenization)")
     try:
-        torch_model = _auto_class(task).from_pretrained(model, revision=revision)
+        torch_model = pretrained.load(_auto_class(task), model, revision=revision)
     except ValueError as exc:
         raise ModelError(f"{model}: architecture not supported for task {task!r} ({str(exc)[:200]})") from None
     except OSError as exc:
@@ -323,6 +326,7 @@ def _resolve_source(model: str, task: str | None, revision: str | None) -> _Sour
     from ..models import resolve_model
 
     model = resolve_model(str(model))
+    pretrained.refuse_custom_code(model, revision)  # at the door: before any note, any file, any load
     task_from = None
     if task is None:
         task, task_from = pooling.infer_task(model, revision)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 from ..core.tasks import TASKS
 from ..errors import ModelError
+from ..core import pretrained
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def infer_task(model: str, revision: str | None = None) -> tuple[str, str | None
         try:
             import transformers
 
-            cfg = transformers.AutoConfig.from_pretrained(model, revision=revision).to_dict()
+            cfg = pretrained.config(model, revision=revision).to_dict()
         except Exception:
             cfg = None
     for arch in (cfg or {}).get("architectures") or []:

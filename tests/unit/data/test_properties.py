@@ -21,11 +21,6 @@ from hypothesis import strategies as st
 
 from lookalike.errors import InputError
 
-settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("explore", max_examples=2000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SUFFIXES = [".jsonl", ".json", ".csv", ".tsv", ".txt", ".jsonl.gz", ".json.gz"]
 json_scalars = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=True) | st.text(max_size=30)
