@@ -12,6 +12,7 @@ import pytest
 
 from lookalike.data import CorpusSpec
 from lookalike.engine import RayOptions, embed, open_store
+from lookalike.engine.distributed import init_ray
 from lookalike.params import EmbedParams, PredictParams
 
 ray = pytest.importorskip("ray")  # installed by the test extra; skipped only where the extra is absent
@@ -26,12 +27,31 @@ def local_ray():
     tests_dir = str(Path(__file__).resolve().parents[1])  # tests/: ray_faults.py
     env = {"LOOKALIKE_TEST_FAULTS": str(FAULTS),
            "PYTHONPATH": os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH")) if p)}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 1024 ** 2,
-             ignore_reinit_error=True,
+    before = _listening()
+    init_ray(num_cpus=2, object_store_memory=100 * 1024 ** 2,
              runtime_env={"worker_process_setup_hook": "ray_faults.install", "env_vars": env})
+    # nothing the local cluster opened listens beyond loopback (Ray has no authentication; its job API runs code)
+    opened = _listening() - before
+    assert opened, "found no listening socket of the Ray node (the check would see nothing)"
+    exposed = sorted((ip, port) for ip, port in opened if not _loopback(ip))
+    assert not exposed, f"the local Ray listens beyond loopback: {exposed}"
     yield
     ray.shutdown()
     FAULTS.unlink(missing_ok=True)
+
+
+def _listening() -> set[tuple[str, int]]:
+    import psutil
+
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
 
 
 def kill_once(marker: Path, **where) -> None:
