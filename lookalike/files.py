@@ -18,7 +18,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import InputError, LookalikeError
 
@@ -105,9 +105,13 @@ def json_safe(obj: Any) -> Any:
 
 
 @contextmanager
-def atomic_file(final: str | Path) -> Iterator[Path]:
-    """A temporary path beside `final` to write; when the block ends it is fsynced and renamed into place (and the
+def atomic_file(final: str | Path, ours: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """A temporary path beside `final` to write; when the block ends it is fsynced and put in place (and the
     folder fsynced), so readers see the old file or the new one; on an exception it is removed.
+
+    The name is held, not assumed: a free name is taken with a hard link, which fails if anything (a file, a
+    symbolic link) appeared there meanwhile; an occupied name is replaced only when it is a regular file and
+    `ours(final)` says it is the writer's own (by default: never), else LookalikeError naming it.
 
         with atomic_file(out) as tmp, h5py.File(tmp, "w") as f: ...
     """
@@ -116,15 +120,83 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         fsync_file(tmp)
-        atomic_replace(tmp, final)
+        place(tmp, final, ours)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically and durably (see `atomic_file`)."""
-    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+CRASH_ENV = "LOOKALIKE_TEST_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """A step boundary where the tests kill the process (SIGKILL, deterministically) when LOOKALIKE_TEST_CRASH_AT
+    names it: "intended" (ledger updated, file not yet in place), "placed" (file in place, not yet confirmed)."""
+    if os.environ.get(CRASH_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def place(tmp: Path, final: Path, ours: Callable[[Path], bool] | None = None) -> None:
+    """Move a fully written temporary file to `final`, durably, without ever replacing what is not ours (see
+    `atomic_file`)."""
+    try:
+        os.link(tmp, final)  # atomic create-if-absent: never follows or replaces a link or a file
+    except FileExistsError:
+        st = os.lstat(final)
+        if not stat.S_ISREG(st.st_mode) or ours is None or not ours(final):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file lookalike did not write"
+            raise LookalikeError(f"{final}: {what} appeared at this output name while lookalike was writing it; "
+                                 "it is left as it is (move it away and re-run)") from None
+        os.replace(tmp, final)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            raise
+        os.replace(tmp, final)  # a file system without hard links: the plain rename
+    else:
+        os.unlink(tmp)
+    fsync_dir(final.parent)
+    crash_point("placed")
+
+
+def json_of_kind(kind: str, default: str | None = None) -> Callable[[Path], bool]:
+    """`ours` for `atomic_file`: the occupant is a JSON object whose "kind" is `kind` (lookalike's own format;
+    `default`: the kind of one written before kinds were recorded)."""
+    def ours(path: Path) -> bool:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return False
+        return isinstance(data, dict) and data.get("kind", default) == kind
+    return ours
+
+
+def h5_with_attr(attr: str, value=None) -> Callable[[Path], bool]:
+    """`ours` for `atomic_file`: the occupant is an HDF5 file carrying attribute `attr` (equal to `value` if given):
+    a shard or entry file of lookalike's, which identify themselves."""
+    def ours(path: Path) -> bool:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                if attr not in f.attrs:
+                    return False
+                have = f.attrs[attr]
+                return value is None or (have.item() if hasattr(have, "item") else have) == value
+        except (OSError, ValueError):
+            return False
+    return ours
+
+
+def in_own_folder(path: Path) -> bool:
+    """`ours` for files inside a work folder lookalike made and owns whole (a regular file there is its own)."""
+    return True
+
+
+def atomic_write_json(path: str | Path, obj: Any, ours: Callable[[Path], bool] | None = None) -> None:
+    """Write JSON atomically and durably (see `atomic_file`; `ours` says when an existing file may be replaced)."""
+    with atomic_file(path, ours) as tmp, open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2)
         fh.write("\n")
 
@@ -194,7 +266,7 @@ def settings_guard(path: Path, settings: dict, what: str, error=InputError) -> N
     if path.exists():
         refuse_other_settings(path.parent, load_json(path, "settings file"), settings, what, error)
     else:
-        atomic_write_json(path, settings)
+        atomic_write_json(path, settings)  # a free name only: anything that appears there meanwhile is refused
 
 
 def _pid_alive(pid: int) -> bool:

@@ -34,7 +34,9 @@ from typing import Any, Callable, Iterable, Iterator
 from .errors import LookalikeError
 from .files import (
     atomic_file,
+    crash_point,
     fsync_dir,
+    json_of_kind,
     json_safe,
     load_json,
     owned_tmp,
@@ -103,7 +105,7 @@ class OwnedFolder:
         with self._locked():
             files = self.entries()
             change(files)
-            with atomic_file(self.ledger_path) as tmp:
+            with atomic_file(self.ledger_path, json_of_kind(LEDGER_KIND)) as tmp:
                 tmp.write_text(json.dumps({"kind": LEDGER_KIND, "format_version": 1, "updated": utc_now(),
                                            "files": dict(sorted(files.items()))}, indent=1) + "\n")
 
@@ -112,6 +114,17 @@ class OwnedFolder:
         entries = {n: {"sha256": sha256_file(self.folder / n), "size": (self.folder / n).stat().st_size}
                    for n in names}
         self._update(lambda files: files.update(entries))
+
+    def intend(self, name: str, tmp: Path) -> None:
+        """Record that `name` is about to become the content of `tmp` (written, not yet renamed): until `record`
+        confirms it, the name is ours with either its previous recorded content or the new one, so a kill between
+        the rename and the ledger's update never makes lookalike refuse its own file."""
+        new = {"sha256": sha256_file(tmp), "size": tmp.stat().st_size}
+
+        def change(files: dict) -> None:
+            was = files.get(name)
+            files[name] = {**new, "was": {k: was[k] for k in ("sha256", "size")} if was and "sha256" in was else None}
+        self._update(change)
 
     def record_tree(self) -> list[str]:
         """Record every file under the folder (a folder lookalike built whole, in a temporary place)."""
@@ -154,9 +167,11 @@ class OwnedFolder:
             return "foreign"
         if e.get("append"):  # an append-only file: ours while it starts with what we recorded
             return "ours" if st.st_size >= e["size"] and _prefix_sha(path, e["size"]) == e["sha256"] else "foreign"
-        if st.st_size != e["size"]:
+        states = [e] + ([e["was"]] if isinstance(e.get("was"), dict) else [])  # a write recorded as intended
+        if not any(st.st_size == x.get("size") for x in states):
             return "foreign"
-        return "ours" if sha256_file(path) == e["sha256"] else "foreign"
+        digest = sha256_file(path)
+        return "ours" if any(st.st_size == x.get("size") and digest == x.get("sha256") for x in states) else "foreign"
 
     def claim(self, *names: str, legacy: Callable[[Path], bool] | None = None, what: str = "file") -> None:
         """Refuse (OutputError, naming the file) unless every name is free or ours; creates the folder.
@@ -186,9 +201,11 @@ class OwnedFolder:
         self.claim(name, legacy=legacy, what=what)
         final = self.folder / name
         final.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(final) as tmp:
+        with atomic_file(final, ours=lambda p: self.status(name) == "ours") as tmp:
             yield tmp
             self.claim(name, legacy=legacy, what=what)  # again: a user's file may have appeared meanwhile
+            self.intend(name, tmp)  # recorded before the file takes its name: a kill after the rename finds it ours
+            crash_point("intended")
         self.record(name)
 
     def write_text(self, name: str, text: str, **kw) -> Path:

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, StoreError
-from ..files import WriterLock, atomic_write_json, load_json, owned_tmp, refuse_other_settings, sha256_file, utc_now
+from ..files import WriterLock, atomic_write_json, json_of_kind, load_json, owned_tmp, refuse_other_settings, sha256_file, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def _resumed_manifest(folder: Path, fmt: ShardFormat) -> dict:
     entries_missing = any(not (folder / f).exists() for f in fmt.entry_files)
     if bad or (manifest.get("complete") and entries_missing):
         manifest["shards"], manifest["complete"] = good, False
-        atomic_write_json(folder / MANIFEST, manifest)
+        atomic_write_json(folder / MANIFEST, manifest, json_of_kind(type(fmt).kind, "lookalike.store"))
     listed = {s["file"] for s in good}
     for stray in folder.glob(f"{fmt.prefix}-*.h5"):
         if fmt.owned.fullmatch(stray.name) and stray.name not in listed:  # written, never recorded
@@ -424,7 +424,7 @@ class ShardedWriter:
                 raise StoreError(f"{self.dir / entry['file']}: {problem} (written by a worker)")
         self.manifest["shards"].append(entry)
         self.manifest["n_truncated"] = self.manifest.get("n_truncated", 0) + entry.get("n_truncated", 0)
-        atomic_write_json(self.dir / MANIFEST, self.manifest)
+        atomic_write_json(self.dir / MANIFEST, self.manifest, json_of_kind(self.fmt.kind, "lookalike.store"))
         if self.on_shard:
             self.on_shard(self.shards_done)
 
@@ -436,5 +436,5 @@ class ShardedWriter:
             raise StoreError(f"{self.dir}: no rows were written")
         self.fmt.finalize(self.dir, self.manifest)
         self.manifest.update(complete=True, total_rows=self.rows_done, finished=utc_now())
-        atomic_write_json(self.dir / MANIFEST, self.manifest)
+        atomic_write_json(self.dir / MANIFEST, self.manifest, json_of_kind(self.fmt.kind, "lookalike.store"))
         return {"rows": self.rows_done, "shards": self.shards_done, "n_truncated": self.manifest.get("n_truncated", 0)}

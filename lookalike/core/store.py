@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import StoreError
-from ..files import WriterLock, atomic_file, owned_tmp, sha256_file
+from ..files import WriterLock, atomic_file, h5_with_attr, owned_tmp, sha256_file
 from .identity import FEATURE_FIELDS, features
 from .precision import BITS, FLOATS, precision_of, refuse_quantised, signs, stored_dtype
 from .shards import MANIFEST, ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
@@ -50,7 +50,8 @@ def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embe
     out_dir = Path(out_dir)
     end = start + len(ids)
     final = out_dir / StoreFormat.shard_name(index)
-    with atomic_file(final) as tmp, h5py.File(tmp, "w") as f:
+    # a shard of these rows may be replaced (a re-done or retried shard); anything else at the name is refused
+    with atomic_file(final, h5_with_attr("row_start", start)) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("embedding", data=embedding)
         f.create_dataset("id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("n_tokens", data=np.asarray(n_tokens).astype(np.int32))
@@ -164,6 +165,17 @@ def entry_problem(folder: Path, manifest: dict) -> str | None:
     return None
 
 
+def _is_entry(path: Path) -> bool:
+    """An entry file lookalike wrote earlier (a store finalised again after shards were re-done)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return set(f) >= {"embedding", "id"} and f["embedding"].is_virtual
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 class StoreFormat(ShardFormat):
     kind = "lookalike.store"
     noun = "store"
@@ -196,7 +208,7 @@ class StoreFormat(ShardFormat):
         total = shards[-1]["row_end"]
         dtype = stored_dtype(precision_of(self.config))
         chunked = is_chunked(self.config)
-        with atomic_file(folder / ENTRY) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_file(folder / ENTRY, _is_entry) as tmp, h5py.File(tmp, "w") as f:
             for name, dt, shape in (("embedding", dtype, (total, self.dim)), ("n_tokens", np.int32, (total,)),
                                     ("truncated", bool, (total,))) + ((("chunk", np.int32, (total,)),) if chunked
                                                                       else ()):

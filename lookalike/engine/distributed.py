@@ -30,7 +30,7 @@ from ..core.store import StoreWriter, write_shard_file
 from ..core.tasks import Predictions
 from ..data import CorpusSpec
 from ..errors import InputError, LookalikeError
-from ..files import atomic_write_json, load_json, progress_bar, settings_guard
+from ..files import atomic_write_json, in_own_folder, load_json, progress_bar, settings_guard
 from ..outputs import OutputError, OwnedFolder
 from ..params import EmbedParams
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, shard_aligned, skip_done
@@ -79,14 +79,14 @@ def _loopback_only():
         ray_constants.ENABLE_RAY_CLUSTER = old_flag
 
 
-def init_ray(address: str | None = None, **kwargs) -> None:
+def init_ray(address: str | None = None, *, ray_module=None, **kwargs) -> None:
     """Start a local Ray that listens on loopback only, dashboard off, or join the cluster at `address`.
 
     Ray has no authentication and its job API runs submitted code, so a cluster lookalike starts must not be
     reachable from the network: every server of the local node binds 127.0.0.1, and the start is checked (the
     cluster's address must be a loopback one, else it is shut down and refused). Joining a remote cluster
     (`address`) is the user's choice; securing that cluster is the user's (README, "Ray")."""
-    ray = _import_ray()
+    ray = ray_module or _import_ray()
     kwargs = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False, **kwargs}
     if address not in LOCAL_ADDRESSES:
         ray.init(address=address, **kwargs)
@@ -106,7 +106,7 @@ def _connect(ray, address: str | None, ray_init: dict | None) -> bool:
     it down)."""
     if ray.is_initialized():
         return False
-    init_ray(address, **(ray_init or {}))
+    init_ray(address, ray_module=ray, **(ray_init or {}))
     return True
 
 
@@ -263,7 +263,7 @@ def predict_ray(model_dir: str | Path, records: list, out: str | Path, *, task, 
                                desc=f"predict[ray] {task.name}")
             tasks = ((i, (i, records[i * part_rows:(i + 1) * part_rows])) for i in todo)
             for i, part in ordered_on_actors(ray_mod, pool, "run_part", tasks):
-                atomic_write_json(parts_dir / f"part-{i:05d}.json", part)
+                atomic_write_json(parts_dir / f"part-{i:05d}.json", part, in_own_folder)  # a retried part
                 bar.update(min(part_rows, len(records) - i * part_rows))
             bar.close()
     finally:

@@ -31,7 +31,7 @@ from ..core.manifest import clamp_length, load_manifest
 from ..core.shards import ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError, StoreError
-from ..files import atomic_file, cache_dir, first_difference, progress_bar, sha256_file
+from ..files import atomic_file, cache_dir, h5_with_attr, first_difference, progress_bar, sha256_file
 from .batching import Encoded, tokenize
 from .plan import shard_aligned, skip_done, window_ranges
 from .stages import staged
@@ -110,7 +110,7 @@ class TokenFormat(ShardFormat):
 
         enc = columns["enc"]
         final = folder / self.shard_name(index)
-        with atomic_file(final) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_file(final, h5_with_attr("row_start", start)) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset("input_ids", data=enc.ids)
             f.create_dataset("offsets", data=enc.offsets - enc.offsets[0])
             if enc.type_ids is not None:

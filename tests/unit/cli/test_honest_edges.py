@@ -3,6 +3,8 @@ length."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from click.testing import CliRunner
@@ -22,15 +24,43 @@ def test_nothing_scored_is_an_error(shared_data, tmp_path):
 def test_address_none_is_a_local_ray():
     from lookalike.engine.distributed import _connect
 
-    class FakeRay:
-        def is_initialized(self):
-            return False
-
-        def init(self, address=None, **kw):
-            self.address = address
-
-    ray = FakeRay()
+    ray = FakeRay("127.0.0.1:6379")
     assert _connect(ray, "none", None) and ray.address is None
+    assert ray.kw["include_dashboard"] is False
+
+
+class FakeRay:
+    def __init__(self, gcs):
+        self.gcs, self.stopped = gcs, False
+
+    def is_initialized(self):
+        return False
+
+    def init(self, address=None, **kw):
+        self.address, self.kw = address, kw
+        from ray._private import ray_constants  # what the local node's servers read while it starts
+
+        self.local_only = ray_constants.ENABLE_RAY_CLUSTER is False
+
+    def get_runtime_context(self):
+        return type("Ctx", (), {"gcs_address": self.gcs})()
+
+    def shutdown(self):
+        self.stopped = True
+
+
+def test_a_local_ray_is_started_loopback_only_and_refused_otherwise():
+    from lookalike.engine.distributed import _connect
+    from lookalike.errors import LookalikeError
+
+    ok = FakeRay("127.0.0.1:6379")
+    assert _connect(ok, None, None) and ok.local_only
+    exposed = FakeRay("10.1.2.3:6379")
+    with pytest.raises(LookalikeError, match="not on loopback"):
+        _connect(exposed, "local", None)
+    assert exposed.stopped
+    remote = FakeRay("10.1.2.3:6379")  # the user's own cluster: their choice, joined as given
+    assert _connect(remote, "ray://head:10001", None) and remote.address == "ray://head:10001" and not remote.stopped
 
 
 def test_the_bench_plot_draws_every_length(tmp_path, monkeypatch):
