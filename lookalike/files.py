@@ -31,14 +31,46 @@ def file_kind(mode: int) -> str:
             else "a folder" if stat.S_ISDIR(mode) else "not a regular file")
 
 
-def cache_dir() -> Path:
-    """Where lookalike keeps shared caches (token caches, fitted MLM heads): $LOOKALIKE_CACHE or ~/.cache/lookalike.
-    A relative LOOKALIKE_CACHE is refused: the cache would move with the working folder."""
+def cache_dir(sub: str | None = None) -> Path:
+    """Where lookalike keeps shared caches (exports, int8 choices, token caches): $LOOKALIKE_CACHE or
+    ~/.cache/lookalike, or its subfolder `sub` (made private, 0700, when lookalike makes it).
+
+    A relative LOOKALIKE_CACHE is refused (the cache would move with the working folder), and so is a cache folder
+    that other users can write to or that another user owns, as ssh refuses a group-writable ~/.ssh: whatever is
+    in it would be read as lookalike's own."""
     env = os.environ.get("LOOKALIKE_CACHE")
     if env and not os.path.isabs(env):
         raise InputError(f"environment variable LOOKALIKE_CACHE={env!r} is a relative path; give an absolute one "
                          f"(e.g. {os.path.abspath(env)})")
-    return Path(env or Path.home() / ".cache" / "lookalike")
+    root = Path(env or Path.home() / ".cache" / "lookalike")
+    if sub is None:
+        private_folder(root, "the cache folder", make=False)
+        return root
+    private_folder(root, "the cache folder")
+    return private_folder(root / sub, "the cache folder")
+
+
+def private_folder(path: Path, what: str, *, make: bool = True) -> Path:
+    """`path` (made 0700 when absent, with `make`), refused in one line when another user owns it or other users
+    may write to it."""
+    if make:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except FileExistsError:
+            pass
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISDIR(st.st_mode):
+        raise LookalikeError(f"{path}: {what} is not a folder")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        who = "owned by another user" if st.st_uid != os.getuid() else \
+            f"writable by {'other users' if st.st_mode & 0o002 else 'its group'} (mode {stat.S_IMODE(st.st_mode):o})"
+        raise LookalikeError(f"{path}: {what} is {who}, so anything in it could have been put there by someone else; "
+                             f"lookalike refuses it (`chmod go-w {path}`, or point LOOKALIKE_CACHE at a private "
+                             "folder)")
+    return path
 
 
 def utc_now() -> str:

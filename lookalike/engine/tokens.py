@@ -82,7 +82,7 @@ def cache_key(config: dict) -> str:
 
 
 def default_location(config: dict) -> Path:
-    return cache_dir() / "tokens" / cache_key(config)
+    return cache_dir("tokens") / cache_key(config)
 
 
 def offsets_problem(offsets: np.ndarray, rows: int, n_ids: int) -> str | None:

@@ -31,8 +31,8 @@ from .. import outputs
 from ..core.cpu import cpu_info
 from ..core.session import session_setup
 from ..core.tasks import TASKS
-from ..errors import ExportError
-from ..files import cache_dir, load_json
+from ..errors import ExportError, InputError
+from ..files import cache_dir, json_safe, load_json
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,17 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
     n_texts = sum(len(f["input_ids"]) for f in feeds)
     flips_allowed = int(n_texts * (1 - MIN_AGREEMENT) + 1e-9)
     key_task = task if judged == [output] else f"{task}:{','.join(judged)}"
-    cache = cache_dir() / "int8-choices" / f"{_choice_key(fp32, config, key_task)}-{n_texts}.json"
-    if use_cache and cache.exists():
-        report = load_json(cache)
-        report["from_cache"] = str(cache)
-        return report
+    cache = cache_dir("int8-choices") / f"{_choice_key(fp32, config, key_task)}-{n_texts}.json"
+    if use_cache and (cache.exists() or cache.is_symlink()):
+        report, problem = cached_choice(cache, schemes)
+        if report is not None:
+            report["from_cache"] = str(cache)
+            return report
+        if outputs.OwnedFolder(cache.parent).status(cache.name) != "ours":
+            raise ExportError(f"{cache}: a cached int8 choice that does not verify ({problem}), changed since "
+                              "lookalike wrote it or not written by it; lookalike neither believes nor replaces it: "
+                              "move it away and re-run")
+        log.warning("%s: %s; measuring the int8 schemes again", cache, problem)
     work = fp32.parent / ".int8-candidates"
     work.mkdir(exist_ok=True)
     try:
@@ -216,8 +222,33 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
               "min_cosine": MIN_COSINE, "n_texts": n_texts, "judged_on": judged}
     if labelled:
         report["flips_allowed"] = flips_allowed
-    outputs.write_json(cache, report)
+    outputs.write_json(cache, {"kind": CHOICE_KIND, "report": report, "sha256": _digest(report)})
     return report
+
+
+CHOICE_KIND = "lookalike.int8-choice"
+
+
+def _digest(report: dict) -> str:
+    return hashlib.sha256(json.dumps(json_safe(report), sort_keys=True).encode()).hexdigest()
+
+
+def cached_choice(path: Path, schemes=SCHEMES) -> tuple[dict | None, str | None]:
+    """(the measured choice stored at `path`, None) when it verifies: lookalike's kind, a report whose checksum
+    matches and whose scheme is one of the candidates it lists as passing; else (None, why not)."""
+    try:
+        data = load_json(path, "int8 choice")
+    except InputError as exc:
+        return None, str(exc)
+    report = data.get("report") if isinstance(data, dict) and data.get("kind") == CHOICE_KIND else None
+    if not isinstance(report, dict):
+        return None, "not a lookalike int8 choice (of this version)"
+    if data.get("sha256") != _digest(report):
+        return None, "its content does not match the checksum it was written with"
+    passing = {c.get("scheme") for c in report.get("candidates", []) if isinstance(c, dict) and c.get("ok")}
+    if report.get("scheme") not in set(schemes) & passing or not isinstance(report.get("speedup"), (int, float)):
+        return None, "its chosen scheme is not one it measured as passing"
+    return report, None
 
 
 def _candidate(r: dict) -> str:
