@@ -13,6 +13,8 @@ ordinary cosine machinery ranks by Hamming distance h. int8/uint8 codes are not 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..errors import InputError, StoreError
@@ -24,6 +26,8 @@ PRECISIONS = FLOATS + QUANTISED + BITS
 _STORED = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "uint8": np.uint8, "binary": np.int8,
            "ubinary": np.uint8}
 DEFAULT_CALIBRATION_ROWS = 1000
+
+log = logging.getLogger(__name__)
 
 
 def stored_dtype(precision: str) -> np.dtype:
@@ -41,11 +45,29 @@ def stored_dim(precision: str, dim: int) -> int:
 
 
 def calibration_ranges(x: np.ndarray) -> np.ndarray:
-    """(2, dim) float32: each dimension's minimum and maximum over the calibration vectors."""
+    """(2, dim) float32: each dimension's minimum and maximum over the calibration vectors.
+
+    A dimension whose minimum equals its maximum (one calibration row, or a feature constant over them) would
+    put every other value at one end step, so distinct rows could collapse to one code row. It gets the range
+    c ± w instead, around its one value c, with w the median half-width of the other dimensions' ranges (when
+    every dimension is constant: the mean absolute value of the calibration vectors, at least 1e-6), and a
+    warning names the dimensions."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 2 or len(x) == 0:
         raise InputError("int8/uint8 calibration needs at least one vector", field="precision")
-    return np.vstack((x.min(axis=0), x.max(axis=0))).astype(np.float32)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    flat = np.flatnonzero(lo == hi)
+    if len(flat):
+        spread = (hi - lo)[lo != hi] / 2
+        w = float(np.median(spread)) if len(spread) else max(float(np.abs(x).mean()), 1e-6)
+        lo, hi = lo.copy(), hi.copy()
+        lo[flat] -= w
+        hi[flat] += w
+        log.warning("int8 calibration: %d of %d dimensions are constant over the %d calibration rows (dimensions "
+                    "%s%s); each gets the range of its value ± %.3g instead of a single value, so distinct rows "
+                    "keep distinct codes", len(flat), x.shape[1], len(x), flat[:8].tolist(),
+                    ", ..." if len(flat) > 8 else "", w)
+    return np.vstack((lo, hi)).astype(np.float32)
 
 
 def check_ranges(ranges, dim: int, where: str) -> np.ndarray:

@@ -1,0 +1,125 @@
+"""core/precision.py against independent references: sentence-transformers' quantize_embeddings for the codes,
+numpy's own bit arithmetic for binary, hand-made ranges for the checks, and the property that distinct rows never
+collapse to one code row because of a degenerate calibration range."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from lookalike.core import precision as P
+from lookalike.errors import InputError, StoreError
+
+finite = st.floats(-8, 8, allow_nan=False, width=32)
+blocks = hnp.arrays(np.float32, st.tuples(st.integers(1, 12), st.sampled_from([8, 16, 24])), elements=finite)
+
+
+def _st_quantize(x, precision, ranges=None):
+    from sentence_transformers.quantization import quantize_embeddings
+
+    return quantize_embeddings(x, precision=precision, ranges=ranges)
+
+
+@given(blocks)
+def test_int8_and_uint8_codes_equal_sentence_transformers(x):
+    r = np.vstack((x.min(0) - 1, x.max(0) + 1)).astype(np.float32)  # non-degenerate: ST divides by the step
+    for precision in ("int8", "uint8"):
+        ours = P.quantize(x, precision, r)
+        np.testing.assert_array_equal(ours, _st_quantize(x, precision, r))
+        assert ours.dtype == P.stored_dtype(precision)
+
+
+@given(blocks)
+def test_binary_and_ubinary_equal_sentence_transformers_and_round_trip_to_signs(x):
+    for precision in ("binary", "ubinary"):
+        ours = P.quantize(x, precision)
+        np.testing.assert_array_equal(ours, _st_quantize(x, precision))
+        back = P.signs(ours, precision, x.shape[1])
+        np.testing.assert_array_equal(back, np.where(x > 0, 1.0, -1.0).astype(np.float32))
+
+
+def test_float_precisions_are_casts():
+    x = np.array([[1.5, -2.25, 3e-3]], dtype=np.float64)
+    assert P.quantize(x, "float16").dtype == np.float16
+    np.testing.assert_array_equal(P.quantize(x, "float32"), x.astype(np.float32))
+
+
+def test_codes_by_hand():
+    r = np.array([[0.0, -1.0], [255.0, 1.0]], dtype=np.float32)
+    x = np.array([[0.0, -1.0], [1.0, 0.0], [254.99, 0.995], [300.0, -5.0]], dtype=np.float32)
+    np.testing.assert_array_equal(P.quantize(x, "uint8", r), [[0, 0], [1, 127], [254, 254], [255, 0]])
+    np.testing.assert_array_equal(P.quantize(x, "int8", r), [[-128, -128], [-127, -1], [126, 126], [127, -128]])
+    with pytest.raises(InputError, match="calibration ranges"):
+        P.quantize(x, "int8")
+    with pytest.raises(InputError, match="unknown precision"):
+        P.quantize(x, "int4")
+
+
+def test_ranges_are_min_and_max_per_dimension():
+    x = np.array([[1, -2, 5], [3, 0, 5.5]], dtype=np.float32)
+    np.testing.assert_array_equal(P.calibration_ranges(x), [[1, -2, 5], [3, 0, 5.5]])
+    with pytest.raises(InputError, match="at least one vector"):
+        P.calibration_ranges(np.zeros((0, 3), np.float32))
+
+
+def test_a_constant_dimension_gets_a_real_range_and_a_warning(caplog):
+    x = np.array([[1, 7, 5], [3, 7, 6], [2, 7, 8]], dtype=np.float32)
+    with caplog.at_level(logging.WARNING):
+        r = P.calibration_ranges(x)
+    assert "1 of 3 dimensions are constant" in caplog.text and "[1]" in caplog.text
+    w = np.median([(3 - 1) / 2, (8 - 5) / 2])  # the other dimensions' median half-width
+    np.testing.assert_allclose(r[:, 1], [7 - w, 7 + w])
+    np.testing.assert_array_equal(r[:, [0, 2]], [[1, 5], [3, 8]])
+
+
+@given(hnp.arrays(np.float32, st.tuples(st.integers(2, 30), st.just(16)),
+                  elements=st.floats(-4, 4, allow_nan=False, width=32), unique=False),
+       st.integers(1, 3))
+def test_distinct_rows_never_collapse_because_of_the_ranges(x, n_cal):
+    """Rows that differ by more than a step in some dimension keep different codes, however few calibration rows
+    fixed the ranges (one row: every dimension constant)."""
+    r = P.calibration_ranges(x[:n_cal])
+    step = (r[1] - r[0]) / 255
+    inside = (x >= r[0]) & (x <= r[1])
+    codes = P.quantize(x, "int8", r)
+    for i in range(len(x)):
+        for j in range(i):
+            apart = (np.abs(x[i] - x[j]) > 2 * step) & inside[i] & inside[j]
+            if apart.any():
+                assert not np.array_equal(codes[i], codes[j]), (i, j)
+
+
+def test_one_calibration_row_no_longer_maps_every_row_to_one_code():
+    x = (0.1 * np.random.default_rng(0).normal(size=(21, 32))).astype(np.float32)  # unit-norm-like scale
+    codes = P.quantize(x, "int8", P.calibration_ranges(x[:1]))
+    assert len({c.tobytes() for c in codes}) == 21
+
+
+@pytest.mark.parametrize("ranges, needle", [
+    (np.zeros((2, 4)), "shape"),
+    ([[0, 0, 0], [1, 1, np.nan]], "finite"),
+    ([[0, 2, 0], [1, 1, 1]], "minimum <= maximum"),
+    ([["a", "b", "c"], ["d", "e", "f"]], "not numbers"),
+])
+def test_check_ranges_refuses_each_bad_shape(ranges, needle):
+    with pytest.raises(InputError, match=needle):
+        P.check_ranges(ranges, 3, "store.json")
+    np.testing.assert_array_equal(P.check_ranges([[0, 0, 0], [1, 1, 1]], 3, "s"), [[0, 0, 0], [1, 1, 1]])
+
+
+def test_stored_dims_and_kinds():
+    assert P.stored_dim("binary", 384) == 48 and P.stored_dim("float16", 384) == 384
+    with pytest.raises(InputError, match="multiple of 8"):
+        P.stored_dim("ubinary", 12)
+    assert P.precision_of({}) == "float32" and P.precision_of({"dtype": "int8"}) == "int8"
+    assert [P.vector_kind({"dtype": d}) for d in ("float16", "float32", "binary", "uint8")] == \
+        ["float", "float", "binary", "uint8"]
+    with pytest.raises(StoreError, match="int8 codes"):
+        P.refuse_quantised({"dtype": "int8"}, "s", "kNN")
+    P.refuse_quantised({"dtype": "binary"}, "s", "kNN")
+    assert P.stored_dtype("binary") == np.int8 and P.stored_dtype("ubinary") == np.uint8
