@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import errno
+import json
 import logging
 import os
 import re
@@ -25,11 +26,25 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, StoreError
-from ..files import WriterLock, atomic_write_json, json_of_kind, load_json, owned_tmp, refuse_other_settings, sha256_file, utc_now
+from ..files import (
+    WriterLock,
+    atomic_write_json,
+    fsync_dir,
+    json_of_kind,
+    load_json,
+    owned_tmp,
+    refuse_other_settings,
+    sha256_file,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# shards recorded since the manifest was last written, one JSON line each (fsynced): appending a shard costs O(1)
+# whatever the number of shards; the journal is folded into the manifest when it grows as long as the manifest's
+# own list (amortised O(1) per shard) and when the folder is finalised
+JOURNAL = "manifest.journal"
 
 
 class ShardFormat:
@@ -48,7 +63,8 @@ class ShardFormat:
 
     @property
     def owned(self) -> re.Pattern:
-        names = [rf"{self.prefix}-\d{{5}}\.h5", re.escape(MANIFEST), *(re.escape(f) for f in self.entry_files)]
+        names = [rf"{self.prefix}-\d{{5}}\.h5", re.escape(MANIFEST), re.escape(JOURNAL),
+                 *(re.escape(f) for f in self.entry_files)]
         return re.compile("|".join(names))
 
     @classmethod
@@ -96,11 +112,51 @@ def read_manifest(folder: Path, fmt: type[ShardFormat]) -> dict:
     if manifest.get("format_version", fmt.version) > fmt.version:
         raise StoreError(f"{mpath}: format {manifest['format_version']} is newer than this lookalike understands "
                          f"({fmt.version}); upgrade lookalike")
-    problem = chain_problem(manifest, fmt)
+    problem = _merge_journal(folder, manifest) or chain_problem(manifest, fmt)
     if problem:
         raise StoreError(f"{mpath}: {problem}; the manifest is damaged (edited by hand?): delete the folder and "
                          f"{fmt.repair.split(' (')[0]}")
     return manifest
+
+
+def _merge_journal(folder: Path, manifest: dict) -> str | None:
+    """Append the journal's shard entries to `manifest` (in place); why it does not continue the manifest, or
+    None. A torn last line (a kill while it was written) is a shard never recorded: it is left out. Entries the
+    manifest already lists (a kill after the journal was folded in, before it was removed) are skipped."""
+    path = folder / JOURNAL
+    if not path.is_file() or path.is_symlink():
+        return None if not path.is_symlink() else f"{JOURNAL} is a symbolic link"
+    shards = manifest["shards"]
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if n == len(lines) - 1:  # torn last line: never recorded
+                break
+            return f"{JOURNAL} line {n + 1} is not JSON"
+        if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
+            return f"{JOURNAL} line {n + 1} is not a shard entry"
+        index = entry.pop("index")
+        if index < len(shards):
+            if shards[index] != entry:
+                return f"{JOURNAL} line {n + 1} contradicts the manifest's shard {index}"
+        elif index == len(shards):
+            shards.append(entry)
+            manifest["n_truncated"] = manifest.get("n_truncated", 0) + entry.get("n_truncated", 0)
+        else:
+            return f"{JOURNAL} line {n + 1} records shard {index} after shard {len(shards) - 1}"
+    return None
+
+
+def write_manifest(folder: Path, manifest: dict, kind: str) -> None:
+    """The manifest, whole, in place (atomically), then the journal it now includes removed."""
+    atomic_write_json(folder / MANIFEST, manifest, json_of_kind(kind, "lookalike.store"))
+    (folder / JOURNAL).unlink(missing_ok=True)
+    fsync_dir(folder)
 
 
 _ENTRY = {"file": str, "row_start": int, "row_end": int, "rows": int, "sha256": str}
@@ -304,7 +360,7 @@ def _resumed_manifest(folder: Path, fmt: ShardFormat) -> dict:
     entries_missing = any(not (folder / f).exists() for f in fmt.entry_files)
     if bad or (manifest.get("complete") and entries_missing):
         manifest["shards"], manifest["complete"] = good, False
-        atomic_write_json(folder / MANIFEST, manifest, json_of_kind(type(fmt).kind, "lookalike.store"))
+        write_manifest(folder, manifest, type(fmt).kind)
     listed = {s["file"] for s in good}
     for stray in folder.glob(f"{fmt.prefix}-*.h5"):
         if fmt.owned.fullmatch(stray.name) and stray.name not in listed:  # written, never recorded
@@ -334,6 +390,7 @@ class ShardedWriter:
         self._lock = WriterLock(self.dir)
         self._created = False
         self._buf = RowBuffer()
+        self._journal_lines = 0
 
     # ---- open / close
     def __enter__(self) -> "ShardedWriter":
@@ -371,7 +428,12 @@ class ShardedWriter:
         fresh = not (self.dir / MANIFEST).exists()
         manifest = _new_manifest(self.dir, self.fmt) if fresh else None
         self._clean_own_temporaries()  # a crashed writer's (we hold the lock, so no live writer's)
-        return manifest if fresh else _resumed_manifest(self.dir, self.fmt)
+        if fresh:
+            return manifest
+        manifest = _resumed_manifest(self.dir, self.fmt)
+        if (self.dir / JOURNAL).exists():  # fold a crashed writer's journal in: the count starts afresh
+            write_manifest(self.dir, manifest, self.fmt.kind)
+        return manifest
 
     # ---- state
     @property
@@ -422,11 +484,33 @@ class ShardedWriter:
             problem = self.fmt.check_shard(self.dir, entry, self.manifest)
             if problem:
                 raise StoreError(f"{self.dir / entry['file']}: {problem} (written by a worker)")
+        index = len(self.manifest["shards"])
         self.manifest["shards"].append(entry)
         self.manifest["n_truncated"] = self.manifest.get("n_truncated", 0) + entry.get("n_truncated", 0)
-        atomic_write_json(self.dir / MANIFEST, self.manifest, json_of_kind(self.fmt.kind, "lookalike.store"))
+        self._journal(index, entry)
         if self.on_shard:
             self.on_shard(self.shards_done)
+
+    def _journal(self, index: int, entry: dict) -> None:
+        """Record shard `index`: one fsynced line appended to the journal (O(1)); the journal is folded into the
+        manifest when it is as long as the manifest's list (so each shard is rewritten O(1) times on average), and
+        at once for the first shard (a folder is a store from its first recorded shard on)."""
+        if not (self.dir / MANIFEST).exists() or self._journal_lines + 1 > max(64, index - self._journal_lines):
+            self._fold()
+            return
+        fd = os.open(self.dir / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, (json.dumps({"index": index, **entry}, sort_keys=True) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self._journal_lines == 0:
+            fsync_dir(self.dir)
+        self._journal_lines += 1
+
+    def _fold(self) -> None:
+        write_manifest(self.dir, self.manifest, self.fmt.kind)
+        self._journal_lines = 0
 
     def finalize(self) -> dict:
         """Write what is buffered, the format's entry files, and mark the folder complete."""
@@ -436,5 +520,5 @@ class ShardedWriter:
             raise StoreError(f"{self.dir}: no rows were written")
         self.fmt.finalize(self.dir, self.manifest)
         self.manifest.update(complete=True, total_rows=self.rows_done, finished=utc_now())
-        atomic_write_json(self.dir / MANIFEST, self.manifest, json_of_kind(self.fmt.kind, "lookalike.store"))
+        self._fold()
         return {"rows": self.rows_done, "shards": self.shards_done, "n_truncated": self.manifest.get("n_truncated", 0)}

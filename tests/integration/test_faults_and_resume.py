@@ -230,7 +230,14 @@ def test_renames_are_made_durable(tiny_exports, corpus, tmp_path, monkeypatch):
         calls.append(f"rename {os.path.basename(b)}")
         return real_replace(a, b)
 
+    real_link = os.link
+
+    def link(a, b):  # a free name is taken with a hard link (never replacing what appeared meanwhile)
+        calls.append(f"rename {os.path.basename(b)}")
+        return real_link(a, b)
+
     monkeypatch.setattr(files.os, "replace", replace)
+    monkeypatch.setattr(files.os, "link", link)
     embed(tiny_exports["bert2"], corpus, tmp_path / "s", EmbedParams(shard_rows=20))
     store = str(tmp_path / "s")
     for name in ("part-00000.h5", "manifest.json", "embeddings.h5"):

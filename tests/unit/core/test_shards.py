@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lookalike.core.shards import MANIFEST, RowBuffer, ShardedWriter, ShardFormat, chain_problem, sha_problem
+from lookalike.core import shards as shards_mod
+from lookalike.core.shards import JOURNAL, MANIFEST, RowBuffer, ShardedWriter, ShardFormat, chain_problem, read_manifest, sha_problem
 from lookalike.errors import StoreError
 from lookalike.files import sha256_file
 
@@ -33,7 +34,7 @@ class Toy(ShardFormat):
 
 
 def _rows(folder):
-    m = json.loads((folder / MANIFEST).read_text())
+    m = read_manifest(folder, Toy)  # the manifest with the journal of shards recorded since it was written
     ids, xs = [], []
     for s in m["shards"]:
         part = json.loads((folder / s["file"]).read_text())
@@ -134,3 +135,61 @@ def test_chain_problem_names_the_first_break(shards, complete, needle):
     m = {"shards": shards, "complete": complete is not None, "total_rows": complete}
     problem = chain_problem(m, Toy)
     assert problem is None if needle is None else needle in problem, problem
+
+
+def test_appending_a_shard_is_constant_work_whatever_the_count(tmp_path, monkeypatch):
+    """The manifest is rewritten only when the journal grows as long as its list: O(log n) rewrites for n shards,
+    so each append costs O(1) amortised (it was a whole rewrite per shard: O(n^2) in all)."""
+    folds = []
+    real = shards_mod.write_manifest
+    monkeypatch.setattr(shards_mod, "write_manifest", lambda *a: folds.append(len(a[1]["shards"])) or real(*a))
+    n = 3000
+    with ShardedWriter(tmp_path / "s", Toy({"v": 1}), 1) as w:
+        for i in range(n):
+            w.append_columns({"id": [f"r{i}"], "x": np.array([i])})
+            if i == n // 2:
+                m = read_manifest(tmp_path / "s", Toy)  # mid-run, a reader sees every recorded shard
+                assert len(m["shards"]) == i + 1 and (tmp_path / "s" / JOURNAL).exists()
+        w.finalize()
+    rewritten = sum(folds)  # entries written out over the whole run
+    assert len(folds) <= 2 * np.log2(n) + 3 and rewritten <= 4 * n, (len(folds), rewritten)
+    m, ids, _ = _rows(tmp_path / "s")
+    assert ids == [f"r{i}" for i in range(n)] and m["complete"] and not (tmp_path / "s" / JOURNAL).exists()
+
+
+def _crashed_with_journal(folder):
+    with ShardedWriter(folder, Toy({"v": 1}), 2) as w:
+        for i in range(0, 140, 2):
+            w.append_columns({"id": [f"r{i}", f"r{i + 1}"], "x": np.array([i, i + 1])})
+    assert (folder / JOURNAL).exists()
+    return read_manifest(folder, Toy)
+
+
+def test_a_torn_last_journal_line_is_a_shard_never_recorded(tmp_path):
+    m = _crashed_with_journal(tmp_path / "s")
+    n = len(m["shards"])
+    j = tmp_path / "s" / JOURNAL
+    j.write_bytes(j.read_bytes()[:-25])  # the kill came while the last line was written
+    assert len(read_manifest(tmp_path / "s", Toy)["shards"]) == n - 1
+    counts = _write(tmp_path / "s", [140 - 2 * (n - 1)], 2, start=2 * (n - 1))  # resumes, redoes that shard
+    m2, ids, xs = _rows(tmp_path / "s")
+    assert ids == [f"r{i}" for i in range(140)] and xs == list(range(140)) and counts["rows"] == 140
+
+
+def test_a_journal_already_folded_in_is_skipped_and_a_contradicting_one_refused(tmp_path):
+    m = _crashed_with_journal(tmp_path / "s")
+    j = tmp_path / "s" / JOURNAL
+    lines = j.read_bytes()
+    shards_mod.atomic_write_json(tmp_path / "s" / MANIFEST, m, lambda p: True)  # folded, journal not yet removed
+    j.write_bytes(lines)
+    assert read_manifest(tmp_path / "s", Toy)["shards"] == m["shards"]
+    bad = json.loads(lines.splitlines()[0])
+    bad["sha256"] = "0" * 64
+    j.write_bytes(json.dumps(bad).encode() + b"\n" + lines)
+    with pytest.raises(StoreError, match="contradicts"):
+        read_manifest(tmp_path / "s", Toy)
+    gap = json.loads(lines.splitlines()[-1])
+    gap["index"] += 5
+    j.write_bytes(json.dumps(gap).encode() + b"\n")
+    with pytest.raises(StoreError, match="after shard"):
+        read_manifest(tmp_path / "s", Toy)
