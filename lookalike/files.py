@@ -153,9 +153,29 @@ def atomic_file(final: str | Path, ours: Callable[[Path], bool] | None = None) -
         yield tmp
         fsync_file(tmp)
         place(tmp, final, ours)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and is_no_space(exc):  # one line naming the file, whoever was writing it
+            raise LookalikeError(f"{final}: no space left on device while writing it (nothing of it was kept); "
+                                 "free space and re-run the same command (finished files are kept)") from exc
         raise
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """ENOSPC, also as HDF5 words it (its errors carry the errno in their text)."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+
+
+def require_space(path: Path, need: int) -> None:
+    """LookalikeError naming `path` when its file system has fewer than `need` bytes free (checked before a write
+    whose size is known, so a full disk is said before anything is written)."""
+    import shutil
+
+    folder = path if path.is_dir() else path.parent
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise LookalikeError(f"{path}: needs {need / 2**20:.1f} MiB and {folder} has {free / 2**20:.1f} MiB free; "
+                             "free space or choose another output folder")
 
 
 CRASH_ENV = "LOOKALIKE_TEST_CRASH_AT"

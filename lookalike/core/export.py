@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files import require_space
 from ..outputs import OwnedFolder
 from .shards import open_h5
 from .store import Store, open_store
@@ -55,19 +56,20 @@ def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy") -> d
 
 
 def _npy(store: Store, folder: OwnedFolder) -> None:
-    from numpy.lib.format import open_memmap
+    """embeddings.npy written as a stream (the .npy header, then each shard's rows), never through a memory map:
+    a full disk is then an ordinary write error naming the file (through a map it is a SIGBUS), and the free space
+    the array needs is checked before its first byte."""
+    from numpy.lib import format as npy_format
 
     from .precision import stored_dtype
 
-    with folder.writing("embeddings.npy") as tmp:
-        arr = open_memmap(tmp, mode="w+", dtype=stored_dtype(store.precision), shape=(len(store), store.dim))
-        row = 0
+    dtype = stored_dtype(store.precision)
+    header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": (len(store), store.dim)}
+    require_space(folder.folder / "embeddings.npy", len(store) * store.dim * dtype.itemsize + 4096)
+    with folder.writing("embeddings.npy") as tmp, open(tmp, "wb") as out:
+        npy_format.write_array_header_1_0(out, header)
         for f in _shards(store):
-            n = f["embedding"].shape[0]
-            arr[row:row + n] = f["embedding"][:]
-            row += n
-        arr.flush()
-        del arr
+            out.write(np.ascontiguousarray(f["embedding"][:], dtype=dtype).tobytes())
     with folder.writing("ids.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
         for f in _shards(store):
             ids = f["id"].asstr()[:]

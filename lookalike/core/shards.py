@@ -13,7 +13,6 @@ one and all after it are redone.
 from __future__ import annotations
 
 import abc
-import errno
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from ..files import (
     WriterLock,
     atomic_write_json,
     fsync_dir,
+    is_no_space,
     json_of_kind,
     load_json,
     owned_tmp,
@@ -298,10 +298,6 @@ def _size_estimate(columns: dict) -> int:
         elif isinstance(v, list):
             size += sum(len(str(x)) + 16 for x in v)
     return int(size * 1.1) + (1 << 20)
-
-
-def is_no_space(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
 
 
 def _no_space(path: Path, free: int, need: int) -> str:

@@ -61,8 +61,6 @@ class OnnxModel:
         """transformers' fast tokenizer of the export (loaded on first use: QA decoding and the attack need its
         offsets and pair handling; embedding uses the light `encoder`)."""
         if self._tokenizer is None:
-            import transformers
-
             try:
                 self._tokenizer = pretrained.tokenizer(self.dir)
             except ModelError:

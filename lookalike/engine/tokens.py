@@ -46,8 +46,6 @@ REPAIR = "re-run `lookalike tokenize` with the same arguments (it re-does damage
 def export_tokenizer(model_dir: str | Path, max_length: int, *, warn: bool = False) -> tuple:
     """(the export's fast tokenizer, `max_length` cut to the model's positions); ModelError naming the folder when
     the tokenizer does not load."""
-    import transformers
-
     manifest = load_manifest(model_dir)
     try:
         tok = pretrained.tokenizer(model_dir)

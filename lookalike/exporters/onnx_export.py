@@ -67,8 +67,6 @@ def _auto_class(task: str):
 
 def _load_source(model: str, task: str, revision: str | None):
     """Tokenizer and PyTorch model for `task` from a local folder or a hub id."""
-    import transformers
-
     local = Path(model)
     if local.exists():
         if not (local / "config.json").exists():

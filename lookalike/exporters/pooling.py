@@ -206,8 +206,6 @@ def infer_task(model: str, revision: str | None = None) -> tuple[str, str | None
     cfg = _read(model, "config.json", revision)
     if cfg is None and not Path(model).exists():
         try:
-            import transformers
-
             cfg = pretrained.config(model, revision=revision).to_dict()
         except Exception:
             cfg = None
