@@ -93,6 +93,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
             sys.exit(130)
+        except BaseException as exc:  # a panic in a Rust library (tokenizers), raised as a BaseException by PyO3
+            if type(exc).__name__ != "PanicException":
+                raise
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "a panic")[:160]
+            raise CLIError(f"the tokenizers library failed ({first}); the model's tokenizer cannot read this input")\
+                from None
 
 
 class _OneLine(logging.Formatter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import ModelError
@@ -38,10 +39,26 @@ def model_label(source: str | Path) -> str:
     return Path(src).name if Path(src).is_absolute() else src
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
 def resolve_model(name: str) -> str:
-    """`minilm` (the packaged model), a paper name (hub id), a local folder or a hub id."""
+    """`minilm` (the packaged model), a paper name (hub id), a local folder or a hub id.
+
+    A name that reads as a hub id but is also a folder here (`bert-base-uncased/` in the working folder) is the
+    folder, as transformers resolves it; a notice says so, since the user may have meant the hub's model (names
+    of one part, and the paper's hub ids; `runs/ft` and exports are plainly the user's folders)."""
     if name.lower() in ("minilm", "all-minilm-l6-v2", "packaged-minilm"):
         return str(minilm_path())
+    hub = PAPER_MODELS.get(name, name)
+    looks_like_hub = HUB_ID.fullmatch(hub) and ("/" not in hub or hub in PAPER_MODELS.values())
+    if looks_like_hub and Path(hub).exists() and not (Path(hub) / "lookalike.json").exists():
+        import logging
+
+        from .notes import NOTICE
+
+        logging.getLogger(__name__).log(NOTICE, "%s: using the local folder %s, not the hub model of that name "
+                                        "(write ./%s to say you mean the folder)", hub, Path(hub).resolve(), hub)
     if name.lower() == "minilm-mlm":
         raise ModelError("minilm-mlm (MiniLM with an untrained MLM head) is gone: its substitutions were noise; fit "
                          "a head on your text with `lookalike fit-mlm minilm CORPUS OUT` and pass --mlm OUT")

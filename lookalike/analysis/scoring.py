@@ -265,6 +265,8 @@ def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None
         obj = None
         if p.suffix == ".json":
             raise InputError("invalid JSON (expected errors.json or a JSON list of ids)", path=p) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply (expected errors.json or a JSON list of ids)", path=p) from None
     if isinstance(obj, dict):
         if obj.get("kind") != "lookalike.errors":
             raise InputError("not a lookalike error-set file (made by `lookalike predict` or `evaluate -o`)", path=p)

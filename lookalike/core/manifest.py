@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, unknown_key_message
 from ..files import load_json, sha256_file
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,10 @@ _REQUIRED = {"task": str, "file": str, "sha256": str, "hidden_size": int, "varia
 _OPTIONAL = {"num_layers": int, "vocab_size": int, "parameters": int, "file_size": int, "outputs": list,
              "labels": dict, "int8": dict, "sentence_transformers": (dict, type(None)), "parity": dict,
              "task_inferred_from": str, "opset": int}
+# recorded for provenance (what made the export), read by no one for a decision
+_PROVENANCE = ("format_version", "exporter", "inputs", "num_heads", "max_position_embeddings", "variant_parity",
+               "created", "export_seconds", "versions", "files", "st_folder")
+KNOWN_FIELDS = frozenset(_REQUIRED) | frozenset(_OPTIONAL) | frozenset(_PROVENANCE)
 
 
 class ExportManifest(dict):
@@ -119,6 +123,10 @@ def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: boo
         raise ModelError(str(exc)) from None
     if not isinstance(manifest, dict):
         raise ModelError(f"{mpath}: not an export manifest (expected a JSON object)")
+    unknown = sorted(set(manifest) - KNOWN_FIELDS, key=str)
+    if unknown:  # a field no lookalike writes: edited, or from a newer lookalike whose meaning this one cannot know
+        raise ModelError(f"{mpath}: {unknown_key_message(unknown[0], KNOWN_FIELDS)}; an export manifest holds only "
+                         "what `lookalike export` writes: re-export the model")
     for key, typ in _REQUIRED.items():
         if not isinstance(manifest.get(key), typ) or isinstance(manifest.get(key), bool):
             raise ModelError(f"{mpath}: field '{key}' missing or not a {typ.__name__}; re-export the model")

@@ -134,7 +134,7 @@ def _merge_journal(folder: Path, manifest: dict) -> str | None:
             continue
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             if n == len(lines) - 1:  # torn last line: never recorded
                 break
             return f"{JOURNAL} line {n + 1} is not JSON"

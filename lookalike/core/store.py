@@ -106,10 +106,12 @@ def check_shard(folder: Path, shard: dict, dim: int, config: dict | None = None)
             if f["embedding"].shape != (rows, dim):
                 return f"embedding shape {f['embedding'].shape}, manifest says ({rows}, {dim})"
             for name in ("id", "n_tokens", "truncated") + (CHUNK_COLUMNS if is_chunked(config) else ()):
-                if name not in f:
+                if name not in f or not isinstance(f[name], h5py.Dataset):
                     return f"has no {name!r} dataset"
                 if f[name].shape != (rows,):
-                    return f"{name} has {f[name].shape[0]} rows, manifest says {rows}"
+                    return f"{name} has shape {f[name].shape}, manifest says {rows} rows"
+                if name in ("id", "parent_id") and h5py.check_string_dtype(f[name].dtype) is None:
+                    return f"its {name!r} dataset holds {f[name].dtype} values, not strings"
             if int(f.attrs["row_start"]) != shard["row_start"]:
                 return f"row_start {int(f.attrs['row_start'])}, manifest says {shard['row_start']}"
             if "row_end" in f.attrs and int(f.attrs["row_end"]) != shard["row_end"]:
@@ -117,10 +119,12 @@ def check_shard(folder: Path, shard: dict, dim: int, config: dict | None = None)
             for key in SHARD_ATTRS if config else ():
                 if key in f.attrs and key in config:
                     have = f.attrs[key]
+                    if getattr(have, "ndim", 0) != 0:
+                        return f"its attribute {key!r} is an array of shape {have.shape}, not one value"
                     have = have.item() if hasattr(have, "item") else have
                     if have != config[key]:
                         return f"written with {key} {have!r}, the manifest's config says {config[key]!r}"
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, TypeError, ValueError) as exc:
         return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
     return None
 

@@ -384,25 +384,32 @@ def _read_queries(path: Path, fields: Fields, info: Provenance, split: str | Non
     if not isinstance(queries, dict) or not isinstance(queries.get("queries"), list):
         raise InputError("expected {\"queries\": [...]}", path=qpath, field="queries")
     truth = _read_json(gpath) if gpath.exists() else {}
+    _typed(truth, dict, gpath, "ground truth", None, "an object {id: {answers, is_impossible}}")
     for i, q in enumerate(queries["queries"]):
         where = f"record {i}"
-        qid = str(_field(q, "id", qpath, where))
-        question = _field(q, "question", qpath, f"question {qid}")
-        context = _field(q, "context", qpath, f"question {qid}")
-        gold = truth.get(qid, {}) if truth else {}
+        _typed(q, dict, qpath, where, None, "an object {id, question, context}")
+        qid = str(_typed(_field(q, "id", qpath, where), (str, int), qpath, where, "id", "a string"))
+        here = f"question {qid}"
+        question = _typed(_field(q, "question", qpath, here), str, qpath, here, "question", "a string")
+        context = _typed(_field(q, "context", qpath, here), str, qpath, here, "context", "a string")
         if truth and qid not in truth:
-            raise InputError("question has no ground truth", path=gpath, record=f"question {qid}")
+            raise InputError("question has no ground truth", path=gpath, record=here)
+        gold = _typed(truth.get(qid, {}) if truth else {}, dict, gpath, here, None, "an object {answers, ...}")
+        raw = _typed(gold.get("answers", []), list, gpath, here, "answers", "a list of strings")
+        for k, a in enumerate(raw):
+            _typed(a, str, gpath, here, f"answers[{k}]", "a string")
         # unanswerable questions carry [""] in this layout; the official SQuAD form is an empty list
-        answers = tuple(a for a in gold.get("answers", ()) if a)
+        answers = tuple(a for a in raw if a)
         impossible = gold.get("is_impossible")
-        if impossible is None and truth:
+        if impossible is not None:
+            _typed(impossible, bool, gpath, here, "is_impossible", "true or false")
+        elif truth:
             impossible = len(answers) == 0
         starts = []
         for k, a in enumerate(answers):  # recover answer_start by locating the text (first occurrence)
             s = context.find(a)
             starts.append(s if s >= 0 else None)
-        yield _qa_record(gpath, f"question {qid}", qid, question, context, answers, starts, impossible,
-                         check_starts=False)
+        yield _qa_record(gpath, here, qid, question, context, answers, starts, impossible, check_starts=False)
 
 
 def _spans_to_answers(context: str, spans: Iterable[tuple[int, int]]):
@@ -430,8 +437,7 @@ def _read_newsqa_csv(path: Path, fields: Fields, info: Provenance, split: str | 
             for worker in (row["answer_char_ranges"] or "").split("|"):
                 for rng in worker.split(","):
                     if ":" in rng:
-                        s, e = rng.split(":")
-                        spans.append((int(s), int(e)))
+                        spans.append(_char_range(rng, context, path, where))
         elif "answer_token_ranges" in row:
             tokens = context.split()
             offsets, pos = [], 0
@@ -441,7 +447,7 @@ def _read_newsqa_csv(path: Path, fields: Fields, info: Provenance, split: str | 
                 pos += len(tok)
             for rng in (row["answer_token_ranges"] or "").split(","):
                 if ":" in rng:
-                    s, e = (int(x) for x in rng.split(":"))
+                    s, e = _range_ints(rng, path, where, "answer_token_ranges")
                     if not (0 <= s < e <= len(offsets)):
                         raise InputError(f"token range {rng} outside the story ({len(offsets)} tokens)",
                                          path=path, record=where, field="answer_token_ranges")
@@ -454,20 +460,61 @@ def _read_newsqa_csv(path: Path, fields: Fields, info: Provenance, split: str | 
         yield Record(f"{story_id}#{n}", question, context, None, tuple(texts), tuple(starts), not spans)
 
 
+def _range_ints(rng: str, path: Path, where: str, field: str) -> tuple[int, int]:
+    parts = rng.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return int(parts[0]), int(parts[1])
+    except ValueError:
+        raise InputError(f"range {rng[:40]!r} is not START:END (two whole numbers)", path=path, record=where,
+                         field=field) from None
+
+
+def _char_range(rng: str, context: str, path: Path, where: str) -> tuple[int, int]:
+    s, e = _range_ints(rng, path, where, "answer_char_ranges")
+    if not 0 <= s < e <= len(context):
+        raise InputError(f"character range {rng} outside the story ({len(context)} characters)", path=path,
+                         record=where, field="answer_char_ranges")
+    return s, e
+
+
+def _span(value, context: str, path: Path, where: str, field: str, inclusive: bool = False) -> tuple[int, int]:
+    """A [start, end] pair of whole numbers inside `context` (MRQA's ends are inclusive)."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
+        raise InputError(f"expected a [start, end] pair of whole numbers, got {str(value)[:40]}", path=path,
+                         record=where, field=field)
+    s, e = value[0], value[1] + (1 if inclusive else 0)
+    if not 0 <= s < e <= len(context):
+        raise InputError(f"span {list(value)} outside the context ({len(context)} characters)", path=path,
+                         record=where, field=field)
+    return s, e
+
+
 def _read_newsqa_json(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     info.ids = "the format's own ids"
     obj = _read_json(path)
-    for s, story in enumerate(obj.get("data", [])):
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
+        raise InputError("not a NewsQA JSON file (no top-level 'data' list)", path=path, field="data")
+    for s, story in enumerate(obj["data"]):
         where = f"data[{s}]"
-        story_id = _field(story, "storyId", path, where)
-        if split and story.get("type") and story["type"] != split:
+        _typed(story, dict, path, where, None, "an object {storyId, text, questions}")
+        story_id = _typed(_field(story, "storyId", path, where), (str, int), path, where, "storyId", "a string")
+        kind = story.get("type")
+        if kind is not None:
+            _typed(kind, str, path, where, "type", "a string")
+        if split and kind and kind != split:
             continue
-        context = _field(story, "text", path, where)
-        for q, question in enumerate(_field(story, "questions", path, where)):
+        context = _typed(_field(story, "text", path, where), str, path, where, "text", "a string")
+        for q, question in enumerate(_typed(_field(story, "questions", path, where), list, path, where,
+                                            "questions", "a list")):
             qwhere = f"{where}.questions[{q}]"
-            text = _field(question, "q", path, qwhere)
-            consensus = question.get("consensus", {})
-            spans = [(consensus["s"], consensus["e"])] if "s" in consensus else []
+            _typed(question, dict, path, qwhere, None, "an object {q, consensus}")
+            text = _typed(_field(question, "q", path, qwhere), str, path, qwhere, "q", "a string")
+            consensus = _typed(question.get("consensus", {}), dict, path, qwhere, "consensus", "an object")
+            spans = [_span([consensus["s"], consensus.get("e")], context, path, qwhere, "consensus")] \
+                if "s" in consensus else []
             texts, starts = _spans_to_answers(context, spans)
             yield Record(f"{story_id}#{q}", text, context, None, tuple(texts), tuple(starts), not spans)
 
@@ -475,20 +522,29 @@ def _read_newsqa_json(path: Path, fields: Fields, info: Provenance, split: str |
 def _read_mrqa(path: Path, fields: Fields, info: Provenance, split: str | None = None) -> Iterator[Record]:
     info.ids = "the format's own ids"
     for lineno, row in _json_lines(path):
+        where = f"line {lineno}"
+        _typed(row, dict, path, where, None, "an object {context, qas} or {header}")
         if "header" in row:
             continue
-        where = f"line {lineno}"
-        context = _field(row, "context", path, where)
-        for qa in _field(row, "qas", path, where):
-            qid = _field(qa, "qid", path, where)
-            question = _field(qa, "question", path, f"question {qid}")
+        context = _typed(_field(row, "context", path, where), str, path, where, "context", "a string")
+        for n, qa in enumerate(_typed(_field(row, "qas", path, where), list, path, where, "qas", "a list")):
+            _typed(qa, dict, path, f"{where}.qas[{n}]", None, "an object {qid, question, ...}")
+            qid = _typed(_field(qa, "qid", path, where), (str, int), path, f"{where}.qas[{n}]", "qid", "a string")
+            here = f"question {qid}"
+            question = _typed(_field(qa, "question", path, here), str, path, here, "question", "a string")
             spans = []
-            for det in qa.get("detected_answers", []):
-                for s, e in det.get("char_spans", []):
-                    spans.append((s, e + 1))  # MRQA char spans are inclusive
+            for d, det in enumerate(_typed(qa.get("detected_answers", []), list, path, here, "detected_answers",
+                                           "a list")):
+                _typed(det, dict, path, here, f"detected_answers[{d}]", "an object {char_spans}")
+                for c, span in enumerate(_typed(det.get("char_spans", []), list, path, here,
+                                                f"detected_answers[{d}].char_spans", "a list")):
+                    spans.append(_span(span, context, path, here, f"detected_answers[{d}].char_spans[{c}]",
+                                       inclusive=True))  # MRQA char spans are inclusive
             texts, starts = _spans_to_answers(context, dict.fromkeys(spans))
             if not texts:
-                texts = list(qa.get("answers", []))
+                texts = list(_typed(qa.get("answers", []), list, path, here, "answers", "a list of strings"))
+                for k, a in enumerate(texts):
+                    _typed(a, str, path, here, f"answers[{k}]", "a string")
                 starts = [None] * len(texts)
             yield Record(str(qid), question, context, None, tuple(texts),
                          tuple(-1 if x is None else x for x in starts), not texts)

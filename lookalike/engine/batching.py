@@ -19,6 +19,7 @@ import numpy as np
 
 from ..core.shards import RaggedColumn
 from ..data import Record
+from ..errors import InputError
 from .cut import cut_long
 
 
@@ -150,7 +151,36 @@ def tokenize(tokenizer, records: Sequence[Record], max_length: int) -> Encoded:
         return Encoded.from_lists([], [] if _with_types(tokenizer) else None)
     if not getattr(tokenizer, "is_fast", False):
         return _tokenize_slow(tokenizer, records, max_length)
-    return _encode(_backend(tokenizer, max_length), _as_inputs(records), _with_types(tokenizer))
+    backend = _backend(tokenizer, max_length)
+    try:
+        return _encode(backend, _as_inputs(records), _with_types(tokenizer))
+    except BaseException as exc:  # a panic in the Rust library (e.g. a regex over its retry limit) is BaseException
+        if not is_panic(exc):
+            raise
+        bad = next((r for r in records if _panics(backend, r)), records[0])
+        raise InputError(f"the model's tokenizer fails on this text ({panic_text(exc)}); the tokenizer cannot read "
+                         "it: leave the record out, or use a model whose tokenizer can", record=f"record {bad.id}",
+                         field="text") from exc
+
+
+def is_panic(exc: BaseException) -> bool:
+    """A Rust panic surfaced by PyO3 (pyo3_runtime.PanicException, a BaseException)."""
+    return type(exc).__name__ == "PanicException"
+
+
+def panic_text(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else "a panic")[:160]
+
+
+def _panics(backend, record: Record) -> bool:
+    try:
+        _encode(backend, _as_inputs([record]), False)
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        return True
+    return False
 
 
 def _tokenize_slow(tokenizer, records: Sequence[Record], max_length: int) -> Encoded:

@@ -100,6 +100,15 @@ def _parse_model(m, where: str, specs: dict[str, ModelSpec], paths: _Paths) -> M
     if not isinstance(m, dict) or "name" not in m:
         raise InputError("each model needs a 'name'", record=where, field="name")
     _refuse_unknown(m, MODEL_KEYS, where)
+    for key in ("name", "like", "base"):  # typed like every other key: a path or hub id, a model's name
+        if key in m and (not isinstance(m[key], str) or not m[key].strip()):
+            what = "a path or hub id" if key == "base" else "a model name"
+            raise InputError(f"expected {what} (a non-empty string), got {type(m[key]).__name__} {m[key]!r}"[:200],
+                             record=where, field=key)
+    for role in ("qa", "sentiment"):
+        if role in m and not isinstance(m[role], (str, dict)):
+            raise InputError(f"expected a checkpoint (path or hub id) or {{finetune: {{...}}}}, got "
+                             f"{type(m[role]).__name__} {m[role]!r}"[:200], record=where, field=role)
     parent = specs.get(m["like"]) if "like" in m else None
     if "like" in m and parent is None:
         raise InputError(f"'like: {m['like']}' names no earlier model", record=where, field="like")

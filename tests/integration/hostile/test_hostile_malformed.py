@@ -150,3 +150,95 @@ def test_a_relative_cache_folder_is_refused(tiny_exports, corpus_file, tmp_path)
     one_line(run_cli("embed", tiny_exports["bert2"], corpus_file, tmp_path / "o",
                      env={"LOOKALIKE_CACHE": "cache-here"}, cwd=tmp_path), "LOOKALIKE_CACHE", "relative")
     assert not (tmp_path / "cache-here").exists()
+
+
+# ---- round four's minor findings: each one line naming the file, record and field, exit 2 --------------------
+@pytest.mark.parametrize("base", [5, [1, 2], {"a": 1}, None, ""])
+def test_an_experiment_s_base_is_typed_like_every_other_key(tmp_path, base):
+    import yaml
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({"models": [{"name": "m", "base": base}],
+                                   "datasets": {"representation": str(tmp_path / "c.txt")}}))
+    (tmp_path / "c.txt").write_text("one\ntwo\n")
+    r = run_cli("run", cfg, "-o", tmp_path / "out")
+    one_line(r, "field 'base'", "a path or hub id")
+    assert not (tmp_path / "out" / "report").exists()
+
+
+@pytest.mark.parametrize("damage", ["attr-array", "int-ids"])
+def test_a_store_whose_shard_holds_the_wrong_types_is_one_line(small_store, tmp_path, damage):
+    import h5py
+    import numpy as np
+
+    from lookalike.core.shards import read_manifest
+    from lookalike.core.store import StoreFormat
+    from lookalike.files import sha256_file
+
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    shard = store / "part-00000.h5"
+    with h5py.File(shard, "r+") as f:
+        if damage == "attr-array":
+            f.attrs["pooling"] = np.array(["cls", "mean"], dtype=h5py.string_dtype())
+        else:
+            n = f["id"].shape[0]
+            del f["id"]
+            f.create_dataset("id", data=np.arange(n))
+    m = read_manifest(store, StoreFormat)  # the manifest made to agree with the edit: the shard itself is wrong
+    m["shards"][0]["sha256"] = sha256_file(shard)
+    (store / "manifest.json").write_text(json.dumps(m))
+    r = run_cli("knn", store, tmp_path / "n.h5", "--k", "2")
+    one_line(r, "part-00000.h5", "an array" if damage == "attr-array" else "not strings")
+
+
+def test_deeply_nested_error_lists_are_one_line(tmp_path):
+    p = tmp_path / "deep.json"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    r = run_cli("agree", "--errors", f"a={p}", "--errors", f"b={p}")
+    one_line(r, "deep.json", "nested too deeply")
+
+
+def test_an_unknown_key_in_an_export_manifest_is_refused(tiny_exports, tmp_path, corpus_file):
+    export = tmp_path / "export"
+    shutil.copytree(tiny_exports["bert2"], export)
+    m = json.loads((export / "lookalike.json").read_text())
+    m["pooling_override"] = "mean"
+    (export / "lookalike.json").write_text(json.dumps(m))
+    r = run_cli("embed", export, corpus_file, tmp_path / "store")
+    one_line(r, "lookalike.json", "unknown key 'pooling_override'")
+
+
+def test_a_hub_id_shadowed_by_a_folder_here_gets_a_note(tiny_models, tmp_path):
+    shutil.copytree(tiny_models["bert2"], tmp_path / "bert-base-uncased")
+    r = run_cli("export", "bert-base-uncased", tmp_path / "out", cwd=tmp_path)
+    assert r.rc == 0, r.err
+    notes = [line for line in r.err.splitlines() if "not the hub model" in line]
+    assert len(notes) == 1 and str(tmp_path / "bert-base-uncased") in notes[0], r.err
+    r = run_cli("export", "./bert-base-uncased", tmp_path / "out2", cwd=tmp_path)  # said plainly: no note
+    assert r.rc == 0 and "not the hub model" not in r.err, r.err
+
+
+def test_a_panic_in_the_tokenizer_library_is_one_line_naming_the_record(tiny_exports, monkeypatch):
+    """tokenizers raises a Rust panic (PyO3's PanicException, a BaseException) on a regex over Onig's retry limit:
+    the record it fails on is named, and the CLI prints one line whatever raised it."""
+    from lookalike.data import Record
+    from lookalike.engine import batching
+    from lookalike.engine.runtime import OnnxModel
+    from lookalike.errors import InputError
+
+    class PanicException(BaseException):
+        pass
+
+    real = batching._encode
+
+    def encode(backend, inputs, with_types):
+        if any("catastrophic" in (x if isinstance(x, str) else x[0]) for x in inputs):
+            raise PanicException("called `Result::unwrap()` on an `Err` value: Error(RetryLimitInMatch)\nmore")
+        return real(backend, inputs, with_types)
+
+    monkeypatch.setattr(batching, "_encode", encode)
+    tok = OnnxModel(tiny_exports["bert2"], device="cpu").encoder
+    recs = [Record("fine", "a fine text"), Record("bad-7", "a catastrophic text"), Record("ok", "more")]
+    with pytest.raises(InputError, match="record bad-7.*RetryLimitInMatch"):
+        batching.tokenize(tok, recs, 32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -95,6 +96,109 @@ def test_any_squad_shape_is_records_or_one_input_error(doc):
     d, p = _in_tmp("squad.json", json.dumps(doc).encode())
     with d:
         _read_all(p, fmt="squad")
+
+
+# every reader of a QA layout gets a strategy of its own shapes, each field sometimes of the wrong type: the reader
+# yields records whose fields are strings (and answers inside their context) or raises one InputError
+ints = st.integers(-5, 60)
+spans = st.lists(ints, min_size=0, max_size=3) | json_values
+newsqa_doc = json_values | st.lists(json_values, max_size=2) | st.fixed_dictionaries({"data": st.lists(
+    st.fixed_dictionaries({"storyId": json_scalars, "text": st.text(max_size=60) | json_scalars,
+                           "questions": st.lists(st.fixed_dictionaries(
+                               {"q": json_scalars}, optional={"consensus": st.fixed_dictionaries(
+                                   {"s": ints}, optional={"e": ints}) | json_values}), max_size=3) | json_values},
+                          optional={"type": st.sampled_from(["train", "dev"]) | json_scalars}) | json_values,
+    max_size=3) | json_values})
+mrqa_row = st.fixed_dictionaries({"context": st.text(max_size=60) | json_scalars, "qas": st.lists(
+    st.fixed_dictionaries({"qid": json_scalars, "question": json_scalars},
+                          optional={"detected_answers": st.lists(st.fixed_dictionaries(
+                              {"char_spans": st.lists(spans, max_size=2) | json_values}) | json_values, max_size=2)
+                                    | json_values, "answers": st.lists(json_scalars, max_size=2) | json_values}),
+    max_size=3) | json_values}) | st.fixed_dictionaries({"header": json_values}) | json_values
+queries_doc = st.fixed_dictionaries({"queries": st.lists(st.fixed_dictionaries(
+    {"id": json_scalars, "question": json_scalars, "context": st.text(max_size=40) | json_scalars}) | json_values,
+    max_size=4) | json_values})
+ground_truth = st.dictionaries(st.text(max_size=4), st.fixed_dictionaries(
+    {}, optional={"answers": st.lists(json_scalars, max_size=2) | json_values, "is_impossible": json_scalars})
+    | json_values, max_size=4) | json_values
+
+
+def _qa_records_are_honest(recs):
+    if recs is None:
+        return
+    for r in recs:
+        assert isinstance(r.id, str) and isinstance(r.text, str) and isinstance(r.text_pair, str), r
+        assert all(isinstance(a, str) for a in r.answers), r
+        for a, s in zip(r.answers, r.answer_starts):
+            assert s == -1 or r.text_pair[s:s + len(a)] == a, r
+
+
+@given(doc=newsqa_doc)
+def test_any_newsqa_json_shape_is_records_or_one_input_error(doc):
+    d, p = _in_tmp("newsqa.json", json.dumps(doc).encode())
+    with d:
+        _qa_records_are_honest(_read_all(p, fmt="newsqa-json"))
+
+
+@given(rows=st.lists(st.fixed_dictionaries({"story_id": st.text(max_size=5), "question": st.text(max_size=20),
+                                            "story_text": st.text(max_size=40),
+                                            "answer_char_ranges": st.lists(st.sampled_from(
+                                                ["1:3", "0:5", "3:1", "1:x", "a:b:c", ":", "None", "7:400",
+                                                 "-2:3", "2:"]), max_size=3).map(",".join)}), max_size=5))
+def test_any_newsqa_csv_ranges_are_records_or_one_input_error(rows):
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, ["story_id", "question", "story_text", "answer_char_ranges"])
+    w.writeheader()
+    w.writerows(rows)
+    d, p = _in_tmp("newsqa.csv", buf.getvalue().encode())
+    with d:
+        _qa_records_are_honest(_read_all(p, fmt="newsqa-csv"))
+
+
+@given(rows=st.lists(mrqa_row, max_size=4))
+def test_any_mrqa_shape_is_records_or_one_input_error(rows):
+    d, p = _in_tmp("mrqa.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    with d:
+        _qa_records_are_honest(_read_all(p, fmt="mrqa"))
+
+
+@given(queries=queries_doc, truth=st.none() | ground_truth)
+def test_any_queries_layout_is_records_or_one_input_error(queries, truth):
+    d = tempfile.TemporaryDirectory()
+    folder = Path(d.name)
+    (folder / "queries.json").write_text(json.dumps(queries))
+    if truth is not None:
+        (folder / "ground_truth.json").write_text(json.dumps(truth))
+    with d:
+        from lookalike.data import read_corpus
+
+        try:
+            recs = list(read_corpus(folder / "queries.json", fmt="queries"))
+        except InputError as exc:  # names one of the layout's two files
+            assert "queries.json" in str(exc) or "ground_truth.json" in str(exc), str(exc)
+            recs = None
+        _qa_records_are_honest(recs)
+
+
+@pytest.mark.parametrize("name, content, needle", [
+    ("n.json", [{"storyId": "s"}], "no top-level 'data' list"),
+    ("n.csv", "story_id,question,story_text,answer_char_ranges\ns,q?,some story,1:x\n", "START:END"),
+    ("m.jsonl", {"context": "abc", "qas": [{"qid": "q", "question": "?", "detected_answers": [
+        {"char_spans": [[1]]}]}]}, "[start, end] pair"),
+    ("queries.json", {"queries": [{"id": "a", "question": "q?", "context": 5}]}, "field 'context'"),
+])
+def test_the_probe_s_reader_cases_are_one_line(tmp_path, name, content, needle):
+    fmt = {"n.json": "newsqa-json", "n.csv": "newsqa-csv", "m.jsonl": "mrqa", "queries.json": "queries"}[name]
+    p = tmp_path / name
+    p.write_text(content if isinstance(content, str) else
+                 json.dumps(content) + ("\n" if name.endswith("jsonl") else ""))
+    with pytest.raises(InputError, match=re.escape(needle)):
+        from lookalike.data import read_corpus
+
+        list(read_corpus(p, fmt=fmt))
 
 
 @given(cells=st.lists(st.lists(st.text(max_size=20), min_size=1, max_size=4), max_size=6),
