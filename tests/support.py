@@ -27,3 +27,17 @@ def _one_line_error(r, *needles):
     assert "Traceback" not in r.output and len(r.stderr.strip().splitlines()) == 1, r.stderr
     for n in needles:
         assert n in r.stderr, (n, r.stderr)
+
+
+def recorded(folder):
+    """A store's or token cache's manifest as readers see it: manifest.json with the journal of shards recorded
+    since it was written (appending a shard writes one journal line, not the whole manifest)."""
+    import json
+    from pathlib import Path
+
+    from lookalike.core.shards import read_manifest
+    from lookalike.core.store import StoreFormat
+    from lookalike.engine.tokens import TokenFormat
+
+    kind = json.loads((Path(folder) / "manifest.json").read_text()).get("kind", StoreFormat.kind)
+    return read_manifest(Path(folder), TokenFormat if kind == TokenFormat.kind else StoreFormat)

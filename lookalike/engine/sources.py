@@ -82,7 +82,7 @@ def _entry_lock(folder: Path):
     """One process makes or repairs an entry at a time (others wait, then find it made)."""
     import fcntl
 
-    fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = os.open(cache_dir("locks") / f"export-{folder.name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from support import recorded
 
 # kill -9 at random points, then resume: byte-identical results --------------------------------------------------
 KILLABLE = textwrap.dedent("""
@@ -53,7 +54,7 @@ def _kill_after_shards(tmp_path, rng, args, out, n_shards: int, kills: int = 3) 
         p = _cli_process(tmp_path, *args)
         while p.poll() is None:
             try:
-                done = len(json.loads((out / "manifest.json").read_text())["shards"])
+                done = len(recorded(out)["shards"])
             except (OSError, ValueError):
                 done = 0
             if done >= target:
@@ -72,7 +73,7 @@ def test_kill_9_anywhere_then_resume_gives_identical_bytes(tiny_exports, shared_
     model, qa = tiny_exports["bert2"], tiny_exports["qa"]
     jobs = {
         "embed": (["embed", model, data, "{out}", "--shard-rows", "25", "--max-length", "128", "--limit", "400"],
-                  lambda out: [s["sha256"] for s in json.loads((out / "manifest.json").read_text())["shards"]]),
+                  lambda out: [s["sha256"] for s in recorded(out)["shards"]]),
         "predict": (["predict", qa, data, "{out}", "--task", "qa", "--limit", "150", "--max-length", "128",
                      "--doc-stride", "64"], lambda out: (out / "predictions.json").read_bytes()),
     }
@@ -85,7 +86,7 @@ def test_kill_9_anywhere_then_resume_gives_identical_bytes(tiny_exports, shared_
         run_args = [a if a != "{out}" else out for a in args]
         if name == "embed":
             killed_at = _kill_after_shards(tmp_path, rng, run_args, out, n_shards=16)
-            assert len(killed_at) == 3 and not json.loads((out / "manifest.json").read_text())["complete"]
+            assert len(killed_at) == 3 and not recorded(out)["complete"]
         else:
             killed_at = _run_killed(tmp_path, rng, run_args, seconds)
         p = _cli_process(tmp_path, *[a if a != "{out}" else out for a in args])

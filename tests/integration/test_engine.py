@@ -20,6 +20,7 @@ from lookalike.data import CorpusSpec
 from lookalike.engine import align, embed, open_store
 from lookalike.errors import InputError, ModelError, StoreError
 from lookalike.params import EmbedParams
+from support import recorded
 
 
 def _corpus(tmp_path, n=60):
@@ -113,7 +114,7 @@ def test_resume_after_kill_equals_uninterrupted(tiny_exports, tmp_path):
     proc = subprocess.run([sys.executable, str(script), str(tiny_exports["bert2"]), str(path),
                            str(tmp_path / "crashed"), "3"], capture_output=True)
     assert proc.returncode == -9  # really killed
-    manifest = json.loads((tmp_path / "crashed" / "manifest.json").read_text())
+    manifest = recorded(tmp_path / "crashed")
     assert not manifest["complete"] and len(manifest["shards"]) == 3
     stats = embed(tiny_exports["bert2"], CorpusSpec(path, id_field="id"), tmp_path / "crashed", params)
     assert stats["resumed_from"] == 18 and stats["rows_this_run"] == len(lines) - 18

@@ -18,10 +18,11 @@ from lookalike.engine import embed, open_store
 from lookalike.engine.tokens import cache_config, default_location, open_tokens, tokenize_corpus, tokenizer_fingerprint
 from lookalike.errors import InputError, StoreError
 from lookalike.params import EmbedParams
+from support import recorded
 
 
 def _shas(store):
-    return [s["sha256"] for s in json.loads((store / "manifest.json").read_text())["shards"]]
+    return [s["sha256"] for s in recorded(store)["shards"]]
 
 
 def test_cached_ids_are_the_tokenizers_own(tiny_exports, shared_data, tmp_path):
@@ -106,7 +107,7 @@ def test_tokenize_resumes_after_kill_9(tiny_exports, shared_data, tmp_path):
     proc = subprocess.run([sys.executable, str(script), str(tiny_exports["bert2"]), str(data), str(tmp_path / "k"),
                            "4"], capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()[-500:]
-    assert len(json.loads((tmp_path / "k" / "manifest.json").read_text())["shards"]) == 4
+    assert len(recorded(tmp_path / "k")["shards"]) == 4
     tok = transformers.AutoTokenizer.from_pretrained(tiny_exports["bert2"])
     stats = tokenize_corpus(tok, CorpusSpec(data, limit=200), tmp_path / "k", max_length=96, shard_rows=30, window=8)
     assert stats["resumed_from"] == 120 and stats["rows"] == 200
