@@ -451,7 +451,12 @@ def export_store_cmd(store, out, fmt):
 @click.option("--write-index", type=click.Path(path_type=Path), default=None,
               help="Also write a FAISS flat inner-product index of the normalised vectors (rows in store order) "
                    "to this file, for faiss.read_index.")
-def knn(store, out, k, index, gpu, block_rows, write_index, queries):
+@click.option("--sample", type=POSITIVE, default=None,
+              help="Draw this many points (uniformly, seeded) and give each its exact K neighbours among all "
+                   "points, the bank streamed from disk: agreement is then estimated from the draw, with its "
+                   "interval [every point].")
+@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+def knn(store, out, k, index, gpu, block_rows, write_index, queries, sample, sample_seed):
     """K nearest neighbours (cosine) of every point of STORE, excluding itself; written to OUT (HDF5).
 
     \b
@@ -459,12 +464,15 @@ def knn(store, out, k, index, gpu, block_rows, write_index, queries):
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --k 50
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --write-index runs/imdb-minilm.faiss
       lookalike knn runs/corpus runs/q-vs-corpus.knn.h5 --queries runs/queries --k 10
+      lookalike knn runs/big runs/big.knn.h5 --sample 10000 --sample-seed 0
     With --queries QSTORE, each point of QSTORE gets its K nearest points of STORE (the bank) instead.
+    With --sample M, M drawn points get their exact neighbours among all points (O(M·n), the bank streamed);
+    `agree` over two such files of the same draw estimates the all-points mean Jaccard with its interval.
     """
     if queries is not None and index != "flat":
         raise CLIError("--queries searches exactly (--index flat)")
     _, said = jobs.knn(store, out, k, index=index, gpu=gpu, block_rows=block_rows, queries=queries,
-                       write_index=write_index, status=status)
+                       write_index=write_index, sample=sample, sample_seed=sample_seed, status=status)
     _echo_json(said)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import outputs, tasks
-from .analysis.knn import KnnResult, is_knn_file, knn_cross, knn_self, write_faiss_index
+from .analysis.knn import KnnResult, is_knn_file, knn_cross, knn_sampled, knn_self, write_faiss_index
 from .analysis.ood import OodResult, deep_knn_ood, is_ood_file
 from .analysis.report import markdown_table
 from .analysis.scoring import ids_digest, load_errors
@@ -163,9 +163,16 @@ def predict_and_score(model_dir: str | Path, corpus, out: Path, *, task: str | t
 
 def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu: bool | None = None,
         block_rows: int = 8192, queries: str | Path | None = None, write_index: str | Path | None = None,
-        status=lambda s: None) -> tuple[KnnResult, dict]:
-    """Self-kNN of a store (or, with `queries`, each query's K nearest bank points) into the neighbour file
-    `out`, and optionally a FAISS index of the bank; (the result, what the CLI prints)."""
+        sample: int | None = None, sample_seed: int = 0, status=lambda s: None) -> tuple[KnnResult, dict]:
+    """Self-kNN of a store (or, with `queries`, each query's K nearest bank points; with `sample`, the exact
+    neighbours of `sample` points drawn with `sample_seed`) into the neighbour file `out`, and optionally a
+    FAISS index of the bank; (the result, what the CLI prints)."""
+    if sample is not None and queries is not None:
+        raise InputError("--sample draws points of one store for self-kNN; a search of --queries against a bank "
+                         "already covers just the queries", field="sample")
+    if sample is not None and index != "flat":
+        raise InputError("--sample searches exactly (--index flat): the estimate's only error is the draw",
+                         field="index")
     outputs.claim(out, legacy=is_knn_file, what="neighbour file")
     if write_index is not None:
         outputs.claim(write_index, what="FAISS index")
@@ -177,6 +184,9 @@ def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu:
         q = open_store(queries)
         status(f"knn: {len(q):,} queries against {len(s):,} points, K={k}")
         res = knn_cross(q, s, k, gpu=gpu, block_rows=block_rows)
+    elif sample is not None:
+        status(f"knn: {sample:,} of {len(s):,} points drawn (seed {sample_seed}), K={k}, the bank streamed")
+        res = knn_sampled(s, k, sample, seed=sample_seed, gpu=gpu, block_rows=block_rows)
     else:
         status(f"knn: {len(s):,} points, K={k}, {index} index")
         res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows)

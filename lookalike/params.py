@@ -99,6 +99,10 @@ class KnnParams:
     sweep: tuple[int, ...] = field(default=(), metadata=_min(1))
     index: str = field(default="flat", metadata={"choices": INDEXES})
     block_rows: int = field(default=8192, metadata=_min(1))
+    # estimate the representation agreement from `sample` points drawn with `sample_seed` (each with its exact
+    # neighbours among all points); None: every point (exhaustive)
+    sample: int | None = field(default=None, metadata=_min(1))
+    sample_seed: int = 0
 
     @property
     def k_max(self) -> int:

@@ -19,7 +19,7 @@ from ..core.identity import COMPARABLE, Identity
 from ..core.store import id_positions
 from ..errors import InputError
 from ..files import first_difference
-from .knn import KnnResult
+from .knn import SAMPLE_FIELDS, KnnResult, ids_sha256, sample_rows
 from .ood import OodResult
 from .scoring import ErrorSet
 
@@ -69,6 +69,9 @@ def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.nd
         raise InputError("representation agreement: one neighbour file is a self-kNN and the other a search of "
                          "queries against a bank (knn --queries); compare files made the same way")
     same_setup(a.meta, b.meta, "representation agreement")
+    if a.sample is not None or b.sample is not None:
+        na, nb = _sampled_pair(a, b, k)
+        return _row_jaccards(na, nb, k, block)
     if a.bank_ids is not None:
         same_setup(a.meta, b.meta, "representation agreement", keys=("bank_selection",))
     b_rows = _same_ids(a.ids, b.ids, "representation agreement")
@@ -76,8 +79,11 @@ def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.nd
     b_targets = b_rows if a.bank_ids is None else _same_ids(a.bank_ids, b.bank_ids, "representation agreement")
     b_to_a = np.empty(len(b_targets), dtype=np.int64)
     b_to_a[b_targets] = np.arange(len(b_targets))
-    na = a.neighbors[:, :k]
-    nb = b_to_a[b.neighbors[b_rows, :k]]
+    return _row_jaccards(a.neighbors[:, :k], b_to_a[b.neighbors[b_rows, :k]], k, block)
+
+
+def _row_jaccards(na: np.ndarray, nb: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
+    """Per-row |A∩B| / |A∪B| of two (points × k) arrays of neighbour rows in one numbering."""
     out = np.empty(len(na), dtype=np.float64)
     for lo in range(0, len(na), block):
         x, y = na[lo:lo + block], nb[lo:lo + block]
@@ -86,9 +92,48 @@ def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.nd
     return out
 
 
+def _sampled_pair(a: KnnResult, b: KnnResult, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two files' neighbour rows on the points of one draw, in one numbering (the universe's rows). Two
+    sampled files must record the same draw of the same universe; a sampled file beside an exhaustive self-kNN
+    of the same universe is compared on the drawn points. Anything else is refused, naming the field."""
+    what = "representation agreement"
+    if a.bank_ids is not None or b.bank_ids is not None:
+        raise InputError(f"{what}: a sampled neighbour file is compared with a sampled or an exhaustive self-kNN, "
+                         "not with a search of queries against a bank (knn --queries)", field="sample")
+    if a.sample is not None and b.sample is not None:
+        for f in SAMPLE_FIELDS:
+            if a.sample.get(f) != b.sample.get(f):
+                raise InputError(f"{what}: the two sampled files differ in sample.{f} ({a.sample.get(f)!r} vs "
+                                 f"{b.sample.get(f)!r}); per-point Jaccards are comparable only on the same draw "
+                                 "of the same points: run both with the same --sample and --sample-seed",
+                                 field=f"sample.{f}")
+        return a.neighbors[:, :k], b.neighbors[:, :k]
+    sampled, full = (a, b) if a.sample is not None else (b, a)
+    d = sampled.sample
+    if len(full.ids) != d["n"] or ids_sha256(full.ids) != d["universe_sha256"]:
+        raise InputError(f"{what}: the sampled file was drawn from {d['n']} points and the exhaustive one holds "
+                         f"{len(full.ids)} other points or another order (sample.universe_sha256 differs)",
+                         field="sample.universe_sha256")
+    rows = sample_rows(d["n"], d["m"], d["seed"])
+    if ids_sha256(full.ids[rows]) != d["ids_sha256"]:
+        raise InputError(f"{what}: the sampled file's drawn ids are not the exhaustive file's rows of that draw "
+                         "(sample.ids_sha256 differs)", field="sample.ids_sha256")
+    pair = (sampled.neighbors[:, :k], full.neighbors[rows, :k])
+    return pair if sampled is a else pair[::-1]
+
+
+def knn_basis(a: KnnResult, b: KnnResult) -> str:
+    """What a representation agreement of these two files is computed over: every point, or a draw of them."""
+    d = a.sample or b.sample
+    if d is None:
+        return f"exhaustive: all {len(a.ids)} points"
+    both = "" if a.sample is not None and b.sample is not None else " (an exhaustive file compared on the draw)"
+    return f"estimated from {d['m']} of {d['n']} points (seed {d['seed']}){both}"
+
+
 def representation_agreement(a: KnnResult, b: KnnResult, k: int = 10) -> dict:
     j = knn_jaccards(a, b, k)
-    return {"mean": float(j.mean()), "variance": float(j.var()), "n": int(len(j)), "k": k}
+    return {"mean": float(j.mean()), "variance": float(j.var()), "n": int(len(j)), "k": k, "basis": knn_basis(a, b)}
 
 
 def same_universe(a: ErrorSet, b: ErrorSet) -> str:

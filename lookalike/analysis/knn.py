@@ -107,8 +107,18 @@ class KnnResult:
 
     @property
     def targets(self) -> np.ndarray:
-        """The ids the neighbour rows index: the bank's, or the points' own."""
+        """The ids the neighbour rows index: the bank's, or the points' own (not held for a sampled file, whose
+        rows index the whole store it was drawn from: `n_targets`)."""
         return self.ids if self.bank_ids is None else self.bank_ids
+
+    @property
+    def sample(self) -> dict | None:
+        """The draw of a sampled file (`knn --sample`): m, n, seed and the digests; None for an exhaustive one."""
+        return self.meta.get("sample")
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.sample["n"]) if self.sample else len(self.targets)
 
     def content_sha256(self) -> str:
         """sha256 of what the file holds (ids, neighbours, similarities, k, index, meta): checked on load."""
@@ -180,7 +190,12 @@ def load_knn(path: str | Path) -> KnnResult:
     elif stored != res.content_sha256():
         raise InputError("its content does not match the checksum it was written with (changed after `lookalike "
                          "knn` wrote it); re-run `lookalike knn`", path=path)
-    n, n_targets = len(res.ids), len(res.targets)
+    if res.sample is not None:
+        bad = [f for f in SAMPLE_FIELDS if f not in res.sample]
+        if bad or len(res.ids) != res.sample.get("m") or res.bank_ids is not None:
+            raise InputError(f"a sampled neighbour file without a whole record of its draw ({bad or 'm'}); re-run "
+                             "`lookalike knn --sample`", path=path, field="meta.sample")
+    n, n_targets = len(res.ids), res.n_targets
     if res.neighbors.shape != (n, res.k) or res.similarity.shape != (n, res.k):
         raise InputError(f"holds {n} ids but neighbours of shape {res.neighbors.shape}; the file is damaged: re-run "
                          "`lookalike knn`", path=path)
@@ -370,6 +385,92 @@ def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: str = "
         meta["recall_sample"] = len(sample)
         log.info("%s index recall@%d on %d sampled queries: %.4f", index, k, len(sample), meta["recall_at_k"])
     return KnnResult(np.asarray(ids), rows, sims, k, index, meta)
+
+
+# --------------------------------------------------------------------------- sampled exact neighbours
+
+SAMPLE_FIELDS = ("m", "n", "seed", "ids_sha256", "universe_sha256")
+
+
+def sample_rows(n: int, m: int, seed: int) -> np.ndarray:
+    """The rows of a uniform draw of `m` of `n` points without replacement, ascending: a pure function of
+    (n, m, seed) (numpy's PCG64 generator), so any run, on any machine, draws the same points."""
+    if not 1 <= m < n:
+        raise InputError(f"--sample {m} must be at least 1 and below the {n} points of the store "
+                         f"(all {n} points: leave --sample out for the exhaustive search)", field="sample")
+    return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+
+
+def ids_sha256(ids) -> str:
+    """sha256 of ids in order (one NUL after each): the identity of a draw's points, or of a whole universe."""
+    h = hashlib.sha256()
+    for x in ids:
+        h.update(str(x).encode() + b"\0")
+    return h.hexdigest()
+
+
+def _bank_chunks(blocks, min_rows: int):
+    """The bank's blocks with a last block too small for the neighbours joined to the one before (two blocks
+    held at most)."""
+    held = None
+    for lo, block in blocks:
+        if held is not None:
+            if len(block) < min_rows:
+                yield held[0], np.concatenate([held[1], block])
+                held = None
+                continue
+            yield held
+        held = (lo, block)
+    if held is not None:
+        yield held
+
+
+def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
+                bank_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (similarity, row) of the k nearest other points of each of `rows` (sorted) among all the points of
+    `v`, in the (-similarity to 6 decimals, row) order, self excluded by row: the rows an exhaustive search gives
+    these points. The bank is streamed from the store one block at a time (as faiss.contrib's knn_ground_truth),
+    each block searched exactly, ties at the k-th place closed, and merged into the running top-k.
+
+    Memory: O(M·d + bank_rows·d + M·k) for M rows, whatever the store's size."""
+    q = v.take(rows, bank_rows)
+    sims = nbrs = None
+    for lo, block in _bank_chunks(v.blocks(bank_rows), k + 1):
+        own = np.where((rows >= lo) & (rows < lo + len(block)), rows - lo, -1)
+        s, r = knn_search(block, q, k, index=build_index(block, "flat", gpu=gpu), block_rows=block_rows,
+                          exclude_rows=own)
+        r += lo
+        if sims is None:
+            sims, nbrs = s, r
+        else:
+            sims, nbrs = _order(np.concatenate([sims, s], 1), np.concatenate([nbrs, r], 1), k)
+    return sims, nbrs
+
+
+def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000, *, seed: int = 0,
+                gpu: bool | None = None, block_rows: int = 8192, bank_rows: int = 65536) -> KnnResult:
+    """The exact k nearest other points, among all n points, of `m` points drawn uniformly without replacement
+    (seeded): the per-point Jaccards of two models' files made with the same draw estimate the all-points mean
+    without bias. The draw is recorded (seed, m, n, a digest of the drawn ids and of every id in row order), and
+    the neighbours are rows of the whole store. Time O(m·n·d); memory O(m·d + bank_rows·d + m·k) plus the ids."""
+    v = Vectors.of(store)
+    n = len(v)
+    if k < 1:
+        raise InputError(f"k must be at least 1 (got {k})", field="k")
+    if k >= n:
+        raise InputError(f"k={k} needs more than k points; the store has {n}", path=v.path, field="k")
+    rows = sample_rows(n, m, seed)
+    all_ids = v.ids
+    t0 = time.perf_counter()
+    sims, nbrs = knn_of_rows(v, rows, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
+    ids = np.asarray(all_ids[rows])
+    meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": n, "dim": v.dim,
+            "metric": "cosine", "self_excluded_by": "row",
+            "sample": {"m": int(m), "n": int(n), "seed": int(seed), "ids_sha256": ids_sha256(ids),
+                       "universe_sha256": ids_sha256(all_ids)}}
+    if v.store is not None:
+        meta.update(_store_meta(v.store))
+    return KnnResult(ids, nbrs, sims, k, "flat", meta)
 
 
 def _store_meta(store: Store) -> dict:

@@ -20,6 +20,7 @@ from ..outputs import OwnedFolder
 from .agreement import (
     distribution_agreement,
     error_agreement,
+    knn_basis,
     knn_jaccards,
     pairs,
     same_universe,
@@ -162,6 +163,7 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
                 row[f"{prefix}_mean"], row[f"{prefix}_var"] = float(j.mean()), float(j.var())
                 row[f"{prefix}_mean_lo"], row[f"{prefix}_mean_hi"] = (mean_interval(j, reps) if reps > 0
                                                                       else (math.nan, math.nan))
+                row[f"{prefix}_basis"] = knn_basis(A.knn[phase], B.knn[phase])
         if A.ood is not None and B.ood is not None:
             row["ood_jaccard"] = distribution_agreement(A.ood, B.ood, k_ood)["jaccard"]
             row["ood_jaccard_lo"], row["ood_jaccard_hi"] = _set_ci(set(A.ood.test_ids), A.ood.ood_ids(k_ood),
@@ -220,6 +222,10 @@ def table2_display(rows: list[dict], metrics=TABLE2_METRICS) -> tuple[list[dict]
     for cells, r in zip(out, rows):
         if "ood_jaccard" in cells and r.get("ood_meaningful") is False:
             cells["ood_jaccard"] += " ✗ not meaningful"
+        for c in cells:  # a mean over a draw of points says so beside the number
+            basis = r.get(c[:-len("_mean")] + "_basis", "") if c.endswith("_mean") else ""
+            if basis.startswith("estimated"):
+                cells[c] += f" ({basis.split(' (seed')[0]})"
     return out, ["model_i", "model_j"] + [c for c, _ in present], ["Model i", "Model j"] + [h for _, h in present]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -72,6 +73,41 @@ class Vectors:
                         ", ..." if len(zero) > 3 else "")
         x /= np.maximum(norms, 1e-12)
         return x
+
+
+    def blocks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 L2-normalised rows) blocks in store order, never the whole store: O(rows × dim)
+        memory. NaN/inf rows are refused as `normalized` refuses them, block by block."""
+        if self.store is None:
+            source = ((lo, np.asarray(self.array[lo:lo + rows], dtype=np.float32)) for lo in range(0, len(self), rows))
+        else:
+            source = self.store.iter_vectors(rows)
+        for start, block in source:
+            yield start, _normalize(np.array(block, dtype=np.float32), self, start)
+
+    def take(self, rows: np.ndarray, block_rows: int = 65536) -> np.ndarray:
+        """float32 L2-normalised vectors of the given rows (sorted, unique), gathered in one streamed pass:
+        O(len(rows) × dim + block) memory."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.store.vector_dim if self.store is not None else self.dim), np.float32)
+        for start, block in self.blocks(block_rows):
+            lo, hi = np.searchsorted(rows, [start, start + len(block)])
+            out[lo:hi] = block[rows[lo:hi] - start]
+        return out
+
+
+def _normalize(x: np.ndarray, v: "Vectors", start: int) -> np.ndarray:
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        ids = v.ids[start + np.flatnonzero(bad)[:5]]
+        raise InputError(f"NaN/inf in the vectors of ids {[str(i) for i in ids]}", path=v.path, field="embedding")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms[:, 0] == 0).any():
+        zero = np.flatnonzero(norms[:, 0] == 0)
+        log.warning("%s: all-zero vectors at rows %s%s; their neighbours are ties at similarity 0",
+                    v.path or "vectors", (start + zero[:3]).tolist(), ", ..." if len(zero) > 3 else "")
+    x /= np.maximum(norms, 1e-12)
+    return x
 
 
 def load_normalized(x: "Vectors | Store | np.ndarray", block_rows: int = 65536) -> np.ndarray:

@@ -133,9 +133,12 @@ def embed(ctx: Context, model_dir: Path, dataset: str, label: str) -> Path:
 def knn(ctx: Context, store: Path, label: str) -> Path:
     p = ctx.knn
     key = {"store": store_key(store), "k": p.k_max, "index": p.index}
+    if p.sample is not None:  # keyed only when given: exhaustive steps keep their cache keys
+        key.update(sample=p.sample, sample_seed=p.sample_seed)
 
     def run(out: Path):
-        jobs.knn(store, out / "knn.h5", p.k_max, index=p.index, block_rows=p.block_rows)
+        jobs.knn(store, out / "knn.h5", p.k_max, index=p.index, block_rows=p.block_rows, sample=p.sample,
+                 sample_seed=p.sample_seed)
 
     return ctx.run("knn", label, key, run) / "knn.h5"
 

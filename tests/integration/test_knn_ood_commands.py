@@ -51,3 +51,45 @@ def test_bench_output_structure(tiny_exports, shared_data, tmp_path):
     assert all(x["p50_ms"] <= x["p99_ms"] for x in lat)
     assert res["models"][0]["corpus_throughput"]["rows"] == 20 and "corpus_throughput" not in res["models"][1]
     assert (tmp_path / "b" / "bench.png").stat().st_size > 1000 and "| bert2 |" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_knn_sample_and_agree_estimate_from_the_draw(tiny_exports, shared_data, tmp_path):
+    """`knn --sample` on two models' stores of the same records, then `agree`: the drawn points' rows equal the
+    exhaustive files' rows, the table says the mean is estimated from the draw, and a file of another draw is
+    refused in one line naming the field."""
+    import json
+
+    import numpy as np
+    from support import _one_line_error, _run
+
+    from lookalike.analysis.knn import sample_rows
+    from lookalike.data import CorpusSpec
+    from lookalike.engine import embed
+    from lookalike.params import EmbedParams
+
+    data = CorpusSpec(shared_data / "imdb" / "imdb_1k.tsv", limit=300)
+    for name in ("bert2", "bert4"):
+        embed(tiny_exports[name], data, tmp_path / name, EmbedParams(max_length=64, shard_rows=64))
+        assert _run("knn", tmp_path / name, tmp_path / f"{name}.h5", "--k", "5").exit_code == 0
+        r = _run("knn", tmp_path / name, tmp_path / f"{name}-s.h5", "--k", "5", "--sample", "40",
+                 "--sample-seed", "2")
+        assert r.exit_code == 0, r.output
+        full, part = load_knn(tmp_path / f"{name}.h5"), load_knn(tmp_path / f"{name}-s.h5")
+        rows = sample_rows(300, 40, 2)
+        np.testing.assert_array_equal(part.neighbors, full.neighbors[rows])
+        assert list(part.ids) == list(full.ids[rows]) and part.sample["n"] == 300
+    r = _run("agree", "--knn", f"a={tmp_path / 'bert2-s.h5'}", "--knn", f"b={tmp_path / 'bert4-s.h5'}", "--k", "5",
+             "--format", "json")
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)["rows"][0] if isinstance(json.loads(r.stdout), dict) else json.loads(r.stdout)[0]
+    assert row["repr_basis"] == "estimated from 40 of 300 points (seed 2)"
+    r = _run("agree", "--knn", f"a={tmp_path / 'bert2-s.h5'}", "--knn", f"b={tmp_path / 'bert4-s.h5'}", "--k", "5")
+    assert "estimated from 40 of 300 points" in r.stdout, r.stdout
+    assert _run("knn", tmp_path / "bert4", tmp_path / "other.h5", "--k", "5", "--sample", "40",
+                "--sample-seed", "3").exit_code == 0
+    r = _run("agree", "--knn", f"a={tmp_path / 'bert2-s.h5'}", "--knn", f"b={tmp_path / 'other.h5'}", "--k", "5")
+    _one_line_error(r, "sample.seed")
+    for bad, needle in ((["--sample", "300"], "below the 300 points"),
+                        (["--sample", "5", "--queries", str(tmp_path / "bert2")], "--sample draws points"),
+                        (["--sample", "5", "--index", "hnsw"], "searches exactly")):
+        _one_line_error(_run("knn", tmp_path / "bert2", tmp_path / "bad.h5", "--k", "5", *bad), needle)

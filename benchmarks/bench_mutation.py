@@ -1,0 +1,103 @@
+"""Mutation testing (mutmut 3) of the modules whose arithmetic decides a number: which mutants the tests kill.
+
+A copy of the working tree is made in a temporary folder (the project itself is not touched), mutmut is
+configured there to mutate only the modules below and to run the unit tier (the tier mutmut can fork per mutant;
+it runs, for each mutant, the tests that reach the mutated function), and its verdicts are read back from the
+`.meta` files it writes. A module's score is killed / (killed + survived) over the mutants the tests reach
+("no tests" are listed apart: code no unit test calls). Not in CI (minutes of CPU).
+
+    pip install mutmut==3.8.1
+    python benchmarks/bench_mutation.py                    # all modules → results/mutation.json
+    python benchmarks/bench_mutation.py --module core/precision.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from _common import ROOT, SHARED, save
+
+MODULES = ("engine/batching.py", "analysis/agreement.py", "core/precision.py", "analysis/knn.py", "analysis/ood.py")
+# mutmut's exit codes (mutmut.stats.status_by_exit_code)
+STATUS = {1: "killed", 3: "killed", -24: "timeout", 24: "timeout", 36: "timeout", 0: "survived", 5: "no tests",
+          33: "no tests", 34: "skipped", 35: "suspicious", 37: "caught by type check", -11: "segfault",
+          -9: "killed (by the OS)", 152: "timeout"}
+TARGET = 0.90
+
+
+def copy_tree(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for name in filter(None, files):
+        if name.startswith("benchmarks/results"):
+            continue
+        src = ROOT / name
+        if src.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+
+
+def run(modules: list[str], workers: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="lookalike-mutation-"))
+    try:
+        copy_tree(work)
+        with open(work / "setup.cfg", "a") as fh:
+            fh.write("\n[mutmut]\nsource_paths = lookalike/\n"
+                     f"only_mutate = {','.join('lookalike/' + m for m in modules)}\n"
+                     "pytest_add_cli_args_test_selection = tests/unit\n"
+                     "pytest_add_cli_args = -p no:cacheprovider -q\n")
+        env = {**os.environ, "LOOKALIKE_SHARED_DATA": str(SHARED)}
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)], cwd=work,
+                           env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t
+        if r.returncode != 0:
+            raise SystemExit(f"mutmut failed ({r.returncode}): {r.stderr[-2000:]}")
+        out = {}
+        for m in modules:
+            meta = json.loads((work / "mutants" / "lookalike" / f"{m}.meta").read_text())
+            by = {k: STATUS.get(v, f"exit {v}") for k, v in meta["exit_code_by_key"].items()}
+            counts = Counter(by.values())
+            reached = counts["killed"] + counts["survived"]
+            survivors = sorted(k for k, v in by.items() if v == "survived")
+            diffs = {}
+            for key in survivors:
+                shown = subprocess.run([sys.executable, "-m", "mutmut", "show", key], cwd=work, env=env,
+                                       capture_output=True, text=True).stdout
+                diffs[key] = [ln for ln in shown.splitlines() if ln.startswith(("- ", "+ ")) or
+                              (ln[:1] in "+-" and not ln.startswith(("---", "+++")))]
+            out[m] = {"mutants": len(by), "counts": dict(counts), "reached": reached,
+                      "killed_share": round(counts["killed"] / reached, 4) if reached else None,
+                      "meets_target": bool(reached) and counts["killed"] / reached >= TARGET,
+                      "survivors": diffs}
+        return {"seconds": round(seconds, 1), "modules": out}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--module", action="append", choices=MODULES)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+    modules = args.module or list(MODULES)
+    result = run(modules, args.workers)
+    for m, r in result["modules"].items():
+        print(f"{m}: {r['counts']} killed {r['killed_share']}")
+    import mutmut
+
+    save("mutation", {"tool": f"mutmut {mutmut.__version__}", "tests": "tests/unit (forked per mutant)",
+                      "target": f">= {TARGET:.0%} of reached mutants killed per module", **result})
+
+
+if __name__ == "__main__":
+    main()
