@@ -52,7 +52,7 @@ def run(modules: list[str], workers: int) -> dict:
         copy_tree(work)
         with open(work / "setup.cfg", "a") as fh:
             fh.write("\n[mutmut]\nsource_paths = lookalike/\n"
-                     f"only_mutate = {','.join('lookalike/' + m for m in modules)}\n"
+                     "only_mutate =\n" + "".join(f"    lookalike/{m}\n" for m in modules) +
                      "pytest_add_cli_args_test_selection = tests/unit\n"
                      "pytest_add_cli_args = -p no:cacheprovider -q\n")
         env = {**os.environ, "LOOKALIKE_SHARED_DATA": str(SHARED)}
@@ -61,7 +61,7 @@ def run(modules: list[str], workers: int) -> dict:
                            env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t
         if r.returncode != 0:
-            raise SystemExit(f"mutmut failed ({r.returncode}): {r.stderr[-2000:]}")
+            raise SystemExit(f"mutmut failed ({r.returncode}): {(r.stdout + r.stderr)[-3000:]}")
         out = {}
         for m in modules:
             meta = json.loads((work / "mutants" / "lookalike" / f"{m}.meta").read_text())

@@ -10,6 +10,7 @@ file, the record and the field; nothing is dropped silently.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -712,6 +713,51 @@ def read_corpus(path: str | Path, fmt: str | None = None, *, text_field: str = "
                                      every, offset, info), info)
 
 
+QA_LAYOUTS = ("squad", "queries", "newsqa-csv", "newsqa-json", "mrqa")  # records: question + context
+QA_PARTS = ("question", "context")
+WHOLE_TEXT = ("text", "imdb-tsv", "aclimdb")  # one text per line or file: no named fields
+
+
+def _honour_fields(fmt: str, fields: Fields, path) -> Callable[[Record], Record] | None:
+    """How the corpus options apply to `fmt`: None when its reader honours them itself (the named-field formats),
+    a function picking the asked parts of each record (QA layouts: `--text-field question|context`, with
+    `--pair-field` for a pair), or InputError naming an option the format cannot honour."""
+    given = {"--text-field": fields.text if fields.text != "text" else None, "--pair-field": fields.pair,
+             "--id-field": fields.id, "--label-field": fields.label}
+
+    def refuse(option: str, why: str):
+        raise InputError(f"{option} {given[option]!r}: {why}", path=path, field=option[2:].replace("-", "_"))
+
+    if fmt in WHOLE_TEXT:
+        what = "one text per line" if fmt == "text" else "reviews with their labels, in a fixed layout"
+        for option, value in given.items():
+            if value is not None:
+                refuse(option, f"this corpus ({fmt}) has no named fields ({what}); convert it to JSON lines or "
+                               "CSV to choose fields")
+        return None
+    if fmt not in QA_LAYOUTS:
+        return None
+    for option in ("--id-field", "--label-field"):
+        if given[option] is not None:
+            refuse(option, f"this corpus ({fmt}) has its own question ids and no labels")
+    text, pair = given["--text-field"], fields.pair
+    for option, value in (("--text-field", text), ("--pair-field", pair)):
+        if value is not None and value not in QA_PARTS:
+            refuse(option, f"a record of this corpus ({fmt}) has the fields question and context (default: the "
+                           "question-context pair, as a QA model reads it)")
+    if text is None:
+        if pair is not None:
+            refuse("--pair-field", "give --text-field question (or context) with it")
+        return None  # the default: the question-context pair
+    if pair == text:
+        refuse("--pair-field", "is the --text-field itself")
+
+    def pick(r: Record) -> Record:
+        parts = {"question": r.text, "context": r.text_pair}
+        return dataclasses.replace(r, text=parts[text], text_pair=parts[pair] if pair else None)
+    return pick
+
+
 def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, offset, info: Provenance) -> Iterator[Record]:
     id_field = fields.id
     fmt = fmt or detect_format(path)
@@ -722,6 +768,7 @@ def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, off
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: need at least 1")
     info.format = fmt
+    pick = _honour_fields(fmt, fields, path)  # every option is honoured or refused, never ignored
     if fmt == "hf":
         records = _read_hf(str(path), fields, info, split)
     else:
@@ -729,6 +776,8 @@ def _read_corpus(path, fmt: str | None, fields: Fields, split, limit, every, off
         if not p.exists():
             raise InputError("no such file or folder", path=p)
         records = _READERS[fmt](p, fields, info, split)  # each reader says where its ids come from in `info`
+    if pick is not None:
+        records = (pick(r) for r in records)
     seen: set[str] = set()
     n = 0
     for pos, rec in enumerate(records):

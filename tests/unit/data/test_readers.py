@@ -202,3 +202,62 @@ def test_a_stream_says_where_its_ids_came_from(tmp_path):
     s = read_corpus(tmp_path / "without.jsonl")
     list(s)
     assert s.provenance.ids == "row numbers"
+
+
+# ---- every reader x every corpus option: honoured (the records change as the option says) or refused in one
+# line naming the option; never silently ignored (round three: --text-field question on SQuAD embedded pairs)
+def _corpora(shared_data, tmp_path):
+    jl = tmp_path / "c.jsonl"
+    jl.write_text("".join(json.dumps({"id": f"d{i}", "body": f"text {i}", "title": f"title {i}", "y": i % 2,
+                                      "text": f"plain {i}"}) + "\n" for i in range(4)))
+    cs = tmp_path / "c.csv"
+    with open(cs, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "body", "title", "y", "text"])
+        w.writerows([f"d{i}", f"text {i}", f"title {i}", i % 2, f"plain {i}"] for i in range(4))
+    tx = tmp_path / "c.txt"
+    tx.write_text("one\ntwo\n")
+    return {"jsonl": jl, "csv": cs, "text": tx, "imdb-tsv": shared_data / "imdb" / "imdb_1k.tsv",
+            "queries": shared_data / "squad2_dev500", "squad": shared_data / "squad2" / "cs224n-dev-v2.0.json",
+            "newsqa-json": None, "mrqa": shared_data / "newsqa" / "mrqa_NewsQA_dev_sample.jsonl"}
+
+
+OPTIONS = [({"text_field": "body"}, "text"), ({"text_field": "question"}, "text"), ({"text_field": "context"}, "text"),
+           ({"text_field": "question", "pair_field": "context"}, "pair"),
+           ({"text_field": "context", "pair_field": "question"}, "pair"), ({"pair_field": "title"}, "pair"),
+           ({"text_field": "body", "pair_field": "title"}, "pair"), ({"id_field": "title"}, "id"),
+           ({"label_field": "y"}, "label")]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "text", "imdb-tsv", "queries", "squad", "mrqa"])
+@pytest.mark.parametrize("options, what", OPTIONS)
+def test_every_option_is_honoured_or_refused(shared_data, tmp_path, fmt, options, what):
+    path = _corpora(shared_data, tmp_path)[fmt]
+    base = list(read_corpus(path, fmt=fmt, limit=4))
+    try:
+        got = list(read_corpus(path, fmt=fmt, limit=4, **options))
+    except InputError as exc:  # names the option, or the field the option asks for that the records lack
+        said = str(exc)
+        assert any(f"--{k.replace('_', '-')}" in said or f"field '{v}'" in said for k, v in options.items()), \
+            (options, said)
+        assert "\n" not in said
+        return
+    assert len(got) == len(base)
+    if what == "text":  # the text is the field asked for, alone
+        field = options["text_field"]
+        want = {"question": [r.text for r in base], "context": [r.text_pair for r in base]}.get(field) \
+            or [f"text {i}" for i in range(4)]
+        assert [r.text for r in got] == want and all(r.text_pair is None for r in got)
+    elif what == "pair":
+        field = options["pair_field"]
+        assert all(r.text_pair is not None for r in got)
+        if fmt in ("queries", "squad", "mrqa"):
+            parts = {"question": [r.text for r in base], "context": [r.text_pair for r in base]}
+            assert [r.text for r in got] == parts[options["text_field"]]
+            assert [r.text_pair for r in got] == parts[field]
+        else:
+            assert [r.text_pair for r in got] == [f"title {i}" for i in range(4)]
+    elif what == "id":
+        assert [r.id for r in got] == [f"title {i}" for i in range(4)]
+    else:
+        assert [str(r.label) for r in got] == [str(i % 2) for i in range(4)]
