@@ -469,14 +469,29 @@ def _chance(b: _Build) -> None:
                   "n_a + n_b - n_a n_b / n): a set Jaccard means agreement only as far as it exceeds this.")
 
 
+def noise_headline(noise: list[dict], ref: str) -> str:
+    """The differences table's headline, counted over the same rows the table shows: how many intervals exclude
+    0, and how many of those were set aside (not meaningful) and why, so the sentence and the table agree."""
+    excludes = [r for r in noise if not math.isnan(r["lo"]) and (r["lo"] > 0 or r["hi"] < 0)]
+    counted = [r for r in excludes if r["verdict"] == "larger than the noise"]
+    aside = [r for r in excludes if r["verdict"] != "larger than the noise"]
+    text = (f"{len(excludes)} of {len(noise)} paired differences exclude 0 at 95% (J({ref}, X) - J({ref}, Y), "
+            "the same resamples on both sides)")
+    if aside:
+        reasons = sorted({r["verdict"].split(":")[0] for r in aside})
+        text += (f"; {len(aside)} of them {'is' if len(aside) == 1 else 'are'} set aside as "
+                 f"{' / '.join(reasons)} (the sets compared say little), so {len(counted)} "
+                 f"{'is' if len(counted) == 1 else 'are'} counted as larger than the noise")
+    return text + "."
+
+
 def _differences(b: _Build) -> None:
     noise = noise_rows(b.names, b.arts, b.spec.k, b.spec.k_ood, b.spec.reps)
-    big, ref = sum(r["verdict"] == "larger than the noise" for r in noise), b.names[0]
+    ref = b.names[0]
     b.section("table2_differences", f"Which differences are larger than the noise (paired bootstrap vs {ref})",
               noise, ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"],
               ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi", "Verdict"],
-              f"{big} of {len(noise)} paired differences exclude 0 at 95%: J({ref}, X) - J({ref}, Y) "
-              "with the same resamples on both sides.", summary="differences")
+              noise_headline(noise, ref), summary="differences")
 
 
 def _subsets(b: _Build) -> None:

@@ -133,3 +133,25 @@ def test_figure_1c_marks_points_that_are_not_meaningful_and_draws_bands(tmp_path
     assert all(lo <= v <= hi for v, lo, hi in zip(curve.values[1:], curve.lo[1:], curve.hi[1:]))
     plot_sweep({"a vs b": curve}, "t", "J", tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_the_noise_headline_counts_the_rows_the_table_shows():
+    """Round three: the headline said "9 of 12 exclude 0" where 11 of 12 intervals did (two set aside as not
+    meaningful, unsaid). It now counts the table's own rows and says what it set aside."""
+    import math
+
+    from lookalike.analysis.tables import noise_headline
+
+    def row(lo, hi, verdict=None):
+        v = verdict or (("larger than the noise" if lo > 0 or hi < 0 else "within the noise")
+                        if not math.isnan(lo) else "no interval")
+        return {"lo": lo, "hi": hi, "verdict": v}
+
+    noise = [row(0.1, 0.2), row(-0.3, -0.1), row(-0.1, 0.2), row(math.nan, math.nan),
+             row(0.05, 0.3, "not meaningful: L3 AUROC 0.84 < 0.9"), row(0.2, 0.4, "not meaningful: L2 AUROC 0.79")]
+    text = noise_headline(noise, "fp32")
+    excluding = sum(1 for r in noise if not math.isnan(r["lo"]) and (r["lo"] > 0 or r["hi"] < 0))
+    assert text.startswith(f"{excluding} of {len(noise)} paired differences exclude 0") and excluding == 4
+    assert "2 of them are set aside as not meaningful" in text and "so 2 are counted as larger" in text
+    assert noise_headline(noise[:3], "fp32") == ("2 of 3 paired differences exclude 0 at 95% (J(fp32, X) - "
+                                                 "J(fp32, Y), the same resamples on both sides).")
