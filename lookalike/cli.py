@@ -748,8 +748,13 @@ def _named(values: tuple[str, ...], option: str) -> dict[str, Path]:
               help="Bootstrap resamples for the 95% intervals (0: none).")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Write OUT.md/.csv/.json too.")
+@click.option("--store", "stores", multiple=True,
+              help="NAME=STORE (from `lookalike embed`), one per model: the embeddings --measure cka reads.")
+@click.option("--measure", "measures", default="jaccard", show_default=True,
+              help="Representation measures, comma-separated: jaccard (the paper's kNN Jaccard), mutual_knn, cknna "
+                   "(from --knn files), cka, cka_debiased (from --store stores).")
 @corpus_options("dataset", format_flag="--dataset-format")
-def agree(knns, oods, errs, dataset, ks, k_ood, reps, fmt, out):
+def agree(knns, oods, errs, dataset, ks, k_ood, reps, fmt, out, stores, measures):
     """Pairwise agreement (Jaccard, with bootstrap 95% intervals) between models from stored artifacts.
 
     Models appear in the order given; the first is the reference. Error sets over different questions,
@@ -761,14 +766,19 @@ def agree(knns, oods, errs, dataset, ks, k_ood, reps, fmt, out):
       lookalike agree --knn large=runs/l.knn.h5 --knn int8=runs/q.knn.h5 --k 1,5,10 --format csv
       lookalike agree --errors large=runs/pl/errors.json --errors mini=runs/pm/errors.json --format csv
       lookalike agree --errors a=a_errors.json --errors b=b_errors.txt --dataset ../shared/data/squad2/cs224n-dev-v2.0.json
+      lookalike agree --knn a=a.knn.h5 --knn b=b.knn.h5 --store a=runs/a --store b=runs/b \
+          --measure jaccard,mutual_knn,cknna,cka,cka_debiased
     """
     knns, oods, errs = _named(knns, "--knn"), _named(oods, "--ood"), _named(errs, "--errors")
-    if len(dict.fromkeys([*knns, *oods, *errs])) < 2:
+    stores = _named(stores, "--store")
+    measures = tuple(m.strip() for m in measures.split(",") if m.strip())
+    if len(dict.fromkeys([*knns, *oods, *errs, *stores])) < 2:
         raise click.UsageError("give artifacts of at least two models")
     if min(ks) < 1:
         raise click.BadParameter("K must be at least 1", param_hint="--k")
     status(f"agree: {len(dict.fromkeys([*knns, *oods, *errs]))} models, {reps} bootstrap resamples per Jaccard")
-    table = jobs.agreement(knns, oods, errs, list(ks), k_ood=k_ood, reps=reps, dataset=dataset)
+    table = jobs.agreement(knns, oods, errs, list(ks), k_ood=k_ood, reps=reps, dataset=dataset, measures=measures,
+                           stores=stores)
     if out:
         write_table(table.rows, table.columns, out)
     if fmt == "json":

@@ -19,7 +19,7 @@ from .analysis.knn import KnnResult, is_knn_file, knn_cross, knn_sampled, knn_se
 from .analysis.ood import OodResult, deep_knn_ood, is_ood_file
 from .analysis.report import markdown_table
 from .analysis.scoring import ids_digest, load_errors
-from .analysis.tables import ModelArtifacts, agreement_table
+from .analysis.tables import AGREE_METRICS, ModelArtifacts, agreement_table, table2_display
 from .core.manifest import labels as manifest_labels
 from .core.manifest import load_manifest
 from .core.store import open_store
@@ -226,10 +226,25 @@ class Agreement:
 
 
 def agreement(knns: dict[str, Path], oods: dict[str, Path], errors: dict[str, Path], ks: list[int], *,
-              k_ood: int | None = None, reps: int = 1000, dataset=None) -> Agreement:
+              k_ood: int | None = None, reps: int = 1000, dataset=None, measures: tuple[str, ...] = ("jaccard",),
+              stores: dict[str, Path] | None = None) -> Agreement:
     """Pairwise Jaccard agreement (bootstrap 95% intervals) of models from their stored artifacts, in the order
-    the names first appear; the first is the reference."""
-    names = list(dict.fromkeys([*knns, *oods, *errors]))
+    the names first appear; the first is the reference. measures: the representation measures to report beside
+    (or instead of) the paper's kNN Jaccard: mutual_knn and cknna from the neighbour files, cka and cka_debiased
+    from the embedding stores (`stores`)."""
+    from .analysis.measures import MEASURES, measure_columns
+
+    stores = stores or {}
+    for m in measures:
+        if m not in MEASURES:
+            raise InputError(f"unknown measure {m!r} (known: {', '.join(MEASURES)})", field="measure")
+        need = MEASURES[m].needs
+        given = stores if need == "store" else knns
+        if m != "jaccard" and len(given) < 2:
+            what = "embedding stores (--store NAME=STORE)" if need == "store" else "neighbour files (--knn NAME=FILE)"
+            raise InputError(f"--measure {m} reads {what} of at least two models (given: {len(given)})",
+                             field="measure")
+    names = list(dict.fromkeys([*knns, *oods, *errors, *stores]))
     if len(names) < 2:
         raise InputError("give artifacts of at least two models")
     if min(ks) < 1:
@@ -246,8 +261,25 @@ def agreement(knns: dict[str, Path], oods: dict[str, Path], errors: dict[str, Pa
         arts[n].errors[task] = es
     sweep = len(ks) > 1
     rows, tables = [], []
+    extra = [m for m in measures if m != "jaccard"]
+    opened = {n: open_store(p) for n, p in stores.items()} if any(MEASURES[m].needs == "store" for m in extra) \
+        else {}
+    cka_done: dict = {}
     for k in ks:
         k_rows, shown, shown_cols, heads = agreement_table(names, arts, k, k_ood or k, reps)
+        for row in k_rows:
+            a, b = row["model_i"], row["model_j"]
+            for m in extra:
+                if MEASURES[m].needs == "store":
+                    if a in opened and b in opened:
+                        if (a, b) not in cka_done:  # CKA does not depend on K: computed once per pair
+                            cka_done[(a, b)] = {c: measure_columns(c, None, None, (opened[a], opened[b]), k, reps)
+                                                for c in ("cka", "cka_debiased") if c in extra}
+                        row.update(cka_done[(a, b)][m])
+                elif a in knns and b in knns:
+                    row.update(measure_columns(m, arts[a].knn["before"], arts[b].knn["before"], None, k, reps))
+        if extra:
+            shown, shown_cols, heads = table2_display(k_rows, AGREE_METRICS)
         rows += [{"k": k, **r} for r in k_rows] if sweep else k_rows
         tables.append((f"K={k}\n\n" if sweep else "") + markdown_table(shown, shown_cols, heads))
     cols = list(dict.fromkeys(c for r in rows for c in r))

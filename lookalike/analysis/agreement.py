@@ -63,15 +63,21 @@ def same_setup(meta_a: dict, meta_b: dict, what: str, keys: tuple[str, ...] = CO
 
 def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.ndarray:
     """Per-point Jaccard of the k-NN id sets of the same points under two models (a's point order)."""
+    na, nb, _, _ = aligned_neighbours(a, b, k)
+    return _row_jaccards(na, nb, k, block)
+
+
+def aligned_neighbours(a: KnnResult, b: KnnResult, k: int):
+    """(a's first k neighbour rows, b's in a's numbering, a's similarities, b's) on the points both files cover,
+    in a's point order: two files of the same points and setup (refused otherwise, naming the field)."""
     if k > a.k or k > b.k:
         raise InputError(f"k={k} is larger than the stored neighbours (k={a.k} and k={b.k}); re-run knn with --k {k}")
-    if (a.bank_ids is None) != (b.bank_ids is None):
+    if (a.bank_ids is None) != (b.bank_ids is None) and a.sample is None and b.sample is None:
         raise InputError("representation agreement: one neighbour file is a self-kNN and the other a search of "
                          "queries against a bank (knn --queries); compare files made the same way")
     same_setup(a.meta, b.meta, "representation agreement")
     if a.sample is not None or b.sample is not None:
-        na, nb = _sampled_pair(a, b, k)
-        return _row_jaccards(na, nb, k, block)
+        return _sampled_pair(a, b, k)
     if a.bank_ids is not None:
         same_setup(a.meta, b.meta, "representation agreement", keys=("bank_selection",))
     b_rows = _same_ids(a.ids, b.ids, "representation agreement")
@@ -79,7 +85,8 @@ def knn_jaccards(a: KnnResult, b: KnnResult, k: int, block: int = 4096) -> np.nd
     b_targets = b_rows if a.bank_ids is None else _same_ids(a.bank_ids, b.bank_ids, "representation agreement")
     b_to_a = np.empty(len(b_targets), dtype=np.int64)
     b_to_a[b_targets] = np.arange(len(b_targets))
-    return _row_jaccards(a.neighbors[:, :k], b_to_a[b.neighbors[b_rows, :k]], k, block)
+    return (a.neighbors[:, :k], b_to_a[b.neighbors[b_rows, :k]], a.similarity[:, :k],
+            b.similarity[b_rows, :k])
 
 
 def _row_jaccards(na: np.ndarray, nb: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
@@ -92,8 +99,9 @@ def _row_jaccards(na: np.ndarray, nb: np.ndarray, k: int, block: int = 4096) -> 
     return out
 
 
-def _sampled_pair(a: KnnResult, b: KnnResult, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The two files' neighbour rows on the points of one draw, in one numbering (the universe's rows). Two
+def _sampled_pair(a: KnnResult, b: KnnResult, k: int):
+    """The two files' neighbour rows (and similarities) on the points of one draw, in one numbering (the
+    universe's rows). Two
     sampled files must record the same draw of the same universe; a sampled file beside an exhaustive self-kNN
     of the same universe is compared on the drawn points. Anything else is refused, naming the field."""
     what = "representation agreement"
@@ -107,7 +115,7 @@ def _sampled_pair(a: KnnResult, b: KnnResult, k: int) -> tuple[np.ndarray, np.nd
                                  f"{b.sample.get(f)!r}); per-point Jaccards are comparable only on the same draw "
                                  "of the same points: run both with the same --sample and --sample-seed",
                                  field=f"sample.{f}")
-        return a.neighbors[:, :k], b.neighbors[:, :k]
+        return a.neighbors[:, :k], b.neighbors[:, :k], a.similarity[:, :k], b.similarity[:, :k]
     sampled, full = (a, b) if a.sample is not None else (b, a)
     d = sampled.sample
     if len(full.ids) != d["n"] or ids_sha256(full.ids) != d["universe_sha256"]:
@@ -118,8 +126,10 @@ def _sampled_pair(a: KnnResult, b: KnnResult, k: int) -> tuple[np.ndarray, np.nd
     if ids_sha256(full.ids[rows]) != d["ids_sha256"]:
         raise InputError(f"{what}: the sampled file's drawn ids are not the exhaustive file's rows of that draw "
                          "(sample.ids_sha256 differs)", field="sample.ids_sha256")
-    pair = (sampled.neighbors[:, :k], full.neighbors[rows, :k])
-    return pair if sampled is a else pair[::-1]
+    mine = (sampled.neighbors[:, :k], sampled.similarity[:, :k])
+    theirs = (full.neighbors[rows, :k], full.similarity[rows, :k])
+    (na, sa), (nb, sb) = (mine, theirs) if sampled is a else (theirs, mine)
+    return na, nb, sa, sb
 
 
 def knn_basis(a: KnnResult, b: KnnResult) -> str:

@@ -210,7 +210,12 @@ def with_interval(row: dict, col: str) -> str:
 # `agree`'s columns: one representation phase, and error lists it cannot tell QA from classification
 AGREE_METRICS = [("errors_jaccard", "Prediction errors"), ("repr_mean", "Representation, mean"),
                  ("repr_var", "Representation, var"), ("ood_jaccard", "Data distribution (OOD)"),
-                 ("errors_jaccard_chance", "errors: chance"), ("ood_jaccard_chance", "OOD: chance")]
+                 ("errors_jaccard_chance", "errors: chance"), ("ood_jaccard_chance", "OOD: chance"),
+                 # the field's other measures (`agree --measure`), shown only when asked for
+                 ("mutual_knn", "mutual-kNN"), ("cknna", "CKNNA"), ("cka", "linear CKA"),
+                 ("cka_debiased", "linear CKA (debiased)"), ("mutual_knn_chance", "mutual-kNN: chance"),
+                 ("cknna_chance", "CKNNA: chance"), ("cka_chance", "CKA: chance"),
+                 ("cka_debiased_chance", "CKA (debiased): chance")]
 
 
 def table2_display(rows: list[dict], metrics=TABLE2_METRICS) -> tuple[list[dict], list[str], list[str]]:

@@ -93,3 +93,42 @@ def test_knn_sample_and_agree_estimate_from_the_draw(tiny_exports, shared_data, 
                         (["--sample", "5", "--queries", str(tmp_path / "bert2")], "--sample draws points"),
                         (["--sample", "5", "--index", "hnsw"], "searches exactly")):
         _one_line_error(_run("knn", tmp_path / "bert2", tmp_path / "bad.h5", "--k", "5", *bad), needle)
+
+
+def test_agree_measures_beside_the_jaccard(tiny_exports, shared_data, tmp_path):
+    """`agree --measure jaccard,mutual_knn,cknna,cka,cka_debiased`: one column per measure with its interval and
+    chance level, each equal to the measure computed directly; a measure without its inputs, or an unknown one,
+    is one line naming it."""
+    import json
+
+    import numpy as np
+    from support import _one_line_error, _run
+
+    from lookalike.analysis.measures import cka_stores, cknna, mutual_knn
+    from lookalike.core.store import open_store
+    from lookalike.data import CorpusSpec
+    from lookalike.engine import embed
+    from lookalike.params import EmbedParams
+
+    data = CorpusSpec(shared_data / "imdb" / "imdb_1k.tsv", limit=120)
+    for name in ("bert2", "bert4"):
+        embed(tiny_exports[name], data, tmp_path / name, EmbedParams(max_length=64, shard_rows=50))
+        assert _run("knn", tmp_path / name, tmp_path / f"{name}.h5", "--k", "5").exit_code == 0
+    args = ["agree", "--knn", f"a={tmp_path / 'bert2.h5'}", "--knn", f"b={tmp_path / 'bert4.h5'}",
+            "--store", f"a={tmp_path / 'bert2'}", "--store", f"b={tmp_path / 'bert4'}", "--k", "5", "--reps", "50"]
+    r = _run(*args, "--measure", "jaccard,mutual_knn,cknna,cka,cka_debiased", "--format", "json")
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)[0]
+    a, b = load_knn(tmp_path / "bert2.h5"), load_knn(tmp_path / "bert4.h5")
+    assert row["mutual_knn"] == np.mean(mutual_knn(a, b, 5))
+    assert row["cknna"] == cknna(a, b, 5)["cknna"]
+    direct = cka_stores(open_store(tmp_path / "bert2"), open_store(tmp_path / "bert4"))
+    assert row["cka"] == direct["cka"] and row["cka_debiased"] == direct["cka_debiased"]
+    for m in ("mutual_knn", "cknna", "cka", "cka_debiased"):
+        assert row[f"{m}_lo"] <= row[m] <= row[f"{m}_hi"] and f"{m}_chance" in row and row[f"{m}_basis"]
+    md = _run(*args, "--measure", "jaccard,cka").stdout
+    assert "linear CKA" in md and "CKA: chance" in md and "mutual-kNN" not in md
+    _one_line_error(_run("agree", "--knn", f"a={tmp_path / 'bert2.h5'}", "--knn", f"b={tmp_path / 'bert4.h5'}",
+                         "--measure", "cka"), "--measure cka reads embedding stores")
+    _one_line_error(_run(*args, "--measure", "cca"), "unknown measure 'cca'")
+    _one_line_error(_run(*args, "--measure", "cknna", "--k", "1"), "k >= 2")
