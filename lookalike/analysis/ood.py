@@ -39,6 +39,42 @@ def kth_distance_scores(bank: np.ndarray, queries: np.ndarray, ks: Sequence[int]
     return {k: -dist[:, k - 1] for k in ks}
 
 
+def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int], *, gpu: bool | None = None
+                                 ) -> dict[int, np.ndarray]:
+    """`kth_distance_scores` against a bank given as (first row, normalised block) blocks, never whole in memory:
+    each block's exact top-k similarities are merged into the running top-k by (-similarity to 6 decimals,
+    row), the order one index over the whole bank gives, so the scores are the same. Memory O(Q·d + block·d)."""
+    from .knn import _bank_chunks, _order
+
+    kmax = max(ks)
+    sims = rows = None
+    for lo, block in _bank_chunks(blocks, kmax):
+        s, r = knn_search(block, queries, kmax, index=build_index(block, "flat", gpu=gpu), exact_rows=False)
+        r = r + lo
+        if sims is None:
+            sims, rows = s, r
+        else:
+            sims, rows = _order(np.concatenate([sims, s], 1), np.concatenate([rows, r], 1), kmax)
+    dist = np.sqrt(np.clip(2.0 - 2.0 * sims.astype(np.float64), 0.0, None))
+    return {k: -dist[:, k - 1] for k in ks}
+
+
+def _bank_blocks(train: Vectors, drop: np.ndarray | None, rows: int):
+    """The training bank's normalised blocks, without the rows in `drop` (sorted; the held-out validation
+    split), each block's first row in the bank's own numbering."""
+    kept = 0
+    for start, block in train.blocks(rows):
+        if drop is not None:
+            lo, hi = np.searchsorted(drop, [start, start + len(block)])
+            if hi > lo:
+                keep = np.ones(len(block), bool)
+                keep[drop[lo:hi] - start] = False
+                block = block[keep]
+        if len(block):
+            yield kept, block
+        kept += len(block)
+
+
 def threshold_at_tpr(val_scores: np.ndarray, tpr: float) -> float:
     """Largest lambda such that at least ceil(tpr * n) validation scores are >= lambda."""
     if not 0 < tpr <= 1:
@@ -140,7 +176,7 @@ def load_ood(path: str | Path) -> OodResult:
 
 def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95, val=None, in_test=None,
                  val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None,
-                 allow_overlap: bool = False) -> OodResult:
+                 allow_overlap: bool = False, bank_rows: int = 65536) -> OodResult:
     """Score `test` against the `train` bank; threshold from `val` (or a held-out split of train).
 
     train, test, val, in_test: stores or arrays of rows (analysis.vectors.Vectors).
@@ -148,6 +184,7 @@ def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95
     (in-distribution positive, `test` as OOD), as in the original paper.
     allow_overlap: accept val/in-test/test stores that hold points of the bank (refused by default: a bank point
     is its own nearest neighbour, so thresholds and AUROC computed on it are not held-out numbers).
+    The bank is streamed from its store `bank_rows` at a time: memory O((val + test + in-test)·d + bank_rows·d).
     """
     ks = [ks] if isinstance(ks, int) else sorted(set(int(k) for k in ks))
     if not ks or min(ks) < 1:
@@ -170,7 +207,6 @@ def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95
         raise InputError(f"the {role} store holds {n} of the bank's points (e.g. id {example!r}); deep-kNN needs "
                          "held-out points (a bank point is its own nearest neighbour). Use a held-out store, or "
                          "pass --allow-overlap to accept it (recorded)", path=stores[role].path)
-    bank = train.normalized()
     queries = test.normalized()
     test_ids = test.ids
     meta = {"train": train.label, "test": test.label,
@@ -188,31 +224,37 @@ def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95
                     test_selection=selection(test.store.config))
     if val is not None and val.store is not None:
         meta["val_selection"] = selection(val.store.config)
+    drop = None  # the bank is streamed from the store a block at a time: never whole in memory
     if val is not None:
         val_x = val.normalized()
         meta["val"] = val.label
+        n_bank = len(train)
     else:
         rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(bank))
-        n_val = max(1, int(round(val_fraction * len(bank))))
-        val_x, bank = bank[perm[:n_val]], bank[np.sort(perm[n_val:])]
+        perm = rng.permutation(len(train))
+        n_val = max(1, int(round(val_fraction * len(train))))
+        drop = np.sort(perm[:n_val])
+        val_x = train.take(drop, bank_rows)  # order does not matter: a threshold is a quantile of the scores
+        n_bank = len(train) - n_val
         meta["val"] = (f"held-out {n_val} of {len(perm)} train points (fraction {val_fraction}, seed {seed}); "
-                       f"bank is the other {len(bank)}")
-    if len(bank) < max(ks):
-        raise InputError(f"the training bank has {len(bank)} points, fewer than k={max(ks)}")
-    index = build_index(bank, "flat", gpu=gpu)
-    val_scores = kth_distance_scores(bank, val_x, ks, index=index)
-    test_scores = kth_distance_scores(bank, queries, ks, index=index)
+                       f"bank is the other {n_bank}")
+    if n_bank < max(ks):
+        raise InputError(f"the training bank has {n_bank} points, fewer than k={max(ks)}")
+    # every scored point in one pass over the bank: validation, challenge and held-out in-distribution points
+    parts = [val_x, queries] + ([in_test.normalized()] if in_test is not None else [])
+    bounds = np.cumsum([0] + [len(x) for x in parts])
+    scores = kth_distance_scores_streamed(_bank_blocks(train, drop, bank_rows), np.concatenate(parts), ks, gpu=gpu)
+    val_scores, test_scores = ({k: v[bounds[i]:bounds[i + 1]] for k, v in scores.items()} for i in (0, 1))
     thresholds = {k: threshold_at_tpr(val_scores[k], tpr) for k in ks}
     metrics: dict[int, dict] = {k: {"val_tpr": float((val_scores[k] >= thresholds[k]).mean())} for k in ks}
     if in_test is not None:
-        id_scores = kth_distance_scores(bank, in_test.normalized(), ks, index=index)
+        id_scores = {k: v[bounds[2]:bounds[3]] for k, v in scores.items()}
         for k in ks:
             lam_test = threshold_at_tpr(id_scores[k], tpr)
             metrics[k].update(auroc=auroc(id_scores[k], test_scores[k]),
                               fpr_at_tpr=float((test_scores[k] >= lam_test).mean()),
                               in_test_tpr_at_val_threshold=float((id_scores[k] >= thresholds[k]).mean()))
-    meta.update(n_bank=len(bank), n_val=len(val_x), n_test=len(queries))
+    meta.update(n_bank=n_bank, n_val=len(val_x), n_test=len(queries))
     if overlap:
         meta["bank_overlap"] = {role: n for role, n, _ in overlap}
     return OodResult(np.asarray(test_ids), ks, tpr, test_scores, thresholds, metrics, meta)

@@ -129,3 +129,37 @@ def test_ood_holdout_split_and_save(tmp_path):
         deep_knn_ood(rng.normal(size=(40, 8)), rng.normal(size=(5, 8)), ks=50)
     with pytest.raises(InputError, match="different dimensions"):
         deep_knn_ood(rng.normal(size=(40, 8)), rng.normal(size=(5, 4)), ks=3)
+
+
+def test_ood_with_a_streamed_bank_gives_the_whole_bank_scores_byte_for_byte():
+    """The bank is searched a block at a time (never whole in memory) and the scores are the ones one index
+    over the whole bank gives, bit for bit, with duplicates in the bank and a held-out validation split."""
+    import numpy as np
+
+    from lookalike.analysis.ood import deep_knn_ood, kth_distance_scores
+    from lookalike.analysis.vectors import Vectors
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(1500, 12)).astype(np.float32)
+    train[7] = train[900]
+    test = (rng.normal(size=(120, 12)) + 0.4).astype(np.float32)
+    in_test = rng.normal(size=(80, 12)).astype(np.float32)
+    seen = []
+
+    class Spy(Vectors):
+        def blocks(self, rows=65536):
+            for lo, b in super().blocks(rows):
+                seen.append(len(b))
+                yield lo, b
+
+    r = deep_knn_ood(Spy(array=train), test, [1, 5, 10], in_test=in_test, bank_rows=100, seed=3)
+    assert max(seen) == 100
+    # the reference: the held-out split made by hand, one index over the whole bank
+    perm = np.random.default_rng(3).permutation(1500)
+    n_val = 150
+    bank = Vectors(array=train).normalized()
+    val_x, bank = bank[perm[:n_val]], bank[np.sort(perm[n_val:])]
+    want = kth_distance_scores(bank, Vectors(array=test).normalized(), [1, 5, 10])
+    for k in (1, 5, 10):
+        assert r.scores[k].tobytes() == want[k].tobytes()
+    assert r.meta["n_bank"] == 1350 and r.meta["n_val"] == 150
