@@ -29,7 +29,7 @@ from .engine.plan import RayOptions
 from .engine.runtime import OnnxModel
 from .engine.tokens import cache_config, matching_cache
 from .errors import InputError
-from .files import WriterLock, load_json
+from .files import WriterLock, load_json, progress_bar
 from .outputs import OwnedFolder
 from .params import PredictParams
 
@@ -189,7 +189,9 @@ def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu:
         res = knn_sampled(s, k, sample, seed=sample_seed, gpu=gpu, block_rows=block_rows)
     else:
         status(f"knn: {len(s):,} points, K={k}, {index} index")
-        res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows)
+        bar = progress_bar(None, total=len(s), unit="points", desc="knn")  # moves when searched from disk
+        res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows, progress=bar.update)
+        bar.close()
     res.save(out)
     extra = {}
     if write_index is not None:

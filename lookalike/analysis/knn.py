@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,27 +354,60 @@ def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_r
     return sims, rows
 
 
+# the exact search holds the store's vectors when they fit in this many bytes (exact copies then searched once,
+# `knn_self_exact`); a larger store is searched a query block at a time against its shards on disk
+IN_MEMORY_BYTES = int(float(os.environ.get("LOOKALIKE_KNN_MEMORY_MB", 4096)) * 2**20)
+QUERY_ROWS = 65536
+
+
+def knn_self_from_disk(v: Vectors, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
+                       bank_rows: int = 65536, query_rows: int | None = None, progress=None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact self-kNN of every point with only a query block and a bank block in memory (plus the n×k result):
+    each block of `query_rows` points is searched against the bank streamed from the store (`knn_of_rows`),
+    so the rows are the in-memory search's, ties and copies included. Memory O(n·k + (query_rows + bank_rows)·d);
+    time O(n²·d), the store read n / query_rows times."""
+    n = len(v)
+    query_rows = query_rows or QUERY_ROWS
+    sims = np.empty((n, k), np.float32)
+    rows = np.empty((n, k), np.int64)
+    for lo in range(0, n, query_rows):
+        hi = min(lo + query_rows, n)
+        sims[lo:hi], rows[lo:hi] = knn_of_rows(v, np.arange(lo, hi), k, gpu=gpu, block_rows=block_rows,
+                                               bank_rows=bank_rows)
+        if progress is not None:
+            progress(hi - lo)
+    return sims, rows
+
+
 def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu: bool | None = None,
              block_rows: int = 8192, recall_sample: int = 1000, seed: int = 0, bank_rows: int = 65536,
-             **index_kw) -> KnnResult:
-    """The k nearest other points of every point of `store` by cosine similarity. The exact (flat) search streams
-    the bank block by block (`knn_self_streamed`); ivf and hnsw build one index over all points."""
+             in_memory_bytes: int | None = None, progress=None, **index_kw) -> KnnResult:
+    """The k nearest other points of every point of `store` by cosine similarity. The exact (flat) search holds
+    the vectors when they fit in `in_memory_bytes` (LOOKALIKE_KNN_MEMORY_MB, 4 GiB) and streams the bank block by
+    block (`knn_self_streamed`); a larger store is searched from disk (`knn_self_from_disk`), the same rows. ivf
+    and hnsw build one index over all points."""
     v = Vectors.of(store)
-    x = v.normalized()
-    n = len(x)
+    n = len(v)
     if k < 1:
         raise InputError(f"k must be at least 1 (got {k})")
     if k >= n:
         raise InputError(f"k={k} needs more than k points; the store has {n}", path=v.path)
+    budget = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
+    from_disk = index == "flat" and n * v.vector_dim * 4 > budget
+    x = None if from_disk else v.normalized()
     ids = v.ids
     t0 = time.perf_counter()
-    if index == "flat":
+    if from_disk:
+        sims, rows = knn_self_from_disk(v, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows,
+                                        progress=progress)
+    elif index == "flat":
         sims, rows = knn_self_exact(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
     else:
         idx = build_index(x, index, gpu=gpu, seed=seed, **index_kw)
         sims, rows = knn_search(x, x, k, index=idx, block_rows=block_rows, exclude_rows=np.arange(n))
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu) and index != "hnsw", "n": n,
-            "dim": x.shape[1], "metric": "cosine", "self_excluded_by": "row"}
+            "dim": v.vector_dim, "metric": "cosine", "self_excluded_by": "row"}
     if v.store is not None:
         meta.update(_store_meta(v.store))
     if index != "flat":
@@ -464,7 +498,7 @@ def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000
     t0 = time.perf_counter()
     sims, nbrs = knn_of_rows(v, rows, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
     ids = np.asarray(all_ids[rows])
-    meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": n, "dim": v.dim,
+    meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": n, "dim": v.vector_dim,
             "metric": "cosine", "self_excluded_by": "row",
             "sample": {"m": int(m), "n": int(n), "seed": int(seed), "ids_sha256": ids_sha256(ids),
                        "universe_sha256": ids_sha256(all_ids)}}

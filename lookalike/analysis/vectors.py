@@ -47,6 +47,11 @@ class Vectors:
     def dim(self) -> int:
         return self.store.dim if self.store is not None else int(self.array.shape[1])
 
+    @property
+    def vector_dim(self) -> int:
+        """Dimensions of the vectors compared (a binary store's bytes hold 8 each)."""
+        return self.store.vector_dim if self.store is not None else int(self.array.shape[1])
+
     def __len__(self) -> int:
         return len(self.store) if self.store is not None else len(self.array)
 
@@ -89,10 +94,14 @@ class Vectors:
         """float32 L2-normalised vectors of the given rows (sorted, unique), gathered in one streamed pass:
         O(len(rows) × dim + block) memory."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((len(rows), self.store.vector_dim if self.store is not None else self.dim), np.float32)
+        out = np.empty((len(rows), self.vector_dim), np.float32)
+        if len(rows) == 0:
+            return out
         for start, block in self.blocks(block_rows):
             lo, hi = np.searchsorted(rows, [start, start + len(block)])
             out[lo:hi] = block[rows[lo:hi] - start]
+            if start + len(block) > rows[-1]:  # every asked row read: the rest of the store is not
+                break
         return out
 
 

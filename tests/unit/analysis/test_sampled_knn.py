@@ -130,3 +130,23 @@ def test_a_damaged_record_of_the_draw_is_refused(tmp_path):
         f["neighbors"][0, 0] = 200
     with pytest.raises(InputError):
         load_knn(tmp_path / "b.h5")
+
+
+@given(n=st.integers(12, 120), k=st.integers(1, 6), copies=st.integers(0, 8), ties=st.booleans(),
+       bank_rows=st.integers(7, 50), query_rows=st.integers(5, 60))
+def test_the_search_from_disk_is_the_in_memory_search_byte_for_byte(n, k, copies, ties, bank_rows, query_rows):
+    """A store too large for memory is searched a query block at a time against its streamed shards: the same
+    file content (neighbours, similarities, checksum) as the in-memory exact search, copies and ties included."""
+    from lookalike.analysis import knn as knn_mod
+
+    x = _points(n, 4, n, copies, ties)
+    whole = knn_self(x, k)
+    old = knn_mod.QUERY_ROWS
+    knn_mod.QUERY_ROWS = query_rows
+    try:
+        disk = knn_self(x, k, in_memory_bytes=0, bank_rows=bank_rows)
+    finally:
+        knn_mod.QUERY_ROWS = old
+    np.testing.assert_array_equal(disk.neighbors, whole.neighbors)
+    assert disk.similarity.tobytes() == whole.similarity.tobytes()
+    assert disk.content_sha256() == whole.content_sha256()
