@@ -456,7 +456,8 @@ def export_store_cmd(store, out, fmt):
                    "points, the bank streamed from disk: agreement is then estimated from the draw, with its "
                    "interval [every point].")
 @click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
-def knn(store, out, k, index, gpu, block_rows, write_index, queries, sample, sample_seed):
+@ray_options
+def knn(store, out, k, index, gpu, block_rows, write_index, queries, sample, sample_seed, backend, ray):
     """K nearest neighbours (cosine) of every point of STORE, excluding itself; written to OUT (HDF5).
 
     \b
@@ -465,6 +466,7 @@ def knn(store, out, k, index, gpu, block_rows, write_index, queries, sample, sam
       lookalike knn runs/imdb-minilm runs/imdb-minilm.knn.h5 --write-index runs/imdb-minilm.faiss
       lookalike knn runs/corpus runs/q-vs-corpus.knn.h5 --queries runs/queries --k 10
       lookalike knn runs/big runs/big.knn.h5 --sample 10000 --sample-seed 0
+      lookalike knn /nfs/stores/big /nfs/big.knn.h5 --sample 10000 --backend ray --address auto
     With --queries QSTORE, each point of QSTORE gets its K nearest points of STORE (the bank) instead.
     With --sample M, M drawn points get their exact neighbours among all points (O(M·n), the bank streamed);
     `agree` over two such files of the same draw estimates the all-points mean Jaccard with its interval.
@@ -472,7 +474,8 @@ def knn(store, out, k, index, gpu, block_rows, write_index, queries, sample, sam
     if queries is not None and index != "flat":
         raise CLIError("--queries searches exactly (--index flat)")
     _, said = jobs.knn(store, out, k, index=index, gpu=gpu, block_rows=block_rows, queries=queries,
-                       write_index=write_index, sample=sample, sample_seed=sample_seed, status=status)
+                       write_index=write_index, sample=sample, sample_seed=sample_seed, backend=backend, ray=ray,
+                       status=status)
     _echo_json(said)
 
 
@@ -493,7 +496,8 @@ def knn(store, out, k, index, gpu, block_rows, write_index, queries, sample, sam
 @click.option("--allow-overlap", is_flag=True,
               help="Accept val/in-test/test stores that share points with the bank (refused by default; recorded).")
 @click.argument("out", type=click.Path(path_type=Path))
-def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overlap, out):
+@ray_options
+def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overlap, out, backend, ray):
     """Deep-kNN OOD: score TEST against the TRAIN bank, flag points below the TPR threshold.
 
     Deep Nearest Neighbors (Sun, Ming, Zhu and Li, ICML 2022) on L2-normalised features. All stores must
@@ -505,7 +509,7 @@ def ood(train, test, val, in_test, ks, tpr, val_fraction, seed, gpu, allow_overl
     """
     status("ood: verifying the stores, scoring against the bank")
     res = jobs.ood(train, test, out, ks, val=val, in_test=in_test, tpr=tpr, val_fraction=val_fraction, seed=seed,
-                   gpu=gpu, allow_overlap=allow_overlap)
+                   gpu=gpu, allow_overlap=allow_overlap, backend=backend, ray=ray)
     summary, failing = ood_summary_by_k(res)
     if failing:
         log.warning("the OOD set is not meaningful at k=%s (%s); agreements over it say little",

@@ -163,7 +163,8 @@ def predict_and_score(model_dir: str | Path, corpus, out: Path, *, task: str | t
 
 def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu: bool | None = None,
         block_rows: int = 8192, queries: str | Path | None = None, write_index: str | Path | None = None,
-        sample: int | None = None, sample_seed: int = 0, status=lambda s: None) -> tuple[KnnResult, dict]:
+        sample: int | None = None, sample_seed: int = 0, backend: str = "local", ray=None,
+        status=lambda s: None) -> tuple[KnnResult, dict]:
     """Self-kNN of a store (or, with `queries`, each query's K nearest bank points; with `sample`, the exact
     neighbours of `sample` points drawn with `sample_seed`) into the neighbour file `out`, and optionally a
     FAISS index of the bank; (the result, what the CLI prints)."""
@@ -173,6 +174,9 @@ def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu:
     if sample is not None and index != "flat":
         raise InputError("--sample searches exactly (--index flat): the estimate's only error is the draw",
                          field="index")
+    on_ray = _ray_search(backend, ray)
+    if on_ray is not None and queries is not None:
+        raise InputError("--queries searches on the local runner (--backend local)", field="backend")
     outputs.claim(out, legacy=is_knn_file, what="neighbour file")
     if write_index is not None:
         outputs.claim(write_index, what="FAISS index")
@@ -186,11 +190,11 @@ def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu:
         res = knn_cross(q, s, k, gpu=gpu, block_rows=block_rows)
     elif sample is not None:
         status(f"knn: {sample:,} of {len(s):,} points drawn (seed {sample_seed}), K={k}, the bank streamed")
-        res = knn_sampled(s, k, sample, seed=sample_seed, gpu=gpu, block_rows=block_rows)
+        res = knn_sampled(s, k, sample, seed=sample_seed, gpu=gpu, block_rows=block_rows, ray=on_ray)
     else:
         status(f"knn: {len(s):,} points, K={k}, {index} index")
         bar = progress_bar(None, total=len(s), unit="points", desc="knn")  # moves when searched from disk
-        res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows, progress=bar.update)
+        res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows, progress=bar.update, ray=on_ray)
         bar.close()
     res.save(out)
     extra = {}
@@ -199,16 +203,30 @@ def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu:
     return res, {"out": str(out), "k": k, "index": index, **res.meta, **extra}
 
 
+def _ray_search(backend: str, ray) -> dict | None:
+    """The Ray options a kNN/OOD search takes (None: the local runner)."""
+    if backend not in ("local", "ray"):
+        raise InputError(f"unknown backend {backend!r} (local or ray)", field="backend")
+    if backend == "local":
+        return None
+    from .engine.plan import RayOptions
+
+    ray = ray or RayOptions()
+    return {"address": ray.address, "workers": ray.workers, "ray_init": ray.ray_init,
+            "cpus_per_worker": ray.cpus_per_worker, "gpus_per_worker": ray.gpus_per_worker}
+
+
 def ood(train: str | Path, test: str | Path, out: str | Path | None, ks, *, val=None, in_test=None,
         tpr: float = 0.95, val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None,
-        allow_overlap: bool = False) -> OodResult:
+        allow_overlap: bool = False, backend: str = "local", ray=None) -> OodResult:
     """Deep-kNN OOD of the stores by role (bank `train`, challenge set `test`, optional `val` and `in_test`),
     written to `out` (a JSON file; None: not written)."""
     if out is not None:
         outputs.claim(out, legacy=is_ood_file, what="OOD file")
     res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
                        val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
-                       val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap)
+                       val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap,
+                       ray=_ray_search(backend, ray))
     if out is not None:
         res.save(out)
     return res

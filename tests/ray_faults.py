@@ -44,3 +44,13 @@ def install() -> None:
 
     windows.WindowEmbedder.embed_records = embed_records_or_die
     qa.predict_qa, cls.predict_cls = predict_qa_or_die, predict_cls_or_die
+
+    from lookalike.analysis import distributed
+
+    search_block = distributed.search_block
+
+    def search_block_or_die(store_path, lo, *args, **kw):
+        _die_once("kill_knn_block_at", lo)
+        return search_block(store_path, lo, *args, **kw)
+
+    distributed.search_block = search_block_or_die

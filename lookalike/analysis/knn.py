@@ -361,7 +361,7 @@ QUERY_ROWS = 65536
 
 
 def knn_self_from_disk(v: Vectors, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
-                       bank_rows: int = 65536, query_rows: int | None = None, progress=None
+                       bank_rows: int = 65536, query_rows: int | None = None, progress=None, ray: dict | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Exact self-kNN of every point with only a query block and a bank block in memory (plus the n×k result):
     each block of `query_rows` points is searched against the bank streamed from the store (`knn_of_rows`),
@@ -374,7 +374,7 @@ def knn_self_from_disk(v: Vectors, k: int, *, gpu: bool | None = None, block_row
     for lo in range(0, n, query_rows):
         hi = min(lo + query_rows, n)
         sims[lo:hi], rows[lo:hi] = knn_of_rows(v, np.arange(lo, hi), k, gpu=gpu, block_rows=block_rows,
-                                               bank_rows=bank_rows)
+                                               bank_rows=bank_rows, ray=ray)
         if progress is not None:
             progress(hi - lo)
     return sims, rows
@@ -382,7 +382,7 @@ def knn_self_from_disk(v: Vectors, k: int, *, gpu: bool | None = None, block_row
 
 def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu: bool | None = None,
              block_rows: int = 8192, recall_sample: int = 1000, seed: int = 0, bank_rows: int = 65536,
-             in_memory_bytes: int | None = None, progress=None, **index_kw) -> KnnResult:
+             in_memory_bytes: int | None = None, progress=None, ray: dict | None = None, **index_kw) -> KnnResult:
     """The k nearest other points of every point of `store` by cosine similarity. The exact (flat) search holds
     the vectors when they fit in `in_memory_bytes` (LOOKALIKE_KNN_MEMORY_MB, 4 GiB) and streams the bank block by
     block (`knn_self_streamed`); a larger store is searched from disk (`knn_self_from_disk`), the same rows. ivf
@@ -394,13 +394,15 @@ def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: str = "
     if k >= n:
         raise InputError(f"k={k} needs more than k points; the store has {n}", path=v.path)
     budget = IN_MEMORY_BYTES if in_memory_bytes is None else in_memory_bytes
-    from_disk = index == "flat" and n * v.vector_dim * 4 > budget
+    from_disk = index == "flat" and (n * v.vector_dim * 4 > budget or ray is not None)
+    if ray is not None and index != "flat":
+        raise InputError("kNN on Ray searches exactly (--index flat)", field="index")
     x = None if from_disk else v.normalized()
     ids = v.ids
     t0 = time.perf_counter()
     if from_disk:
         sims, rows = knn_self_from_disk(v, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows,
-                                        progress=progress)
+                                        progress=progress, ray=ray)
     elif index == "flat":
         sims, rows = knn_self_exact(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
     else:
@@ -443,24 +445,30 @@ def ids_sha256(ids) -> str:
     return h.hexdigest()
 
 
-def _bank_chunks(blocks, min_rows: int):
-    """The bank's blocks with a last block too small for the neighbours joined to the one before (two blocks
-    held at most)."""
+def merge_small(items, size, min_rows: int, join):
+    """Items in order, each one smaller than `min_rows` joined to its neighbour (the one before, or the next
+    when it comes first): the bank blocks every search merges the same way, locally or on Ray."""
     held = None
-    for lo, block in blocks:
-        if held is not None:
-            if len(block) < min_rows:
-                yield held[0], np.concatenate([held[1], block])
-                held = None
-                continue
+    for item in items:
+        if held is None:
+            held = item
+        elif size(held) < min_rows or size(item) < min_rows:
+            held = join(held, item)
+        else:
             yield held
-        held = (lo, block)
+            held = item
     if held is not None:
         yield held
 
 
+def _bank_chunks(blocks, min_rows: int):
+    """The bank's (first row, block) blocks with any block too small for the neighbours joined to a neighbour
+    (two blocks held at most)."""
+    return merge_small(blocks, lambda b: len(b[1]), min_rows, lambda a, b: (a[0], np.concatenate([a[1], b[1]])))
+
+
 def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
-                bank_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+                bank_rows: int = 65536, ray: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact (similarity, row) of the k nearest other points of each of `rows` (sorted) among all the points of
     `v`, in the (-similarity to 6 decimals, row) order, self excluded by row: the rows an exhaustive search gives
     these points. The bank is streamed from the store one block at a time (as faiss.contrib's knn_ground_truth),
@@ -468,6 +476,12 @@ def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None
 
     Memory: O(M·d + bank_rows·d + M·k) for M rows, whatever the store's size."""
     q = v.take(rows, bank_rows)
+    if ray is not None:  # the same blocks, searched by Ray tasks (analysis.distributed), merged the same way
+        from .distributed import ray_top_k
+
+        if v.store is None:
+            raise InputError("kNN on Ray reads the bank from a store's shards; give a store", field="backend")
+        return ray_top_k(v.store, q, rows, k, bank_rows=bank_rows, **ray)
     sims = nbrs = None
     for lo, block in _bank_chunks(v.blocks(bank_rows), k + 1):
         own = np.where((rows >= lo) & (rows < lo + len(block)), rows - lo, -1)
@@ -482,7 +496,8 @@ def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None
 
 
 def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000, *, seed: int = 0,
-                gpu: bool | None = None, block_rows: int = 8192, bank_rows: int = 65536) -> KnnResult:
+                gpu: bool | None = None, block_rows: int = 8192, bank_rows: int = 65536,
+                ray: dict | None = None) -> KnnResult:
     """The exact k nearest other points, among all n points, of `m` points drawn uniformly without replacement
     (seeded): the per-point Jaccards of two models' files made with the same draw estimate the all-points mean
     without bias. The draw is recorded (seed, m, n, a digest of the drawn ids and of every id in row order), and
@@ -496,7 +511,7 @@ def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000
     rows = sample_rows(n, m, seed)
     all_ids = v.ids
     t0 = time.perf_counter()
-    sims, nbrs = knn_of_rows(v, rows, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
+    sims, nbrs = knn_of_rows(v, rows, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, ray=ray)
     ids = np.asarray(all_ids[rows])
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": n, "dim": v.vector_dim,
             "metric": "cosine", "self_excluded_by": "row",

@@ -39,8 +39,8 @@ def kth_distance_scores(bank: np.ndarray, queries: np.ndarray, ks: Sequence[int]
     return {k: -dist[:, k - 1] for k in ks}
 
 
-def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int], *, gpu: bool | None = None
-                                 ) -> dict[int, np.ndarray]:
+def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int], *, gpu: bool | None = None,
+                                 ray_search=None) -> dict[int, np.ndarray]:
     """`kth_distance_scores` against a bank given as (first row, normalised block) blocks, never whole in memory:
     each block's exact top-k similarities are merged into the running top-k by (-similarity to 6 decimals,
     row), the order one index over the whole bank gives, so the scores are the same. Memory O(Q·d + block·d)."""
@@ -48,6 +48,9 @@ def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int],
 
     kmax = max(ks)
     sims = rows = None
+    if ray_search is not None:  # the same blocks, searched by Ray tasks and merged the same way
+        sims, rows = ray_search(queries, kmax)
+        blocks = ()
     for lo, block in _bank_chunks(blocks, kmax):
         s, r = knn_search(block, queries, kmax, index=build_index(block, "flat", gpu=gpu), exact_rows=False)
         r = r + lo
@@ -176,7 +179,7 @@ def load_ood(path: str | Path) -> OodResult:
 
 def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95, val=None, in_test=None,
                  val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None,
-                 allow_overlap: bool = False, bank_rows: int = 65536) -> OodResult:
+                 allow_overlap: bool = False, bank_rows: int = 65536, ray: dict | None = None) -> OodResult:
     """Score `test` against the `train` bank; threshold from `val` (or a held-out split of train).
 
     train, test, val, in_test: stores or arrays of rows (analysis.vectors.Vectors).
@@ -243,7 +246,16 @@ def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95
     # every scored point in one pass over the bank: validation, challenge and held-out in-distribution points
     parts = [val_x, queries] + ([in_test.normalized()] if in_test is not None else [])
     bounds = np.cumsum([0] + [len(x) for x in parts])
-    scores = kth_distance_scores_streamed(_bank_blocks(train, drop, bank_rows), np.concatenate(parts), ks, gpu=gpu)
+    ray_search = None
+    if ray is not None:
+        from .distributed import ray_top_k
+
+        if train.store is None:
+            raise InputError("OOD on Ray reads the bank from a store's shards; give a store", field="backend")
+        ray_search = lambda q, k: ray_top_k(train.store, q, None, k, bank_rows=bank_rows, exact_rows=False,  # noqa: E731
+                                            drop=drop, **ray)
+    scores = kth_distance_scores_streamed(_bank_blocks(train, drop, bank_rows), np.concatenate(parts), ks, gpu=gpu,
+                                          ray_search=ray_search)
     val_scores, test_scores = ({k: v[bounds[i]:bounds[i + 1]] for k, v in scores.items()} for i in (0, 1))
     thresholds = {k: threshold_at_tpr(val_scores[k], tpr) for k in ks}
     metrics: dict[int, dict] = {k: {"val_tpr": float((val_scores[k] >= thresholds[k]).mean())} for k in ks}

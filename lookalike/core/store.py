@@ -369,6 +369,21 @@ class Store:
         for start, block in self.iter_blocks(rows, raw=self.precision in BITS):
             yield start, signs(block, self.precision, self.vector_dim) if self.precision in BITS else block
 
+    def vectors_between(self, lo: int, hi: int) -> np.ndarray:
+        """float32 vectors of rows lo..hi (a binary store's ±1 vectors), reading only the shards that hold them
+        (a Ray task's bank block)."""
+        refuse_quantised(self.config, self.path, "similarity")
+        parts = []
+        for s in self.manifest["shards"]:
+            a, b = max(lo, s["row_start"]), min(hi, s["row_end"])
+            if a >= b:
+                continue
+            with open_h5(self.path / s["file"]) as f:
+                part = f["embedding"][a - s["row_start"]:b - s["row_start"]]
+            parts.append(signs(part, self.precision, self.vector_dim) if self.precision in BITS
+                         else np.asarray(part, dtype=np.float32))
+        return np.concatenate(parts) if parts else np.empty((0, self.vector_dim), np.float32)
+
     def iter_blocks(self, rows: int = 65536, dtype=np.float32, *, raw: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, embeddings[rows × dim]) blocks in store order; memory bounded by `rows`. A quantised
         store's codes come only with raw=True, as stored (cast to float they would pass for vectors)."""

@@ -16,14 +16,13 @@ This module imports only the shared floor (plan, windows, tasks, runtime, core);
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Iterator
 
+from ..core.cluster import _connect, _import_ray
 from ..core.manifest import load_manifest
 from ..core.session import resolve_device
 from ..core.store import StoreWriter, write_shard_file
@@ -40,74 +39,12 @@ from .windows import Counts, WindowEmbedder, fix_ranges
 log = logging.getLogger(__name__)
 
 
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
-    return ray
-
-
 def _worker_device(device: str, gpus_per_worker: float) -> str:
     """The actors' device: cuda when each gets a GPU, else cpu ("auto" never means a GPU it was not given)."""
     worker_device = "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
     if worker_device == "cuda" and gpus_per_worker <= 0:
         raise InputError("--device cuda on Ray needs --gpus-per-worker > 0")
     return worker_device
-
-
-LOCAL_ADDRESSES = (None, "local", "none")
-# Ray's own switch for "this node serves only itself": its servers then bind 127.0.0.1 (read by ray at import and
-# by the processes it starts, so both the environment and the imported constant are set while the node starts)
-_LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-@contextlib.contextmanager
-def _loopback_only():
-    from ray._private import ray_constants
-
-    old_env, old_flag = os.environ.get(_LOCAL_ONLY_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
-    os.environ[_LOCAL_ONLY_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        if old_env is None:
-            os.environ.pop(_LOCAL_ONLY_ENV, None)
-        else:
-            os.environ[_LOCAL_ONLY_ENV] = old_env
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-
-
-def init_ray(address: str | None = None, *, ray_module=None, **kwargs) -> None:
-    """Start a local Ray that listens on loopback only, dashboard off, or join the cluster at `address`.
-
-    Ray has no authentication and its job API runs submitted code, so a cluster lookalike starts must not be
-    reachable from the network: every server of the local node binds 127.0.0.1, and the start is checked (the
-    cluster's address must be a loopback one, else it is shut down and refused). Joining a remote cluster
-    (`address`) is the user's choice; securing that cluster is the user's (README, "Ray")."""
-    ray = ray_module or _import_ray()
-    kwargs = {"ignore_reinit_error": True, "include_dashboard": False, "log_to_driver": False, **kwargs}
-    if address not in LOCAL_ADDRESSES:
-        ray.init(address=address, **kwargs)
-        return
-    with _loopback_only():
-        ray.init(address=None, **kwargs)
-    gcs = ray.get_runtime_context().gcs_address or ""
-    if not gcs.startswith(("127.", "[::1]", "localhost")):
-        ray.shutdown()
-        raise LookalikeError(f"the local Ray started at {gcs}, not on loopback; lookalike starts no cluster the "
-                             "network can reach: start one yourself (`ray start --head --node-ip-address "
-                             "127.0.0.1`) and pass --address")
-
-
-def _connect(ray, address: str | None, ray_init: dict | None) -> bool:
-    """Join (or start, loopback only) Ray unless already connected; True when this call started it (and must shut
-    it down)."""
-    if ray.is_initialized():
-        return False
-    init_ray(address, ray_module=ray, **(ray_init or {}))
-    return True
 
 
 def _pool(ray_mod, cls, opts: RayOptions, n: int, *args):

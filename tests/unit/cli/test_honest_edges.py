@@ -22,7 +22,7 @@ def test_nothing_scored_is_an_error(shared_data, tmp_path):
 
 
 def test_address_none_is_a_local_ray():
-    from lookalike.engine.distributed import _connect
+    from lookalike.core.cluster import _connect
 
     ray = FakeRay("127.0.0.1:6379")
     assert _connect(ray, "none", None) and ray.address is None
@@ -50,7 +50,7 @@ class FakeRay:
 
 
 def test_a_local_ray_is_started_loopback_only_and_refused_otherwise():
-    from lookalike.engine.distributed import _connect
+    from lookalike.core.cluster import _connect
     from lookalike.errors import LookalikeError
 
     ok = FakeRay("127.0.0.1:6379")
@@ -59,8 +59,15 @@ def test_a_local_ray_is_started_loopback_only_and_refused_otherwise():
     with pytest.raises(LookalikeError, match="not on loopback"):
         _connect(exposed, "local", None)
     assert exposed.stopped
-    remote = FakeRay("10.1.2.3:6379")  # the user's own cluster: their choice, joined as given
-    assert _connect(remote, "ray://head:10001", None) and remote.address == "ray://head:10001" and not remote.stopped
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # the user's own cluster: their choice, joined as given
+        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        remote = FakeRay("10.1.2.3:6379")
+        assert _connect(remote, address, None) and remote.address == address and not remote.stopped
+    port = server.getsockname()[1]  # closed now: nothing listens there
+    with pytest.raises(LookalikeError, match="cannot reach a Ray cluster"):
+        _connect(FakeRay("x"), f"127.0.0.1:{port}", None)
 
 
 def test_the_bench_plot_draws_every_length(tmp_path, monkeypatch):
