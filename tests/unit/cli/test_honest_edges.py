@@ -62,10 +62,11 @@ def test_a_local_ray_is_started_loopback_only_and_refused_otherwise():
     import socket
 
     with socket.create_server(("127.0.0.1", 0)) as server:  # the user's own cluster: their choice, joined as given
-        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        port = server.getsockname()[1]
+        address = f"ray://127.0.0.1:{port}"
         remote = FakeRay("10.1.2.3:6379")
         assert _connect(remote, address, None) and remote.address == address and not remote.stopped
-    port = server.getsockname()[1]  # closed now: nothing listens there
+    # closed now: nothing listens there
     with pytest.raises(LookalikeError, match="cannot reach a Ray cluster"):
         _connect(FakeRay("x"), f"127.0.0.1:{port}", None)
 
