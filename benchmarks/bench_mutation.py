@@ -26,7 +26,8 @@ from pathlib import Path
 
 from _common import ROOT, SHARED, save
 
-MODULES = ("engine/batching.py", "analysis/agreement.py", "core/precision.py", "analysis/knn.py", "analysis/ood.py")
+MODULES = ("engine/batching.py", "analysis/agreement.py", "core/precision.py", "analysis/knn.py", "analysis/search.py",
+           "analysis/ood.py")
 # mutmut's exit codes (mutmut.stats.status_by_exit_code)
 STATUS = {1: "killed", 3: "killed", -24: "timeout", 24: "timeout", 36: "timeout", 0: "survived", 5: "no tests",
           33: "no tests", 34: "skipped", 35: "suspicious", 37: "caught by type check", -11: "segfault",
@@ -55,8 +56,11 @@ def run(modules: list[str], workers: int) -> dict:
                      "only_mutate =\n" + "".join(f"    lookalike/{m}\n" for m in modules) +
                      "pytest_add_cli_args_test_selection = tests/unit\n"
                      "pytest_add_cli_args = -p no:cacheprovider -q\n"
-                     "timeout_multiplier = 3.0\n")  # a mutant that hangs the tests is caught in seconds
-        env = {**os.environ, "LOOKALIKE_SHARED_DATA": str(SHARED)}
+                     "timeout_multiplier = 5.0\n")  # a mutant that hangs the tests is caught in seconds
+        # one thread per test process: the timeout is CPU time, which spinning OpenMP threads would inflate into
+        # false "timeouts" (detections that are not)
+        env = {**os.environ, "LOOKALIKE_SHARED_DATA": str(SHARED), "OMP_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         t = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)], cwd=work,
                            env=env, capture_output=True, text=True)

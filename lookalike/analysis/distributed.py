@@ -15,7 +15,7 @@ import numpy as np
 from ..core.cluster import _connect, _import_ray
 from ..core.store import Store, check_shard, open_store
 from ..errors import StoreError
-from .knn import _order, build_index, knn_search, merge_small
+from .search import _order, build_index, knn_search, merge_small
 from .vectors import _normalize, Vectors
 
 log = logging.getLogger(__name__)

@@ -168,10 +168,12 @@ def cka_from_blocks(pairs, groups: int = GROUPS, n: int | None = None) -> dict:
     for p in parts[1:]:
         total = total + p
     out = {"n": total.n, "groups": sum(p.n > 0 for p in parts)}
+    filled = [p for p in parts if p.n > 0]
     for name, f in (("cka", _Stats.cka), ("cka_debiased", _Stats.cka_debiased)):
         value = f(total)
         out[name] = value
-        out[f"{name}_lo"], out[f"{name}_hi"] = jackknife(value, [f(total - p) for p in parts if p.n > 0])
+        out[f"{name}_lo"], out[f"{name}_hi"] = (jackknife(value, [f(total - p) for p in filled]) if len(filled) > 1
+                                                else (math.nan, math.nan))
     return out
 
 

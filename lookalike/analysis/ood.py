@@ -22,7 +22,7 @@ from ..core.identity import selection
 from ..core.store import Store, require_same_features
 from ..errors import InputError
 from ..files import load_json
-from .knn import build_index, knn_search
+from .search import build_index, knn_search
 from .vectors import Vectors
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int],
     """`kth_distance_scores` against a bank given as (first row, normalised block) blocks, never whole in memory:
     each block's exact top-k similarities are merged into the running top-k by (-similarity to 6 decimals,
     row), the order one index over the whole bank gives, so the scores are the same. Memory O(Q·d + block·d)."""
-    from .knn import _bank_chunks, _order
+    from .search import _bank_chunks, _order
 
     kmax = max(ks)
     sims = rows = None
