@@ -112,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     w = args.work
     w.mkdir(parents=True, exist_ok=True)
-    out: dict = {"n": args.n, "k": K, "m": args.m, "work": str(w)}
+    out: dict = {"n": args.n, "k": K, "m": args.m, "work": str(w), "load_before": os.getloadavg()}
     cache = w / "cache"
     env = {"LOOKALIKE_CACHE": str(cache)}
     os.environ.update(env)
@@ -182,6 +182,9 @@ def main() -> None:
     print("ray", out["ray"])
     out["disk_mb"] = {p.name: round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20, 1)
                       for p in w.iterdir() if p.is_dir() and p.name.startswith("store-")}
+    out["load_after"] = os.getloadavg()
+    out["load_note"] = ("1-minute load average before and after: other work on this 2-core machine slows every "
+                        "stage alike; compare the ratios, not the seconds, across machines")
     save("scale-cpu", out)
     if not args.keep:
         shutil.rmtree(w, ignore_errors=True)

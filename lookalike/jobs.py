@@ -141,7 +141,8 @@ def evaluate(corpus: CorpusSpec | str | Path, predictions: str | Path | dict, *,
             "kind": "lookalike.errors", "task": spec.name, "criterion": scored.criterion, "n": len(scored.per_id),
             "error_ids": scored.errors, "dataset": corpus.as_dict(), "dataset_fingerprint": corpus.fingerprint(),
             "universe": {"n": len(ids), "sha256": ids_digest(ids), "complete": not missing, "ids": ids},
-            "scores": scored.per_id})
+            "scores": scored.per_id, **({"class_counts": metrics["class_counts"]} if "class_counts" in metrics
+                                        else {})})
     return metrics
 
 

@@ -186,8 +186,13 @@ def cls_eval(records: Iterable[Record], preds: dict, labels: dict[int, str] | No
         correct[r.id] = int(pid == gid)
         confusion[(gid, pid)] += 1
     n = len(correct)
+    gold, pred = collections.Counter(), collections.Counter()
+    for (g, p), c in confusion.items():
+        gold[str(g)] += c
+        pred[str(p)] += c
     out = {"accuracy": sum(correct.values()) / n if n else 0.0, "total": n,
-           "confusion": {f"gold={g},pred={p}": c for (g, p), c in sorted(confusion.items(), key=lambda kv: str(kv[0]))}}
+           "confusion": {f"gold={g},pred={p}": c for (g, p), c in sorted(confusion.items(), key=lambda kv: str(kv[0]))},
+           "class_counts": {"gold": dict(sorted(gold.items())), "predicted": dict(sorted(pred.items()))}}
     if missing:
         out["missing"] = missing
     return out, correct
@@ -204,6 +209,9 @@ def ids_digest(ids) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
+COLLAPSED_SHARE = 0.95  # a classifier predicting one class for this share of the records has collapsed
+
+
 @dataclass
 class ErrorSet:
     """The ids a model got wrong, and the ids it was scored on (None when unknown: an external id list)."""
@@ -213,6 +221,24 @@ class ErrorSet:
     source: str
     dataset_fingerprint: str | None = None
     task: str | None = None  # the task scored (lookalike's errors.json says it; None for an external id list)
+    class_counts: dict | None = None  # classification: {"gold": {label: n}, "predicted": {label: n}}
+
+    @property
+    def degenerate(self) -> str | None:
+        """Why comparing these errors says little, or None: an evaluation set of one class, or a classifier that
+        predicts one class for ≥ 95% of the records (collapsed): its errors are then "every record of the other
+        classes", whatever it learned."""
+        counts = self.class_counts or {}
+        gold, pred = counts.get("gold") or {}, counts.get("predicted") or {}
+        if len(gold) == 1:
+            (label, n), = gold.items()
+            return f"the evaluation set has one class (gold label {label} for all {n} records)"
+        total = sum(pred.values())
+        if total:
+            label, n = max(pred.items(), key=lambda kv: kv[1])
+            if n / total >= COLLAPSED_SHARE:
+                return f"{Path(self.source).parent.name or self.source} predicts {label} for {n / total:.0%} of the records (collapsed)"
+        return None
 
 
 def _id_list(value, path: Path, field: str) -> list[str]:
@@ -240,7 +266,12 @@ def _error_file(obj: dict, p: Path) -> ErrorSet:
         raise InputError(f"{len(outside)} error ids are not among the {len(ids)} ids the file says were scored (e.g. "
                          f"{outside[:3]}); the file is inconsistent: score the predictions again", path=p,
                          field="error_ids")
-    return ErrorSet(set(errors), frozenset(ids), str(p), obj.get("dataset_fingerprint"), task)
+    counts = obj.get("class_counts")
+    if counts is not None and not (isinstance(counts, dict) and all(
+            isinstance(counts.get(k, {}), dict) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                       for v in counts.get(k, {}).values()) for k in ("gold", "predicted"))):
+        raise InputError("expected {gold: {label: count}, predicted: {label: count}}", path=p, field="class_counts")
+    return ErrorSet(set(errors), frozenset(ids), str(p), obj.get("dataset_fingerprint"), task, counts)
 
 
 def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None) -> ErrorSet:

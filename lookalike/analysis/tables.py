@@ -153,6 +153,9 @@ def table2_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int 
                 row[f"{col}_lo"], row[f"{col}_hi"] = _set_ci(universe, ea.ids, eb.ids, reps)
                 if universe is not None:
                     row[f"{col}_chance"] = chance_jaccard(len(ea.ids), len(eb.ids), len(universe))
+                why = [f"{n}: {e.degenerate}" for n, e in ((a, ea), (b, eb)) if e.degenerate]
+                if why:  # one class, or a collapsed classifier: flagged, and never counted as a difference
+                    row[f"{col}_meaningful"], row[f"{col}_verdict"] = False, "not meaningful: " + "; ".join(why)
                 if subsets and task == "qa":  # the paper's containment check is on its QA error sets
                     row.update(i_errors_subset_of_j=agreement["a_subset_of_b"], frac_i_in_j=agreement["frac_a_in_b"],
                                universe=agreement.get("universe"))
@@ -227,6 +230,9 @@ def table2_display(rows: list[dict], metrics=TABLE2_METRICS) -> tuple[list[dict]
     for cells, r in zip(out, rows):
         if "ood_jaccard" in cells and r.get("ood_meaningful") is False:
             cells["ood_jaccard"] += " ✗ not meaningful"
+        for cols in ERROR_COLUMNS.values():
+            if cols.column in cells and r.get(f"{cols.column}_meaningful") is False:
+                cells[cols.column] += " ✗ not meaningful"
         for c in cells:  # a mean over a draw of points says so beside the number
             basis = r.get(c[:-len("_mean")] + "_basis", "") if c.endswith("_mean") else ""
             if basis.startswith("estimated"):
@@ -278,7 +284,9 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
                 _error_universe(er, ey)
                 if universe is not None:
                     r, mx, my = _members(universe, er.ids, ex.ids, ey.ids)
-                    add(label, x, y, *paired_jaccard_difference(r, mx, my, reps))
+                    why = [f"{n}: {e.degenerate}" for n, e in ((ref, er), (x, ex), (y, ey)) if e.degenerate]
+                    add(label, x, y, *paired_jaccard_difference(r, mx, my, reps),
+                        not_meaningful="not meaningful: " + "; ".join(why) if why else None)
     return out
 
 

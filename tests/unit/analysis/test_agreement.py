@@ -96,3 +96,40 @@ def test_agree_compares_error_sets_within_their_task(tmp_path):
     r = CliRunner().invoke(cli, ["agree", "--errors", errors("c.json", "cls", ["p"]),
                                  "--errors", errors("d.json", "qa", ["p"]), "--format", "json"])
     assert r.exit_code == 2 and "different tasks (c: cls, d: qa)" in r.stderr, r.output
+
+
+def test_a_collapsed_classifier_or_one_class_set_is_flagged_never_counted(tmp_path):
+    """Round three: a classifier that predicted 'positive' for every record of an all-positive evaluation set had
+    0 errors, and the report called its error Jaccard "larger than the noise". Now the class counts travel with
+    the error set, and its Jaccards are marked not meaningful in Table 2 and the noise table."""
+    from lookalike.analysis.scoring import ErrorSet, cls_eval
+    from lookalike.analysis.tables import ModelArtifacts, noise_rows, table2_display, table2_rows
+    from lookalike.data import Record
+
+    recs = [Record(f"r{i}", "t", label=1 if i < 90 else 0) for i in range(100)]
+    metrics, _ = cls_eval(recs, {f"r{i}": {"label_id": 1} for i in range(100)}, {0: "negative", 1: "positive"})
+    assert metrics["class_counts"] == {"gold": {"0": 10, "1": 90}, "predicted": {"1": 100}}
+    universe = frozenset(r.id for r in recs)
+    collapsed = ErrorSet({f"r{i}" for i in range(90, 100)}, universe, "L3/errors.json", task="cls",
+                         class_counts=metrics["class_counts"])
+    assert "predicts 1 for 100% of the records (collapsed)" in collapsed.degenerate
+    one_class = ErrorSet(set(), universe, "x", task="cls", class_counts={"gold": {"1": 100}, "predicted": {"1": 100}})
+    assert "one class" in one_class.degenerate
+    fine = ErrorSet({"r1", "r95"}, universe, "y", task="cls",
+                    class_counts={"gold": {"0": 10, "1": 90}, "predicted": {"0": 12, "1": 88}})
+    assert fine.degenerate is None
+    other = ErrorSet({"r3", "r96", "r97"}, universe, "z", task="cls",
+                     class_counts={"gold": {"0": 10, "1": 90}, "predicted": {"0": 10, "1": 90}})
+    arts = {"ref": ModelArtifacts(errors={"cls": fine}), "x": ModelArtifacts(errors={"cls": collapsed}),
+            "y": ModelArtifacts(errors={"cls": other})}
+    rows = table2_rows(["ref", "x", "y"], arts, reps=50)
+    by = {(r["model_i"], r["model_j"]): r for r in rows}
+    assert by[("ref", "x")]["cls_errors_jaccard_meaningful"] is False
+    assert "collapsed" in by[("ref", "x")]["cls_errors_jaccard_verdict"]
+    assert "cls_errors_jaccard_meaningful" not in by[("ref", "y")]
+    cells, _, _ = table2_display(rows)
+    assert (rows[0]["model_i"], rows[0]["model_j"]) == ("ref", "x")
+    assert cells[0]["cls_errors_jaccard"].endswith("✗ not meaningful")
+    assert not cells[1]["cls_errors_jaccard"].endswith("✗ not meaningful")
+    noise = [r for r in noise_rows(["ref", "x", "y"], arts, reps=50) if "classification" in r["metric"]]
+    assert noise and all(r["verdict"].startswith("not meaningful") for r in noise)
