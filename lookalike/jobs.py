@@ -128,6 +128,12 @@ def evaluate(corpus: CorpusSpec | str | Path, predictions: str | Path | dict, *,
     scored = spec.score(records, preds, where=where, known=known, extra=extra, na_probs=na_probs,
                         na_prob_thresh=na_prob_thresh, f1_below=f1_below, labels=labels)
     metrics = scored.metrics
+    gold = (metrics.get("class_counts") or {}).get("gold") or {}
+    if len(gold) == 1:  # e.g. --limit N on a file sorted by label: errors and accuracy then say little
+        log.warning("%s: every scored record has the gold label %s%s; accuracy and error sets over one class say "
+                    "little about a classifier", corpus.path, next(iter(gold)),
+                    f" (the first {corpus.limit} rows: is the file sorted by label? use --every to spread the "
+                    "selection)" if corpus.limit else "")
     ids = sorted(scored.per_id)
     metrics["scored"] = len(ids)
     metrics["complete"] = not missing

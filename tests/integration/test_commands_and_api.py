@@ -281,3 +281,22 @@ def test_the_pooling_note_follows_the_checks(minilm_export, tmp_path, caplog):
     embed(minilm_export, corpus, tmp_path / "ok", EmbedParams(), progress=False)
     said = [r.getMessage() for r in caplog.records if "own embeddings" in r.getMessage()]
     assert len(said) == 1 and "this run uses cls" in said[0]
+
+
+def test_an_evaluation_limit_that_holds_one_class_is_said_and_flagged(tiny_exports, shared_data, tmp_path):
+    """The first 200 rows of imdb_test_2k.tsv are all positive: predict --limit 200 warns that the scored records
+    hold one class, and the error set carries the class counts that make the report mark it not meaningful."""
+    import json
+
+    from support import _run
+
+    from lookalike.analysis.scoring import load_errors
+
+    r = _run("predict", tiny_exports["cls"], shared_data / "imdb" / "imdb_test_2k.tsv", tmp_path / "p", "--task",
+             "cls", "--limit", "200", "--max-length", "32")
+    assert r.exit_code == 0, r.output
+    warned = [line for line in r.stderr.splitlines() if "gold label 1" in line]
+    assert len(warned) == 1 and "first 200 rows" in warned[0], r.stderr
+    errors = json.loads((tmp_path / "p" / "errors.json").read_text())
+    assert errors["class_counts"]["gold"] == {"1": 200}
+    assert "one class" in load_errors(tmp_path / "p").degenerate
