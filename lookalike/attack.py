@@ -232,7 +232,7 @@ def build_attack(wrapper, mlm: str, *, max_candidates: int = 48, top_words: int 
         tok = pretrained.tokenizer(mlm)
         net = pretrained.load(transformers.AutoModelForMaskedLM, mlm)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{mlm}: cannot load a masked-LM and its tokenizer ({str(exc)[:200]})") from None
+        raise ModelError(f"{mlm}: cannot load a masked-LM and its tokenizer ({str(exc)[:200]})") from exc
     if len(tok) != net.config.vocab_size and tok.vocab_size != net.config.vocab_size:
         raise ModelError(f"{mlm}: the MLM's vocabulary ({net.config.vocab_size}) differs from its tokenizer's "
                          f"({len(tok)}); pair the model with its own tokenizer")

@@ -82,14 +82,15 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except LookalikeError as exc:
-            raise CLIError(str(exc)) from None
+            _say_causes(exc)
+            raise CLIError(str(exc)) from exc
         except OSError as exc:  # disk full, permission denied, ...: one line, not a traceback
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             if exc.errno == errno.ENOSPC or "No space left" in str(exc):  # HDF5 says it in several raw lines
                 raise CLIError(f"{where}No space left on device; free space and re-run the same command (finished "
-                               "shards and files are kept)") from None
+                               "shards and files are kept)") from exc
             text = str(exc.strerror or exc).strip().splitlines()
-            raise CLIError(f"{where}{text[0] if text else type(exc).__name__}") from None
+            raise CLIError(f"{where}{text[0] if text else type(exc).__name__}") from exc
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to resume", err=True)
             sys.exit(130)
@@ -98,7 +99,16 @@ class _Group(click.Group):
                 raise
             first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "a panic")[:160]
             raise CLIError(f"the tokenizers library failed ({first}); the model's tokenizer cannot read this input")\
-                from None
+                from exc
+
+
+def _say_causes(exc: BaseException) -> None:
+    """Under -vv, the chain of causes behind a one-line error (the library errors it was raised from)."""
+    log = logging.getLogger("lookalike.cli")
+    if log.isEnabledFor(logging.DEBUG) and (exc.__cause__ or exc.__context__):
+        import traceback
+
+        log.debug("caused by:\n%s", "".join(traceback.format_exception(exc)).rstrip())
 
 
 class _OneLine(logging.Formatter):
@@ -147,8 +157,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def _int_list(value: str) -> tuple[int, ...]:
     try:
         out = tuple(int(x) for x in value.split(",") if x.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: expected comma-separated integers, e.g. 1,5,10") from None
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers, e.g. 1,5,10") from exc
     if not out or min(out) < 0:
         raise click.BadParameter(f"{value!r}: expected non-negative integers")
     return out
@@ -247,7 +257,7 @@ def _device(ctx, param, value):
     try:
         split_device(value)
     except Exception as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(str(exc)) from exc
     if split_device(value)[0] not in ("auto", "cpu", "cuda"):
         raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
     return value

@@ -195,12 +195,12 @@ def place(tmp: Path, final: Path, ours: Callable[[Path], bool] | None = None) ->
     `atomic_file`)."""
     try:
         os.link(tmp, final)  # atomic create-if-absent: never follows or replaces a link or a file
-    except FileExistsError:
+    except FileExistsError as exc:
         st = os.lstat(final)
         if not stat.S_ISREG(st.st_mode) or ours is None or not ours(final):
             what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a file lookalike did not write"
             raise LookalikeError(f"{final}: {what} appeared at this output name while lookalike was writing it; "
-                                 "it is left as it is (move it away and re-run)") from None
+                                 "it is left as it is (move it away and re-run)") from exc
         os.replace(tmp, final)
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
@@ -265,11 +265,11 @@ def load_json(path: str | Path, what: str = "file") -> Any:
     try:
         return json.loads(p.read_text(encoding="utf-8"), object_pairs_hook=unique_keys(p))
     except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=p) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path=p) from None
-    except RecursionError:
-        raise InputError("JSON nested too deeply", path=p) from None
+        raise InputError(f"invalid JSON at line {exc.lineno}: {exc.msg}", path=p) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError("not UTF-8 text", path=p) from exc
+    except RecursionError as exc:
+        raise InputError("JSON nested too deeply", path=p) from exc
 
 
 def parse_json(text: str, path: Path, record: str | None = None) -> Any:
@@ -278,9 +278,9 @@ def parse_json(text: str, path: Path, record: str | None = None) -> Any:
     try:
         return json.loads(text, object_pairs_hook=unique_keys(path, record))
     except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg}", path=path, record=record or f"line {exc.lineno}") from None
-    except RecursionError:
-        raise InputError("JSON nested too deeply", path=path, record=record) from None
+        raise InputError(f"invalid JSON: {exc.msg}", path=path, record=record or f"line {exc.lineno}") from exc
+    except RecursionError as exc:
+        raise InputError("JSON nested too deeply", path=path, record=record) from exc
 
 
 def unique_keys(path: Path, record: str | None = None):
@@ -373,7 +373,7 @@ class WriterLock:
         except OSError as exc:
             if os.path.islink(self.path) or exc.errno == errno.ELOOP:
                 raise LookalikeError(f"{self.path}: is a symbolic link, not lookalike's lock file; remove it (it "
-                                     "is not ours to delete) and re-run") from None
+                                     "is not ours to delete) and re-run") from exc
             raise
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -381,11 +381,11 @@ class WriterLock:
                                  "re-run")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise LookalikeError(f"{self.path.parent}: is being written by pid {holder} (another lookalike run); "
-                                 "wait for it or use another output folder") from None
+                                 "wait for it or use another output folder") from exc
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

@@ -116,7 +116,7 @@ def fit_mlm_head(base: str | Path, corpus: CorpusSpec | str | Path, out: str | P
         tok = pretrained.tokenizer(base)
         mlm = pretrained.load(transformers.BertForMaskedLM, base)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{base}: cannot load a BERT encoder for a masked-LM head ({str(exc)[:200]})") from None
+        raise ModelError(f"{base}: cannot load a BERT encoder for a masked-LM head ({str(exc)[:200]})") from exc
     mlm.eval()
     folder.claim(REPORT, *hf_folder_names(mlm, tok))  # before fitting: a user's file at a name is refused now
     with tempfile.TemporaryDirectory() as tmp:

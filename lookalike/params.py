@@ -240,7 +240,7 @@ def parse_params(cls: type, values: Mapping[str, Any] | None, where: str):
     try:
         return cls(**kwargs)
     except InputError as exc:
-        raise InputError(str(exc), record=where) from None
+        raise InputError(str(exc), record=where) from exc
 
 
 RUN_KEYS = {"backend", "address", "workers", "gpus_per_worker", "cpus_per_worker", "runtime_env", "ray_init",

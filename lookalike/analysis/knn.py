@@ -116,10 +116,10 @@ def load_knn(path: str | Path) -> KnnResult:
     except InputError:
         raise
     except OSError as exc:
-        raise InputError(f"not a readable HDF5 file ({exc})", path=path) from None
+        raise InputError(f"not a readable HDF5 file ({exc})", path=path) from exc
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise InputError(f"not a complete lookalike neighbour file ({exc}); re-run `lookalike knn`",
-                         path=path) from None
+                         path=path) from exc
     if stored is None:
         log.warning("%s: made by an older lookalike (no content checksum); re-run `lookalike knn` to verify it", path)
     elif stored != res.content_sha256():

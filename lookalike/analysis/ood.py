@@ -170,7 +170,7 @@ def load_ood(path: str | Path) -> OodResult:
             if len(res[str(k)]["score"]) != n:
                 raise ValueError(f"k={k} has {len(res[str(k)]['score'])} scores for {n} test ids")
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"not a complete lookalike OOD file ({exc}); re-run `lookalike ood`", path=path) from None
+        raise InputError(f"not a complete lookalike OOD file ({exc}); re-run `lookalike ood`", path=path) from exc
     return OodResult(np.array(obj["test_ids"], dtype=object), ks, obj["tpr"],
                      {k: np.array(res[str(k)]["score"]) for k in ks},
                      {k: float(res[str(k)]["threshold"]) for k in ks},

@@ -154,8 +154,8 @@ def _predicted_label(p, labels: dict | None, rid: str):
         return label_index(p, labels, f"record {rid}", None)
     try:
         return _label_key(p)
-    except InputError:
-        raise InputError(f"prediction {p!r} is neither a label id nor a name", record=f"record {rid}") from None
+    except InputError as exc:
+        raise InputError(f"prediction {p!r} is neither a label id nor a name", record=f"record {rid}") from exc
 
 
 def _labels_of(preds: dict) -> dict[int, str] | None:
@@ -289,15 +289,15 @@ def load_errors(path: str | Path, dataset: CorpusSpec | str | Path | None = None
     try:  # a BOM is not part of the first id
         text = read_document(p, what="error-set file", corpus=False).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from None
+        raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from exc
     try:
         obj = json.loads(text, object_pairs_hook=unique_keys(p))
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as exc:
         obj = None
         if p.suffix == ".json":
-            raise InputError("invalid JSON (expected errors.json or a JSON list of ids)", path=p) from None
-    except RecursionError:
-        raise InputError("JSON nested too deeply (expected errors.json or a JSON list of ids)", path=p) from None
+            raise InputError("invalid JSON (expected errors.json or a JSON list of ids)", path=p) from exc
+    except RecursionError as exc:
+        raise InputError("JSON nested too deeply (expected errors.json or a JSON list of ids)", path=p) from exc
     if isinstance(obj, dict):
         if obj.get("kind") != "lookalike.errors":
             raise InputError("not a lookalike error-set file (made by `lookalike predict` or `evaluate -o`)", path=p)

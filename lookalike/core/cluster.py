@@ -15,8 +15,8 @@ from ..errors import LookalikeError
 def _import_ray():
     try:
         import ray
-    except ImportError:
-        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from None
+    except ImportError as exc:
+        raise LookalikeError("the Ray backend needs `pip install 'lookalike[distributed]'`") from exc
     return ray
 
 

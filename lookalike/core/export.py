@@ -44,8 +44,8 @@ def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy") -> d
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
-        except ImportError:
-            raise InputError("--format parquet needs pyarrow (pip install pyarrow)", field="format") from None
+        except ImportError as exc:
+            raise InputError("--format parquet needs pyarrow (pip install pyarrow)", field="format") from exc
     Path(out).mkdir(parents=True, exist_ok=True)
     (_npy if fmt == "npy" else _parquet)(store, folder)
     info = {"store": str(store.path), "store_key": store.key(), "format": fmt, "rows": len(store),

@@ -120,7 +120,7 @@ def load_manifest(model_dir: str | Path, task: str | None = None, *, verify: boo
     try:
         manifest = load_json(mpath, "export manifest")
     except InputError as exc:
-        raise ModelError(str(exc)) from None
+        raise ModelError(str(exc)) from exc
     if not isinstance(manifest, dict):
         raise ModelError(f"{mpath}: not an export manifest (expected a JSON object)")
     unknown = sorted(set(manifest) - KNOWN_FIELDS, key=str)

@@ -74,8 +74,8 @@ def check_ranges(ranges, dim: int, where: str) -> np.ndarray:
     """The ranges as (2, dim) float32, or InputError naming `where`: finite, min <= max, one pair per dimension."""
     try:
         r = np.asarray(ranges, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: int8 ranges are not numbers", field="ranges") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: int8 ranges are not numbers", field="ranges") from exc
     if r.shape != (2, dim):
         raise InputError(f"{where}: int8 ranges of shape {r.shape}, need (2, {dim}) (minimum and maximum of each "
                          "dimension)", field="ranges")

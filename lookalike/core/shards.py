@@ -102,7 +102,7 @@ def read_manifest(folder: Path, fmt: type[ShardFormat]) -> dict:
     try:
         manifest = load_json(mpath, "manifest")
     except InputError as exc:
-        raise StoreError(f"{exc}; {fmt.repair}") from None
+        raise StoreError(f"{exc}; {fmt.repair}") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list) \
             or not isinstance(manifest.get("config"), dict):
         raise StoreError(f"{mpath}: not a lookalike manifest (fields config, shards)")
@@ -468,7 +468,7 @@ class ShardedWriter:
         except OSError as exc:
             if not is_no_space(exc):
                 raise
-            raise StoreError(_no_space(self.dir / name, shutil.disk_usage(self.dir).free, need)) from None
+            raise StoreError(_no_space(self.dir / name, shutil.disk_usage(self.dir).free, need)) from exc
         self.record_shard(entry, verified=True)
 
     def record_shard(self, entry: dict, *, verified: bool = False) -> None:

@@ -43,8 +43,8 @@ def _env_int(name: str, default: int) -> int:
         return default
     try:
         value = int(raw)
-    except ValueError:
-        raise InputError(f"environment variable {name}={raw!r}: expected a whole number") from None
+    except ValueError as exc:
+        raise InputError(f"environment variable {name}={raw!r}: expected a whole number") from exc
     if value < 1:
         raise InputError(f"environment variable {name}={raw!r}: expected at least 1")
     return value
@@ -80,10 +80,10 @@ def check_regular(path: str | Path, corpus: bool = True) -> os.stat_result:
     corpus to stdin when it is a corpus)."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError("no such file", path=path) from None
+    except FileNotFoundError as exc:
+        raise InputError("no such file", path=path) from exc
     except OSError as exc:
-        raise InputError(f"cannot read it ({exc.strerror})", path=path) from None
+        raise InputError(f"cannot read it ({exc.strerror})", path=path) from exc
     if not stat.S_ISREG(st.st_mode):
         raise _not_regular(path, st.st_mode, corpus)
     return st
@@ -96,7 +96,7 @@ def open_regular(path: str | Path, corpus: bool = True) -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise InputError(f"cannot open it ({exc.strerror})", path=path) from None
+        raise InputError(f"cannot open it ({exc.strerror})", path=path) from exc
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
@@ -120,7 +120,7 @@ class _BoundedExpansion(io.RawIOBase):
         try:
             n = self._dec.readinto(buf)
         except BAD_STREAM as exc:
-            raise stream_error(self.path, exc) from None
+            raise stream_error(self.path, exc) from exc
         self.produced += n
         if self.produced > RATIO_GRACE:
             consumed = max(1, self._raw.tell())
@@ -164,7 +164,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
             try:
                 raw = fh.readline(limit + 1)
             except BAD_STREAM as exc:
-                raise stream_error(path, exc) from None
+                raise stream_error(path, exc) from exc
             if not raw:
                 return
             lineno += 1
@@ -186,7 +186,7 @@ def read_document(path: str | Path, *, limit: int | None = None, what: str = "fi
                 parts.append(block)
                 size += len(block)
         except BAD_STREAM as exc:
-            raise stream_error(path, exc) from None
+            raise stream_error(path, exc) from exc
     data = b"".join(parts)
     if len(data) > limit:
         env = "LOOKALIKE_MAX_DOCUMENT_MB" if limit == max_document_bytes() else "LOOKALIKE_MAX_RECORD_MB"

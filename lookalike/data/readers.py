@@ -52,7 +52,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start} of the line",
-                             path=path, record=f"line {lineno}") from None
+                             path=path, record=f"line {lineno}") from exc
         if lineno == 1 and line.startswith("\ufeff"):
             line = line[1:]
         yield lineno, line.rstrip("\r\n")
@@ -63,13 +63,13 @@ def _decode_json(raw: bytes, path: Path) -> Any:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise InputError("undecodable bytes (not UTF-8)", path=path, record=f"line {line}") from None
+        raise InputError("undecodable bytes (not UTF-8)", path=path, record=f"line {line}") from exc
     try:
         return json.loads(text, object_pairs_hook=unique_keys(path))
     except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {exc.lineno}") from None
-    except RecursionError:
-        raise InputError("JSON nested too deeply", path=path) from None
+        raise InputError(f"invalid JSON: {exc.msg}", path=path, record=f"line {exc.lineno}") from exc
+    except RecursionError as exc:
+        raise InputError("JSON nested too deeply", path=path) from exc
 
 
 def _read_json(path: Path) -> Any:
@@ -274,7 +274,7 @@ def _csv_rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, dict, csv
             return
         except csv.Error as exc:
             raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})", path=path,
-                             record=f"line {reader.line_num}") from None
+                             record=f"line {reader.line_num}") from exc
         yield reader.line_num, row, reader
 
 
@@ -310,7 +310,7 @@ def _read_parquet(path: Path, fields: Fields, info: Provenance, split: str | Non
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"not a readable Parquet file ({exc})", path=path) from None
+        raise InputError(f"not a readable Parquet file ({exc})", path=path) from exc
 
     def rows():
         i = 0
@@ -467,9 +467,9 @@ def _range_ints(rng: str, path: Path, where: str, field: str) -> tuple[int, int]
         if len(parts) != 2:
             raise ValueError
         return int(parts[0]), int(parts[1])
-    except ValueError:
+    except ValueError as exc:
         raise InputError(f"range {rng[:40]!r} is not START:END (two whole numbers)", path=path, record=where,
-                         field=field) from None
+                         field=field) from exc
 
 
 def _char_range(rng: str, context: str, path: Path, where: str) -> tuple[int, int]:
@@ -564,9 +564,9 @@ def _read_imdb_tsv(path: Path, fields: Fields, info: Provenance, split: str | No
             raise InputError("expected 'text<TAB>label'", path=path, record=f"line {lineno}", field="label")
         try:
             value = int(label)
-        except ValueError:
+        except ValueError as exc:
             raise InputError(f"label {label!r} is not an integer", path=path, record=f"line {lineno}",
-                             field="label") from None
+                             field="label") from exc
         yield Record(str(index), text, None, value)
         index += 1
 
@@ -591,7 +591,7 @@ def _read_aclimdb(path: Path, fields: Fields, info: Provenance, split: str | Non
             try:
                 text = read_document(f, limit=max_record_bytes(), what="review").decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=f) from None
+                raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=f) from exc
             yield Record(f"{root.name}/{label_name}/{f.stem}", text, None, label)
 
 
@@ -632,7 +632,7 @@ def _read_hf(name: str, fields: Fields, info: Provenance, split: str | None = No
         ds = datasets.load_dataset(dname, config, split=dsplit)
     except Exception as exc:
         raise InputError(f"could not load Hugging Face dataset ({type(exc).__name__}: {str(exc)[:200]})",
-                         path=name) from None
+                         path=name) from exc
     yield from _rows_from_hf(ds, name, fields, info)
 
 

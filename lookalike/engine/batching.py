@@ -282,8 +282,8 @@ def _send(proc, obj) -> None:
     try:
         proc.stdin.write(len(data).to_bytes(8, "little") + data)
         proc.stdin.flush()
-    except BrokenPipeError:
-        raise RuntimeError(f"a tokenizer worker exited (code {proc.poll()})") from None
+    except BrokenPipeError as exc:
+        raise RuntimeError(f"a tokenizer worker exited (code {proc.poll()})") from exc
 
 
 def _receive(proc):

@@ -32,7 +32,7 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(self.dir / self.manifest.model_file), opts, providers=providers,
                                                 disabled_optimizers=disabled)
         except Exception as exc:
-            raise ModelError(f"{self.dir}: ONNX Runtime cannot load the model ({str(exc)[:200]})") from None
+            raise ModelError(f"{self.dir}: ONNX Runtime cannot load the model ({str(exc)[:200]})") from exc
         if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
             # ORT falls back to CPU silently when the CUDA/cuDNN libraries do not load; say so instead
             raise ModelError(f"{self.dir}: ONNX Runtime could not start its CUDA provider (CUDA 12/13 runtime, cuBLAS "
@@ -43,7 +43,7 @@ class OnnxModel:
         try:  # the engine's own light tokenizer (no transformers import); transformers' on first use of .tokenizer
             self.encoder = load_engine_tokenizer(self.dir, self.input_names) or self.tokenizer
         except Exception as exc:
-            raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+            raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from exc
         model_vocab = self.manifest.vocab_size
         if isinstance(model_vocab, int) and len(self.encoder) > model_vocab:
             raise ModelError(f"{self.dir}: the tokenizer has {len(self.encoder)} tokens, the model's embedding table "
@@ -66,7 +66,7 @@ class OnnxModel:
             except ModelError:
                 raise
             except Exception as exc:
-                raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+                raise ModelError(f"{self.dir}: cannot load the tokenizer ({str(exc)[:200]})") from exc
         return self._tokenizer
 
     def clamp(self, max_length: int) -> int:
@@ -92,7 +92,7 @@ class OnnxModel:
                 self._dense = load_dense(self.dir, self.manifest.sentence_transformers or {})
             except Exception as exc:
                 raise ModelError(f"{self.dir}: cannot read its Dense module weights ({str(exc)[:200]}); "
-                                 "re-export the model") from None
+                                 "re-export the model") from exc
         return apply_dense(x, self._dense)
 
     @property

@@ -52,7 +52,7 @@ def export_tokenizer(model_dir: str | Path, max_length: int, *, warn: bool = Fal
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"{model_dir}: cannot load the tokenizer ({str(exc)[:200]})") from None
+        raise ModelError(f"{model_dir}: cannot load the tokenizer ({str(exc)[:200]})") from exc
     return tok, clamp_length(manifest, max_length, warn=warn)
 
 

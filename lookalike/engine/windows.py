@@ -163,7 +163,7 @@ def load_ranges(source: str, plan: EmbedPlan) -> tuple[np.ndarray, str]:
         try:
             ranges = np.load(f, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"not a .npy array ({str(exc)[:80]})", path=path, field="ranges_from") from None
+            raise InputError(f"not a .npy array ({str(exc)[:80]})", path=path, field="ranges_from") from exc
     from ..files import sha256_file
 
     return ranges, f"{path} (sha256 {sha256_file(path)[:12]})"

@@ -214,15 +214,15 @@ def load_config(path: str | Path) -> dict:
     try:
         text = read_document(p, limit=MAX_CONFIG_BYTES, what="experiment file", corpus=False).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from None
+        raise InputError(f"undecodable bytes (not UTF-8) at byte {exc.start}", path=p) from exc
     try:
         cfg = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=p,
-                         record=f"line {mark.line + 1}" if mark else None) from None
-    except RecursionError:
-        raise InputError("YAML nested too deeply", path=p) from None
+                         record=f"line {mark.line + 1}" if mark else None) from exc
+    except RecursionError as exc:
+        raise InputError("YAML nested too deeply", path=p) from exc
     _bounded(cfg, p)
     return cfg
 

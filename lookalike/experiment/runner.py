@@ -142,5 +142,5 @@ def run_experiment(path: str | Path, out: str | Path | None = None, echo=None, d
         return Experiment(cfg, out, base, echo=echo, device=device).run()
     except InputError as exc:
         if exc.path is None:
-            raise InputError(str(exc), path=path) from None
+            raise InputError(str(exc), path=path) from exc
         raise

@@ -83,17 +83,17 @@ def _load_source(model: str, task: str, revision: str | None):
             log.debug("loading %s from the hub: %s", model, exc)
             raise ModelError(f"{model}: no such local folder, and the Hugging Face hub did not give it (offline, or "
                              "no such model id); give a local model folder or `minilm` (the packaged MiniLM), or "
-                             "run where the hub is reachable") from None
+                             "run where the hub is reachable") from exc
         first = " ".join(str(exc).split())[:200]
-        raise ModelError(f"{model}: could not load a tokenizer ({type(exc).__name__}: {first})") from None
+        raise ModelError(f"{model}: could not load a tokenizer ({type(exc).__name__}: {first})") from exc
     if not tokenizer.is_fast:
         raise ModelError(f"{model}: no fast tokenizer (the engine needs offsets and batched tokenization)")
     try:
         torch_model = pretrained.load(_auto_class(task), model, revision=revision)
     except ValueError as exc:
-        raise ModelError(f"{model}: architecture not supported for task {task!r} ({str(exc)[:200]})") from None
+        raise ModelError(f"{model}: architecture not supported for task {task!r} ({str(exc)[:200]})") from exc
     except OSError as exc:
-        raise ModelError(f"{model}: could not load the model ({str(exc)[:200]})") from None
+        raise ModelError(f"{model}: could not load the model ({str(exc)[:200]})") from exc
     torch_model.eval()
     return tokenizer, torch_model
 

@@ -66,7 +66,7 @@ class Variant:
         try:
             return cls(**dict(value))
         except ExportError as exc:
-            raise InputError(str(exc), record=where, field="variant") from None
+            raise InputError(str(exc), record=where, field="variant") from exc
 
     # ------------------------------------------------------------------ what it means
     @property

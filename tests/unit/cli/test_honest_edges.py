@@ -91,3 +91,28 @@ def test_the_bench_plot_draws_every_length(tmp_path, monkeypatch):
     assert sorted(t.get_text() for t in left.get_legend().texts) == sorted(
         f"{m} L={L}" for m in "ab" for L in (32, 128, 384))
     assert [list(line.get_xdata()) for line in right.get_lines()] == [[32, 128, 384]] * 2
+
+
+def test_errors_chain_their_cause_and_vv_shows_it(tmp_path):
+    """A one-line error keeps its cause (raise ... from exc, not from None): -vv prints the chain, the default
+    prints one line."""
+    from click.testing import CliRunner
+
+    from lookalike.cli import cli
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    args = ["agree", "--errors", f"a={deep}", "--errors", f"b={deep}"]
+    plain = CliRunner().invoke(cli, args)
+    assert plain.exit_code == 2 and len(plain.stderr.strip().splitlines()) == 1
+    verbose = CliRunner().invoke(cli, ["-vv", *args])
+    assert "caused by" in verbose.stderr and "RecursionError" in verbose.stderr, verbose.stderr[-2000:]
+    import ast
+    from pathlib import Path
+
+    import lookalike
+
+    swallowed = [f"{p.name}:{n.lineno}" for p in Path(lookalike.__file__).parent.rglob("*.py")
+                 for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Raise)
+                 and isinstance(n.cause, ast.Constant) and n.cause.value is None]
+    assert swallowed == []  # no cause is dropped anywhere
