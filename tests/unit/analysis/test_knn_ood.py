@@ -163,3 +163,91 @@ def test_ood_with_a_streamed_bank_gives_the_whole_bank_scores_byte_for_byte():
     for k in (1, 5, 10):
         assert r.scores[k].tobytes() == want[k].tobytes()
     assert r.meta["n_bank"] == 1350 and r.meta["n_val"] == 150
+
+
+# ---- OOD files and the numbers behind the verdicts, against independent references (mutation testing found
+# these reached by no unit test)
+def _ood_result():
+    import numpy as np
+
+    from lookalike.analysis.ood import deep_knn_ood
+
+    rng = np.random.default_rng(4)
+    train = rng.normal(size=(400, 6)).astype(np.float32)
+    test = (rng.normal(size=(50, 6)) + 1.5).astype(np.float32)
+    in_test = rng.normal(size=(40, 6)).astype(np.float32)
+    return deep_knn_ood(train, test, [1, 3], in_test=in_test, seed=1)
+
+
+def test_an_ood_file_round_trips_and_its_checksum_is_checked(tmp_path):
+    import hashlib
+    import json
+
+    import numpy as np
+    import pytest
+
+    from lookalike.analysis.ood import load_ood
+    from lookalike.errors import InputError
+
+    res = _ood_result()
+    res.save(tmp_path / "o.json")
+    raw = json.loads((tmp_path / "o.json").read_text())
+    body = {k: v for k, v in raw.items() if k != "content_sha256"}
+    assert raw["content_sha256"] == hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                                                   .encode()).hexdigest()
+    assert raw["kind"] == "lookalike.ood" and raw["k"] == [1, 3] and raw["tpr"] == 0.95
+    assert raw["results"]["3"]["n_ood"] == int(res.ood_mask(3).sum())
+    assert raw["results"]["3"]["ood"] == [bool(x) for x in res.ood_mask(3)]
+    back = load_ood(tmp_path / "o.json")
+    assert back.ks == [1, 3] and back.tpr == res.tpr and list(back.test_ids) == list(res.test_ids)
+    assert back.thresholds == res.thresholds and back.metrics == res.metrics and back.meta == res.meta
+    for k in (1, 3):
+        np.testing.assert_allclose(back.scores[k], res.scores[k], atol=1e-7)
+        assert back.ood_ids(k) == res.ood_ids(k)
+    raw["results"]["1"]["score"][0] += 0.5  # edited after it was written
+    (tmp_path / "e.json").write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="checksum") as e:
+        load_ood(tmp_path / "e.json")
+    assert "e.json" in str(e.value)
+    (tmp_path / "x.json").write_text(json.dumps({"kind": "other"}))
+    with pytest.raises(InputError, match="not a lookalike OOD file") as e:
+        load_ood(tmp_path / "x.json")
+    assert "x.json" in str(e.value)
+
+
+def test_ood_scores_thresholds_and_auroc_equal_brute_force():
+    import numpy as np
+    import pytest
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    from lookalike.analysis.ood import _rankdata, auroc, kth_distance_scores, threshold_at_tpr
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(300, 5))
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    q = rng.normal(size=(40, 5))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    got = kth_distance_scores(bank.astype(np.float32), q.astype(np.float32), [1, 4, 7])
+    d = np.sort(np.linalg.norm(q[:, None, :] - bank[None, :, :], axis=2), axis=1)
+    for k in (1, 4, 7):
+        np.testing.assert_allclose(got[k], -d[:, k - 1], atol=1e-5)
+    a = np.array([3.0, 1.0, 3.0, 2.0, 2.0, 2.0, 7.0])
+    np.testing.assert_array_equal(_rankdata(a), rankdata(a))
+    ids, oods = rng.normal(size=60), rng.normal(size=50) - 0.5
+    ids[:5] = oods[:5]  # ties count half
+    assert auroc(ids, oods) == pytest.approx(roc_auc_score(np.r_[np.ones(60), np.zeros(50)], np.r_[ids, oods]),
+                                             abs=1e-12)
+    s = np.arange(1.0, 21.0)  # 20 scores: keeping 95% keeps the 19 highest
+    assert threshold_at_tpr(s, 0.95) == 2.0 and threshold_at_tpr(s, 1.0) == 1.0 and threshold_at_tpr(s, 0.05) == 20.0
+
+
+def test_ood_records_what_it_did():
+    res = _ood_result()
+    m = res.meta
+    assert m["distance"] == "euclidean on L2-normalised features" and m["score"] == "-distance to the k-th neighbour"
+    assert m["train"] == "array" and m["test"] == "array" and m["tpr"] == 0.95
+    assert (m["n_bank"], m["n_val"], m["n_test"]) == (360, 40, 50)
+    assert m["val"].startswith("held-out 40 of 400 train points (fraction 0.1, seed 1)")
+    assert set(res.metrics[3]) == {"val_tpr", "auroc", "fpr_at_tpr", "in_test_tpr_at_val_threshold"}
+    assert 0.5 < res.metrics[3]["auroc"] <= 1
