@@ -41,3 +41,16 @@ def recorded(folder):
 
     kind = json.loads((Path(folder) / "manifest.json").read_text()).get("kind", StoreFormat.kind)
     return read_manifest(Path(folder), TokenFormat if kind == TokenFormat.kind else StoreFormat)
+
+
+def block_spy(array, seen: list):
+    """Vectors over `array` that record the length of every block they are read in (a streamed bank's)."""
+    from lookalike.analysis.vectors import Vectors
+
+    class Spy(Vectors):
+        def blocks(self, rows=65536):
+            for lo, b in super().blocks(rows):
+                seen.append(len(b))
+                yield lo, b
+
+    return Spy(array=array)

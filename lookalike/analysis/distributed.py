@@ -15,7 +15,7 @@ import numpy as np
 from ..core.cluster import _connect, _import_ray
 from ..core.store import Store, check_shard, open_store
 from ..errors import StoreError
-from .search import _order, build_index, knn_search, merge_small
+from .search import build_index, knn_search, merge_small, merge_top_k
 from .vectors import _normalize, Vectors
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,10 @@ def ray_top_k(store: Store, queries: np.ndarray, query_rows: np.ndarray | None, 
                 results[j] = ray.get(ref)
         for j, ref in pending:
             results[j] = ray.get(ref)
-        sims, rows = results[0]
-        for j in range(1, len(bounds)):  # merged in block order, as the local search merges
-            s, r = results.pop(j)
-            sims, rows = _order(np.concatenate([sims, s], 1), np.concatenate([rows, r], 1), k)
-        return sims, rows
+        top = None
+        for j in range(len(bounds)):  # merged in block order, as the local search merges
+            top = merge_top_k(top, *results.pop(j), k)
+        return top
     finally:
         if started:
             ray.shutdown()

@@ -23,7 +23,15 @@ from ..core.identity import comparable
 from ..core.shards import open_h5
 from ..core.store import Store
 from ..errors import InputError, StoreError
-from .search import TIE_DECIMALS, _bank_chunks, _order, build_index, knn_search, use_gpu  # noqa: F401 (TIE_DECIMALS)
+from .search import (  # noqa: F401 (TIE_DECIMALS: named here too)
+    TIE_DECIMALS,
+    _bank_chunks,
+    _order,
+    build_index,
+    knn_search,
+    search_blocks,
+    use_gpu,
+)
 from .vectors import Vectors, load_normalized
 
 log = logging.getLogger(__name__)
@@ -228,19 +236,9 @@ def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_r
     starts = list(range(0, n, bank_rows))
     if len(starts) > 1 and n - starts[-1] < k + 1:  # a last block too small for k neighbours joins the one before
         starts.pop()
-    sims = rows = None
-    queries = np.arange(n)
-    for b, lo in enumerate(starts):
-        hi = starts[b + 1] if b + 1 < len(starts) else n
-        own = np.where((queries >= lo) & (queries < hi), queries - lo, -1)  # each query's own row in this block
-        s, r = knn_search(x[lo:hi], x, k, index=build_index(x[lo:hi], "flat", gpu=gpu), block_rows=block_rows,
-                          exclude_rows=own if exclude_self else None)
-        r += lo
-        if sims is None:
-            sims, rows = s, r
-        else:
-            sims, rows = _order(np.concatenate([sims, s], 1), np.concatenate([rows, r], 1), k)
-    return sims, rows
+    ends = starts[1:] + [n]
+    return search_blocks(((lo, x[lo:hi]) for lo, hi in zip(starts, ends)), x, k,
+                         query_rows=np.arange(n) if exclude_self else None, gpu=gpu, block_rows=block_rows)
 
 
 # the exact search holds the store's vectors when they fit in this many bytes (exact copies then searched once,
@@ -349,17 +347,8 @@ def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None
         if v.store is None:
             raise InputError("kNN on Ray reads the bank from a store's shards; give a store", field="backend")
         return ray_top_k(v.store, q, rows, k, bank_rows=bank_rows, **ray)
-    sims = nbrs = None
-    for lo, block in _bank_chunks(v.blocks(bank_rows), k + 1):
-        own = np.where((rows >= lo) & (rows < lo + len(block)), rows - lo, -1)
-        s, r = knn_search(block, q, k, index=build_index(block, "flat", gpu=gpu), block_rows=block_rows,
-                          exclude_rows=own)
-        r += lo
-        if sims is None:
-            sims, nbrs = s, r
-        else:
-            sims, nbrs = _order(np.concatenate([sims, s], 1), np.concatenate([nbrs, r], 1), k)
-    return sims, nbrs
+    return search_blocks(_bank_chunks(v.blocks(bank_rows), k + 1), q, k, query_rows=rows, gpu=gpu,
+                         block_rows=block_rows)
 
 
 def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000, *, seed: int = 0,

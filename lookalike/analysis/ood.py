@@ -44,20 +44,13 @@ def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int],
     """`kth_distance_scores` against a bank given as (first row, normalised block) blocks, never whole in memory:
     each block's exact top-k similarities are merged into the running top-k by (-similarity to 6 decimals,
     row), the order one index over the whole bank gives, so the scores are the same. Memory O(Q·d + block·d)."""
-    from .search import _bank_chunks, _order
+    from .search import _bank_chunks, search_blocks
 
     kmax = max(ks)
-    sims = rows = None
     if ray_search is not None:  # the same blocks, searched by Ray tasks and merged the same way
-        sims, rows = ray_search(queries, kmax)
-        blocks = ()
-    for lo, block in _bank_chunks(blocks, kmax):
-        s, r = knn_search(block, queries, kmax, index=build_index(block, "flat", gpu=gpu), exact_rows=False)
-        r = r + lo
-        if sims is None:
-            sims, rows = s, r
-        else:
-            sims, rows = _order(np.concatenate([sims, s], 1), np.concatenate([rows, r], 1), kmax)
+        sims, _ = ray_search(queries, kmax)
+    else:
+        sims, _ = search_blocks(_bank_chunks(blocks, kmax), queries, kmax, gpu=gpu, exact_rows=False)
     dist = np.sqrt(np.clip(2.0 - 2.0 * sims.astype(np.float64), 0.0, None))
     return {k: -dist[:, k - 1] for k in ks}
 

@@ -147,3 +147,26 @@ def _bank_chunks(blocks, min_rows: int):
     return merge_small(blocks, lambda b: len(b[1]), min_rows, lambda a, b: (a[0], np.concatenate([a[1], b[1]])))
 
 
+
+
+def merge_top_k(running, s: np.ndarray, r: np.ndarray, k: int):
+    """The running (similarities, rows) and a block's, merged into the top k by (-similarity to 6 decimals, row):
+    the order one search over every block at once gives."""
+    if running is None:
+        return s, r
+    return _order(np.concatenate([running[0], s], 1), np.concatenate([running[1], r], 1), k)
+
+
+def search_blocks(blocks, queries: np.ndarray, k: int, *, query_rows: np.ndarray | None = None,
+                  gpu: bool | None = None, block_rows: int = 8192, exact_rows: bool = True):
+    """(similarities, rows) of each query's k nearest rows of a bank given as (first row, block) blocks, each
+    searched exactly and merged (`merge_top_k`); `query_rows`: each query's own bank row, excluded. Memory: the
+    queries, one block and the n_queries × k result."""
+    top = None
+    for lo, block in blocks:
+        own = None if query_rows is None else np.where((query_rows >= lo) & (query_rows < lo + len(block)),
+                                                       query_rows - lo, -1)
+        s, r = knn_search(block, queries, k, index=build_index(block, "flat", gpu=gpu), block_rows=block_rows,
+                          exclude_rows=own, exact_rows=exact_rows)
+        top = merge_top_k(top, s, r + lo, k)
+    return top

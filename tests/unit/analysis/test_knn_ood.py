@@ -144,21 +144,17 @@ def test_ood_with_a_streamed_bank_gives_the_whole_bank_scores_byte_for_byte():
     train[7] = train[900]
     test = (rng.normal(size=(120, 12)) + 0.4).astype(np.float32)
     in_test = rng.normal(size=(80, 12)).astype(np.float32)
+    from support import block_spy
+
     seen = []
 
-    class Spy(Vectors):
-        def blocks(self, rows=65536):
-            for lo, b in super().blocks(rows):
-                seen.append(len(b))
-                yield lo, b
-
-    r = deep_knn_ood(Spy(array=train), test, [1, 5, 10], in_test=in_test, bank_rows=100, seed=3)
+    r = deep_knn_ood(block_spy(train, seen), test, [1, 5, 10], in_test=in_test, bank_rows=100, seed=3)
     assert max(seen) == 100
     # the reference: the held-out split made by hand, one index over the whole bank
     perm = np.random.default_rng(3).permutation(1500)
     n_val = 150
     bank = Vectors(array=train).normalized()
-    val_x, bank = bank[perm[:n_val]], bank[np.sort(perm[n_val:])]
+    bank = bank[np.sort(perm[n_val:])]
     want = kth_distance_scores(bank, Vectors(array=test).normalized(), [1, 5, 10])
     for k in (1, 5, 10):
         assert r.scores[k].tobytes() == want[k].tobytes()

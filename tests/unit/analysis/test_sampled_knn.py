@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from lookalike.analysis.agreement import knn_basis, knn_jaccards, representation_agreement
 from lookalike.analysis.knn import KnnResult, knn_of_rows, knn_sampled, knn_self, load_knn, sample_rows
 from lookalike.analysis.uncertainty import mean_interval
-from lookalike.analysis.vectors import Vectors
 from lookalike.errors import InputError
 
 
@@ -58,16 +57,12 @@ def test_a_draw_of_no_point_or_of_every_point_is_refused(m, needle):
 
 def test_the_bank_is_streamed_a_block_at_a_time():
     """The rows given to the search are never more than a block (plus a small last one joined to it)."""
+    from support import block_spy
+
     seen = []
 
-    class Spy(Vectors):
-        def blocks(self, rows=65536):
-            for lo, b in super().blocks(rows):
-                seen.append(len(b))
-                yield lo, b
-
     x = _points(1000, 4, 1)
-    s = knn_of_rows(Spy(array=x), np.array([3, 500, 999]), 5, bank_rows=128)
+    s = knn_of_rows(block_spy(x, seen), np.array([3, 500, 999]), 5, bank_rows=128)
     assert max(seen) == 128 and len(seen) == 16  # two passes: gathering the drawn rows, then the search
     full = knn_self(x, 5)
     np.testing.assert_array_equal(s[1], full.neighbors[[3, 500, 999]])
