@@ -168,3 +168,28 @@ def test_floors_import_only_downwards():
     assert [m for m, deps in graph.items() if "lookalike.cli" in deps] == []  # the CLI is the top floor
     assert violations({"lookalike.analysis.knn": {"lookalike.engine.store"}}) == [("lookalike.analysis.knn",
                                                                                  "lookalike.engine.store")]
+
+
+def test_the_public_surface_is_declared_and_every_name_resolves():
+    """`lookalike.__all__` names the API; each name resolves lazily to the object its module defines, and the
+    TYPE_CHECKING imports (what IDEs read) name the same places."""
+    import ast
+    import importlib
+
+    import lookalike
+
+    source = (PKG / "__init__.py").read_text()
+    typed = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                for alias in imp.names:
+                    typed[alias.name] = imp.module
+    for name in lookalike.__all__:
+        if name == "__version__":
+            continue
+        obj = getattr(lookalike, name)
+        assert obj is getattr(importlib.import_module(f"lookalike.{typed[name]}"), name), name
+    assert set(typed) == set(lookalike.__all__) - {"__version__"}
+    with pytest.raises(AttributeError):
+        lookalike.not_a_name  # noqa: B018
