@@ -387,14 +387,24 @@ def _store_meta(store: Store) -> dict:
     return meta
 
 
-def write_faiss_index(store: Store, path: str | Path) -> Path:
-    """A FAISS IndexFlatIP over the store's L2-normalised vectors (row i is the store's row i; a binary store's
-    ±1 vectors), written through the output ledger; returns the path."""
+def write_faiss_index(store: Store, path: str | Path, block_rows: int = 65536) -> Path:
+    """A FAISS index of the store (row i is the store's row i), written through the output ledger; returns the
+    path. Float stores: an IndexFlatIP over the L2-normalised vectors (read with faiss.read_index). Binary stores:
+    an IndexBinaryFlat over the packed bits, searched by Hamming distance (read with faiss.read_index_binary).
+    Added a block at a time."""
     import faiss
 
-    x = load_normalized(store)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
+    if store.precision in ("binary", "ubinary"):
+        index = faiss.IndexBinaryFlat(store.vector_dim)
+        for _, block in store.iter_blocks(block_rows, raw=True):
+            bits = (block.astype(np.int16) + 128).astype(np.uint8) if store.precision == "binary" else block
+            index.add(np.ascontiguousarray(bits, dtype=np.uint8))
+        with outputs.writing(path, what="FAISS index") as tmp:
+            faiss.write_index_binary(index, str(tmp))
+        return Path(path)
+    index = faiss.IndexFlatIP(store.vector_dim)
+    for _, block in Vectors(store=store).blocks(block_rows):
+        index.add(block)
     with outputs.writing(path, what="FAISS index") as tmp:
         faiss.write_index(index, str(tmp))
     return Path(path)

@@ -204,3 +204,24 @@ def test_encode_precisions_match_sentence_transformers(minilm_export):
     for p in ("int8", "uint8", "binary", "ubinary"):
         np.testing.assert_array_equal(m.encode(texts, dtype=p), quantize_embeddings(x, precision=p))
     np.testing.assert_array_equal(quantize(x, "binary"), m.encode(texts, dtype="binary"))
+
+
+@pytest.mark.parametrize("dtype", ["binary", "ubinary"])
+def test_write_index_of_a_binary_store_is_a_binary_index(minilm_export, reviews, tmp_path, dtype):
+    """--write-index on a binary store writes an IndexBinaryFlat of the packed bits (faiss.read_index_binary),
+    whose Hamming search equals brute force over the store's bits; a float index of ±1 vectors it was before."""
+    import faiss
+
+    from lookalike.analysis.knn import write_faiss_index
+
+    embed(minilm_export, reviews, tmp_path / "b", EmbedParams(pooling="auto", dtype=dtype, truncate_dim=64))
+    store = open_store(tmp_path / "b")
+    write_faiss_index(store, tmp_path / "b.faiss", block_rows=7)
+    index = faiss.read_index_binary(str(tmp_path / "b.faiss"))
+    raw = store.embeddings(raw=True)
+    bits = (raw.astype(np.int16) + 128).astype(np.uint8) if dtype == "binary" else raw
+    assert isinstance(index, faiss.IndexBinaryFlat) and index.ntotal == len(bits) and index.d == 64
+    dist, rows = index.search(bits[:5], 3)
+    brute = np.unpackbits(bits[:5, None, :] ^ bits[None, :, :], axis=2).sum(2)
+    np.testing.assert_array_equal(dist, np.sort(brute, axis=1)[:, :3])
+    assert (rows[:, 0] == np.arange(5)).all() or (dist[:, 0] == 0).all()
