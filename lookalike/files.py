@@ -296,21 +296,28 @@ def unique_keys(path: Path, record: str | None = None):
     return hook
 
 
+def differences(old: dict, new: dict) -> list[str]:
+    """Every key (sorted) whose value differs between two settings dicts, compared as stored in JSON."""
+    old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def first_difference(old: dict, new: dict) -> str | None:
     """The first key (sorted) whose value differs between two settings dicts, compared as stored in JSON."""
-    old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
-    for k in sorted(set(old) | set(new)):
-        if old.get(k) != new.get(k):
-            return k
-    return None
+    found = differences(old, new)
+    return found[0] if found else None
 
 
 def refuse_other_settings(where, old: dict, new: dict, what: str, error=InputError) -> None:
-    """Raise `error` when `old` (stored) and `new` settings differ, naming the first differing key."""
-    k = first_difference(old, new)
-    if k is not None:
-        raise error(f"{where}: holds {what} made with other settings ({k}: {old.get(k)!r} there, "
-                    f"{new.get(k)!r} now); use another output folder or remove it")
+    """Raise `error` when `old` (stored) and `new` settings differ, naming every differing key (a changed
+    --pooling also changes the max length it implies: both are said) and the ways out."""
+    keys = differences(old, new)
+    if keys:
+        said = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys[:6])
+        more = f"; and {len(keys) - 6} more" if len(keys) > 6 else ""
+        raise error(f"{where}: holds {what} made with other settings ({said}{more}); resume with the same "
+                    "settings or write to another output folder (embed, export and finetune also take --overwrite, "
+                    "which deletes only what lookalike wrote)")
 
 
 def settings_guard(path: Path, settings: dict, what: str, error=InputError) -> None:

@@ -193,3 +193,12 @@ def test_a_journal_already_folded_in_is_skipped_and_a_contradicting_one_refused(
     j.write_bytes(json.dumps(gap).encode() + b"\n")
     with pytest.raises(StoreError, match="after shard"):
         read_manifest(tmp_path / "s", Toy)
+
+
+def test_a_resume_refusal_names_every_differing_setting_and_the_way_out(tmp_path):
+    _write(tmp_path / "s", [3], 2, finalize=False)
+    with pytest.raises(StoreError) as e:
+        with ShardedWriter(tmp_path / "s", Toy({"v": 2, "pooling": "mean"}), 2):
+            pass
+    said = str(e.value)
+    assert "pooling: None there, 'mean' now" in said and "v: 1 there, 2 now" in said and "--overwrite" in said
