@@ -89,6 +89,7 @@ def demo_config(out: Path, n_docs: int = 1200, n_ood: int = 300, fp16: bool = Fa
             "attack": {"mlm": "fit", "top_words": 3, "max_candidates": 48, "n": attack_n, "seed": 0,
                        "max_length": 64},
             "latency": {"batch_sizes": [1, 32], "seq_lengths": [128], "repeat": 5},
+            "agree": {"measures": ["jaccard", "mutual_knn", "cknna", "cka", "cka_debiased"]},
         },
     }
 

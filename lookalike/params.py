@@ -184,8 +184,23 @@ class FinetuneParams:
     shuffle_seed: int | None = None
 
 
+MEASURE_NAMES = ("jaccard", "mutual_knn", "cknna", "cka", "cka_debiased")  # analysis.measures.MEASURES
+
+
+@dataclass(frozen=True)
+class AgreeParams:
+    # the representation measures the report shows: the paper's kNN Jaccard, and any of the field's others
+    measures: tuple[str, ...] = ("jaccard",)
+
+    def __post_init__(self):
+        for m in self.measures:
+            if m not in MEASURE_NAMES:
+                raise InputError(unknown_key_message(m, MEASURE_NAMES).replace("unknown key", "unknown measure"),
+                                 field="measures")
+
+
 STEPS: dict[str, type] = {"embed": EmbedParams, "knn": KnnParams, "ood": OodParams, "predict": PredictParams,
-                          "attack": AttackParams, "latency": LatencyParams}
+                          "attack": AttackParams, "latency": LatencyParams, "agree": AgreeParams}
 
 
 # --------------------------------------------------------------------------- parsing experiment files

@@ -64,11 +64,12 @@ class ModelArtifacts:
     metrics: dict[str, dict] = field(default_factory=dict)  # by task, from a predict folder's metrics.json
     attack: dict | None = None  # attack summary.json
     latency: dict | None = None  # {"device", "rows"}
+    stores: dict[str, Path] = field(default_factory=dict)  # the representation stores by phase (CKA reads them)
 
     @classmethod
     def load(cls, *, manifest: Path | None = None, knn: dict[str, Path] | None = None, ood: Path | None = None,
              ood_encoder: str = "", errors: dict[str, Path] | None = None, dataset=None, attack: Path | None = None,
-             latency: Path | None = None) -> ModelArtifacts:
+             latency: Path | None = None, stores: dict[str, Path] | None = None) -> ModelArtifacts:
         """One model's artifacts from their files: an export folder's manifest, neighbour files by phase, an
         ood.json, error sets by task (a `predict` output folder, whose metrics.json comes along, or an error-set
         file: `dataset` checks its ids), an attack folder's summary.json, a latency.json. The run and `agree`
@@ -84,6 +85,7 @@ class ModelArtifacts:
                 m.metrics[task] = load_json(Path(path) / "metrics.json")
         m.attack = load_json(Path(attack) / "summary.json") if attack else None
         m.latency = load_json(latency) if latency else None
+        m.stores = dict(stores or {})
         return m
 
 
@@ -415,6 +417,7 @@ class ReportSpec:
     tpr: float = 0.95
     reps: int = 1000
     attack_setting: str = ""
+    measures: tuple = ("jaccard",)  # representation measures beyond the paper's: a section of their own
     notes: list[str] = field(default_factory=list)
     provenance: str = ""
 
@@ -569,8 +572,88 @@ def _provenance(b: _Build) -> None:
 
 
 # the report, in order: each section writes its tables and adds itself to the report when it has something to show
-SECTIONS = (_table1, _table2, _chance, _differences, _subsets, _figure1, _ood_detail, _task_metrics, _table3,
-            _latency, _provenance)
+def measure_rows(names, arts: dict[str, ModelArtifacts], measures, k: int, reps: int) -> list[dict]:
+    """The reference (first model) against each other model, per phase: every asked measure beyond the Jaccard
+    with its interval, chance level and basis (analysis.measures)."""
+    from ..core.store import open_store
+    from .measures import MEASURES, measure_columns
+
+    extra = [m for m in measures if m != "jaccard"]
+    ref, rows = names[0], []
+    for name in names[1:]:
+        R, X = arts[ref], arts[name]
+        for phase in PHASES:
+            row: dict = {"reference": ref, "model": name, "phase": f"{phase} FT"}
+            for m in extra:
+                if MEASURES[m].needs == "knn" and phase in R.knn and phase in X.knn:
+                    row.update(measure_columns(m, R.knn[phase], X.knn[phase], None, k, reps))
+                elif MEASURES[m].needs == "store" and phase in R.stores and phase in X.stores:
+                    stores = (open_store(R.stores[phase]), open_store(X.stores[phase]))
+                    row.update(measure_columns(m, None, None, stores, k, reps))
+            if len(row) > 3:
+                rows.append(row)
+    return rows
+
+
+def _other_measures(b: _Build) -> None:
+    """"Representation, other measures": left out unless the experiment asked for a measure beyond the Jaccard."""
+    from .measures import MEASURES
+
+    asked = [m for m in b.spec.measures if m != "jaccard"]
+    if not asked:
+        return
+    rows = measure_rows(b.names, b.arts, asked, b.spec.k, b.spec.reps)
+    if not rows:
+        return
+    shown = [{"reference": r["reference"], "model": r["model"], "phase": r["phase"],
+              **{m: (with_interval(r, m) if m in r else "—") for m in asked},
+              **{f"{m}_chance": _fmt3(r.get(f"{m}_chance")) for m in asked}} for r in rows]
+    cols = ["reference", "model", "phase", *asked, *(f"{m}_chance" for m in asked)]
+    heads = ["Reference", "Model", "Phase", *(MEASURES[m].label for m in asked),
+             *(f"{MEASURES[m].label}: chance" for m in asked)]
+    write_table(rows, list(dict.fromkeys(c for r in rows for c in r)), b.out / "representation_measures")
+    b.rep.heading("Representation, other measures")
+    b.rep.text("The reference against each model by the field's other representation measures, on the same points "
+               "as Table 2 (K=%d), each with its 95%% interval and the level a row-permuted partner reaches: %s. CKA "
+               "is global, dominated by the directions of largest variance; the kNN Jaccard and mutual-kNN are local "
+               "(who is near whom); CKNNA is CKA restricted to mutual-neighbour pairs." % (
+                   b.spec.k, "; ".join(f"{MEASURES[m].label} = {MEASURES[m].what}" for m in asked)))
+    b.rep.table(shown, cols, heads)
+    b.summary["representation_measures"] = rows
+    _measure_figure(b, rows, asked)
+
+
+def _measure_figure(b: _Build, rows: list[dict], asked: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .measures import MEASURES
+    from .report import save_figure
+
+    labels = [f"{r['model']}\n{r['phase']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 3.6))
+    width = 0.8 / len(asked)
+    for i, m in enumerate(asked):
+        xs = [j + (i - (len(asked) - 1) / 2) * width for j in range(len(rows))]
+        vals = [r.get(m, math.nan) for r in rows]
+        err = [[max(0.0, v - r.get(f"{m}_lo", v)) for v, r in zip(vals, rows)],
+               [max(0.0, r.get(f"{m}_hi", v) - v) for v, r in zip(vals, rows)]]
+        ax.bar(xs, vals, width, yerr=err, capsize=2, label=MEASURES[m].label)
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel(f"agreement with {rows[0]['reference']}")
+    ax.set_ylim(min(0, *(r.get(m, 0) for r in rows for m in asked)), 1.05)
+    ax.legend(fontsize=7)
+    ax.set_title("Representation agreement by measure (95% intervals)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, b.out / "figure_measures.png")
+    plt.close(fig)
+    b.rep.image("figure_measures.png", "Representation agreement by measure")
+
+
+SECTIONS = (_table1, _table2, _other_measures, _chance, _differences, _subsets, _figure1, _ood_detail, _task_metrics,
+            _table3, _latency, _provenance)
 
 
 def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: Path) -> dict:

@@ -27,6 +27,7 @@ class ModelRun:
 
     manifest: Path | None = None  # the export whose manifest describes the model (Table 1)
     knn: dict[str, Path] = field(default_factory=dict)  # {"before": ..., "after": ...}
+    stores: dict[str, Path] = field(default_factory=dict)  # the representation stores, by phase (CKA reads them)
     ood: Path | None = None
     ood_encoder: str = ""
     latency: Path | None = None
@@ -36,7 +37,8 @@ class ModelRun:
 
     def artifacts(self) -> ModelArtifacts:
         return ModelArtifacts.load(manifest=self.manifest, knn=self.knn, ood=self.ood, ood_encoder=self.ood_encoder,
-                                   errors=self.predictions, attack=self.attack, latency=self.latency)
+                                   errors=self.predictions, attack=self.attack, latency=self.latency,
+                                   stores=self.stores)
 
 
 class Experiment:
@@ -79,6 +81,7 @@ class Experiment:
                 if model_dir is not None:
                     store = steps.embed(ctx, model_dir, "representation", f"{spec.name}-{phase}-representation")
                     r.knn[phase] = steps.knn(ctx, store, f"{spec.name}-{phase}")
+                    r.stores[phase] = store
         ood_model = encoder or base
         if ood_model is not None and "ood_train" in ds and "ood_test" in ds:
             phase = "after" if encoder else "before"
@@ -115,7 +118,7 @@ class Experiment:
         spec = ReportSpec(
             title=self.cfg.get("title", "lookalike: do the compressed models behave like the large one?"),
             description=self.cfg.get("description", ""), k=p.knn.k, knn_ks=tuple(p.knn.ks),
-            k_ood=p.ood.k, ood_ks=tuple(p.ood.ks), tpr=p.ood.tpr,
+            k_ood=p.ood.k, ood_ks=tuple(p.ood.ks), tpr=p.ood.tpr, measures=tuple(p.agree.measures),
             attack_setting=" ".join(x for x in (next((a.attack["setting"] for a in arts.values() if a.attack), ""),
                                                  self._mlm_line()) if x),
             provenance=(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s; "

@@ -7,7 +7,7 @@ trained on the task, as the paper's are); quantisation applies to the fine-tuned
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +28,7 @@ from ..mlm import fit_mlm_head
 from ..models import resolve_model
 from ..outputs import OwnedFolder
 from ..params import (
+    AgreeParams,
     AttackParams,
     EmbedParams,
     FinetuneParams,
@@ -53,6 +54,7 @@ class Context:
     predict: PredictParams
     attack: AttackParams
     latency: LatencyParams
+    agree: AgreeParams = field(default_factory=AgreeParams)  # the report's representation measures
     device: str = "auto"
     reference: ModelSpec | None = None  # the first model: its base fits the attack's MLM and similarity encoder
 

@@ -87,3 +87,13 @@ def test_demo_offline_small(tmp_path):
     for part in ("Figure 1(a)", "Figure 1(b)", "Figure 1(c)", "Table 3", "fill-mask accuracy", "larger than the noise"):
         assert part in text, part
     assert all((report / f"figure1{t}.png").exists() for t in "abc")
+    # the field's other representation measures, each against the reference with its interval and chance level
+    measures = json.loads((report / "representation_measures.json").read_text())
+    assert {(m["model"], m["phase"]) for m in measures} >= {("MiniLM int8", "before FT"), ("MiniLM int8", "after FT")}
+    for m in measures:
+        for name in ("mutual_knn", "cknna", "cka", "cka_debiased"):
+            assert m[f"{name}_lo"] <= m[name] <= m[f"{name}_hi"] and f"{name}_chance" in m, (m["model"], name)
+    int8m = next(m for m in measures if m["model"] == "MiniLM int8" and m["phase"] == "before FT")
+    l2m = next(m for m in measures if m["model"].startswith("MiniLM L2") and m["phase"] == "before FT")
+    assert int8m["cka"] > l2m["cka"] and int8m["mutual_knn"] > l2m["mutual_knn"]
+    assert "Representation, other measures" in text and (report / "figure_measures.png").exists()
