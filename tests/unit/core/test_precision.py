@@ -123,3 +123,53 @@ def test_stored_dims_and_kinds():
         P.refuse_quantised({"dtype": "int8"}, "s", "kNN")
     P.refuse_quantised({"dtype": "binary"}, "s", "kNN")
     assert P.stored_dtype("binary") == np.int8 and P.stored_dtype("ubinary") == np.uint8
+
+
+def test_every_refusal_names_its_field_and_says_what_to_do():
+    with pytest.raises(InputError) as e:
+        P.calibration_ranges(np.zeros((0, 3), np.float32))
+    assert str(e.value) == "field 'precision': int8/uint8 calibration needs at least one vector"
+    for bad, text in (([["a", "b", "c"], ["d", "e", "f"]], "s.json: int8 ranges are not numbers"),
+                      (np.zeros((2, 4)), "s.json: int8 ranges of shape (2, 4), need (2, 3) (minimum and maximum of "
+                                         "each dimension)"),
+                      ([[0, 2, 0], [1, 1, 1]], "s.json: int8 ranges must be finite with minimum <= maximum")):
+        with pytest.raises(InputError) as e:
+            P.check_ranges(bad, 3, "s.json")
+        assert e.value.field == "ranges" and str(e.value) == f"field 'ranges': {text}"
+    np.testing.assert_array_equal(P.check_ranges([[0, 1, 2], [0, 2, 2]], 3, "s"), [[0, 1, 2], [0, 2, 2]])  # min == max
+    with pytest.raises(StoreError) as e:
+        P.refuse_quantised({"dtype": "uint8"}, "runs/s", "kNN")
+    assert str(e.value).endswith("kNN by cosine over them would not be the model's similarity: embed with --precision "
+                                 "float32/float16, or binary/ubinary (exact Hamming)")
+    assert str(e.value).startswith("runs/s: holds uint8 codes (per-dimension scales); ")
+    with pytest.raises(InputError) as e:
+        P.stored_dim("binary", 12)
+    assert e.value.field == "precision"
+
+
+def test_ranges_are_float32_whatever_the_input_and_say_which_dimensions(caplog):
+    ints = np.array([[1, 7], [3, 7]], dtype=np.int64)  # a constant integer dimension: widened by a fraction
+    r = P.calibration_ranges(ints)
+    assert r.dtype == np.float32
+    np.testing.assert_allclose(r, [[1, 6], [3, 8]])
+    zeros = P.calibration_ranges(np.zeros((1, 3), np.float32))  # no scale at all: the smallest range, 1e-6
+    np.testing.assert_allclose(zeros, [[-1e-6] * 3, [1e-6] * 3])
+    caplog.clear()
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        P.calibration_ranges(np.ones((2, 10), np.float32))
+    assert caplog.messages == ["int8 calibration: 10 of 10 dimensions are constant over the 2 calibration rows "
+                               "(dimensions [0, 1, 2, 3, 4, 5, 6, 7], ...); each gets the range of its value ± 1 "
+                               "instead of a single value, so distinct rows keep distinct codes"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        P.calibration_ranges(np.ones((2, 8), np.float32))
+    assert "(dimensions [0, 1, 2, 3, 4, 5, 6, 7]);" in caplog.messages[0]
+
+
+def test_signs_are_float32_plus_minus_one():
+    s = P.signs(np.array([[0b10100000]], dtype=np.uint8), "ubinary", 3)
+    assert s.dtype == np.float32 and s.tolist() == [[1.0, -1.0, 1.0]]
+    b = P.signs(np.array([[0b10100000 - 128]], dtype=np.int8), "binary", 3)
+    assert b.dtype == np.float32 and b.tolist() == [[1.0, -1.0, 1.0]]
