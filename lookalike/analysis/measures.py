@@ -144,24 +144,21 @@ def cka_from_blocks(pairs, groups: int = GROUPS, n: int | None = None) -> dict:
     the groups contiguous ranges of about n / groups points; else each block is a group of its own (merged
     round-robin into `groups`)."""
     parts: list[_Stats] = []
-    row = 0
+    row = block = 0
     for x, y in pairs:
         x, y = _normalise(x), _normalise(y)
         if not parts:
             parts = [_Stats(x.shape[1], y.shape[1]) for _ in range(groups)]
-        for lo in range(0, len(x), 4096):  # split a block at group boundaries
-            hi = min(lo + 4096, len(x))
-            if n:
-                g0 = min((row + lo) * groups // n, groups - 1)
-                edge = min(hi, (g0 + 1) * n // groups - row) if g0 < groups - 1 else hi
-                edge = max(edge, lo + 1)
-                parts[g0].add(x[lo:edge], y[lo:edge])
-                if edge < hi:
-                    g1 = min((row + edge) * groups // n, groups - 1)
-                    parts[g1].add(x[edge:hi], y[edge:hi])
-            else:
-                parts[(row + lo) // 4096 % groups].add(x[lo:hi], y[lo:hi])
+        if n:  # contiguous groups of about n / groups points: each group's slice of this block
+            edges = [g * n // groups for g in range(groups + 1)]
+            for g in range(groups):
+                lo, hi = max(edges[g], row) - row, min(edges[g + 1], row + len(x)) - row
+                if lo < hi:
+                    parts[g].add(x[lo:hi], y[lo:hi])
+        else:  # unknown n: whole blocks, round-robin
+            parts[block % groups].add(x, y)
         row += len(x)
+        block += 1
     if not parts:
         raise InputError("no points to compare")
     total = parts[0]

@@ -71,7 +71,7 @@ def test_streamed_cka_equals_the_gram_definitions(n, p, q):
     x, y = _pair(n, p, q, n)
     blocks = [(x[i:i + 7], y[i:i + 7]) for i in range(0, n, 7)]  # streamed in blocks of 7 rows
     got = cka_from_blocks(blocks, groups=min(20, n), n=n)
-    assert got["n"] == n
+    assert got["n"] == n and got["groups"] == min(20, n)
     assert got["cka"] == pytest.approx(dense_cka(x, y, dense_hsic_biased), rel=1e-6)
     assert got["cka_debiased"] == pytest.approx(dense_cka(x, y, dense_hsic_unbiased), rel=1e-6, abs=1e-9)
 
@@ -118,6 +118,7 @@ def test_the_jackknife_interval_covers_the_population_value():
         hits = 0
         for s in range(50):
             r = cka_from_blocks([draw(2000, s)], groups=20, n=2000)
+            assert r["groups"] == 20  # the jackknife has its 20 groups (a wide t(1) interval covers anything)
             hits += r[f"{m}_lo"] <= population[m] <= r[f"{m}_hi"]
         assert hits >= 45, (m, hits)
 
@@ -155,6 +156,7 @@ def test_cknna_refuses_k_below_2_and_sampled_files():
 def test_cka_stores_refuses_other_points_and_gives_a_chance_level():
     x, y = _pair(500, 8, 8, 3)
     out = cka_stores(x, y, block_rows=64, chance_seed=5)
+    assert out["groups"] == 20 and all(np.isfinite(out[f"cka{s}_{e}"]) for s in ("", "_debiased") for e in ("lo", "hi"))
     assert out["chance"] == {"seed": 5, "rows": 500, "how": "row-permuted partner"}
     assert abs(out["cka_debiased_chance"]) < 0.05 < out["cka_debiased"]
     with pytest.raises(InputError, match="different points"):
