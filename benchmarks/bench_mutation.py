@@ -47,6 +47,36 @@ def copy_tree(dst: Path) -> None:
             shutil.copy2(src, dst / name)
 
 
+def collect(work: Path, modules: list[str]) -> dict:
+    """Each module's verdicts from mutmut's .meta files in `work`, the survivors with their diffs (read in this
+    process: a `mutmut show` per survivor costs a second each)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        out = {}
+        for m in modules:
+            meta = json.loads((work / "mutants" / "lookalike" / f"{m}.meta").read_text())
+            by = {k: STATUS.get(v, f"exit {v}") for k, v in meta["exit_code_by_key"].items()}
+            counts = Counter(by.values())
+            caught = counts["killed"] + counts["timeout"]  # a hang is a detection too (mutmut scores it so)
+            reached = caught + counts["survived"]
+            diffs = {}
+            for key in sorted(k for k, v in by.items() if v == "survived"):
+                try:
+                    text = get_diff_for_mutant(key, path=Path("lookalike") / m)
+                except Exception as exc:  # noqa: BLE001 (a diff that cannot be shown is still a survivor)
+                    text = f"(no diff: {exc})"
+                diffs[key] = [ln for ln in text.splitlines() if ln[:1] in "+-" and not ln.startswith(("---", "+++"))]
+            out[m] = {"mutants": len(by), "counts": dict(counts), "reached": reached,
+                      "killed_share": round(caught / reached, 4) if reached else None,
+                      "meets_target": bool(reached) and caught / reached >= TARGET, "survivors": diffs}
+        return out
+    finally:
+        os.chdir(here)
+
+
 def run(modules: list[str], workers: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="lookalike-mutation-"))
     try:
@@ -67,24 +97,7 @@ def run(modules: list[str], workers: int) -> dict:
         seconds = time.perf_counter() - t
         if r.returncode != 0:
             raise SystemExit(f"mutmut failed ({r.returncode}): {(r.stdout + r.stderr)[-3000:]}")
-        out = {}
-        for m in modules:
-            meta = json.loads((work / "mutants" / "lookalike" / f"{m}.meta").read_text())
-            by = {k: STATUS.get(v, f"exit {v}") for k, v in meta["exit_code_by_key"].items()}
-            counts = Counter(by.values())
-            caught = counts["killed"] + counts["timeout"]  # a hang is a detection too (mutmut scores it so)
-            reached = caught + counts["survived"]
-            survivors = sorted(k for k, v in by.items() if v == "survived")
-            diffs = {}
-            for key in survivors:
-                shown = subprocess.run([sys.executable, "-m", "mutmut", "show", key], cwd=work, env=env,
-                                       capture_output=True, text=True).stdout
-                diffs[key] = [ln for ln in shown.splitlines() if ln.startswith(("- ", "+ ")) or
-                              (ln[:1] in "+-" and not ln.startswith(("---", "+++")))]
-            out[m] = {"mutants": len(by), "counts": dict(counts), "reached": reached,
-                      "killed_share": round(caught / reached, 4) if reached else None,
-                      "meets_target": bool(reached) and caught / reached >= TARGET,
-                      "survivors": diffs}
+        out = collect(work, modules)
         return {"seconds": round(seconds, 1), "modules": out}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -94,9 +107,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--module", action="append", choices=MODULES)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--collect", type=Path, default=None,
+                    help="read the verdicts of a finished run's copy (its folder) instead of running mutmut")
     args = ap.parse_args()
     modules = args.module or list(MODULES)
-    result = run(modules, args.workers)
+    if args.collect:
+        result = {"seconds": None, "modules": collect(args.collect.resolve(), modules)}
+    else:
+        result = run(modules, args.workers)
     for m, r in result["modules"].items():
         print(f"{m}: {r['counts']} killed {r['killed_share']}")
     import mutmut
