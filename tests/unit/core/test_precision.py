@@ -173,3 +173,26 @@ def test_signs_are_float32_plus_minus_one():
     assert s.dtype == np.float32 and s.tolist() == [[1.0, -1.0, 1.0]]
     b = P.signs(np.array([[0b10100000 - 128]], dtype=np.int8), "binary", 3)
     assert b.dtype == np.float32 and b.tolist() == [[1.0, -1.0, 1.0]]
+
+
+def test_quantize_edges_exactly():
+    x = np.array([[0.5, -0.5, 2.0]], dtype=np.float64)
+    for precision in ("int8", "uint8", "binary", "ubinary", "float32", "float16"):
+        r = np.array([[0, -1, 2], [1, 0, 2]], np.float32)  # the third dimension's range is one value
+        got = P.quantize(x, precision, r)
+        assert got.dtype == P.stored_dtype(precision), precision
+    # a range of one value: that dimension's codes are the lowest step (no division by zero, no NaN)
+    r = np.array([[0, -1, 2], [1, 0, 2]], np.float32)
+    assert P.quantize(x, "uint8", r).tolist() == [[127, 127, 0]]
+    assert P.quantize(x, "int8", r).tolist() == [[-1, -1, -128]]
+    assert P.quantize(np.array([[0.1] * 8]), "binary").tolist() == [[127]]  # 0b11111111 - 128
+    f32 = np.ones((2, 3), np.float32)
+    assert P.quantize(f32, "float32") is f32  # no copy of what already is float32
+    for bad, kw in (("int8", {}), ("int4", {"ranges": r})):
+        with pytest.raises(InputError) as e:
+            P.quantize(x, bad, **kw)
+        assert e.value.field == "precision"
+    with pytest.raises(InputError) as e:
+        P.quantize(x, "int4")
+    assert "known: float32, float16, int8, uint8, binary, ubinary" in str(e.value)
+    assert P.stored_dim("ubinary", 384) == 48 and isinstance(P.stored_dim("ubinary", 384), int)
