@@ -60,6 +60,50 @@ class Embedder:
     def device(self) -> str:
         return self.model.device
 
+    # ---- sentence-transformers' conveniences, with its names
+    def get_sentence_embedding_dimension(self) -> int:
+        """The vectors' width under the constructor's settings (sentence-transformers' name for `dim`)."""
+        return self.dim
+
+    @property
+    def max_seq_length(self) -> int:
+        """The max length `encode` uses (the model's own unless the constructor set one)."""
+        return int(self._plan().config["max_length"])
+
+    @property
+    def tokenizer(self):
+        """The export's fast tokenizer (transformers), loaded without running any code of the model's."""
+        return self.model.tokenizer
+
+    @property
+    def prompts(self) -> dict:
+        """The prompts the model declares (sentence-transformers' config), by name; {} when none."""
+        st = self.model.manifest.sentence_transformers or {}
+        return dict(st.get("prompts") or {})
+
+    def encode_query(self, texts, **kw):
+        """`encode` with the model's "query" prompt when it declares one (as sentence-transformers' encode_query)."""
+        if "prompt" not in kw and "prompt_name" not in kw and "query" in self.prompts:
+            kw["prompt_name"] = "query"
+        return self.encode(texts, **kw)
+
+    def encode_document(self, texts, **kw):
+        """`encode` with the model's "document" (or "passage") prompt when it declares one."""
+        name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+        if "prompt" not in kw and "prompt_name" not in kw and name is not None:
+            kw["prompt_name"] = name
+        return self.encode(texts, **kw)
+
+    @staticmethod
+    def similarity(a, b) -> np.ndarray:
+        """Cosine similarity of every row of `a` with every row of `b` (numpy arrays or torch tensors, one vector
+        or many): sentence-transformers' default `similarity`, as a float32 numpy matrix."""
+        a, b = (np.atleast_2d(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32))
+                for x in (a, b))
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return (a @ b.T).astype(np.float32)
+
     def settings(self, **overrides) -> dict:
         """The resolved settings `encode` would use (pooling after "auto", normalisation, max length)."""
         plan = self._plan(**overrides)

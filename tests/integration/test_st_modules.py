@@ -138,3 +138,23 @@ def test_every_pooling_mode_equals_sentence_transformers(tiny_models, tmp_path, 
     ref = st.encode(TEXTS, batch_size=3)
     np.testing.assert_allclose(Embedder(tmp_path / "exp", pooling="auto").encode(TEXTS), ref, atol=2e-5)
     np.testing.assert_allclose(Embedder(tmp_path / "exp", pooling=name, max_length=48).encode(TEXTS), ref, atol=2e-5)
+
+
+def test_sentence_transformers_conveniences_answer_as_it_does(st_model, st_export):
+    """encode_query / encode_document with the model's prompts, similarity, the width, the max length and the
+    tokenizer, each equal to SentenceTransformer's own."""
+    import torch
+
+    _, st = st_model
+    m = Embedder(st_export, pooling="auto")
+    texts = [t for t in TEXTS if t]
+    np.testing.assert_allclose(m.encode_query(texts), st.encode_query(texts, convert_to_numpy=True), atol=2e-5)
+    np.testing.assert_allclose(m.encode_document(texts), st.encode_document(texts, convert_to_numpy=True), atol=2e-5)
+    assert m.prompts["query"] == "query: " and m.prompts["passage"] == "passage: "
+    a, b = m.encode(texts[:2]), m.encode(texts[1:4])
+    np.testing.assert_allclose(m.similarity(a, b), st.similarity(torch.from_numpy(a), torch.from_numpy(b)).numpy(),
+                               atol=1e-6)
+    assert m.similarity(a[0], torch.from_numpy(b)).shape == (1, 3)
+    assert m.get_sentence_embedding_dimension() == st.get_sentence_embedding_dimension() == m.dim
+    assert m.max_seq_length == st.max_seq_length == 48
+    assert m.tokenizer("a text")["input_ids"] == st.tokenizer("a text")["input_ids"]
