@@ -193,3 +193,21 @@ def test_the_public_surface_is_declared_and_every_name_resolves():
     assert set(typed) == set(lookalike.__all__) - {"__version__"}
     with pytest.raises(AttributeError):
         lookalike.not_a_name  # noqa: B018
+
+
+def test_a_row_longer_than_the_budget_goes_alone_and_nothing_is_lost():
+    """cut_batches: a row whose length alone passes the budget is a batch of one (never dropped, never joined);
+    every other batch stays within the budget; the cut covers every row once, in order."""
+    from lookalike.engine.batching import cut_batches
+
+    lengths = np.array([900, 700, 60, 50, 50, 40, 10, 10], dtype=np.int64)  # sorted longest first
+    cuts = cut_batches(lengths, batch_tokens=200, max_batch=512, batch_cost=0.0)
+    spans = list(zip(cuts[:-1], cuts[1:]))
+    assert spans[0] == (0, 1) and spans[1] == (1, 2)  # each over-long row alone
+    assert cuts[0] == 0 and cuts[-1] == len(lengths) and (np.diff(cuts) >= 1).all()
+    for a, b in spans[2:]:
+        assert (b - a) * lengths[a] <= 200
+    assert cut_batches(np.array([5000]), 100, 512, 0.0).tolist() == [0, 1]
+    assert cut_batches(np.array([], dtype=np.int64), 100, 512, 0.0).tolist() == [0]
+    # max_batch caps rows even when the budget would take more
+    assert np.diff(cut_batches(np.full(10, 1, dtype=np.int64), 10_000, 3, 0.0)).max() <= 3
