@@ -155,3 +155,96 @@ def test_sampled_pairs_refuse_naming_the_field_and_keep_the_order():
     with pytest.raises(InputError) as e:
         knn_jaccards(a, shuffled, 5)
     assert e.value.field == "sample.universe_sha256"
+
+
+def test_refusals_word_for_word():
+    a = _knn([[1, 2], [0, 2], [0, 1], [4, 0], [3, 0]])
+    other = _knn(a.neighbors, ids=np.array(["p", "q", "r", "s", "x"], dtype=object))
+    with pytest.raises(InputError) as e:
+        knn_jaccards(a, other, 2)
+    assert str(e.value).startswith("representation agreement: the two models were run on different points (1 ids "
+                                   "only in the first, 1 only in the second; e.g. ['t'])")
+    q = np.array(["q1", "q2"], dtype=object)
+    bank = np.array(["x", "y", "z"], dtype=object)
+    b1 = KnnResult(q, np.array([[0, 1], [1, 2]]), np.ones((2, 2)), 2, meta={"bank_selection": {"limit": 3}},
+                   bank_ids=bank)
+    b2 = KnnResult(q, b1.neighbors, b1.similarity, 2, meta={"bank_selection": {"limit": 4}}, bank_ids=bank)
+    with pytest.raises(InputError) as e:
+        knn_jaccards(b1, b2, 2)
+    assert str(e.value) == ("representation agreement: the two artifacts differ in bank_selection.limit (3 vs 4); "
+                            "compare models on the same records with the same embedding settings")
+    b3 = KnnResult(q, b1.neighbors, b1.similarity, 2, meta=b1.meta, bank_ids=np.array(["x", "y", "w"], dtype=object))
+    with pytest.raises(InputError) as e:
+        knn_jaccards(b1, b3, 2)
+    assert str(e.value).startswith("representation agreement: the two models were run on different points")
+    # a field one artifact records as a mapping and the other as a value: compared whole
+    with pytest.raises(InputError) as e:
+        same_setup({"split": {"a": 1}}, {"split": "train"}, "w", keys=("split",))
+    assert str(e.value) == ("w: the two artifacts differ in split ({'a': 1} vs 'train'); compare models on the same "
+                            "records with the same embedding settings")
+    with pytest.raises(InputError) as e:
+        same_setup({"pooling": "cls"}, {}, "z", keys=("pooling",))
+    assert str(e.value) == ("z: the second artifact does not record its pooling (made by an older lookalike?); re-run "
+                            "the command that made it so the two can be checked against each other")
+    u4 = {"a", "b", "c", "d", "e"}
+    with pytest.raises(InputError) as e:
+        same_universe(_es({"a"}, u4, "A"), _es({"a"}, {"a"}, "B"))
+    assert str(e.value) == ("prediction errors: A was scored on 5 questions and B on 1 (e.g. only in the first: "
+                            "['b', 'c', 'd']); error sets over different questions cannot be compared")
+    with pytest.raises(InputError) as e:
+        same_universe(_es({"a"}, u4, "A"), _es({"w", "x", "y", "z"}, None, "ids.txt"))
+    assert str(e.value).endswith("(e.g. ['w', 'x', 'y'])")
+
+
+def test_sampled_refusals_word_for_word_and_the_drawn_ids_checked():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    a, b = knn_sampled(x, 3, 20, seed=1), knn_sampled(x, 3, 20, seed=2)
+    with pytest.raises(InputError) as e:
+        knn_jaccards(a, b, 3)
+    assert str(e.value) == ("field 'sample.seed': representation agreement: the two sampled files differ in "
+                            "sample.seed (1 vs 2); "
+                            "per-point Jaccards are comparable only on the same draw of the same points: run both "
+                            "with the same --sample and --sample-seed")
+    forged = knn_sampled(x, 3, 20, seed=1)
+    forged.meta["sample"]["ids_sha256"] = "0" * 64  # the right universe, but not that draw's ids
+    with pytest.raises(InputError) as e:
+        knn_jaccards(forged, knn_self(x, 3), 3)
+    assert e.value.field == "sample.ids_sha256" and str(e.value) == (
+        "field 'sample.ids_sha256': representation agreement: the sampled file's drawn ids are not the exhaustive "
+        "file's rows of that draw (sample.ids_sha256 differs)")
+    bank = KnnResult(a.ids, a.neighbors, a.similarity, 3, meta=dict(a.meta), bank_ids=np.arange(120).astype(str))
+    with pytest.raises(InputError) as e:
+        knn_jaccards(a, bank, 3)
+    assert str(e.value) == ("field 'sample': representation agreement: a sampled neighbour file is compared with a "
+                            "sampled or an exhaustive self-kNN, not with a search of queries against a bank (knn "
+                            "--queries)")
+    from lookalike.analysis.agreement import knn_basis
+
+    assert knn_basis(knn_self(x, 3), a) == ("estimated from 20 of 120 points (seed 1) (an exhaustive file compared on "
+                                            "the draw)")
+    # the sampled side keeps its own neighbours whichever side it is given on
+    full = knn_self(x + 0.3 * rng.normal(size=x.shape).astype(np.float32), 3)
+    left, right = knn_jaccards(a, full, 3), knn_jaccards(full, a, 3)
+    np.testing.assert_allclose(left, right)
+    assert not np.allclose(left, 1)
+
+
+def test_row_jaccards_in_blocks_and_ood_k_checked_on_both_sides():
+    from lookalike.analysis.agreement import _row_jaccards
+
+    rng = np.random.default_rng(3)
+    na, nb = rng.integers(0, 50, size=(9000, 4)), rng.integers(0, 50, size=(9000, 4))
+    whole = np.array([len(set(x) & set(y)) / len(set(x) | set(y)) for x, y in zip(na, nb)])
+    unique = np.array([len(set(x)) == 4 and len(set(y)) == 4 for x, y in zip(na, nb)])
+    for block in (7, 4096, 100000):
+        got = _row_jaccards(na, nb, 4, block)
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got[unique], whole[unique])
+    ids = np.array(["a", "b"], dtype=object)
+    o1 = OodResult(ids, [5, 10], 0.95, {5: np.zeros(2), 10: np.zeros(2)}, {5: 0.0, 10: 0.0})
+    o2 = OodResult(ids, [10], 0.95, {10: np.zeros(2)}, {10: 0.0})
+    with pytest.raises(InputError, match=r"k=5 was not scored in both OOD results \(have \[5, 10\] and \[10\]\)"):
+        distribution_agreement(o1, o2, 5)
+    assert distribution_agreement(o1, o2)["k"] == 10  # the paper's k by default
+    assert representation_agreement(_knn(np.zeros((5, 10), int), k=10), _knn(np.zeros((5, 10), int), k=10))["k"] == 10
