@@ -77,6 +77,22 @@ def entry_problem(folder: Path, source: str, key: str) -> str | None:
     return None
 
 
+def _adopt(folder: Path, source: str, key: str) -> bool:
+    """An entry an earlier lookalike made before entries carried a record: used (and given its record) only when
+    every file verifies against its manifest and the manifest names this very source; else False."""
+    if (folder / CACHE_RECORD).exists():
+        return False
+    try:
+        manifest = load_manifest(folder, verify=True)
+    except (ModelError, InputError):
+        return False
+    if manifest.source_model != source:
+        return False
+    (folder / CACHE_RECORD).write_text(json.dumps({"kind": CACHE_KIND, "key": key, "source": source,
+                                                  "model_sha256": manifest.sha256, "adopted": True}, indent=1) + "\n")
+    return entry_problem(folder, source, key) is None
+
+
 @contextlib.contextmanager
 def _entry_lock(folder: Path):
     """One process makes or repairs an entry at a time (others wait, then find it made)."""
@@ -110,6 +126,8 @@ def export_for(model: str | Path, *, revision: str | None = None) -> Path:
             if problem is None:
                 return folder
             record = _record(folder) if folder.is_dir() and not folder.is_symlink() else None
+            if record is None and folder.is_dir() and not folder.is_symlink() and _adopt(folder, source, key):
+                return folder  # made by an earlier lookalike (no record yet): verified whole, then recorded
             if record is None or record.get("key") != key:
                 raise ModelError(f"{folder}: a cache entry lookalike did not make ({problem}); lookalike will neither "
                                  "use nor delete it: move it away and re-run")

@@ -132,3 +132,15 @@ def test_an_int8_choice_is_believed_only_when_it_verifies(own_cache, tiny_models
         assert choice.read_bytes() == before
         choice.write_text(good)
     assert m["variant"]["description"]
+
+
+def test_an_entry_made_by_an_earlier_lookalike_is_verified_and_adopted(own_cache, tiny_models, monkeypatch):
+    """Entries made before they carried a record are not refused wholesale (an upgrade would lock every user out
+    of their cache): one whose files verify and whose manifest names this source is adopted, without exporting."""
+    entry = sources.export_for(tiny_models["bert2"])
+    (entry / sources.CACHE_RECORD).unlink()  # as an earlier lookalike left it
+    import lookalike.exporters as exporters
+
+    monkeypatch.setattr(exporters, "export", lambda *a, **k: pytest.fail("exported again"))
+    assert sources.export_for(tiny_models["bert2"]) == entry
+    assert json.loads((entry / sources.CACHE_RECORD).read_text())["adopted"] is True
