@@ -11,9 +11,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # shared caches (token caches, fitted MLM heads) go to a private folder, never the user's ~/.cache
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 os.environ["LOOKALIKE_CACHE"] = tempfile.mkdtemp(prefix="lookalike-test-cache-")
+
+
+def _remove_cache(folder: str = os.environ["LOOKALIKE_CACHE"], pid: int = os.getpid()) -> None:
+    """The test cache goes with the process that made it (not with a forked child), so runs leave nothing in /tmp."""
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+atexit.register(_remove_cache)
 
 import pytest
 from hypothesis import HealthCheck, settings
