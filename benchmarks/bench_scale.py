@@ -5,7 +5,7 @@ Stages (each a real `lookalike` command in a child process, its wall time and pe
 --work so a re-run skips finished stages):
 
 1. corpus: N short texts from ../shared/data (sentences of SQuAD train paragraphs, NewsQA stories, CUAD contracts
-   and IMDB reviews; then 16-word windows of the same text, stride 8, until N), written as JSON lines.
+   and IMDB reviews; then 16-word windows of the same text, stride 8, then offset 4, until N), written as JSON lines.
 2. embed: the packaged MiniLM exported twice, fp32 and int8 (scheme measured here), both embedding the corpus
    (max length 64, float16 stores): the two "models" compared.
 3. knn exhaustive on both, and `agree`: the all-points mean Jaccard (K=10).
@@ -90,12 +90,14 @@ def corpus(n: int, path: Path) -> dict:
         unique = list(dict.fromkeys(items))
         counts[name] = len(unique)
         texts += unique
-    if len(texts) < n:  # then 16-word windows of the same text, stride 8
+    if len(texts) < n:  # then 16-word windows of the same text, stride 8, then the windows between (offset 4)
         words = " ".join(texts).split()
-        windows = (" ".join(words[i:i + 16]) for i in range(0, len(words) - 16, 8))
-        extra = [w for w, _ in zip(windows, range(n - len(texts)))]
-        counts["16-word windows of the above"] = len(extra)
-        texts += extra
+        for offset, label in ((0, "16-word windows of the above"), (4, "16-word windows between those")):
+            windows = (" ".join(words[i:i + 16]) for i in range(offset, len(words) - 16, 8))
+            extra = [w for w, _ in zip(windows, range(n - len(texts)))]
+            if extra:
+                counts[label] = len(extra)
+            texts += extra
     texts = texts[:n]
     with open(path, "w") as fh:
         for i, t in enumerate(texts):
