@@ -186,7 +186,7 @@ class OwnedFolder:
             if path.is_dir() and not path.is_symlink() and not entries.get(name, {}).get("dir"):
                 raise OutputError(f"{path}: is a folder; give a file name for the {what}")
             state = self.status(name, entries)
-            if state == "foreign" and not (legacy and path.is_file() and not path.is_symlink() and legacy(path)):
+            if state == "foreign" and not _legacy(path, legacy):
                 raise OutputError(f"{path}: exists and was not written by lookalike (or was changed since); "
                                   f"refusing to replace it: move it away or choose another output")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ class OwnedFolder:
         self.claim(name, legacy=legacy, what=what)
         final = self.folder / name
         final.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(final, ours=lambda p: self.status(name) == "ours") as tmp:
+        with atomic_file(final, ours=lambda p: self.status(name) == "ours" or _legacy(p, legacy)) as tmp:
             yield tmp
             self.claim(name, legacy=legacy, what=what)  # again: a user's file may have appeared meanwhile
             self.intend(name, tmp)  # recorded before the file takes its name: a kill after the rename finds it ours
@@ -347,6 +347,11 @@ def owned_file(path: str | Path) -> tuple[OwnedFolder, str]:
     """The folder and name of a single-file output (`-o FILE`)."""
     p = Path(path)
     return OwnedFolder(p.parent if str(p.parent) else Path(".")), p.name
+
+
+def _legacy(path: Path, legacy: Callable[[Path], bool] | None) -> bool:
+    """A plain file an earlier lookalike wrote before ledgers existed, recognised by its own format (`legacy`)."""
+    return bool(legacy) and path.is_file() and not path.is_symlink() and legacy(path)
 
 
 def write_json(path: str | Path, obj: Any, **kw) -> Path:

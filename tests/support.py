@@ -56,14 +56,15 @@ def block_spy(array, seen: list):
     return Spy(array=array)
 
 
-def make_store(path, x, ids=None, shard_rows: int = 16, precision: str = "float32"):
+def make_store(path, x, ids=None, shard_rows: int = 16, precision: str = "float32", **config):
     """A small store of `x` written by StoreWriter (embed's writer), opened and verified."""
     import numpy as np
 
     from lookalike.core.store import StoreWriter, open_store
 
     ids = [f"p{i}" for i in range(len(x))] if ids is None else list(ids)
-    cfg = {"model_sha256": "m" * 64, "pooling": "cls", "normalize": False, "max_length": 16, "precision": precision}
+    cfg = {"model_sha256": "m" * 64, "pooling": "cls", "normalize": False, "max_length": 16, "dtype": precision,
+           **config}
     with StoreWriter(path, cfg, x.shape[1], shard_rows) as w:
         w.append(ids, x, np.full(len(x), 3), np.zeros(len(x), bool))
         w.finalize()

@@ -393,3 +393,44 @@ def test_an_approximate_index_reports_its_recall(caplog, monkeypatch):
     assert res.meta["recall_at_k"] == pytest.approx(np.mean(hits) / 5)
     res = knn_self(x, 5, index="hnsw", recall_sample=5000)
     assert res.meta["recall_sample"] == 300
+
+
+def test_an_earlier_lookalike_file_is_replaced_a_user_file_is_not(tmp_path):
+    """A neighbour file written before ledgers existed identifies itself (kind) and is replaced, at the name's
+    claim and again when the new file takes its place."""
+    with h5py.File(tmp_path / "old.knn.h5", "w") as f:
+        f.attrs["kind"] = "lookalike.knn"
+    r = knn_self(_grid(12, 2, 0, 0) + np.arange(12)[:, None], 2)
+    r.save(tmp_path / "old.knn.h5")
+    assert load_knn(tmp_path / "old.knn.h5").content_sha256() == r.content_sha256()
+    with h5py.File(tmp_path / "user.h5", "w") as f:
+        f.attrs["kind"] = "something of the user's"
+    with pytest.raises(Exception, match="was not written by lookalike"):
+        r.save(tmp_path / "user.h5")
+    (tmp_path / "dir.h5").mkdir()
+    with pytest.raises(Exception) as err:
+        r.save(tmp_path / "dir.h5")
+    assert str(err.value).endswith("is a folder; give a file name for the neighbour file")
+
+
+def test_the_ray_search_gets_the_store_and_the_drawn_rows(tmp_path, monkeypatch):
+    import lookalike.analysis.distributed as dist
+    from lookalike.analysis.search import _bank_chunks, search_blocks
+
+    x = _grid(50, 3, 6, 6)
+    store = make_store(tmp_path / "s", x)
+    calls = []
+
+    def fake_ray_top_k(st_, q, rows, k, *, bank_rows, **ray):
+        calls.append((st_.path, q.shape, rows.tolist(), k, bank_rows, ray))
+        return search_blocks(_bank_chunks(Vectors.of(st_).blocks(bank_rows), k + 1), q, k, query_rows=rows)
+
+    monkeypatch.setattr(dist, "ray_top_k", fake_ray_top_k)
+    res = knn_sampled(store, 4, 9, bank_rows=13, ray={"workers": 2})
+    rows = sample_rows(50, 9, 0)
+    assert calls == [(tmp_path / "s", (9, 3), rows.tolist(), 4, 13, {"workers": 2})]
+    np.testing.assert_array_equal(res.neighbors, _brute(x, 4, rows)[1])
+    calls.clear()
+    full = knn_self(store, 4, bank_rows=13, ray={"workers": 2})  # on Ray the exhaustive search reads from disk
+    assert len(calls) == 1 and calls[0][2] == list(range(50))
+    np.testing.assert_array_equal(full.neighbors, _brute(x, 4)[1])
