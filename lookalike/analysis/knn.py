@@ -21,7 +21,7 @@ import numpy as np
 from .. import outputs
 from ..core.identity import comparable
 from ..core.shards import open_h5
-from ..core.store import Store
+from ..core.store import Store, ids_sha256  # noqa: F401 (ids_sha256: named here too)
 from ..errors import InputError, StoreError
 from .search import (  # noqa: F401 (TIE_DECIMALS: named here too)
     TIE_DECIMALS,
@@ -324,14 +324,6 @@ def sample_rows(n: int, m: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
 
 
-def ids_sha256(ids) -> str:
-    """sha256 of ids in order (one NUL after each): the identity of a draw's points, or of a whole universe."""
-    h = hashlib.sha256()
-    for x in ids:
-        h.update(str(x).encode() + b"\0")
-    return h.hexdigest()
-
-
 def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
                 bank_rows: int = 65536, ray: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact (similarity, row) of the k nearest other points of each of `rows` (sorted) among all the points of
@@ -357,7 +349,8 @@ def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000
     """The exact k nearest other points, among all n points, of `m` points drawn uniformly without replacement
     (seeded): the per-point Jaccards of two models' files made with the same draw estimate the all-points mean
     without bias. The draw is recorded (seed, m, n, a digest of the drawn ids and of every id in row order), and
-    the neighbours are rows of the whole store. Time O(m·n·d); memory O(m·d + bank_rows·d + m·k) plus the ids."""
+    the neighbours are rows of the whole store. Time O(m·n·d); memory O(m·d + bank_rows·d + m·k), the ids read a
+    shard at a time (never all held)."""
     v = Vectors.of(store)
     n = len(v)
     if k < 1:
@@ -365,14 +358,13 @@ def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000
     if k >= n:
         raise InputError(f"k={k} needs more than k points; the store has {n}", path=v.path, field="k")
     rows = sample_rows(n, m, seed)
-    all_ids = v.ids
     t0 = time.perf_counter()
     sims, nbrs = knn_of_rows(v, rows, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, ray=ray)
-    ids = np.asarray(all_ids[rows])
+    ids = np.asarray(v.ids_at(rows))  # the drawn ids only: the universe's are digested shard by shard
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": n, "dim": v.vector_dim,
             "metric": "cosine", "self_excluded_by": "row",
             "sample": {"m": int(m), "n": int(n), "seed": int(seed), "ids_sha256": ids_sha256(ids),
-                       "universe_sha256": ids_sha256(all_ids)}}
+                       "universe_sha256": v.ids_sha256()}}
     if v.store is not None:
         meta.update(_store_meta(v.store))
     return KnnResult(ids, nbrs, sims, k, "flat", meta)

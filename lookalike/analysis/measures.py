@@ -177,11 +177,10 @@ def cka_from_blocks(pairs, groups: int = GROUPS, n: int | None = None) -> dict:
 def cka_stores(a, b, *, block_rows: int = 65536, groups: int = GROUPS, chance_seed: int = 0) -> dict:
     """CKA (biased and debiased) between two stores of the same points, streamed, with intervals and a chance
     level (a row-permuted partner on a draw of at most CHANCE_ROWS points, `chance_seed` recorded)."""
-    from .knn import ids_sha256
     from .vectors import Vectors
 
     va, vb = Vectors.of(a), Vectors.of(b)
-    if len(va) != len(vb) or ids_sha256(va.ids) != ids_sha256(vb.ids):
+    if len(va) != len(vb) or va.ids_sha256() != vb.ids_sha256():
         raise InputError(f"CKA: the stores hold different points, or the same points in another order ({len(va)} "
                          f"and {len(vb)} rows): embed both models on the same records with the same selection",
                          path=vb.path, field="id")

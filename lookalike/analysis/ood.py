@@ -278,10 +278,22 @@ def _bank_overlap(stores: dict[str, Store]) -> list[tuple[str, int, str]]:
         if s.key() == bank.key() or Path(s.path).resolve() == Path(bank.path).resolve():
             out.append((role, len(s), str(s.ids[0]) if len(s) else ""))
         elif s.config.get("corpus_fingerprint") == bank.config.get("corpus_fingerprint"):
-            shared = set(s.ids) & set(bank.ids)
+            shared = _shared_ids(s, bank)
             if shared:
-                out.append((role, len(shared), str(sorted(shared)[0])))
+                out.append((role, len(shared), str(min(shared))))
     return out
+
+
+def _shared_ids(a: Store, b: Store) -> list[str]:
+    """The ids two stores have in common, found by their 64-bit digests (no set of every id), confirmed on the
+    ids themselves."""
+    da, db = a.id_digests(), b.id_digests()
+    rows_a = np.flatnonzero(np.isin(da, db))
+    if len(rows_a) == 0:
+        return []
+    ids_a = a.ids_at(rows_a)
+    rows_b = np.flatnonzero(np.isin(db, da[rows_a]))
+    return sorted(set(ids_a) & set(b.ids_at(rows_b)))
 
 
 # a comparison of OOD sets says something only when the sets are large enough to differ and the detector works

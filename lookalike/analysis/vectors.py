@@ -34,6 +34,19 @@ class Vectors:
     def ids(self) -> np.ndarray:
         return np.asarray(self.store.ids) if self.store is not None else np.arange(len(self.array)).astype(str)
 
+    def ids_at(self, rows) -> np.ndarray:
+        """The ids of the given rows, never every id at once (a store reads only the shards that hold them)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return self.store.ids_at(rows) if self.store is not None else rows.astype(str)
+
+    def ids_sha256(self) -> str:
+        """sha256 of every id in row order (`analysis.knn.ids_sha256`), streamed from a store's shards."""
+        if self.store is not None:
+            return self.store.ids_sha256()
+        from ..core.store import ids_sha256
+
+        return ids_sha256(self.ids)
+
     @property
     def path(self) -> Path | None:
         return self.store.path if self.store is not None else None

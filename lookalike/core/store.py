@@ -222,11 +222,11 @@ class StoreFormat(ShardFormat):
                     layout[s["row_start"]:s["row_end"]] = h5py.VirtualSource(s["file"], name, shape=src_shape)
                 f.create_virtual_dataset(name, layout)
             for column in ("id", "parent_id") if chunked else ("id",):
-                values = []
+                # a shard at a time: never every id of the store in memory
+                ds = f.create_dataset(column, shape=(total,), dtype=h5py.string_dtype("utf-8"))
                 for s in shards:
                     with open_h5(folder / s["file"]) as sf:
-                        values.extend(sf[column].asstr()[:])
-                f.create_dataset(column, data=np.array(values, dtype=object), dtype=h5py.string_dtype("utf-8"))
+                        ds[s["row_start"]:s["row_end"]] = sf[column][:]
             for k, v in self.config.items():
                 if isinstance(v, (str, int, float, bool)):
                     f.attrs[k] = v
@@ -261,6 +261,44 @@ class StoreWriter(ShardedWriter):
         if parents is not None:
             columns.update(parent_id=list(parents[0]), chunk=np.asarray(parents[1]))
         self.append_columns(columns)
+
+
+def ids_sha256(ids) -> str:
+    """sha256 of ids in order (one NUL after each): the identity of a draw's points, or of a whole universe."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for x in ids:
+        h.update(str(x).encode() + b"\0")
+    return h.hexdigest()
+
+
+def id_digests(chunks) -> np.ndarray:
+    """uint64 blake2b digests of ids given as chunks of str or UTF-8 bytes, in order."""
+    import hashlib
+
+    parts = []
+    for chunk in chunks:
+        raw = b"".join(hashlib.blake2b(x if isinstance(x, bytes) else str(x).encode(), digest_size=8).digest()
+                       for x in chunk)
+        parts.append(np.frombuffer(raw, dtype=np.uint64))
+    return np.concatenate(parts) if parts else np.empty(0, np.uint64)
+
+
+def first_repeat(digests: np.ndarray, ids_at) -> tuple[tuple[int, int], str] | None:
+    """((first row, later row), id) of the first id in row order held twice, or None: sorting the 64-bit digests
+    (O(n) memory, no Python set), then confirming equal digests on the ids (`ids_at(rows)`)."""
+    if len(digests) < 2:
+        return None
+    order = np.argsort(digests, kind="stable")
+    same = np.flatnonzero(digests[order][1:] == digests[order][:-1])
+    best = None
+    for at in same:
+        i, j = int(order[at]), int(order[at + 1])
+        a, b = ids_at(np.array([i, j]))
+        if a == b and (best is None or j < best[0][1]):
+            best = ((i, j), str(a))
+    return best
 
 
 @dataclass
@@ -304,20 +342,58 @@ class Store:
         problem = entry_problem(self.path, self.manifest)
         if problem:
             raise StoreError(f"{self.path / ENTRY}: {problem}; the store is damaged: {REPAIR}")
-        ids = self.ids
-        if len(set(ids)) != len(ids):
-            seen: dict = {}
-            for i, x in enumerate(ids):
-                if x in seen:
-                    raise StoreError(f"{self.path}: id {x!r} is at rows {seen[x]} and {i}; a store's ids are unique "
-                                     f"(the store was altered): {REPAIR}")
-                seen[x] = i
+        twice = first_repeat(self.id_digests(), self.ids_at)
+        if twice is not None:
+            (i, j), x = twice
+            raise StoreError(f"{self.path}: id {x!r} is at rows {i} and {j}; a store's ids are unique "
+                             f"(the store was altered): {REPAIR}")
 
     @property
     def ids(self) -> np.ndarray:
+        """Every id as a str, in row order (n Python strings: for a store of millions of rows use `iter_ids`,
+        `ids_at`, `ids_sha256` or `id_digests`, which never hold them all)."""
         if not hasattr(self, "_ids"):
             self._ids = self._column("id", None)
         return self._ids
+
+    def iter_ids(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, the shard's ids as UTF-8 bytes) per shard: one shard's ids in memory at a time."""
+        for s in self.manifest["shards"]:
+            with open_h5(self.path / s["file"]) as f:
+                yield s["row_start"], f["id"][:]
+
+    def ids_at(self, rows) -> np.ndarray:
+        """The ids (str) of the given rows, reading only the shards that hold them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if hasattr(self, "_ids"):
+            return self._ids[rows]
+        out = np.empty(len(rows), dtype=object)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        for s in self.manifest["shards"]:
+            lo, hi = np.searchsorted(sorted_rows, [s["row_start"], s["row_end"]])
+            if hi > lo:
+                with open_h5(self.path / s["file"]) as f:
+                    ids = f["id"].asstr()[:]
+                out[order[lo:hi]] = ids[sorted_rows[lo:hi] - s["row_start"]]
+        return out
+
+    def ids_sha256(self) -> str:
+        """sha256 of the ids in row order, one NUL after each (`analysis.knn.ids_sha256` of `ids`), streamed."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for _, chunk in self.iter_ids():
+            if len(chunk):
+                h.update(b"\0".join(chunk) + b"\0")
+        return h.hexdigest()
+
+    def id_digests(self) -> np.ndarray:
+        """A 64-bit digest of every id (blake2b), row order: 8 bytes a row, for uniqueness and overlap checks
+        at any size (equal digests are confirmed on the ids themselves)."""
+        if not hasattr(self, "_id_digests"):
+            self._id_digests = id_digests(chunk for _, chunk in self.iter_ids())
+        return self._id_digests
 
     def _column(self, name: str, dtype) -> np.ndarray:
 
