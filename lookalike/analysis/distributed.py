@@ -43,7 +43,7 @@ def search_block(store_path: str, lo: int, hi: int, first: int, queries: np.ndar
     are checked against the manifest first, then read, normalised (the rows in `drop` left out) and searched;
     rows come back in the bank's numbering, from `first`."""
     store = open_store(store_path, verify=False)
-    for s in store.manifest["shards"]:
+    for s in store.manifest.shards:
         if s["row_start"] < hi and s["row_end"] > lo:
             problem = check_shard(store.path, s, store.dim, store.config)
             if problem:

@@ -28,7 +28,7 @@ FORMATS = ("npy", "parquet")
 
 def _shards(store: Store):
     """(shard file handle) for each shard in row order."""
-    for s in store.manifest["shards"]:
+    for s in store.manifest.shards:
         with open_h5(store.path / s["file"]) as f:
             yield f
 

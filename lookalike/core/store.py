@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import StoreError
 from ..files import WriterLock, atomic_file, h5_with_attr, owned_tmp, sha256_file
 from .identity import FEATURE_FIELDS, features
-from .precision import BITS, FLOATS, precision_of, refuse_quantised, signs, stored_dtype
+from .precision import BITS, FLOATS, PRECISIONS, precision_of, refuse_quantised, signs, stored_dtype
 from .shards import MANIFEST, ShardedWriter, ShardFormat, open_h5, read_manifest, self_contained_problem, sha_problem
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,83 @@ def write_shard_file(out_dir: Path, index: int, start: int, ids: list[str], embe
             "n_truncated": int(np.asarray(truncated).sum())}
 
 
-def _read_manifest(folder: Path) -> dict:
+# the config fields readers decide on, by type (others are provenance, recorded as embed wrote them)
+_CONFIG_TYPES = {"model_sha256": str, "pooling": str, "normalize": bool, "max_length": int, "dtype": str,
+                 "truncate_dim": (int, type(None)), "bits": int, "corpus_fingerprint": str, "format": str,
+                 "text_field": str, "pair_field": str, "id_field": str, "split": str, "limit": int, "every": int,
+                 "offset": int, "shard_rows": int, "chunk": (dict, type(None))}
+
+
+class StoreManifest(dict):
+    """A store's manifest (`manifest.json` plus its journal) as one read-only value, checked as a whole when
+    loaded: the shard chain, `dim`, `complete`, and the type of every config field a reader decides on. Readers
+    ask its accessors; it is still the JSON object (a dict), so it pickles (Ray) and prints as such."""
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("a store manifest is read-only; a store changes only through its writer")
+
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = __ior__ = _frozen
+
+    def __reduce__(self):
+        return StoreManifest, (dict(self),)
+
+    @property
+    def dim(self) -> int:
+        """Stored width: dimensions of a float store, bytes of a binary one."""
+        return int(self["dim"])
+
+    @property
+    def config(self) -> dict:
+        return self["config"]
+
+    @property
+    def shards(self) -> list[dict]:
+        """Shard entries in row order (file, row_start, row_end, rows, sha256)."""
+        return self["shards"]
+
+    @property
+    def rows(self) -> int:
+        return self["shards"][-1]["row_end"] if self["shards"] else 0
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.get("complete"))
+
+    @property
+    def precision(self) -> str:
+        return precision_of(self["config"])
+
+    @property
+    def n_truncated(self) -> int:
+        return int(self.get("n_truncated") or 0)
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """Why a store manifest (its shard chain already checked) is not whole and typed, or None."""
+    dim = manifest.get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        return f"field 'dim' is {dim!r}, not a positive integer"
+    if not isinstance(manifest.get("complete", False), bool):
+        return f"field 'complete' is {manifest['complete']!r}, not true or false"
+    for key, typ in _CONFIG_TYPES.items():
+        value = manifest["config"].get(key)
+        if key in manifest["config"] and (not isinstance(value, typ) or (isinstance(value, bool) and typ is int)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in (typ if isinstance(typ, tuple)
+                                                                                    else (typ,)))
+            return f"field 'config.{key}' is {type(value).__name__}, not {names}"
+    if precision_of(manifest["config"]) not in PRECISIONS:
+        return f"field 'config.dtype' is {manifest['config']['dtype']!r}, not one of {', '.join(PRECISIONS)}"
+    return None
+
+
+def _read_manifest(folder: Path) -> StoreManifest:
     manifest = read_manifest(folder, StoreFormat)
     if "dim" not in manifest:
         raise StoreError(f"{folder / MANIFEST}: not a store manifest (no dim)")
-    return manifest
+    problem = manifest_problem(manifest)
+    if problem:
+        raise StoreError(f"{folder / MANIFEST}: {problem}; the manifest is damaged (edited by hand?): {REPAIR}")
+    return StoreManifest(manifest)
 
 
 CHUNK_COLUMNS = ("parent_id", "chunk")  # a chunked store's rows: the record and the window each came from
@@ -306,18 +378,18 @@ class Store:
     """Read side of a store: lengths, ids and blockwise iteration without loading everything."""
 
     path: Path
-    manifest: dict
+    manifest: StoreManifest
 
     @property
     def config(self) -> dict:
-        return self.manifest["config"]
+        return self.manifest.config
 
     @property
     def dim(self) -> int:
-        return int(self.manifest["dim"])
+        return self.manifest.dim
 
     def __len__(self) -> int:
-        return self.manifest["shards"][-1]["row_end"] if self.manifest["shards"] else 0
+        return self.manifest.rows
 
     def features(self) -> dict:
         """What makes this store's vectors one model's features: model hash, pooling, normalisation, length."""
@@ -327,7 +399,7 @@ class Store:
         """Content identity: the hash of its shards' checksums (for caches)."""
         import hashlib
 
-        return hashlib.sha256("".join(s["sha256"] for s in self.manifest["shards"]).encode()).hexdigest()[:12]
+        return hashlib.sha256("".join(s["sha256"] for s in self.manifest.shards).encode()).hexdigest()[:12]
 
     def verify(self) -> None:
         """StoreError naming the first shard that does not match the manifest (sha256, rows, shape, settings),
@@ -358,7 +430,7 @@ class Store:
 
     def iter_ids(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, the shard's ids as UTF-8 bytes) per shard: one shard's ids in memory at a time."""
-        for s in self.manifest["shards"]:
+        for s in self.manifest.shards:
             with open_h5(self.path / s["file"]) as f:
                 yield s["row_start"], f["id"][:]
 
@@ -370,7 +442,7 @@ class Store:
         out = np.empty(len(rows), dtype=object)
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        for s in self.manifest["shards"]:
+        for s in self.manifest.shards:
             lo, hi = np.searchsorted(sorted_rows, [s["row_start"], s["row_end"]])
             if hi > lo:
                 with open_h5(self.path / s["file"]) as f:
@@ -398,7 +470,7 @@ class Store:
     def _column(self, name: str, dtype) -> np.ndarray:
 
         parts = []
-        for s in self.manifest["shards"]:
+        for s in self.manifest.shards:
             with open_h5(self.path / s["file"]) as f:
                 parts.append(f[name].asstr()[:] if name in ("id", "parent_id") else f[name][:])
         if not parts:
@@ -431,7 +503,7 @@ class Store:
     @property
     def precision(self) -> str:
         """float32, float16, int8, uint8, binary or ubinary (core.precision)."""
-        return precision_of(self.config)
+        return self.manifest.precision
 
     @property
     def vector_dim(self) -> int:
@@ -450,7 +522,7 @@ class Store:
         (a Ray task's bank block)."""
         refuse_quantised(self.config, self.path, "similarity")
         parts = []
-        for s in self.manifest["shards"]:
+        for s in self.manifest.shards:
             a, b = max(lo, s["row_start"]), min(hi, s["row_end"])
             if a >= b:
                 continue
@@ -474,7 +546,7 @@ class Store:
         buf: list[np.ndarray] = []
         have = 0
         start = 0
-        for s in self.manifest["shards"]:
+        for s in self.manifest.shards:
             with open_h5(self.path / s["file"]) as f:
                 ds = f["embedding"]
                 for lo in range(0, s["rows"], rows):
@@ -509,12 +581,12 @@ def open_store(path: str | Path, *, allow_incomplete: bool = False, verify: bool
     if not (p / MANIFEST).exists():
         raise StoreError(f"{p}: not an embedding store (no {MANIFEST}; make one with `lookalike embed`)")
     manifest = _read_manifest(p)
-    if not manifest.get("complete") and not allow_incomplete:
+    if not manifest.complete and not allow_incomplete:
         writer = WriterLock.holder(p)
         if writer:
-            raise StoreError(f"{p}: is being written by pid {writer} ({len(manifest['shards'])} shards so far); "
+            raise StoreError(f"{p}: is being written by pid {writer} ({len(manifest.shards)} shards so far); "
                              "open it when that run ends")
-        raise StoreError(f"{p}: store is incomplete ({len(manifest['shards'])} shards written); "
+        raise StoreError(f"{p}: store is incomplete ({len(manifest.shards)} shards written); "
                          "re-run the same `lookalike embed` command to finish it")
     store = Store(p, manifest)
     if verify:

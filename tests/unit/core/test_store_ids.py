@@ -76,3 +76,41 @@ def test_equal_digests_are_confirmed_on_the_ids():
     assert first_repeat(np.array([], np.uint64), None) is None
     assert id_digests([]).dtype == np.uint64 and len(id_digests([])) == 0
     assert id_digests([["a"], [b"a"]]).tolist()[0] == id_digests([["a"], [b"a"]]).tolist()[1]
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: m.__setitem__("dim", "384"), "field 'dim' is '384', not a positive integer"),
+    (lambda m: m.__setitem__("dim", True), "field 'dim' is True, not a positive integer"),
+    (lambda m: m.__setitem__("complete", "yes"), "field 'complete' is 'yes', not true or false"),
+    (lambda m: m["config"].__setitem__("max_length", "16"), "field 'config.max_length' is str, not int"),
+    (lambda m: m["config"].__setitem__("normalize", 1), "field 'config.normalize' is int, not bool"),
+    (lambda m: m["config"].__setitem__("limit", False), "field 'config.limit' is bool, not int"),
+    (lambda m: m["config"].__setitem__("truncate_dim", "8"), "field 'config.truncate_dim' is str, not int or null"),
+    (lambda m: m["config"].__setitem__("dtype", "float64"), "field 'config.dtype' is 'float64', not one of"),
+])
+def test_the_store_manifest_is_checked_whole(tmp_path, edit, needle):
+    import json
+
+    make_store(tmp_path / "s", np.ones((3, 2), np.float32) * np.arange(1, 4)[:, None])
+    path = tmp_path / "s" / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+    with pytest.raises(StoreError) as err:
+        open_store(tmp_path / "s")
+    assert str(err.value).startswith(f"{path}: {needle}") and "the manifest is damaged" in str(err.value)
+
+
+def test_the_store_manifest_is_a_read_only_typed_value(tmp_path):
+    import pickle
+
+    s = make_store(tmp_path / "s", np.ones((5, 2), np.float32) * np.arange(1, 6)[:, None], shard_rows=2,
+                   truncate_dim=None)
+    m = s.manifest
+    assert (m.dim, m.rows, m.complete, m.precision, m.n_truncated, len(m.shards)) == (2, 5, True, "float32", 0, 3)
+    with pytest.raises(TypeError, match="read-only"):
+        m["dim"] = 3
+    with pytest.raises(TypeError, match="read-only"):
+        m.update(dim=3)
+    back = pickle.loads(pickle.dumps(m))
+    assert type(back) is type(m) and back == m
