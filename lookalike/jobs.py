@@ -197,10 +197,13 @@ def knn(store: str | Path, out: str | Path, k: int, *, index: str = "flat", gpu:
         res = knn_cross(q, s, k, gpu=gpu, block_rows=block_rows)
     elif sample is not None:
         status(f"knn: {sample:,} of {len(s):,} points drawn (seed {sample_seed}), K={k}, the bank streamed")
-        res = knn_sampled(s, k, sample, seed=sample_seed, gpu=gpu, block_rows=block_rows, ray=on_ray)
+        bar = progress_bar(None, total=len(s), unit="bank rows", desc="knn --sample")
+        res = knn_sampled(s, k, sample, seed=sample_seed, gpu=gpu, block_rows=block_rows, ray=on_ray,
+                          progress=bar.update)
+        bar.close()
     else:
         status(f"knn: {len(s):,} points, K={k}, {index} index")
-        bar = progress_bar(None, total=len(s), unit="points", desc="knn")  # moves when searched from disk
+        bar = progress_bar(None, total=len(s) if index == "flat" else None, unit="rows", desc="knn")
         res = knn_self(s, k, index=index, gpu=gpu, block_rows=block_rows, progress=bar.update, ray=on_ray)
         bar.close()
     res.save(out)
@@ -230,10 +233,13 @@ def ood(train: str | Path, test: str | Path, out: str | Path | None, ks, *, val=
     written to `out` (a JSON file; None: not written)."""
     if out is not None:
         outputs.claim(out, legacy=is_ood_file, what="OOD file")
-    res = deep_knn_ood(open_store(train), open_store(test), list(ks), tpr=tpr,
+    bank = open_store(train)
+    bar = progress_bar(None, total=len(bank), unit="bank rows", desc="ood")
+    res = deep_knn_ood(bank, open_store(test), list(ks), tpr=tpr,
                        val=open_store(val) if val else None, in_test=open_store(in_test) if in_test else None,
                        val_fraction=val_fraction, seed=seed, gpu=gpu, allow_overlap=allow_overlap,
-                       ray=_ray_search(backend, ray))
+                       ray=_ray_search(backend, ray), progress=bar.update)
+    bar.close()
     if out is not None:
         res.save(out)
     return res

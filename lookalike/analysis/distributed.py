@@ -59,10 +59,15 @@ def search_block(store_path: str, lo: int, hi: int, first: int, queries: np.ndar
     return s, r + first
 
 
+def _advance(progress, bound) -> None:
+    if progress is not None:
+        progress(bound[3])  # the block's bank rows
+
+
 def ray_top_k(store: Store, queries: np.ndarray, query_rows: np.ndarray | None, k: int, *, bank_rows: int = 65536,
               address: str | None = None, workers: int | None = None, ray_init: dict | None = None,
               cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, exact_rows: bool = True,
-              drop: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              drop: np.ndarray | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(similarities, rows) of each query's k nearest bank points (the store's, excluding each query's own row
     when `query_rows` gives it), the blocks searched by Ray tasks and merged here in block order."""
     ray = _import_ray()
@@ -81,8 +86,10 @@ def ray_top_k(store: Store, queries: np.ndarray, query_rows: np.ndarray | None, 
             if len(pending) >= limit:
                 j, ref = pending.pop(0)
                 results[j] = ray.get(ref)
+                _advance(progress, bounds[j])
         for j, ref in pending:
             results[j] = ray.get(ref)
+            _advance(progress, bounds[j])
         top = None
         for j in range(len(bounds)):  # merged in block order, as the local search merges
             top = merge_top_k(top, *results.pop(j), k)

@@ -169,19 +169,21 @@ def duplicate_groups(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def knn_self_exact(x: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
-                   bank_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+                   bank_rows: int = 65536, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact self-kNN in the (-similarity to 6 decimals, row) order, at O(n·k) memory and time whatever the
     duplicates: exact copies are searched once (one query and one bank row per distinct vector), then each row's
     neighbours are drawn from its distinct neighbours' k+1 smallest rows. Without copies, `knn_self_streamed`."""
     groups = duplicate_groups(x)
     if groups is None:
-        return knn_self_streamed(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
+        return knn_self_streamed(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, progress=progress)
     first, group, members, offsets = groups
     xu = x[first]
     n, m = len(x), min(k + 1, len(xu))
     # the k+1 nearest distinct vectors of every distinct vector, itself included (ties closed by first row)
-    su, ru = (knn_self_streamed(xu, m, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, exclude_self=False)
-              if len(xu) > m else _all_pairs(xu))
+    su, ru = (knn_self_streamed(xu, m, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, exclude_self=False,
+                                progress=progress) if len(xu) > m else _all_pairs(xu))
+    if progress is not None:  # the copies: searched with their first row
+        progress(n - (len(xu) if len(xu) > m else 0))
     sizes = np.diff(offsets)
     take = np.minimum(sizes, k + 1)  # at most k from one group, plus the query itself
     sims = np.empty((n, k), dtype=np.float32)
@@ -225,7 +227,8 @@ def _expand(su, ru, members, offsets, take, width):
 
 
 def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
-                      bank_rows: int = 65536, exclude_self: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                      bank_rows: int = 65536, exclude_self: bool = True, progress=None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Exact (similarity, rows) of the k nearest other rows of every row of `x`, the bank streamed through a flat
     index `bank_rows` at a time (as faiss.contrib's knn_ground_truth): memory is `x` plus one bank block, not a
     second copy of `x` inside the index. Each block's exact top-k (ties at the k-th place closed) is merged with
@@ -238,7 +241,8 @@ def knn_self_streamed(x: np.ndarray, k: int, *, gpu: bool | None = None, block_r
         starts.pop()
     ends = starts[1:] + [n]
     return search_blocks(((lo, x[lo:hi]) for lo, hi in zip(starts, ends)), x, k,
-                         query_rows=np.arange(n) if exclude_self else None, gpu=gpu, block_rows=block_rows)
+                         query_rows=np.arange(n) if exclude_self else None, gpu=gpu, block_rows=block_rows,
+                         progress=progress)
 
 
 # the exact search holds the store's vectors when they fit in this many bytes (exact copies then searched once,
@@ -291,7 +295,7 @@ def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: str = "
         sims, rows = knn_self_from_disk(v, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows,
                                         progress=progress, ray=ray)
     elif index == "flat":
-        sims, rows = knn_self_exact(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows)
+        sims, rows = knn_self_exact(x, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, progress=progress)
     else:
         idx = build_index(x, index, gpu=gpu, seed=seed, **index_kw)
         sims, rows = knn_search(x, x, k, index=idx, block_rows=block_rows, exclude_rows=np.arange(n))
@@ -325,7 +329,7 @@ def sample_rows(n: int, m: int, seed: int) -> np.ndarray:
 
 
 def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None, block_rows: int = 8192,
-                bank_rows: int = 65536, ray: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                bank_rows: int = 65536, ray: dict | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact (similarity, row) of the k nearest other points of each of `rows` (sorted) among all the points of
     `v`, in the (-similarity to 6 decimals, row) order, self excluded by row: the rows an exhaustive search gives
     these points. The bank is streamed from the store one block at a time (as faiss.contrib's knn_ground_truth),
@@ -338,14 +342,14 @@ def knn_of_rows(v: Vectors, rows: np.ndarray, k: int, *, gpu: bool | None = None
 
         if v.store is None:
             raise InputError("kNN on Ray reads the bank from a store's shards; give a store", field="backend")
-        return ray_top_k(v.store, q, rows, k, bank_rows=bank_rows, **ray)
+        return ray_top_k(v.store, q, rows, k, bank_rows=bank_rows, progress=progress, **ray)
     return search_blocks(_bank_chunks(v.blocks(bank_rows), k + 1), q, k, query_rows=rows, gpu=gpu,
-                         block_rows=block_rows)
+                         block_rows=block_rows, progress=progress)
 
 
 def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000, *, seed: int = 0,
                 gpu: bool | None = None, block_rows: int = 8192, bank_rows: int = 65536,
-                ray: dict | None = None) -> KnnResult:
+                ray: dict | None = None, progress=None) -> KnnResult:
     """The exact k nearest other points, among all n points, of `m` points drawn uniformly without replacement
     (seeded): the per-point Jaccards of two models' files made with the same draw estimate the all-points mean
     without bias. The draw is recorded (seed, m, n, a digest of the drawn ids and of every id in row order), and
@@ -359,7 +363,8 @@ def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000
         raise InputError(f"k={k} needs more than k points; the store has {n}", path=v.path, field="k")
     rows = sample_rows(n, m, seed)
     t0 = time.perf_counter()
-    sims, nbrs = knn_of_rows(v, rows, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, ray=ray)
+    sims, nbrs = knn_of_rows(v, rows, k, gpu=gpu, block_rows=block_rows, bank_rows=bank_rows, ray=ray,
+                             progress=progress)  # progress: bank rows searched
     ids = np.asarray(v.ids_at(rows))  # the drawn ids only: the universe's are digested shard by shard
     meta = {"seconds": round(time.perf_counter() - t0, 3), "gpu": use_gpu(gpu), "n": n, "dim": v.vector_dim,
             "metric": "cosine", "self_excluded_by": "row",

@@ -40,7 +40,7 @@ def kth_distance_scores(bank: np.ndarray, queries: np.ndarray, ks: Sequence[int]
 
 
 def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int], *, gpu: bool | None = None,
-                                 ray_search=None) -> dict[int, np.ndarray]:
+                                 ray_search=None, progress=None) -> dict[int, np.ndarray]:
     """`kth_distance_scores` against a bank given as (first row, normalised block) blocks, never whole in memory:
     each block's exact top-k similarities are merged into the running top-k by (-similarity to 6 decimals,
     row), the order one index over the whole bank gives, so the scores are the same. Memory O(Q·d + block·d)."""
@@ -50,7 +50,8 @@ def kth_distance_scores_streamed(blocks, queries: np.ndarray, ks: Sequence[int],
     if ray_search is not None:  # the same blocks, searched by Ray tasks and merged the same way
         sims, _ = ray_search(queries, kmax)
     else:
-        sims, _ = search_blocks(_bank_chunks(blocks, kmax), queries, kmax, gpu=gpu, exact_rows=False)
+        sims, _ = search_blocks(_bank_chunks(blocks, kmax), queries, kmax, gpu=gpu, exact_rows=False,
+                                progress=progress)
     dist = np.sqrt(np.clip(2.0 - 2.0 * sims.astype(np.float64), 0.0, None))
     return {k: -dist[:, k - 1] for k in ks}
 
@@ -172,7 +173,8 @@ def load_ood(path: str | Path) -> OodResult:
 
 def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95, val=None, in_test=None,
                  val_fraction: float = 0.1, seed: int = 0, gpu: bool | None = None,
-                 allow_overlap: bool = False, bank_rows: int = 65536, ray: dict | None = None) -> OodResult:
+                 allow_overlap: bool = False, bank_rows: int = 65536, ray: dict | None = None,
+                 progress=None) -> OodResult:
     """Score `test` against the `train` bank; threshold from `val` (or a held-out split of train).
 
     train, test, val, in_test: stores or arrays of rows (analysis.vectors.Vectors).
@@ -246,9 +248,9 @@ def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95
         if train.store is None:
             raise InputError("OOD on Ray reads the bank from a store's shards; give a store", field="backend")
         ray_search = lambda q, k: ray_top_k(train.store, q, None, k, bank_rows=bank_rows, exact_rows=False,  # noqa: E731
-                                            drop=drop, **ray)
+                                            drop=drop, progress=progress, **ray)
     scores = kth_distance_scores_streamed(_bank_blocks(train, drop, bank_rows), np.concatenate(parts), ks, gpu=gpu,
-                                          ray_search=ray_search)
+                                          ray_search=ray_search, progress=progress)  # progress: bank rows
     val_scores, test_scores = ({k: v[bounds[i]:bounds[i + 1]] for k, v in scores.items()} for i in (0, 1))
     thresholds = {k: threshold_at_tpr(val_scores[k], tpr) for k in ks}
     metrics: dict[int, dict] = {k: {"val_tpr": float((val_scores[k] >= thresholds[k]).mean())} for k in ks}

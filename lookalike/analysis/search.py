@@ -158,10 +158,10 @@ def merge_top_k(running, s: np.ndarray, r: np.ndarray, k: int):
 
 
 def search_blocks(blocks, queries: np.ndarray, k: int, *, query_rows: np.ndarray | None = None,
-                  gpu: bool | None = None, block_rows: int = 8192, exact_rows: bool = True):
+                  gpu: bool | None = None, block_rows: int = 8192, exact_rows: bool = True, progress=None):
     """(similarities, rows) of each query's k nearest rows of a bank given as (first row, block) blocks, each
     searched exactly and merged (`merge_top_k`); `query_rows`: each query's own bank row, excluded. Memory: the
-    queries, one block and the n_queries × k result."""
+    queries, one block and the n_queries × k result. `progress(rows)` is called after each block."""
     top = None
     for lo, block in blocks:
         own = None if query_rows is None else np.where((query_rows >= lo) & (query_rows < lo + len(block)),
@@ -169,4 +169,6 @@ def search_blocks(blocks, queries: np.ndarray, k: int, *, query_rows: np.ndarray
         s, r = knn_search(block, queries, k, index=build_index(block, "flat", gpu=gpu), block_rows=block_rows,
                           exclude_rows=own, exact_rows=exact_rows)
         top = merge_top_k(top, s, r + lo, k)
+        if progress is not None:
+            progress(len(block))
     return top

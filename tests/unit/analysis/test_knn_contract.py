@@ -421,7 +421,7 @@ def test_the_ray_search_gets_the_store_and_the_drawn_rows(tmp_path, monkeypatch)
     store = make_store(tmp_path / "s", x)
     calls = []
 
-    def fake_ray_top_k(st_, q, rows, k, *, bank_rows, **ray):
+    def fake_ray_top_k(st_, q, rows, k, *, bank_rows, progress, **ray):
         calls.append((st_.path, q.shape, rows.tolist(), k, bank_rows, ray))
         return search_blocks(_bank_chunks(Vectors.of(st_).blocks(bank_rows), k + 1), q, k, query_rows=rows)
 
@@ -434,3 +434,23 @@ def test_the_ray_search_gets_the_store_and_the_drawn_rows(tmp_path, monkeypatch)
     full = knn_self(store, 4, bank_rows=13, ray={"workers": 2})  # on Ray the exhaustive search reads from disk
     assert len(calls) == 1 and calls[0][2] == list(range(50))
     np.testing.assert_array_equal(full.neighbors, _brute(x, 4)[1])
+
+
+def test_every_search_reports_its_progress(tmp_path):
+    """Long searches move a bar: the bank rows searched add up to the bank, whichever path runs."""
+    x = _grid(90, 3, 7, 9)
+    store = make_store(tmp_path / "s", x, shard_rows=20)
+    for run in (lambda p: knn_sampled(store, 3, 7, bank_rows=25, progress=p),
+                lambda p: knn_self(store, 3, bank_rows=25, progress=p),
+                lambda p: knn_self(x + np.arange(90)[:, None], 3, bank_rows=25, progress=p)):
+        steps = []
+        run(steps.append)
+        assert sum(steps) == 90 and len(steps) > 1 and all(s > 0 for s in steps)
+    steps = []  # from disk: a step per block of query points
+    knn_self_from_disk(Vectors.of(store), 3, bank_rows=25, query_rows=40, progress=steps.append)
+    assert steps == [40, 40, 10]
+    from lookalike.analysis.ood import deep_knn_ood
+
+    steps = []
+    deep_knn_ood(store, x[:10] + 1, 2, bank_rows=25, progress=steps.append)
+    assert sum(steps) == 90 - 9 and len(steps) > 1  # the bank without its held-out tenth

@@ -342,7 +342,7 @@ def test_the_ray_search_gets_the_store_the_points_and_the_held_out_rows(tmp_path
     bank = make_store(tmp_path / "bank", train)
     calls = []
 
-    def fake_ray_top_k(store, q, rows, k, *, bank_rows, exact_rows, drop, **ray):
+    def fake_ray_top_k(store, q, rows, k, *, bank_rows, exact_rows, drop, progress, **ray):
         calls.append((store.path, len(q), rows, k, bank_rows, exact_rows, None if drop is None else drop.tolist(),
                       ray))
         return search_blocks(_bank_chunks(_bank_blocks(Vectors.of(store), drop, bank_rows), k), q, k,
