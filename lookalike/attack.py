@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .core.manifest import labels as manifest_labels
-from .core.tasks import label_index
+from .core.heads import label_index
 from .data import CorpusSpec, Record
 from .engine import OnnxModel
 from .engine.batching import run_batched, tokenize

@@ -22,10 +22,10 @@ from . import jobs, tasks
 from .analysis.ood import summary_by_k as ood_summary_by_k
 from .analysis.report import csv_text, write_bench, write_table
 from .attack import run_attack
-from .core.export import FORMATS as STORE_FORMATS
-from .core.export import export_store
+from .core.store_formats import FORMATS as STORE_FORMATS
+from .core.store_formats import export_store
 from .core.store import remove_store
-from .core.tasks import TASKS as EXPORT_TASKS
+from .core.heads import TASKS as EXPORT_TASKS
 from .data import FORMATS, CorpusSpec
 from .data.stdin import spooled_stdin
 from .demo import run_demo

@@ -24,7 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..core.tasks import label_index
+from ..core.heads import label_index
 from ..data import CorpusSpec, Record
 from ..data.opener import read_document
 from ..errors import InputError

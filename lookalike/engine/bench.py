@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.cpu import cpu_info
 from ..core.manifest import describe_int8, positions
-from ..core.tasks import FEATURE_EXTRACTION, TASKS
+from ..core.heads import FEATURE_EXTRACTION, TASKS
 from ..data import CorpusSpec
 from ..errors import InputError
 from ..files import status

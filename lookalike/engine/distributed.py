@@ -26,7 +26,7 @@ from ..core.cluster import _connect, _import_ray
 from ..core.manifest import load_manifest
 from ..core.session import resolve_device
 from ..core.store import StoreWriter, write_shard_file
-from ..core.tasks import Predictions
+from ..core.heads import Predictions
 from ..data import CorpusSpec
 from ..errors import InputError, LookalikeError
 from ..files import atomic_write_json, in_own_folder, load_json, progress_bar, settings_guard

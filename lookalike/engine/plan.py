@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.manifest import ExportManifest, clamp_length
 from ..core.precision import BITS, QUANTISED, check_ranges, quantize, stored_dim
-from ..core.tasks import FEATURE_EXTRACTION
+from ..core.heads import FEATURE_EXTRACTION
 from ..data import CorpusSpec
 from ..errors import InputError, ModelError
 from ..exporters.pooling import sentence_transformers_pooling

@@ -14,7 +14,7 @@ from typing import Callable
 from .. import jobs, tasks
 from ..attack import run_attack
 from ..core.manifest import load_manifest
-from ..core.tasks import FEATURE_EXTRACTION
+from ..core.heads import FEATURE_EXTRACTION
 from ..data import CorpusSpec
 from ..engine import OnnxModel
 from ..engine import embed as embed_corpus

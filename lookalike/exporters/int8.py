@@ -30,7 +30,7 @@ import numpy as np
 from .. import outputs
 from ..core.cpu import cpu_info
 from ..core.session import session_setup
-from ..core.tasks import TASKS
+from ..core.heads import TASKS
 from ..errors import ExportError, InputError
 from ..files import cache_dir, json_safe, load_json
 

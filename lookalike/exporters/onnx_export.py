@@ -30,7 +30,7 @@ from ..core.manifest import (
     listed_files,
     model_digest,
 )
-from ..core.tasks import TASKS
+from ..core.heads import TASKS
 from ..data.stdlib import stdlib_corpora
 from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file, status

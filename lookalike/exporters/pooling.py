@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-from ..core.tasks import TASKS
+from ..core.heads import TASKS
 from ..errors import ModelError
 from ..core import pretrained
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from ..core.tasks import Predictions, Task
+from ..core.heads import Predictions, Task
 from ..data import CorpusSpec
 
 __all__ = ["Options", "Predictions", "Scored", "TaskSpec"]
@@ -41,7 +41,7 @@ class TaskSpec:
     """One prediction task. Subclasses set the class attributes and implement the methods."""
 
     name: ClassVar[str]  # `predict --task`, errors.json "task", the experiment's own name
-    export: ClassVar[Task]  # the export's static facts (core.tasks): outputs, auto class, int8 output
+    export: ClassVar[Task]  # the export's static facts (core.heads): outputs, auto class, int8 output
     role: ClassVar[str]  # the experiment model's role that holds this task's checkpoint
     eval_dataset: ClassVar[str]  # the experiment's dataset role its predictions are scored on
     label: ClassVar[str]  # how reports name it ("QA", "classification")

@@ -12,8 +12,8 @@ import numpy as np
 
 from ..analysis.scoring import cls_eval
 from ..core.manifest import labels as manifest_labels
-from ..core.tasks import TEXT_CLASSIFICATION as EXPORT
-from ..core.tasks import label_index
+from ..core.heads import TEXT_CLASSIFICATION as EXPORT
+from ..core.heads import label_index
 from ..data import CorpusSpec
 from ..engine.batching import run_batched, tokenize
 from ..engine.runtime import OnnxModel

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.scoring import error_set, squad_v2_eval
-from ..core.tasks import QUESTION_ANSWERING as EXPORT
+from ..core.heads import QUESTION_ANSWERING as EXPORT
 from ..engine.batching import Encoded, run_batched
 from ..engine.runtime import OnnxModel
 from ..errors import InputError, ModelError

@@ -1,4 +1,5 @@
-"""The export tasks' static facts: what each is called, what its graph outputs, which transformers class loads
+"""The export tasks' static facts, one per model head (named `heads` so that `tasks/` is the one package of
+tasks): what each is called, what its graph outputs, which transformers class loads
 it, which output stands for the model; and the value a prediction kernel returns.
 
 The exporter reads them (outputs, auto class, the output int8 is judged on), the engine (what the bench times,
