@@ -45,6 +45,14 @@ def _embed_args(w: Path, corpus_path: Path, store: Path) -> list:
             "--shard-rows", SHARD_ROWS, "--no-progress"]
 
 
+def _hwm_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM")), 0)
+    except OSError:
+        return 0
+
+
 def _shards(store: Path) -> int:
     return len(list(store.glob("part-*.h5"))) if store.exists() else 0
 
@@ -66,7 +74,9 @@ def embed_stage(w: Path, n: int, out: dict) -> None:
         t = time.perf_counter()
         p = subprocess.Popen([sys.executable, "-c", _MEASURED, str(hwm), *map(str, _embed_args(w, corpus_path, store))],
                              stdout=subprocess.DEVNULL, stderr=open(w / "embed-first.log", "w"))
+        peak_kb = 0
         while p.poll() is None and _shards(store) < kill_at:
+            peak_kb = max(peak_kb, _hwm_kb(p.pid))
             time.sleep(1)
         first_s = time.perf_counter() - t
         p.send_signal(signal.SIGKILL)
@@ -78,6 +88,7 @@ def embed_stage(w: Path, n: int, out: dict) -> None:
         out["embed_1m"] = {"records": n, "model": "packaged all-MiniLM-L6-v2, int8 export, max length 64, float16 "
                                                   "store, CLS pooling (the default)",
                            "killed_after_s": round(first_s, 1), "shards_when_killed": done, "shards": total,
+                           "first_run_peak_rss_mb": round(peak_kb / 1024, 1) or None,
                            "resume_seconds": r["seconds"], "resume_peak_rss_mb": r["peak_rss_mb"],
                            "seconds_total": round(first_s + r["seconds"], 1),
                            "rows_per_s": round(n / (first_s + r["seconds"]), 1)}
@@ -164,9 +175,13 @@ def big_stage(w: Path, out: dict, m: int, repeats: int) -> None:
     steps["agree"] = {"seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
                       "mean_jaccard": row["repr_mean"], "interval": [row["repr_mean_lo"], row["repr_mean_hi"]],
                       "basis": row.get("repr_basis")}
-    r = run("verify", w / "store-10m-a") if _has_verify() else None
-    if r:
-        steps["verify_store"] = {"seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"]}
+    steps["open_and_verify"] = _measured_python(
+        f"from lookalike.core.store import open_store; s = open_store({str(w / 'store-10m-a')!r}); print(len(s))")
+    out_npy = w / "export-10m-a"
+    r = run("export-store", w / "store-10m-a", out_npy, "--format", "npy")
+    steps["export_store_npy"] = {"seconds": r["seconds"], "peak_rss_mb": r["peak_rss_mb"],
+                                 "disk_gb": round(sum(f.stat().st_size for f in out_npy.iterdir()) / 1e9, 2)}
+    shutil.rmtree(out_npy, ignore_errors=True)
     out["synthetic_10m"]["steps"] = steps
     print("10m", steps, flush=True)
 
@@ -181,9 +196,13 @@ def big_stage(w: Path, out: dict, m: int, repeats: int) -> None:
     print("ray", out["ray_1m"], flush=True)
 
 
-def _has_verify() -> bool:
-    p = subprocess.run([sys.executable, "-m", "lookalike.cli", "--help"], capture_output=True, text=True)
-    return " verify " in p.stdout
+def _measured_python(code: str) -> dict:
+    """Seconds and peak RSS of a Python snippet in a child process."""
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code + "\nimport resource; print(resource.getrusage("
+                        "resource.RUSAGE_SELF).ru_maxrss)"], capture_output=True, text=True, check=True)
+    return {"seconds": round(time.perf_counter() - t, 2),
+            "peak_rss_mb": round(int(p.stdout.split()[-1]) / 1024, 1)}
 
 
 def main() -> None:

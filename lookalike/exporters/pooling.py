@@ -223,9 +223,9 @@ ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transf
 def write_st_folder(model: str, onnx_dir: Path, hidden_size: int, revision: str | None = None) -> list[str]:
     """Make the export folder load in sentence-transformers as is (`SentenceTransformer(folder, backend="onnx")`):
     the model's own modules (modules.json, its Pooling / Dense / Normalize folders, its configs) copied from the
-    source, or, for a model without them, Transformer + CLS pooling (lookalike's default); the graph linked
-    (not copied) as `onnx/model.onnx`, which the ONNX backend reads. Returns the names written."""
-    import os
+    source, or, for a model without them, Transformer + CLS pooling (lookalike's default). The ONNX backend reads
+    the graph where it is, `model.onnx` at the top (a second name for it under `onnx/` would make optimum warn that
+    it found two). Returns the names written."""
     import shutil
 
     onnx_dir = Path(onnx_dir)
@@ -264,11 +264,6 @@ def write_st_folder(model: str, onnx_dir: Path, hidden_size: int, revision: str 
              "pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": False,
              "pooling_mode_mean_sqrt_len_tokens": False}, indent=2) + "\n", encoding="utf-8")
         written += ["modules.json", "1_Pooling"]
-    (onnx_dir / "onnx").mkdir()
-    for p in sorted(onnx_dir.iterdir()):  # the graph and its external data files, if any
-        if p.is_file() and (p.name == "model.onnx" or p.name.startswith("model.onnx")):
-            os.link(p, onnx_dir / "onnx" / p.name)
-    written.append("onnx")
     return written
 
 

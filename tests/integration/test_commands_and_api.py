@@ -171,9 +171,11 @@ def test_knn_of_queries_against_a_bank(minilm_export, shared_data, tmp_path):
     assert r.exit_code != 0 and "self-kNN" in r.output
 
 
-def test_export_st_folder_loads_in_sentence_transformers(minilm_dir, tiny_models, shared_data, tmp_path):
-    """export --st-folder: the folder loads in sentence-transformers' ONNX backend as is and gives lookalike's
-    vectors (the model's own modules; CLS pooling for a model without them); the graph is linked, not copied."""
+def test_export_st_folder_loads_in_sentence_transformers(minilm_dir, tiny_models, shared_data, tmp_path, caplog):
+    """export --st-folder: the folder loads in sentence-transformers' ONNX backend as is, without a warning, and
+    gives lookalike's vectors (the model's own modules; CLS pooling for a model without them); one graph file."""
+    import logging
+
     from sentence_transformers import SentenceTransformer
 
     from lookalike import Embedder
@@ -183,8 +185,11 @@ def test_export_st_folder_loads_in_sentence_transformers(minilm_dir, tiny_models
     r = CliRunner().invoke(cli, ["export", "minilm", str(tmp_path / "st"), "--st-folder"])
     assert r.exit_code == 0, r.output
     out = tmp_path / "st"
-    assert (out / "onnx" / "model.onnx").stat().st_ino == (out / "model.onnx").stat().st_ino
-    got = SentenceTransformer(str(out), backend="onnx", device="cpu").encode(texts)
+    assert sorted(p.name for p in out.rglob("*.onnx")) == ["model.onnx"]
+    with caplog.at_level(logging.WARNING):
+        st = SentenceTransformer(str(out), backend="onnx", device="cpu")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    got = st.encode(texts)
     np.testing.assert_allclose(got, Embedder(out, pooling="auto").encode(texts), atol=1e-5)
     torch_ref = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts)
     assert (np.sum(got * torch_ref, 1) > 0.9999).all()
