@@ -810,15 +810,24 @@ def agree(knns, oods, errs, dataset, ks, k_ood, reps, fmt, out, stores, measures
 @cli.command()
 @click.argument("experiment", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="Output folder [config's out:].")
+@click.option("--check", is_flag=True, help="Check the file, its models' sources and its datasets (read whole), "
+                                            "and say what would run; run nothing.")
 @DEVICE
-def run(experiment, out, device):
+def run(experiment, out, check, device):
     """Run an experiment config end to end (cached steps) and write report/.
 
     \b
     Example:
+      lookalike run examples/shared-data.yaml --check      # validate first: nothing runs
       lookalike run examples/shared-data.yaml -o runs/shared
     A re-run skips finished steps; changing a parameter redoes only what depends on it.
     """
+    if check:
+        from .experiment.runner import check_experiment
+
+        for line in check_experiment(experiment, out):
+            click.echo(line)
+        return
     report = run_experiment(experiment, out, echo=lambda s: click.echo(s, err=True), device=device)
     click.echo(f"report: {report / 'report.md'}")
 

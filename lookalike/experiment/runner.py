@@ -131,6 +131,72 @@ class Experiment:
         return out
 
 
+def _count(spec, where: str) -> int:
+    """The records of a dataset, read whole through its reader (InputError naming the file and the entry)."""
+    try:
+        return spec.count()
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(str(exc), path=spec.path, record=where) from exc
+        raise
+
+
+def _model_source(name: str) -> str:
+    """Where a model comes from, checked without loading it: a local folder must exist; a hub id is fetched when
+    the run needs it (offline: it must be in the Hugging Face cache)."""
+    if name.startswith(("/", "./", "../")) or Path(name).exists():
+        if not Path(name).is_dir():
+            raise InputError("no such model folder", path=name)
+        from ..models import minilm_path
+
+        return "the packaged MiniLM" if Path(name) == minilm_path() else f"folder {name}"
+    return f"hub id {name} (downloaded when the run needs it)"
+
+
+def check_experiment(path: str | Path, out: str | Path | None = None) -> list[str]:
+    """`lookalike run --check`: the experiment file parsed and typed, every model's source and every dataset read
+    whole through its reader (records counted, fields checked), the output folder's report free of foreign files,
+    and the steps the run would make; nothing is exported, embedded or written. InputError names the first
+    problem (file, record, field); returns the lines a person reads."""
+    cfg = load_config(path)
+    base = Path(path).resolve().parent
+    try:
+        parsed = parse_config(cfg, base)
+        lines = [f"experiment {path}: {len(parsed.models)} models, {len(parsed.datasets)} datasets"]
+        counted: dict[str, int] = {}
+        for spec in parsed.models:
+            parts = []
+            for role, v in (("base", spec.base), ("qa", spec.qa), ("sentiment", spec.sentiment)):
+                if isinstance(v, str):
+                    parts.append(f"{role}: {_model_source(v)}")
+                elif v is not None:  # a fine-tune: its model and its training data, read whole
+                    key = str(v.corpus.identity())
+                    if key not in counted:
+                        counted[key] = _count(v.corpus, f"models.{spec.name}.{role}.finetune.data")
+                    parts.append(f"{role}: fine-tune {_model_source(v.model)} on {counted[key]:,} records of "
+                                 f"{v.corpus.path}")
+            lines.append(f"  model {spec.name}: {'; '.join(parts)}; variant {spec.variant.describe()}")
+        for role, spec in parsed.datasets.items():
+            lines.append(f"  dataset {role}: {_count(spec, f'datasets.{role}'):,} records from {spec.path}")
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(str(exc), path=path) from exc
+        raise
+    given = cfg.get("out") if isinstance(cfg, dict) else None
+    folder = Path(out).resolve() if out is not None else ((base / given).resolve() if given
+                                                          else Path(path).resolve().with_suffix(""))
+    OwnedFolder(folder / "report").refuse_foreign("write the report there")
+    ds = parsed.datasets
+    planned = ["export"] + (["embed + knn (representation)"] if "representation" in ds else []) \
+        + (["embed + ood"] if {"ood_train", "ood_test"} <= set(ds) else []) \
+        + [f"predict ({t.name})" for t in tasks.SPECS.values() if t.eval_dataset in ds] \
+        + (["attack"] if "attack" in parsed.given and "attack" in ds else []) \
+        + (["latency"] if "latency" in parsed.given else [])
+    lines.append(f"  steps: {', '.join(planned)}; output {folder}")
+    lines.append("ok: the file, its models and its datasets check out; nothing was run")
+    return lines
+
+
 def run_experiment(path: str | Path, out: str | Path | None = None, echo=None, device: str = "auto") -> Path:
     """Run the experiment file at `path`; the report folder. The command line's `out` is relative to the working
     folder; every path in the file (`out:` included) is relative to the file, like its datasets."""
