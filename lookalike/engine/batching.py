@@ -357,14 +357,18 @@ def _pad(enc: Encoded, rows: np.ndarray, width: int, pad_id: int) -> Batch:
     return Batch(rows, input_ids, mask.astype(np.int64), tt)
 
 
-def run_batched(model, enc: Encoded, outputs: list[str], batch_tokens: int) -> list[list[np.ndarray]]:
-    """Outputs (of an OnnxModel) for every row of `enc` (unpadded per row for sequence outputs), in row order,
-    through the engine's token-budget batches."""
+def run_batched(model, enc: Encoded, outputs: list[str], batch_tokens: int,
+                per_token: frozenset[str] | set[str] = frozenset()) -> list[list[np.ndarray]]:
+    """Outputs (of an OnnxModel) for every row of `enc`, in row order, through the engine's token-budget batches.
+    The outputs named in `per_token` have a token axis after the batch axis and come back unpadded (each row's
+    own tokens); the others come back as they are (a batch's width is never taken for a token axis)."""
+    unknown = set(per_token) - set(outputs)
+    if unknown:
+        raise ValueError(f"per_token names outputs not asked for: {sorted(unknown)}")
     results: list[list] = [[None] * len(enc) for _ in outputs]
     for b in token_budget_batches(enc, batch_tokens, model.pad_id):
         outs = model.run(outputs, b.input_ids, b.attention_mask, b.token_type_ids)
-        for o, arr in enumerate(outs):
+        for o, (name, arr) in enumerate(zip(outputs, outs)):
             for j, r in enumerate(b.rows):
-                results[o][r] = arr[j, : enc.n_tokens[r]] if arr.ndim == 2 and arr.shape[1] == b.input_ids.shape[1] \
-                    else arr[j]
+                results[o][r] = arr[j, : enc.n_tokens[r]] if name in per_token else arr[j]
     return results

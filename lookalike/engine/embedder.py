@@ -137,6 +137,15 @@ class Embedder:
         texts, batch_tokens, progress, normalize, dtype, to_tensor = _st_names(
             texts, batch_tokens, progress, normalize, dtype, st_names, self)
         single = isinstance(texts, str)
+        if st_names.get("output_value") == "token_embeddings":
+            rows = self.token_embeddings(texts if not single else [texts],
+                                         pairs if not single or pairs is None else [pairs], max_length=max_length,
+                                         batch_tokens=batch_tokens, prompt=prompt, prompt_name=prompt_name)
+            if to_tensor:
+                import torch
+
+                rows = [torch.from_numpy(r) for r in rows]
+            return rows[0] if single else rows
         out = self._encode(texts if not single else [texts], pairs if not single or pairs is None else [pairs],
                            batch_tokens=batch_tokens, pooling=pooling, normalize=normalize, max_length=max_length,
                            dtype=dtype, prompt=prompt, prompt_name=prompt_name, truncate_dim=truncate_dim,
@@ -148,6 +157,30 @@ class Embedder:
 
             return torch.from_numpy(out)
         return out
+
+    def token_embeddings(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                         max_length: int | None = None, batch_tokens: int | None = None, prompt: str | None = None,
+                         prompt_name: str | None = None) -> list[np.ndarray]:
+        """Each text's token vectors (the model's last hidden state, float32, one row per token of the text as
+        tokenized, special tokens included, no padding): sentence-transformers' `output_value="token_embeddings"`.
+        Prompts are prepended as for sentence vectors."""
+        from .batching import run_batched, tokenize
+
+        if "last_hidden_state" not in self.model.output_names:
+            raise InputError("this export has no token outputs (last_hidden_state); token embeddings need a "
+                             "feature-extraction export", field="output_value")
+        texts = _text_list(texts, "texts")
+        if pairs is not None:
+            pairs = _text_list(pairs, "pairs")
+            if len(pairs) != len(texts):
+                raise InputError(f"{len(texts)} texts but {len(pairs)} pairs")
+        plan = self._plan(batch_tokens=batch_tokens, max_length=max_length, prompt=prompt, prompt_name=prompt_name)
+        head = plan.prompt or ""
+        records = [Record(str(i), head + t, None if pairs is None else pairs[i]) for i, t in enumerate(texts)]
+        enc = tokenize(self.tokenizer, records, int(plan.config["max_length"]))
+        (rows,) = run_batched(self.model, enc, ["last_hidden_state"], plan.batch_tokens,
+                              per_token={"last_hidden_state"})
+        return [np.asarray(r, dtype=np.float32) for r in rows]
 
     def _encode(self, texts, pairs, *, batch_tokens, pooling, normalize, max_length, dtype, prompt, prompt_name,
                 truncate_dim, progress, ranges) -> np.ndarray:
@@ -221,9 +254,9 @@ def _st_names(texts, batch_tokens, progress, normalize, dtype, st: dict, embedde
     if st.get("device") is not None and st["device"] not in ("auto", embedder.device):
         raise InputError(f"this Embedder runs on {embedder.device}; make another Embedder(..., device="
                          f"{st['device']!r}) for that device", field="device")
-    if st.get("output_value", "sentence_embedding") != "sentence_embedding":
-        raise InputError("only sentence embeddings (output_value='sentence_embedding') are produced",
-                         field="output_value")
+    if st.get("output_value", "sentence_embedding") not in ("sentence_embedding", "token_embeddings", None):
+        raise InputError(f"output_value {st['output_value']!r}: 'sentence_embedding' (vectors) or "
+                         "'token_embeddings' (each text's token vectors)", field="output_value")
     to_tensor = bool(st.get("convert_to_tensor"))
     return texts, batch_tokens, progress, normalize, dtype, to_tensor
 

@@ -58,7 +58,8 @@ def predict_qa(model: OnnxModel, records, *, max_length: int = 384, doc_stride: 
                   max_length=max_length, stride=doc_stride, return_overflowing_tokens=True,
                   return_offsets_mapping=True, padding=False)
         features = Encoded.from_lists(enc["input_ids"], enc.get("token_type_ids"))
-        starts, ends = run_batched(model, features, ["start_logits", "end_logits"], batch_tokens)
+        starts, ends = run_batched(model, features, ["start_logits", "end_logits"], batch_tokens,
+                                   per_token={"start_logits", "end_logits"})
         by_example: dict[int, list[int]] = {}
         for f, ex in enumerate(enc["overflow_to_sample_mapping"]):
             by_example.setdefault(ex, []).append(f)

@@ -158,3 +158,25 @@ def test_sentence_transformers_conveniences_answer_as_it_does(st_model, st_expor
     assert m.get_sentence_embedding_dimension() == st.get_sentence_embedding_dimension() == m.dim
     assert m.max_seq_length == st.max_seq_length == 48
     assert m.tokenizer("a text")["input_ids"] == st.tokenizer("a text")["input_ids"]
+
+
+def test_token_embeddings_are_sentence_transformers_own(st_model, st_export):
+    """output_value="token_embeddings": each text's token vectors, unpadded, equal to SentenceTransformer's (a text
+    longer than the max length cut as it cuts it); one text gives one array; tensors on request."""
+    import torch
+
+    _, st = st_model
+    m = Embedder(st_export, pooling="auto")
+    texts = list(TEXTS) + ["word " * 200]
+    got = m.encode(texts, output_value="token_embeddings")
+    ref = st.encode(texts, output_value="token_embeddings")
+    assert [g.shape for g in got] == [tuple(r.shape) for r in ref]
+    assert got[-1].shape[0] == 48
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r.numpy(), atol=2e-5)
+    one = m.encode(texts[1], output_value="token_embeddings")
+    np.testing.assert_allclose(one, got[1], atol=1e-6)
+    tensors = m.encode(texts[:2], output_value="token_embeddings", convert_to_tensor=True)
+    assert all(isinstance(t, torch.Tensor) for t in tensors)
+    with pytest.raises(InputError, match="'sentence_embedding' .* or 'token_embeddings'"):
+        m.encode(texts, output_value="tokens")

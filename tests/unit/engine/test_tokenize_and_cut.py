@@ -235,3 +235,23 @@ def test_batches_use_the_default_cost_and_give_empty_rows_width_one():
     assert [b.rows.tolist() for b in default] != [b.rows.tolist() for b in other]
     only_empty = token_budget_batches(Encoded.from_lists([[], []]), 256, pad_id=7)
     assert only_empty[0].input_ids.tolist() == [[7], [7]] and only_empty[0].attention_mask.tolist() == [[0], [0]]
+
+
+class _EchoModel:
+    """A stand-in model: a per-token output (batch, width) and a pooled one (batch, 2) whose width may equal the
+    batch's."""
+    pad_id = 0
+
+    def run(self, outputs, input_ids, attention_mask, token_type_ids=None):
+        per_token = input_ids.astype(np.float32)
+        pooled = np.stack([input_ids.sum(1), attention_mask.sum(1)], axis=1).astype(np.float32)
+        return [per_token if name == "tokens" else pooled for name in outputs]
+
+
+def test_only_per_token_outputs_are_cut_to_each_rows_tokens():
+    enc = Encoded.from_lists([[5, 6], [7], [8, 9]])  # batches of width 2: a pooled output of width 2 too
+    tokens, pooled = batching.run_batched(_EchoModel(), enc, ["tokens", "pooled"], 64, per_token={"tokens"})
+    assert [t.tolist() for t in tokens] == [[5, 6], [7], [8, 9]]
+    assert [p.tolist() for p in pooled] == [[11, 2], [7, 1], [17, 2]]  # never taken for a token axis
+    with pytest.raises(ValueError, match="per_token names outputs not asked for"):
+        batching.run_batched(_EchoModel(), enc, ["pooled"], 64, per_token={"tokens"})
