@@ -32,7 +32,7 @@ from ..core.cpu import cpu_info
 from ..core.session import session_setup
 from ..core.heads import TASKS
 from ..errors import ExportError, InputError
-from ..files import cache_dir, json_safe, load_json
+from ..files import cache_dir, json_safe, load_json, progress_bar, status
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,10 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
 
 
-def measure(candidates: dict[str, Path], feeds: list[dict], output: str, rounds: int = 3) -> dict[str, float]:
-    """Tokens/s of each graph over the same batches, in interleaved rounds; the best round of each."""
+def measure(candidates: dict[str, Path], feeds: list[dict], output: str, rounds: int = 3,
+            progress=None) -> dict[str, float]:
+    """Tokens/s of each graph over the same batches, in interleaved rounds; the best round of each.
+    `progress(1)` after each graph's round."""
     sessions = {name: _session(p) for name, p in candidates.items()}
     tokens = sum(int(f["attention_mask"].sum()) for f in feeds)
     best = {name: float("inf") for name in sessions}
@@ -122,6 +124,8 @@ def measure(candidates: dict[str, Path], feeds: list[dict], output: str, rounds:
             for f in feeds:
                 s.run([output], f)
             best[name] = min(best[name], time.perf_counter() - t)
+            if progress is not None:
+                progress(1)
     return {name: tokens / sec for name, sec in best.items()}
 
 
@@ -164,6 +168,10 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
         log.warning("%s: %s; measuring the int8 schemes again", cache, problem)
     work = fp32.parent / ".int8-candidates"
     work.mkdir(exist_ok=True)
+    # the longest step of an int8 export: a bar with an ETA over building, timing (3 rounds) and judging each
+    status(f"int8: building and measuring {len(schemes)} schemes against fp32 on {n_texts} texts")
+    bar = progress_bar(None, total=len(schemes) + 3 * (len(schemes) + 1) + len(schemes), unit="step",
+                       desc="int8 schemes")
     try:
         paths, build_s = {"fp32": fp32}, {}
         for scheme in schemes:
@@ -175,9 +183,12 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
                 quantize(p, scheme, fused=fused and not static_plain, calibration=feeds)
             except Exception as exc:  # a scheme this graph cannot take is a result, not a failure
                 log.info("int8 scheme %s failed: %s", scheme, exc)
+                bar.update(1 + 3)  # neither timed
                 continue
+            finally:
+                bar.update(1)
             paths[scheme], build_s[scheme] = p, round(time.perf_counter() - t, 2)
-        speed = measure(paths, feeds, output)
+        speed = measure(paths, feeds, output, progress=bar.update)
         fp32_session = _session(fp32)
         refs = {o: _rows(fp32_session, feeds, o) for o in judged}
         ref = refs[judged[0]]
@@ -188,6 +199,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
                 continue
             sess = _session(paths[scheme])
             cosines = {o: round(_cosine(refs[o], _rows(sess, feeds, o)), 6) for o in judged}
+            bar.update(1)
             got = _rows(sess, feeds, judged[0])
             row = {"scheme": scheme, "tokens_per_s": round(speed[scheme], 1),
                    "speedup": round(speed[scheme] / speed["fp32"], 3), "cosine": min(cosines.values()),
@@ -204,6 +216,7 @@ def choose_scheme(fp32: Path, output: str, feeds: list[dict], *, fused: bool, co
                 row["ok"] = row["cosine"] >= MIN_COSINE
             rows.append(row)
     finally:
+        bar.close()
         shutil.rmtree(work, ignore_errors=True)
     passing = [r for r in rows if r["ok"]]
     if not passing:

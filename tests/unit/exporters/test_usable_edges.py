@@ -21,7 +21,8 @@ def test_int8_refusal_lists_candidates_and_the_way_forward(tmp_path, monkeypatch
     monkeypatch.setattr(int8, "_session", lambda p: "fp32" if p.name == "fp32.onnx" else "int8")
     monkeypatch.setattr(int8, "_rows", fake_rows)
     monkeypatch.setattr(int8, "quantize", lambda *a, **k: None)
-    monkeypatch.setattr(int8, "measure", lambda paths, feeds, output: {k: 100.0 for k in paths})
+    monkeypatch.setattr(int8, "measure", lambda paths, feeds, output, progress: progress(3 * len(paths)) or
+                        {k: 100.0 for k in paths})
     fp32 = tmp_path / "fp32.onnx"
     fp32.write_bytes(b"0")
     with pytest.raises(ExportError) as e:
@@ -39,10 +40,26 @@ def test_int8_refusal_lists_candidates_and_the_way_forward(tmp_path, monkeypatch
         return base
 
     monkeypatch.setattr(int8, "_rows", one_flip)
+    bars = []
+
+    class Bar:  # the scheme measurement shows a bar with an ETA: it must reach its total
+        def __init__(self, enabled, total, unit, desc):
+            self.total, self.n, self.desc = total, 0, desc
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(int8, "progress_bar", Bar)
     report = int8.choose_scheme(fp32, "logits", [{"input_ids": np.zeros((200, 4))}], fused=False, config=None,
                                 task="text-classification", use_cache=False)
     assert report["n_texts"] == 200 and report["flips_allowed"] == 2
     assert all(c["label_flips"] == 1 and c["ok"] for c in report["candidates"])
+    (bar,) = bars
+    assert bar.desc == "int8 schemes" and bar.n == bar.total == 5 * len(int8.SCHEMES) + 3
 
 
 def test_a_saved_datasetdict_needs_its_split(tmp_path):
