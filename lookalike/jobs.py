@@ -31,7 +31,7 @@ from .engine.tokens import cache_config, matching_cache
 from .errors import InputError
 from .files import WriterLock, load_json, progress_bar
 from .outputs import OwnedFolder
-from .params import PredictParams
+from .params import Measure, PredictParams
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +259,23 @@ class Agreement:
 
 
 def agreement(knns: dict[str, Path], oods: dict[str, Path], errors: dict[str, Path], ks: list[int], *,
-              k_ood: int | None = None, reps: int = 1000, dataset=None, measures: tuple[str, ...] = ("jaccard",),
+              k_ood: int | None = None, reps: int = 1000, dataset=None, measures: tuple[Measure, ...] = ("jaccard",),
               stores: dict[str, Path] | None = None) -> Agreement:
     """Pairwise Jaccard agreement (bootstrap 95% intervals) of models from their stored artifacts, in the order
-    the names first appear; the first is the reference. measures: the representation measures to report beside
-    (or instead of) the paper's kNN Jaccard: mutual_knn and cknna from the neighbour files, cka and cka_debiased
-    from the embedding stores (`stores`)."""
+    the names first appear; the first is the reference.
+
+    Args:
+        knns, oods, errors: each model's neighbour file, OOD file and prediction errors, by model name.
+        ks: the K of the kNN Jaccard (a sweep gives a column each). k_ood: the OOD file's k compared.
+        reps: bootstrap resamples per interval (0: none). dataset: the records the errors were counted over.
+        measures: the representation measures to report beside (or instead of) the paper's kNN Jaccard:
+            mutual_knn and cknna from the neighbour files, cka and cka_debiased from the embedding stores.
+        stores: each model's embedding store, by name (for cka, cka_debiased).
+
+    Returns:
+        An Agreement: one row per model pair (every measure, its interval, chance level and verdict), the columns
+        and the markdown tables.
+    """
     from .analysis.measures import MEASURES, measure_columns
 
     stores = stores or {}

@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from .core.precision import DEFAULT_CALIBRATION_ROWS, PRECISIONS
 from .errors import InputError, unknown_key_message
@@ -22,6 +22,16 @@ POOLINGS = ("cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken", 
 DTYPES = PRECISIONS  # stored precision of a store's vectors (core.precision)
 INDEXES = ("flat", "ivf", "hnsw")
 SIMILARITIES = ("engine", "use", "none")
+
+# the same choices as types, so IDEs and type checkers see them in the API's signatures (tests keep each equal
+# to its tuple)
+Pooling = Literal["cls", "mean", "max", "mean_sqrt_len", "weightedmean", "lasttoken", "auto"]
+Precision = Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"]
+Index = Literal["flat", "ivf", "hnsw"]
+Device = Literal["auto", "cpu", "cuda"] | str  # "cuda:1" names a GPU
+Task = Literal["feature-extraction", "question-answering", "text-classification"]
+Backend = Literal["local", "ray"]
+Measure = Literal["jaccard", "mutual_knn", "cknna", "cka", "cka_debiased"]
 
 
 def _check(obj) -> None:

@@ -32,6 +32,7 @@ from .search import (  # noqa: F401 (TIE_DECIMALS: named here too)
     search_blocks,
     use_gpu,
 )
+from ..params import Index
 from .vectors import Vectors, load_normalized
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,14 @@ def is_knn_file(path: Path) -> bool:
 
 
 def load_knn(path: str | Path) -> KnnResult:
+    """A neighbour file, verified: its kind, its content checksum, the record of its draw, its shapes and rows.
+
+    Args:
+        path: a file `lookalike knn` (or `KnnResult.save`) wrote.
+
+    Returns:
+        The KnnResult it holds; InputError naming the file (and field) when it is not whole.
+    """
 
     path = Path(path)
     if not path.exists():
@@ -271,13 +280,27 @@ def knn_self_from_disk(v: Vectors, k: int, *, gpu: bool | None = None, block_row
     return sims, rows
 
 
-def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: str = "flat", gpu: bool | None = None,
+def knn_self(store: Vectors | Store | np.ndarray, k: int = 10, *, index: Index = "flat", gpu: bool | None = None,
              block_rows: int = 8192, recall_sample: int = 1000, seed: int = 0, bank_rows: int = 65536,
              in_memory_bytes: int | None = None, progress=None, ray: dict | None = None, **index_kw) -> KnnResult:
     """The k nearest other points of every point of `store` by cosine similarity. The exact (flat) search holds
     the vectors when they fit in `in_memory_bytes` (LOOKALIKE_KNN_MEMORY_MB, 4 GiB) and streams the bank block by
     block (`knn_self_streamed`); a larger store is searched from disk (`knn_self_from_disk`), the same rows. ivf
-    and hnsw build one index over all points."""
+    and hnsw build one index over all points.
+
+    Args:
+        store: a Store (`open_store`), Vectors, or an array of rows.
+        k: neighbours per point (self excluded by row; ties at 6 decimals ordered by row).
+        index: "flat" (exact), "ivf" or "hnsw" (approximate: recall@k measured on `recall_sample` points).
+        gpu: FAISS on the GPU (None: when FAISS sees one). seed: the ivf training draw and the recall sample.
+        block_rows, bank_rows: query and bank block sizes (memory, not results).
+        in_memory_bytes: above this a flat search reads the store from disk (None: LOOKALIKE_KNN_MEMORY_MB).
+        progress: called with the rows searched. ray: Ray options (`lookalike knn --backend ray`).
+        **index_kw: the approximate index's settings (nlist, nprobe, hnsw_m, ef_search: `search.build_index`).
+
+    Returns:
+        A KnnResult: ids, neighbour rows and similarities (n × k), the index and what it recorded (meta).
+    """
     v = Vectors.of(store)
     n = len(v)
     if k < 1:
@@ -354,7 +377,17 @@ def knn_sampled(store: Vectors | Store | np.ndarray, k: int = 10, m: int = 10000
     (seeded): the per-point Jaccards of two models' files made with the same draw estimate the all-points mean
     without bias. The draw is recorded (seed, m, n, a digest of the drawn ids and of every id in row order), and
     the neighbours are rows of the whole store. Time O(m·n·d); memory O(m·d + bank_rows·d + m·k), the ids read a
-    shard at a time (never all held)."""
+    shard at a time (never all held).
+
+    Args:
+        store: a Store, Vectors, or an array of rows. k: neighbours per drawn point.
+        m: points drawn (1 <= m < n). seed: the draw's seed (numpy's PCG64; the same on any machine).
+        gpu, block_rows, bank_rows, ray, progress: as `knn_self`'s.
+
+    Returns:
+        A KnnResult of the m drawn points (their ids, their neighbours as rows of the whole store), the draw
+        recorded in meta["sample"].
+    """
     v = Vectors.of(store)
     n = len(v)
     if k < 1:

@@ -176,7 +176,16 @@ def cka_from_blocks(pairs, groups: int = GROUPS, n: int | None = None) -> dict:
 
 def cka_stores(a, b, *, block_rows: int = 65536, groups: int = GROUPS, chance_seed: int = 0) -> dict:
     """CKA (biased and debiased) between two stores of the same points, streamed, with intervals and a chance
-    level (a row-permuted partner on a draw of at most CHANCE_ROWS points, `chance_seed` recorded)."""
+    level (a row-permuted partner on a draw of at most CHANCE_ROWS points, `chance_seed` recorded).
+
+    Args:
+        a, b: stores (or arrays) of the same points in the same order; their widths may differ.
+        block_rows: rows per streamed block (memory O(d_a·d_b + block)).
+        groups: jackknife groups for the 95% interval. chance_seed: the chance level's permutation.
+
+    Returns:
+        {"cka", "cka_debiased", each with "_lo"/"_hi", their chance levels, and how they were made}.
+    """
     from .vectors import Vectors
 
     va, vb = Vectors.of(a), Vectors.of(b)
@@ -208,7 +217,14 @@ def _aligned(a: KnnResult, b: KnnResult, k: int) -> tuple[np.ndarray, np.ndarray
 
 
 def mutual_knn(a: KnnResult, b: KnnResult, k: int) -> np.ndarray:
-    """Per-point |A∩B| / k (Huh et al.'s mutual_knn is its mean): 2J / (1 + J) of the per-point Jaccard J."""
+    """Per-point |A∩B| / k (Huh et al.'s mutual_knn is its mean): 2J / (1 + J) of the per-point Jaccard J.
+
+    Args:
+        a, b: neighbour files of the same points (or the same draw). k: the neighbours compared (<= both files').
+
+    Returns:
+        An array of the per-point fractions, in a's order.
+    """
     na, nb, _, _ = _aligned(a, b, k)
     inter = np.empty(len(na))
     for lo in range(0, len(na), 4096):
@@ -260,7 +276,15 @@ def _cknna_value(na, nb, sa, sb, n: int, keep: np.ndarray | None = None) -> floa
 
 def cknna(a: KnnResult, b: KnnResult, k: int, groups: int = GROUPS) -> dict:
     """CKNNA (platonic-rep's definition, unbiased, topk = k) from two self-kNN files of the same points, with a
-    delete-a-group jackknife interval (groups of contiguous points)."""
+    delete-a-group jackknife interval (groups of contiguous points).
+
+    Args:
+        a, b: exhaustive self-kNN files of the same points. k: the mutual-neighbour mask's k (>= 2).
+        groups: jackknife groups for the 95% interval.
+
+    Returns:
+        {"cknna": value, "cknna_lo", "cknna_hi"}.
+    """
     if k < 2:
         raise InputError(f"CKNNA needs k >= 2 (got {k}): with one neighbour the masked kernels are too sparse for "
                          "the unbiased HSIC", field="k")

@@ -147,6 +147,14 @@ def is_ood_file(path: Path) -> bool:
 
 
 def load_ood(path: str | Path) -> OodResult:
+    """An OOD file, verified (kind, content checksum, one score per test id for every k).
+
+    Args:
+        path: a file `lookalike ood` (or `OodResult.save`) wrote.
+
+    Returns:
+        The OodResult it holds; InputError naming the file when it is not whole.
+    """
     path = Path(path)
     obj = load_json(path, "OOD file")
     if not isinstance(obj, dict) or obj.get("kind") != "lookalike.ood":
@@ -177,12 +185,21 @@ def deep_knn_ood(train, test, ks: int | Sequence[int] = 10, *, tpr: float = 0.95
                  progress=None) -> OodResult:
     """Score `test` against the `train` bank; threshold from `val` (or a held-out split of train).
 
-    train, test, val, in_test: stores or arrays of rows (analysis.vectors.Vectors).
-    in_test: held-out in-distribution test points; with them AUROC and FPR@tpr are reported
-    (in-distribution positive, `test` as OOD), as in the original paper.
-    allow_overlap: accept val/in-test/test stores that hold points of the bank (refused by default: a bank point
-    is its own nearest neighbour, so thresholds and AUROC computed on it are not held-out numbers).
     The bank is streamed from its store `bank_rows` at a time: memory O((val + test + in-test)·d + bank_rows·d).
+
+    Args:
+        train, test, val, in_test: stores or arrays of rows (analysis.vectors.Vectors).
+        ks: the neighbour rank(s) scored (one search with the largest).
+        tpr: the fraction of validation points kept in-distribution by each threshold (0.95, the paper's).
+        val: threshold calibration points (None: `val_fraction` of train held out, drawn with `seed`).
+        in_test: held-out in-distribution test points; with them AUROC and FPR@tpr are reported
+            (in-distribution positive, `test` as OOD), as in the original paper.
+        allow_overlap: accept val/in-test/test stores that hold points of the bank (refused by default: a bank
+            point is its own nearest neighbour, so thresholds and AUROC computed on it are not held-out numbers).
+        gpu, bank_rows, ray, progress: as `knn_self`'s.
+
+    Returns:
+        An OodResult: per k, the test points' scores, the threshold and the metrics; what was compared (meta).
     """
     ks = [ks] if isinstance(ks, int) else sorted(set(int(k) for k in ks))
     if not ks or min(ks) < 1:

@@ -574,7 +574,17 @@ class Store:
 
 
 def open_store(path: str | Path, *, allow_incomplete: bool = False, verify: bool = True) -> Store:
-    """Open a store folder (or its manifest.json / embeddings.h5), checking every shard against the manifest."""
+    """Open a store folder (or its manifest.json / embeddings.h5), checking every shard against the manifest.
+
+    Args:
+        path: the store folder, its manifest.json or its embeddings.h5.
+        allow_incomplete: open a store whose run has not finished (its recorded shards).
+        verify: check every shard's sha256, rows and settings, and that ids are unique (O(n) time, bounded
+            memory: 8 bytes an id).
+
+    Returns:
+        The Store (its typed manifest, ids, blocks of vectors); StoreError naming the file when it does not verify.
+    """
     p = Path(path)
     if p.is_file():
         p = p.parent

@@ -23,7 +23,7 @@ from ..core.precision import QUANTISED, calibration_ranges, check_ranges, quanti
 from ..data import Record
 from ..errors import InputError
 from ..files import progress_bar
-from ..params import EmbedParams
+from ..params import Device, EmbedParams, Pooling, Precision
 from .plan import make_plan
 from .runtime import OnnxModel
 from .stages import staged
@@ -33,14 +33,27 @@ from .windows import WindowEmbedder
 class Embedder:
     """An export ready to embed lists of texts.
 
-    pooling: "cls" (the default, as the paper), "mean", or "auto" (the model's own, from sentence-transformers'
-    modules.json when the export records one, else cls). normalize: L2-normalise (auto adds the model's own).
     Every setting given to the constructor is the default of `encode`, which can override it per call.
+
+    Args:
+        model_dir: an export folder, or what `lookalike export` takes (a hub id, a sentence-transformers folder,
+            "minilm"), exported once into $LOOKALIKE_CACHE/exports and verified on every use.
+        device: "auto" (CUDA when ONNX Runtime has it), "cpu", "cuda" or "cuda:N".
+        threads: ONNX Runtime intra-op threads (None: the session recipe's, by measurement).
+        pooling: "cls" (the default, as the paper), a sentence-transformers Pooling mode, or "auto" (the
+            model's own when the export records one, else cls; said once when it differs from the default).
+        normalize: L2-normalise the vectors ("auto" pooling adds the model's own normalisation).
+        max_length: tokens per text (None: the model's own, clamped to its positions).
+        batch_tokens: padded tokens per batch (None: chosen for the device).
+        dtype: "float32", "float16", or quantised as sentence-transformers' quantize_embeddings.
+        prompt: a prefix for every text; prompt_name: one of the model's declared prompts.
+        truncate_dim: keep the first dimensions (Matryoshka models).
+        revision: the hub revision to export (online use).
     """
 
-    def __init__(self, model_dir: str | Path, *, device: str = "auto", threads: int | None = None,
-                 pooling: str = "cls", normalize: bool = False, max_length: int | None = None,
-                 batch_tokens: int | None = None, dtype: str = "float32", prompt: str | None = None,
+    def __init__(self, model_dir: str | Path, *, device: Device = "auto", threads: int | None = None,
+                 pooling: Pooling = "cls", normalize: bool = False, max_length: int | None = None,
+                 batch_tokens: int | None = None, dtype: Precision = "float32", prompt: str | None = None,
                  prompt_name: str | None = None, truncate_dim: int | None = None, revision: str | None = None):
         from .sources import export_for
 
@@ -121,19 +134,31 @@ class Embedder:
         return self._plans[params]
 
     def encode(self, texts: Sequence[str] | str | None = None, pairs: Sequence[str] | None = None, *,
-               batch_tokens: int | None = None, pooling: str | None = None, normalize: bool | None = None,
-               max_length: int | None = None, dtype: str | None = None, prompt: str | None = None,
+               batch_tokens: int | None = None, pooling: Pooling | None = None, normalize: bool | None = None,
+               max_length: int | None = None, dtype: Precision | None = None, prompt: str | None = None,
                prompt_name: str | None = None, truncate_dim: int | None = None, progress: bool = False, ranges=None,
                **st_names):
         """Vectors of `texts` (and `pairs`, for question-context or sentence pairs), one row per text, in order.
 
-        dtype: float32, float16, or quantised as sentence-transformers' quantize_embeddings: int8/uint8 (with
-        `ranges`, shape (2, dim), or else the minimum and maximum of this call's vectors, as sentence-transformers
-        does), binary/ubinary (signs packed 8 to a byte).
+        Args:
+            texts: the texts; one string gives one vector.
+            pairs: second texts (question-context or sentence pairs), one per text.
+            batch_tokens, pooling, normalize, max_length, prompt, prompt_name, truncate_dim: as the constructor's,
+                for this call.
+            dtype: float32, float16, or quantised as sentence-transformers' quantize_embeddings: int8/uint8 (with
+                `ranges`), binary/ubinary (signs packed 8 to a byte).
+            progress: a progress bar.
+            ranges: int8/uint8 ranges, shape (2, dim) (None: this call's own minimum and maximum, as
+                sentence-transformers does).
+            **st_names: sentence-transformers' names: sentences (texts), batch_size (texts per batch: the token
+                budget becomes batch_size × max length), show_progress_bar, normalize_embeddings, precision,
+                convert_to_tensor, convert_to_numpy, device, output_value ("token_embeddings": each text's token
+                vectors).
 
-        sentence-transformers' names are accepted: sentences (texts), batch_size (texts per batch: the token budget
-        becomes batch_size × max length), show_progress_bar (progress), normalize_embeddings (normalize),
-        precision (dtype), convert_to_tensor (a torch tensor), convert_to_numpy; one string gives one vector."""
+        Returns:
+            An array (len(texts), dim) of the asked dtype (one vector for one string; a torch tensor with
+            convert_to_tensor); with output_value="token_embeddings", a list of (n_tokens, hidden) arrays.
+        """
         texts, batch_tokens, progress, normalize, dtype, to_tensor = _st_names(
             texts, batch_tokens, progress, normalize, dtype, st_names, self)
         single = isinstance(texts, str)
@@ -271,15 +296,22 @@ def _text_list(values, name: str) -> list:
     return list(values)
 
 
-def embed_to_store(model, data, out: str | Path, *, device: str = "auto", threads: int | None = None,
+def embed_to_store(model, data, out: str | Path, *, device: Device = "auto", threads: int | None = None,
                    progress: bool | None = None, **options) -> dict:
-    """Embed `data` with `model` into the store `out` (resumable, verified, as `lookalike embed`); return its stats.
+    """Embed `data` with `model` into the store `out` (resumable, verified, as `lookalike embed`).
 
-    model: an export folder, or what `Embedder` takes (hub id, sentence-transformers folder, "minilm").
-    data: a corpus path (any format `lookalike embed` reads), a CorpusSpec, a list of texts, or a Hugging Face
-    `Dataset` (its `text_field` column, default "text"; `id_field` for ids, else row numbers).
-    options: embedding settings (EmbedParams' fields: pooling, max_length, normalize, dtype, chunk_tokens, ...)
-    and corpus options (CorpusSpec's: text_field, id_field, limit, every, offset, ...).
+    Args:
+        model: an export folder, or what `Embedder` takes (hub id, sentence-transformers folder, "minilm").
+        data: a corpus path (any format `lookalike embed` reads), a CorpusSpec, a list of texts, or a Hugging
+            Face `Dataset` (its `text_field` column, default "text"; `id_field` for ids, else row numbers).
+        out: the store folder (a re-run resumes it; other settings are refused).
+        device, threads: as `Embedder`'s.
+        progress: a progress bar (None: when stderr is a terminal).
+        **options: embedding settings (EmbedParams' fields: pooling, max_length, normalize, dtype, chunk_tokens,
+            ...) and corpus options (CorpusSpec's: text_field, id_field, limit, every, offset, ...).
+
+    Returns:
+        The run's stats (rows, rows/s, truncated rows, the store's path and settings).
 
         from lookalike import embed_to_store
         embed_to_store("minilm", ["a great movie", "terrible acting"], "runs/two", pooling="auto")

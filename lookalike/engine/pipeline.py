@@ -18,7 +18,7 @@ from ..core.store import StoreWriter
 from ..data import CorpusSpec
 from ..errors import InputError
 from ..files import progress_bar, shows_progress
-from ..params import EmbedParams
+from ..params import Backend, Device, EmbedParams
 from .batching import TokenizerPool
 from .distributed import embed_ray
 from .plan import RayOptions, check_unchanged, make_plan, run_stats, skip_done
@@ -37,12 +37,25 @@ def default_tokenize_workers(device: str) -> int:
 
 
 def embed(model_dir: str | Path, corpus: CorpusSpec | str | Path, out_dir: str | Path,
-          params: EmbedParams | None = None, *, device: str = "auto", threads: int | None = None,
+          params: EmbedParams | None = None, *, device: Device = "auto", threads: int | None = None,
           progress: bool | None = None, model: OnnxModel | None = None,
-          on_shard: Callable[[int], None] | None = None, backend: str = "local",
+          on_shard: Callable[[int], None] | None = None, backend: Backend = "local",
           ray: RayOptions | None = None, tokens: str | Path | bool | None = None,
           tokenize_workers: int | None = None) -> dict:
-    """Embed every record of `corpus` with the export in `model_dir` into the store `out_dir`; return stats.
+    """Embed every record of `corpus` with the export in `model_dir` into the store `out_dir`.
+
+    Args:
+        model_dir: an export folder (`lookalike export`).
+        corpus: a CorpusSpec or a corpus path.
+        out_dir: the store folder.
+        params: the embedding settings (EmbedParams; None: the defaults).
+        device, threads: as `Embedder`'s. progress: a progress bar (None: at a terminal).
+        model: a loaded OnnxModel to reuse. on_shard: called with each shard's index as it is recorded.
+        backend: "local" or "ray" (shards on Ray actors; the same store). ray: RayOptions.
+        tokens, tokenize_workers: see below.
+
+    Returns:
+        The run's stats (rows, rows/s, truncated rows, shards, the store's path and settings).
 
     Re-running after a crash resumes from the last complete shard; other settings into the same `out_dir`
     are refused. `model` lets callers reuse a loaded OnnxModel. backend="ray" runs the shards on Ray actors

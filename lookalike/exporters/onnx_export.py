@@ -36,6 +36,7 @@ from ..errors import ExportError, ModelError
 from ..files import fsync_dir, sha256_file, status
 from ..notes import NOTICE
 from ..outputs import OwnedFolder
+from ..params import Task
 from . import graph, int8, pooling
 from .variant import Variant
 from ..core import pretrained
@@ -279,10 +280,20 @@ class _Graph:
     variant_parity: dict | None = None
 
 
-def export(model: str, out_dir: str | Path, task: str | None = None, variant: Variant | dict | None = None, *,
+def export(model: str, out_dir: str | Path, task: Task | None = None, variant: Variant | dict | None = None, *,
            opset: int = 18, overwrite: bool = False, atol: float = 1e-4, revision: str | None = None,
            calibration_texts: Sequence[str] | None = None, st_folder: bool = False, **flags) -> dict:
-    """Export `model` (hub id or folder) for `task` into `out_dir` as `variant`; return the manifest.
+    """Export `model` (hub id or folder) for `task` into `out_dir` as `variant`.
+
+    Args:
+        model: a hub id, a local folder, or "minilm" (the packaged all-MiniLM-L6-v2).
+        out_dir: the export folder (refused when it holds anything but an earlier export, unless `overwrite`).
+        task, variant, calibration_texts, atol: below. opset: the ONNX opset. revision: a hub revision.
+        st_folder: also make the folder load in sentence-transformers as is.
+        **flags: the variant's fields as keywords (quantize, int8_scheme, per_channel, fp16, keep_layers, ...).
+
+    Returns:
+        The export's manifest (`lookalike.json`): task, model hash, variant, parity, int8 choice.
 
     task: None infers it from the checkpoint's `architectures` (…ForSequenceClassification: text-classification,
     …ForQuestionAnswering: question-answering, else feature-extraction); the manifest says it was inferred.
