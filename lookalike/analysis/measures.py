@@ -143,6 +143,22 @@ def cka_from_blocks(pairs, groups: int = GROUPS, n: int | None = None) -> dict:
     same points in the same order (raw features: normalised here). `n` (the number of points, when known) makes
     the groups contiguous ranges of about n / groups points; else each block is a group of its own (merged
     round-robin into `groups`)."""
+    parts = _cka_parts(pairs, groups, n)
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    out = {"n": total.n, "groups": sum(p.n > 0 for p in parts)}
+    filled = [p for p in parts if p.n > 0]
+    for name, f in (("cka", _Stats.cka), ("cka_debiased", _Stats.cka_debiased)):
+        value = f(total)
+        out[name] = value
+        out[f"{name}_lo"], out[f"{name}_hi"] = (jackknife(value, [f(total - p) for p in filled]) if len(filled) > 1
+                                                else (math.nan, math.nan))
+    return out
+
+
+def _cka_parts(pairs, groups: int, n: int | None) -> list["_Stats"]:
+    """Each jackknife group's sufficient statistics (see `cka_from_blocks`)."""
     parts: list[_Stats] = []
     row = block = 0
     for x, y in pairs:
@@ -161,17 +177,54 @@ def cka_from_blocks(pairs, groups: int = GROUPS, n: int | None = None) -> dict:
         block += 1
     if not parts:
         raise InputError("no points to compare")
-    total = parts[0]
-    for p in parts[1:]:
-        total = total + p
-    out = {"n": total.n, "groups": sum(p.n > 0 for p in parts)}
-    filled = [p for p in parts if p.n > 0]
-    for name, f in (("cka", _Stats.cka), ("cka_debiased", _Stats.cka_debiased)):
-        value = f(total)
-        out[name] = value
-        out[f"{name}_lo"], out[f"{name}_hi"] = (jackknife(value, [f(total - p) for p in filled]) if len(filled) > 1
-                                                else (math.nan, math.nan))
-    return out
+    return parts
+
+
+def cka_difference(ref, x, y, name: str = "cka", *, block_rows: int = 65536,
+                   groups: int = GROUPS) -> tuple[float, float, float]:
+    """(CKA(ref, x) − CKA(ref, y), its 95% interval): both pairs' statistics gathered over the same contiguous
+    groups of points, and the jackknife taken on the difference, group by group (paired, as the paper's Table 2
+    cells are). name: "cka" or "cka_debiased"."""
+    from .vectors import Vectors
+
+    vr, vx, vy = Vectors.of(ref), Vectors.of(x), Vectors.of(y)
+    for other in (vx, vy):
+        if len(other) != len(vr) or other.ids_sha256() != vr.ids_sha256():
+            raise InputError("CKA: the stores hold different points, or the same points in another order",
+                             path=other.path, field="id")
+    f = _Stats.cka if name == "cka" else _Stats.cka_debiased
+    sides = []
+    for v in (vx, vy):
+        pairs = ((a, b) for (_, a), (_, b) in zip(vr.blocks(block_rows), v.blocks(block_rows)))
+        parts = _cka_parts(pairs, groups, len(vr))
+        total = parts[0]
+        for p in parts[1:]:
+            total = total + p
+        sides.append((total, parts))
+    (tx, px), (ty, py) = sides
+    diff = f(tx) - f(ty)
+    leave = [f(tx - a) - f(ty - b) for a, b in zip(px, py) if a.n > 0]
+    return (diff, *jackknife(diff, leave)) if len(leave) > 1 else (diff, math.nan, math.nan)
+
+
+def cknna_difference(ref: KnnResult, x: KnnResult, y: KnnResult, k: int,
+                     groups: int = GROUPS) -> tuple[float, float, float]:
+    """(CKNNA(ref, x) − CKNNA(ref, y), its 95% interval): the same groups of points left out of both, the
+    jackknife taken on the difference."""
+    ra, xa, sr, sx = _aligned(ref, x, k)
+    rb, yb, sr2, sy = _aligned(ref, y, k)
+    n = len(ra)
+    if len(rb) != n or n < 4 + groups:
+        raise InputError(f"CKNNA differences need the same points in every file, more than {4 + groups}",
+                         field="knn")
+    diff = _cknna_value(ra, xa, sr, sx, n) - _cknna_value(rb, yb, sr2, sy, n)
+    bounds = np.linspace(0, n, groups + 1).astype(int)
+    leave = []
+    for g in range(groups):
+        keep = np.ones(n, bool)
+        keep[bounds[g]:bounds[g + 1]] = False
+        leave.append(_cknna_value(ra, xa, sr, sx, n, keep) - _cknna_value(rb, yb, sr2, sy, n, keep))
+    return (diff, *jackknife(diff, leave))
 
 
 def cka_stores(a, b, *, block_rows: int = 65536, groups: int = GROUPS, chance_seed: int = 0) -> dict:

@@ -250,9 +250,12 @@ def agreement_table(names, arts: dict[str, ModelArtifacts], k: int, k_ood: int, 
     return rows, shown, shown_cols, heads
 
 
-def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int = 10, reps: int = 1000) -> list[dict]:
+def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int = 10, reps: int = 1000,
+               measures: tuple[str, ...] = ()) -> list[dict]:
     """Paired differences against the reference (the first model): does X agree with it more than Y does, by more
-    than the sampling noise? One row per metric and pair of other models."""
+    than the sampling noise? One row per metric and pair of other models; the field's other measures asked for
+    (`measures`) get theirs too (mutual-kNN by paired bootstrap over points, CKNNA and CKA by a paired
+    delete-a-group jackknife)."""
     ref, others = names[0], names[1:]
     R = arts[ref]
     out = []
@@ -272,6 +275,11 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
                 d, lo, hi = paired_mean_difference(knn_jaccards(R.knn[phase], X.knn[phase], k),
                                                    knn_jaccards(R.knn[phase], Y.knn[phase], k), reps)
                 add(f"representation {phase} FT (K={k})", x, y, d, lo, hi)
+        for m in measures:
+            for phase in PHASES:
+                row = _measure_difference(m, phase, R, X, Y, k, reps)
+                if row is not None:
+                    add(f"{row[0]} {phase} FT", x, y, *row[1:])
         if R.ood is not None and X.ood is not None and Y.ood is not None:
             distribution_agreement(R.ood, X.ood, k_ood)
             distribution_agreement(R.ood, Y.ood, k_ood)
@@ -290,6 +298,24 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
                     add(label, x, y, *paired_jaccard_difference(r, mx, my, reps),
                         not_meaningful="not meaningful: " + "; ".join(why) if why else None)
     return out
+
+
+def _measure_difference(m: str, phase: str, R, X, Y, k: int, reps: int):
+    """(label, difference, lo, hi) of one of the field's measures between (R, X) and (R, Y), or None when the
+    artifacts it needs are missing."""
+    from .measures import MEASURES, cka_difference, cknna_difference, mutual_knn
+
+    label = MEASURES[m].label
+    if m == "mutual_knn" and all(phase in a.knn for a in (R, X, Y)):
+        return (f"{label} (K={k})", *paired_mean_difference(mutual_knn(R.knn[phase], X.knn[phase], k),
+                                                            mutual_knn(R.knn[phase], Y.knn[phase], k), reps))
+    if m == "cknna" and all(phase in a.knn for a in (R, X, Y)):
+        return (f"{label} (K={k})", *cknna_difference(R.knn[phase], X.knn[phase], Y.knn[phase], k))
+    if m in ("cka", "cka_debiased") and all(phase in a.stores for a in (R, X, Y)):
+        from ..core.store import open_store
+
+        return (label, *cka_difference(*(open_store(a.stores[phase]) for a in (R, X, Y)), m))
+    return None
 
 
 def subset_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
@@ -502,11 +528,12 @@ def noise_headline(noise: list[dict], ref: str) -> str:
 
 
 def _differences(b: _Build) -> None:
-    noise = noise_rows(b.names, b.arts, b.spec.k, b.spec.k_ood, b.spec.reps)
+    others = tuple(m for m in b.spec.measures if m != "jaccard")
+    noise = noise_rows(b.names, b.arts, b.spec.k, b.spec.k_ood, b.spec.reps, others)
     ref = b.names[0]
-    b.section("table2_differences", f"Which differences are larger than the noise (paired bootstrap vs {ref})",
+    b.section("table2_differences", f"Which differences are larger than the noise (paired vs {ref})",
               noise, ["metric", "reference", "model_x", "model_y", "difference", "lo", "hi", "verdict"],
-              ["Metric", "Reference", "X", "Y", "J(ref,X) - J(ref,Y)", "95% lo", "95% hi", "Verdict"],
+              ["Metric", "Reference", "X", "Y", "m(ref,X) - m(ref,Y)", "95% lo", "95% hi", "Verdict"],
               noise_headline(noise, ref), summary="differences")
 
 
