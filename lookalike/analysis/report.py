@@ -15,16 +15,26 @@ import numpy as np
 from ..outputs import OwnedFolder, owned_file
 
 
-def _fmt(v, digits: int = 4) -> str:
+def round3(v: float) -> str:
+    """The report's one rounding rule: three significant figures, never dropping a digit before the point
+    (0.7347 → 0.735, 0.02134 → 0.0213, 30.7692 → 30.8, 1234.6 → 1235); below 1e-4, 2.1e-05. Files (CSV, JSON)
+    hold every digit."""
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else str(v)
+    a = abs(v)
+    if a < 1e-4:
+        return f"{v:.1e}"
+    decimals = max(0, 2 - math.floor(math.log10(a)))
+    return f"{v:.{decimals}f}"
+
+
+def _fmt(v) -> str:
     if v is None:
         return "—"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        if math.isnan(v):
-            return "—"
-        return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}".rstrip("0").rstrip(".") \
-            if abs(v) < 1e6 else f"{v:.3g}"
+        return "—" if math.isnan(v) else round3(v)
     return str(v)
 
 

@@ -27,7 +27,7 @@ from .agreement import (
 )
 from .knn import KnnResult, load_knn
 from .ood import OodResult, load_ood, meaningful
-from .report import Report, markdown_table, plot_sweep, write_table
+from .report import Report, markdown_table, plot_sweep, round3, write_table
 from .scoring import ErrorSet, load_errors
 from .uncertainty import jaccard_interval, mean_interval, paired_jaccard_difference, paired_mean_difference
 
@@ -197,7 +197,8 @@ TABLE2_METRICS = [(ERROR_COLUMNS["qa"].column, ERROR_COLUMNS["qa"].heading),
 
 
 def _fmt3(v) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+    """A number by the report's one rounding rule (`report.round3`)."""
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else round3(float(v))
 
 
 def with_interval(row: dict, col: str) -> str:
@@ -205,11 +206,60 @@ def with_interval(row: dict, col: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     lo, hi = row.get(f"{col}_lo"), row.get(f"{col}_hi")
-    if col.endswith("_var"):
-        return f"{v:.4f}"
-    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+    if col.endswith("_var") or lo is None or (isinstance(lo, float) and math.isnan(lo)):
         return _fmt3(v)
     return f"{_fmt3(v)} [{_fmt3(lo)}, {_fmt3(hi)}]"
+
+
+# every column a report table can show, explained once: each table lists the ones it shows beneath it
+COLUMN_NOTES = {
+    "errors_jaccard": "Jaccard of the two models' sets of wrongly answered QA questions",
+    "cls_errors_jaccard": "Jaccard of the two models' sets of misclassified examples",
+    "repr_mean": "mean over points of the Jaccard of the two models' K-nearest-neighbour sets",
+    "repr_var": "variance over points of that per-point Jaccard (how uneven the agreement is)",
+    "ood_jaccard": "Jaccard of the two models' deep-kNN OOD sets on the challenge set",
+    "chance": "the Jaccard two independent random sets of the same sizes would have",
+    "mutual_knn": "mean over points of |A∩B| / K (Huh et al. 2024)",
+    "cknna": "CKA restricted to mutual-neighbour pairs, unbiased HSIC (Huh et al. 2024)",
+    "cka": "linear CKA of the L2-normalised vectors, biased HSIC (Kornblith et al. 2019)",
+    "cka_debiased": "linear CKA with Song et al.'s unbiased HSIC",
+    "difference": "the measure against the reference for X minus the same for Y (paired: same points, resamples)",
+    "lo": "95% interval, low end", "hi": "95% interval, high end",
+    "verdict": "larger than the noise when the interval excludes 0; set aside when the sets say little",
+    "threshold": "the deep-kNN score below which a point is OOD (kept TPR of validation points above it)",
+    "n_ood": "challenge points flagged OOD", "fraction_ood": "n_ood / n_test",
+    "val_tpr": "validation points kept in-distribution", "auroc": "in-test vs challenge separation",
+    "fpr_at_tpr": "challenge points kept at the in-test's own TPR threshold",
+    "meaningful": "flags >= 5% of the challenge set and AUROC >= 0.9 (else its OOD Jaccards say little)",
+    "a_subset_of_b": "every error of model i is also model j's", "frac_a_in_b": "|E_i ∩ E_j| / |E_i|",
+    "frac_b_in_a": "|E_i ∩ E_j| / |E_j|",
+    "best_exact": "exact match at the best no-answer threshold (official SQuAD v2)",
+    "percent_change": "(after − before) / before × 100",
+    "attack_success_rate": "attacked examples (correct before) that the attack flipped",
+    "avg_perturbed_words_pct": "mean share of words changed in successful attacks",
+    "speedup_vs_first": "the first model's p50 latency / this model's",
+    "spread": "(slowest − fastest) of the interleaved rounds' medians / p50: above 0.1 the machine was busy",
+    "parameters_M": "parameters in millions", "size_MB": "ONNX file size",
+}
+
+
+def column_notes(columns) -> str:
+    """"Columns: ..." for the shown columns the registry explains (a `_mean`/`_var` column by its kind, a
+    `_chance` column by chance), or ""."""
+    seen, parts = set(), []
+    for c in columns:
+        key = c
+        if c.endswith("_chance"):
+            key = "chance"
+        elif c.startswith("repr_") and c.endswith("_mean"):
+            key = "repr_mean"
+        elif c.startswith("repr_") and c.endswith("_var"):
+            key = "repr_var"
+        if key in COLUMN_NOTES and key not in seen:
+            seen.add(key)
+            parts.append(f"{key.replace('_', ' ') if key in ('repr_mean', 'repr_var', 'chance') else c} — "
+                         f"{COLUMN_NOTES[key]}")
+    return ("Columns: " + "; ".join(parts) + ".") if parts else ""
 
 
 # `agree`'s columns: one representation phase, and error lists it cannot tell QA from classification
@@ -456,6 +506,9 @@ def _section(rep: Report, out: Path, name: str, title: str, rows: list[dict], co
     if text:
         rep.text(text)
     rep.table(rows, columns, headers)
+    notes = column_notes(columns)
+    if notes:
+        rep.text(notes)
 
 
 @dataclass
@@ -497,6 +550,7 @@ def _table2(b: _Build) -> None:
     b.rep.text("Each cell: the Jaccard and its bootstrap 95% interval (over points for representation, over examples "
                f"for error and OOD sets; {spec.reps} resamples).")
     b.rep.table(shown, cols, heads)
+    b.rep.text(column_notes(cols))
     b.summary["table2"] = t2
 
 
@@ -517,8 +571,8 @@ def noise_headline(noise: list[dict], ref: str) -> str:
     excludes = [r for r in noise if not math.isnan(r["lo"]) and (r["lo"] > 0 or r["hi"] < 0)]
     counted = [r for r in excludes if r["verdict"] == "larger than the noise"]
     aside = [r for r in excludes if r["verdict"] != "larger than the noise"]
-    text = (f"{len(excludes)} of {len(noise)} paired differences exclude 0 at 95% (J({ref}, X) - J({ref}, Y), "
-            "the same resamples on both sides)")
+    text = (f"{len(excludes)} of {len(noise)} paired differences exclude 0 at 95% (m({ref}, X) - m({ref}, Y) for "
+            "each measure m, on the same points and resamples)")
     if aside:
         reasons = sorted({r["verdict"].split(":")[0] for r in aside})
         text += (f"; {len(aside)} of them {'is' if len(aside) == 1 else 'are'} set aside as "

@@ -153,5 +153,22 @@ def test_the_noise_headline_counts_the_rows_the_table_shows():
     excluding = sum(1 for r in noise if not math.isnan(r["lo"]) and (r["lo"] > 0 or r["hi"] < 0))
     assert text.startswith(f"{excluding} of {len(noise)} paired differences exclude 0") and excluding == 4
     assert "2 of them are set aside as not meaningful" in text and "so 2 are counted as larger" in text
-    assert noise_headline(noise[:3], "fp32") == ("2 of 3 paired differences exclude 0 at 95% (J(fp32, X) - "
-                                                 "J(fp32, Y), the same resamples on both sides).")
+    assert noise_headline(noise[:3], "fp32") == ("2 of 3 paired differences exclude 0 at 95% (m(fp32, X) - "
+                                                 "m(fp32, Y) for each measure m, on the same points and "
+                                                 "resamples).")
+
+
+def test_one_rounding_rule_and_every_shown_column_explained():
+    from lookalike.analysis.report import markdown_table, round3
+    from lookalike.analysis.tables import COLUMN_NOTES, TABLE3_COLUMNS, column_notes
+
+    assert [round3(v) for v in (0.73471, 0.021349, 30.7692, 1234.6, 4.2e-6, -0.0031, 1.0)] == \
+        ["0.735", "0.0213", "30.8", "1235", "4.2e-06", "-0.00310", "1.00"]
+    assert markdown_table([{"a": 30.7692}], ["a"]).splitlines()[-1] == "| 30.8 |"
+    notes = column_notes(["model_i", "repr_before_mean", "repr_after_mean", "repr_before_var", "ood_jaccard_chance",
+                          "errors_jaccard_chance", "spread"])
+    assert notes.startswith("Columns: repr mean — mean over points") and notes.count("chance —") == 1
+    assert "repr var — variance over points" in notes and "spread — (slowest − fastest)" in notes
+    assert column_notes(["model", "n"]) == ""
+    for c in ("percent_change", "attack_success_rate", "avg_perturbed_words_pct"):
+        assert c in TABLE3_COLUMNS[0] and c in COLUMN_NOTES
