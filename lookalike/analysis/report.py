@@ -97,6 +97,7 @@ def plot_sweep(curves: dict, title: str, ylabel: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=130)
     marked = False
+    causes: list[str] = []
     for label, curve in curves.items():
         xs, ys = (list(curve.ks), list(curve.values)) if hasattr(curve, "ks") else (list(curve[0]), list(curve[1]))
         bad = list(getattr(curve, "not_meaningful", [])) or [False] * len(xs)
@@ -108,11 +109,15 @@ def plot_sweep(curves: dict, title: str, ylabel: str, path: Path) -> None:
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
         if any(bad):
             marked = True
+            for why in getattr(curve, "reasons", []) or []:
+                for cause in why_kinds(why):
+                    if cause not in causes:
+                        causes.append(cause)
             ax.plot([x for x, b in zip(xs, bad) if b], [y for y, b in zip(ys, bad) if b], linestyle="none",
                     marker="o", markersize=5, markerfacecolor="none", markeredgecolor=line.get_color())
     if marked:
         ax.plot([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="grey",
-                label="✗ not meaningful (OOD sets too small)")
+                label=f"✗ not meaningful ({'; '.join(causes) or 'see the text'})")
     ax.set_xlabel("K")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -122,6 +127,20 @@ def plot_sweep(curves: dict, title: str, ylabel: str, path: Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def why_kinds(why: str) -> list[str]:
+    """The kinds of reason in a verdict's words ("L3 AUROC 0.840 < 0.9; L2 flags 1.0% of the challenge set
+    (< 5%)"): what a legend can say in a few words."""
+    kinds = []
+    for part in why.split(";"):
+        if "no AUROC" in part:
+            kinds.append("no AUROC")
+        elif "AUROC" in part:
+            kinds.append("AUROC < 0.9")
+        elif "flags" in part:
+            kinds.append("flags < 5% of the challenge set")
+    return list(dict.fromkeys(kinds))
 
 
 class Report:

@@ -391,6 +391,7 @@ class Curve:
     lo: list = field(default_factory=list)
     hi: list = field(default_factory=list)
     not_meaningful: list = field(default_factory=list)  # bool per K
+    reasons: list = field(default_factory=list)  # per K: why it is not meaningful (the verdict's words), or ""
 
 
 def knn_sweep(names, arts: dict[str, ModelArtifacts], phase: str, ks, reps: int = 0) -> dict[str, Curve]:
@@ -418,15 +419,17 @@ def ood_sweep(names, arts: dict[str, ModelArtifacts], ks, reps: int = 0) -> dict
     for n in names[1:]:
         if arts[n].ood is None:
             continue
-        vals, lo, hi, bad = [], [], [], []
+        vals, lo, hi, bad, reasons = [], [], [], [], []
         for x in ks:
             vals.append(distribution_agreement(ref.ood, arts[n].ood, x)["jaccard"])
             a, b = ref.ood.ood_ids(x), arts[n].ood.ood_ids(x)
             band = _set_ci(set(ref.ood.test_ids), a, b, reps) if reps > 0 else (math.nan, math.nan)
             lo.append(band[0])
             hi.append(band[1])
-            bad.append(not ood_verdict({names[0]: ref.ood, n: arts[n].ood}, x)[0])
-        curves[f"{names[0]} vs {n}"] = Curve(list(ks), vals, lo, hi, bad)
+            ok, why = ood_verdict({names[0]: ref.ood, n: arts[n].ood}, x)
+            bad.append(not ok)
+            reasons.append("" if ok else why.removeprefix("not meaningful: "))
+        curves[f"{names[0]} vs {n}"] = Curve(list(ks), vals, lo, hi, bad, reasons)
     return curves
 
 
@@ -494,6 +497,7 @@ class ReportSpec:
     reps: int = 1000
     attack_setting: str = ""
     measures: tuple = ("jaccard",)  # representation measures beyond the paper's: a section of their own
+    pooling: str = "cls"  # the vectors compared (CLS, the paper's, unless the run asked otherwise)
     notes: list[str] = field(default_factory=list)
     provenance: str = ""
 
@@ -611,6 +615,11 @@ def _figure1(b: _Build) -> None:
             plot_sweep(curves, title, ylabel, b.out / f"figure1{tag}.png")
             b.rep.heading(f"Figure 1({tag}): {heading}")
             b.rep.image(f"figure1{tag}.png", f"Figure 1({tag})")
+            hollow = [f"{c} at k={k} ({why})" for c, v in curves.items()
+                      for k, why in zip(v.ks, v.reasons) if why]
+            if hollow:
+                b.rep.text("Hollow points are not meaningful, by the rule the OOD table uses (flags >= 5% of the "
+                           "challenge set, AUROC >= 0.9): " + "; ".join(hollow) + ".")
             b.summary[f"figure1{tag}"] = {c: dict(zip(v.ks, v.values)) for c, v in curves.items()}
             b.summary[f"figure1{tag}_bands"] = {c: {"lo": v.lo, "hi": v.hi, "not_meaningful": v.not_meaningful}
                                                 for c, v in curves.items()}
@@ -646,10 +655,60 @@ def _latency(b: _Build) -> None:
                "speedup_vs_first", *(["spread"] if any("spread" in r for r in lat) else [])])
 
 
+def _how_to_read(b: _Build) -> None:
+    spec, ref = b.spec, b.names[0]
+    others = [m for m in spec.measures if m != "jaccard"]
+    b.rep.heading("How to read this")
+    b.rep.text(
+        f"Every number compares a model with the reference, {ref} (the first model), on the same points. Agreement "
+        f"is a Jaccard in [0, 1]: of the questions each model gets wrong (prediction errors), of each point's "
+        f"K={spec.k} nearest neighbours (data representation, a mean over points), and of the points each model "
+        f"calls out-of-distribution at k={spec.k_ood} (data distribution)"
+        + (f"; beside it the field's other measures ({', '.join(others)})" if others else "")
+        + f". A cell reads \"value [95% interval]\" ({spec.reps} resamples); 1 means the same behaviour, and a "
+        "set Jaccard means agreement only as far as it exceeds its chance level (its own table). \"Larger than the "
+        "noise\" means the paired difference between two models' agreement with the reference excludes 0. A value "
+        "marked ✗ not meaningful compares sets that say little (an OOD detector that flags almost nothing or does "
+        "not separate the data, a classifier collapsed onto one class) and is never counted. Estimated values say "
+        f"how many points they were estimated from; the rest are exhaustive. The vectors compared use "
+        f"{'CLS pooling (the paper' + chr(39) + 's)' if spec.pooling == 'cls' else spec.pooling + ' pooling'}.")
+
+
+def machine_provenance() -> str:
+    """The machine and software that made the numbers: CPU and ISA, package versions, lookalike's version and
+    commit (when it runs from a git checkout)."""
+    import importlib.metadata as md
+    import subprocess
+
+    from .._version import __version__
+    from ..core.cpu import cpu_info
+
+    cpu = cpu_info()
+    versions = []
+    for pkg in ("numpy", "onnxruntime", "faiss-cpu", "transformers", "torch", "h5py"):
+        try:
+            versions.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            continue
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or "not a git checkout"
+    except (OSError, subprocess.SubprocessError):
+        commit = "not a git checkout"
+    import os
+
+    return (f"Machine: {cpu['model']} ({os.cpu_count()} cores; ISA {', '.join(cpu['isa']) or 'baseline'}; int8 "
+            f"class {cpu['int8_class']}). Software: lookalike {__version__} (commit {commit}), "
+            + ", ".join(versions) + ".")
+
+
 def _provenance(b: _Build) -> None:
+    b.rep.heading("Provenance")
     if b.spec.provenance:
-        b.rep.heading("Provenance")
         b.rep.text(b.spec.provenance)
+    b.rep.text(machine_provenance())
+    b.summary["machine"] = machine_provenance()
 
 
 # the report, in order: each section writes its tables and adds itself to the report when it has something to show
@@ -733,7 +792,7 @@ def _measure_figure(b: _Build, rows: list[dict], asked: list[str]) -> None:
     b.rep.image("figure_measures.png", "Representation agreement by measure")
 
 
-SECTIONS = (_table1, _table2, _other_measures, _chance, _differences, _subsets, _figure1, _ood_detail, _task_metrics,
+SECTIONS = (_how_to_read, _table1, _table2, _other_measures, _chance, _differences, _subsets, _figure1, _ood_detail, _task_metrics,
             _table3, _latency, _provenance)
 
 

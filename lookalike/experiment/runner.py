@@ -119,6 +119,7 @@ class Experiment:
             title=self.cfg.get("title", "lookalike: do the compressed models behave like the large one?"),
             description=self.cfg.get("description", ""), k=p.knn.k, knn_ks=tuple(p.knn.ks),
             k_ood=p.ood.k, ood_ks=tuple(p.ood.ks), tpr=p.ood.tpr, measures=tuple(p.agree.measures),
+            pooling=p.embed.pooling,
             attack_setting=" ".join(x for x in (next((a.attack["setting"] for a in arts.values() if a.attack), ""),
                                                  self._mlm_line()) if x),
             provenance=(f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s; "

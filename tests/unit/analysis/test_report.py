@@ -130,6 +130,7 @@ def test_figure_1c_marks_points_that_are_not_meaningful_and_draws_bands(tmp_path
     arts = {"a": ModelArtifacts(ood=result(0)), "b": ModelArtifacts(ood=result(5))}
     (curve,) = ood_sweep(["a", "b"], arts, [1, 10], reps=200).values()
     assert curve.not_meaningful == [True, False]
+    assert curve.reasons[1] == "" and curve.reasons[0].startswith("a flags 1.0% of the challenge set (< 5%)")
     assert all(lo <= v <= hi for v, lo, hi in zip(curve.values[1:], curve.lo[1:], curve.hi[1:]))
     plot_sweep({"a vs b": curve}, "t", "J", tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000
@@ -172,3 +173,45 @@ def test_one_rounding_rule_and_every_shown_column_explained():
     assert column_notes(["model", "n"]) == ""
     for c in ("percent_change", "attack_success_rate", "avg_perturbed_words_pct"):
         assert c in TABLE3_COLUMNS[0] and c in COLUMN_NOTES
+
+
+def test_figure_legends_give_each_hollow_point_s_reason(tmp_path, monkeypatch):
+    """Round three: the legend said "OOD sets too small" where the cause was AUROC < 0.9. It now names the
+    verdicts' own kinds of reason."""
+    import matplotlib.axes
+
+    from lookalike.analysis.report import plot_sweep, why_kinds
+    from lookalike.analysis.tables import Curve
+
+    assert why_kinds("L3 AUROC 0.840 < 0.9; L2 flags 1.0% of the challenge set (< 5%)") == \
+        ["AUROC < 0.9", "flags < 5% of the challenge set"]
+    assert why_kinds("a no AUROC (give held-out in-distribution points)") == ["no AUROC"]
+    labels = []
+    real = matplotlib.axes.Axes.plot
+
+    def plot(self, *args, **kw):
+        labels.append(kw.get("label"))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    curve = Curve([1, 50, 100], [0.5, 0.4, 0.3], [0.4] * 3, [0.6] * 3, [False, True, True],
+                  ["", "L3 AUROC 0.840 < 0.9", "L3 AUROC 0.830 < 0.9; L2 flags 2.0% of the challenge set (< 5%)"])
+    plot_sweep({"ref vs L3": curve}, "t", "J", tmp_path / "f.png")
+    assert "✗ not meaningful (AUROC < 0.9; flags < 5% of the challenge set)" in labels
+
+
+def test_the_report_opens_with_how_to_read_it_and_ends_with_its_machine(tmp_path):
+    from lookalike.analysis.tables import ModelArtifacts, ReportSpec, write_report
+    from lookalike.core.cpu import cpu_info
+
+    universe = [f"q{i}" for i in range(50)]
+    arts = {n: ModelArtifacts(errors={"qa": _errors(set(universe[i:i + 10]), universe)}) for n, i in
+            (("ref", 0), ("x", 3))}
+    summary = write_report(["ref", "x"], arts, ReportSpec("t", reps=20, pooling="mean", measures=("jaccard", "cka")),
+                           tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## How to read this") < md.index("Table 1") if "Table 1" in md else "## How to read this" in md
+    assert "the reference, ref (the first model)" in md and "mean pooling" in md and "(cka)" in md
+    tail = md[md.index("## Provenance"):]
+    assert cpu_info()["model"] in tail and "onnxruntime" in tail and "lookalike" in tail
+    assert summary["machine"].startswith("Machine: ")
