@@ -255,3 +255,32 @@ def test_only_per_token_outputs_are_cut_to_each_rows_tokens():
     assert [p.tolist() for p in pooled] == [[11, 2], [7, 1], [17, 2]]  # never taken for a token axis
     with pytest.raises(ValueError, match="per_token names outputs not asked for"):
         batching.run_batched(_EchoModel(), enc, ["pooled"], 64, per_token={"tokens"})
+
+
+def test_the_slow_tokenizer_flags_only_rows_longer_than_the_limit_and_takes_no_types_when_asked(minilm_dir):
+    import transformers
+
+    slow = transformers.BertTokenizer.from_pretrained(minilm_dir)
+    exact = len(slow("one two three")["input_ids"])  # [CLS] one two three [SEP]
+    enc = tokenize(slow, [Record("a", "one two three"), Record("b", "one two three four")], exact)
+    assert enc.truncated.tolist() == [False, True] and enc.n_tokens.tolist() == [exact, exact]
+    slow.model_input_names = ["input_ids", "attention_mask"]
+    assert tokenize(slow, [Record("a", "one two three")], exact).type_ids is None
+
+
+def test_panic_text_is_its_first_line_cut_to_160():
+    assert batching.panic_text(PanicException("")) == "a panic"
+    assert batching.panic_text(PanicException("\n  \nsecond")) == "second"
+    assert batching.panic_text(PanicException("x" * 300)) == "x" * 160
+
+
+def test_type_ids_reach_the_model():
+    seen = []
+
+    class Model(_EchoModel):
+        def run(self, outputs, input_ids, attention_mask, token_type_ids=None):
+            seen.append(None if token_type_ids is None else token_type_ids.tolist())
+            return super().run(outputs, input_ids, attention_mask, token_type_ids)
+
+    batching.run_batched(Model(), Encoded.from_lists([[5, 6]], [[0, 1]]), ["pooled"], 64)
+    assert seen == [[[0, 1]]]
