@@ -67,6 +67,23 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+SPIN_ENV = "LOOKALIKE_ORT_SPINNING"
+
+
+def spinning() -> bool | None:
+    """Whether ONNX Runtime's idle intra-op threads spin-wait ($LOOKALIKE_ORT_SPINNING=1/0; unset: ORT's own
+    default). benchmarks/bench_contention.py measures both, idle and with the other cores busy."""
+    value = os.environ.get(SPIN_ENV)
+    if value is None or value == "":
+        return SPIN_DEFAULT
+    if value not in ("0", "1"):
+        raise ModelError(f"${SPIN_ENV}={value!r}: give 1 (spin-wait) or 0 (yield)")
+    return value == "1"
+
+
+SPIN_DEFAULT: bool | None = None  # ORT's default (spin) until measured otherwise
+
+
 def session_setup(device: str, threads: int | None = None, device_id: int = 0):
     """(SessionOptions, providers, disabled optimizers) for an engine session on `device` ("cpu" or "cuda")."""
     import onnxruntime as ort
@@ -76,6 +93,9 @@ def session_setup(device: str, threads: int | None = None, device_id: int = 0):
     opts.intra_op_num_threads = threads or physical_cores()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    spin = spinning()
+    if spin is not None:  # ORT's intra-op threads spin-wait for work between kernels unless told not to
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         _preload_cuda_libraries(ort)

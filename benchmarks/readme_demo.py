@@ -1,0 +1,127 @@
+"""The README's demo numbers, made by a fresh `lookalike demo` run and written into the README by this script, so
+the README cannot drift from what the demo prints (tests/unit/test_readme_demo.py checks the README's block equals
+the rendering of the results file).
+
+    python benchmarks/readme_demo.py --run      # run the demo (minutes), keep its numbers → results/demo-readme.json
+    python benchmarks/readme_demo.py --write    # render results/demo-readme.json into README.md's demo block
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "demo-readme.json"
+BEGIN, END = "<!-- demo:begin (benchmarks/readme_demo.py writes this block) -->", "<!-- demo:end -->"
+
+
+def _cell(row: dict, col: str) -> str:
+    from lookalike.analysis.tables import with_interval
+
+    cell = with_interval(row, col)
+    if col == "ood_jaccard" and row.get("ood_meaningful") is False:
+        cell += " ✗"
+    return cell
+
+
+def render(d: dict) -> str:
+    """The README's demo block from the kept numbers."""
+    from lookalike.analysis.report import round3
+    from lookalike.analysis.tables import noise_headline
+
+    ref = d["names"][0]
+    attack = {r["target"]: r for r in d.get("table3", [])}
+    acc = {r["model"]: r["accuracy"] for r in d.get("cls_metrics", [])}
+
+    def attack_cell(name: str) -> str:
+        r = attack.get(name)
+        if not r:
+            return "—"
+        return (f"{round3(r['original_accuracy'])} → {round3(r['accuracy_after_attack'])} "
+                f"({round3(r['percent_change'])}%)")
+
+    lines = [f"What it printed on {d['when'][:10]} ({d['seconds']:.0f} s; {d['machine']}; load average "
+             f"{d['load_before']:.1f} before, {d['load_after']:.1f} after). Table 2 against {ref}, each Jaccard with "
+             "its bootstrap 95% interval (✗: not meaningful by the report's rule), and Table 3:", "",
+             f"| {ref} vs | representation before FT (K={d['k']}) | after FT (K={d['k']}) | OOD sets "
+             f"(k={d['k_ood']}) | prediction errors | attack: accuracy before → after |",
+             "|---|---|---|---|---|---|"]
+    for r in d["table2"]:
+        if r["model_i"] != ref:
+            continue
+        errors = "cls_errors_jaccard" if "cls_errors_jaccard" in r else "errors_jaccard"
+        lines.append(f"| {r['model_j']} | {_cell(r, 'repr_before_mean')} | {_cell(r, 'repr_after_mean')} | "
+                     f"{_cell(r, 'ood_jaccard')} | {_cell(r, errors)} | {attack_cell(r['model_j'])} |")
+    lines.append("")
+    facts = [f"({ref} itself: {attack_cell(ref)} under attack.)"]
+    if acc:
+        facts.append("Held-out accuracy: " + ", ".join(f"{n} {round3(100 * a)}%" for n, a in acc.items()) + ".")
+    ood = {r["model"]: r for r in d.get("ood_detail", [])}
+    if ref in ood:
+        o = ood[ref]
+        facts.append(f"The reference flags {round3(100 * o['fraction_ood'])}% of the challenge set at TPR 95% with "
+                     f"AUROC {round3(o['auroc'])}" + "".join(
+                         f"; {n}: {round3(100 * r['fraction_ood'])}%, AUROC {round3(r['auroc'])}"
+                         for n, r in ood.items() if n != ref) + ".")
+    if d.get("differences"):
+        facts.append(noise_headline(d["differences"], ref))
+    if d.get("step_seconds"):
+        facts.append("Per-step time: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["step_seconds"].items()) + ".")
+    lines.append(" ".join(facts))
+    return "\n".join(lines)
+
+
+def readme_block(text: str) -> str:
+    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    return text[a:b].strip("\n")
+
+
+def run(keep: bool) -> dict:
+    from lookalike.analysis.tables import machine_provenance
+
+    work = Path(tempfile.mkdtemp(prefix="lookalike-readme-demo-"))
+    before = os.getloadavg()[0]
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "lookalike.cli", "-q", "demo", str(work / "demo")], check=True,
+                   env={**os.environ, "LOOKALIKE_CACHE": str(work / "cache")})
+    seconds = time.perf_counter() - t
+    s = json.loads((work / "demo" / "report" / "summary.json").read_text())
+    keys = ("table2", "table3", "cls_metrics", "ood_detail", "differences", "step_seconds", "k", "k_ood")
+    d = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
+         "machine": machine_provenance().split(". Software")[0].removeprefix("Machine: "),
+         "load_before": before, "load_after": os.getloadavg()[0], "names": s["models"],
+         **{k: s[k] for k in keys if k in s}}
+    RESULTS.write_text(json.dumps(d, indent=2, default=float) + "\n")
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", action="store_true", help="run the demo now and keep its numbers")
+    ap.add_argument("--write", action="store_true", help="write the README's demo block from the kept numbers")
+    ap.add_argument("--keep", action="store_true", help="keep the demo's folder")
+    args = ap.parse_args()
+    if args.run:
+        run(args.keep)
+    if args.write:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+        readme.write_text(text[:a] + "\n" + render(json.loads(RESULTS.read_text())) + "\n" + text[b:])
+    if not (args.run or args.write):
+        ap.print_help()
+
+
+if __name__ == "__main__":
+    main()
