@@ -30,3 +30,20 @@ def test_an_export_manifest_is_one_read_only_value_checked_whole(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps({**m, "vocab_size": "30522"}))
     with pytest.raises(ModelError, match="field 'vocab_size' is str, not int"):
         load_manifest(tmp_path)
+
+
+def test_the_spinning_switch_reaches_the_session(monkeypatch):
+    import pytest
+
+    from lookalike.core import session
+    from lookalike.errors import ModelError
+
+    for value, want in (("0", "0"), ("1", "1")):
+        monkeypatch.setenv(session.SPIN_ENV, value)
+        opts, _, _ = session.session_setup("cpu")
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == want
+    monkeypatch.setenv(session.SPIN_ENV, "yes")
+    with pytest.raises(ModelError, match="LOOKALIKE_ORT_SPINNING='yes': give 1"):
+        session.session_setup("cpu")
+    monkeypatch.delenv(session.SPIN_ENV)
+    assert session.spinning() is session.SPIN_DEFAULT
