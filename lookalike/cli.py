@@ -434,17 +434,20 @@ def tokenize(model_dir, corpus, out_dir, max_length, shard_rows, progress):
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(STORE_FORMATS), default="npy", show_default=True,
               help="npy: embeddings.npy + ids.jsonl; parquet: embeddings.parquet (id, embedding, n_tokens, ...).")
-def export_store_cmd(store, out, fmt):
+@click.option("--with-text", is_flag=True, help="Also the source text of each row (read again from the store's "
+                                                 "corpus, which must be unchanged): texts.jsonl, or a text column.")
+def export_store_cmd(store, out, fmt, with_text):
     """Write STORE's vectors and ids into the folder OUT as .npy or Parquet (streamed shard by shard, after the
     store is verified), for vector databases and dataframes; the store stays the source of truth.
 
     \b
     Example:
       lookalike export-store runs/imdb-minilm runs/imdb-npy
-      lookalike export-store runs/imdb-minilm runs/imdb-parquet --format parquet
+      lookalike export-store runs/imdb-minilm runs/imdb-parquet --format parquet --with-text
+    DuckDB reads the Parquet embedding as FLOAT[]; cast it for its array functions: embedding::FLOAT[384].
     """
     status(f"export-store: verifying {store}")
-    _echo_json(export_store(store, out, fmt))
+    _echo_json(export_store(store, out, fmt, with_text=with_text))
 
 
 @cli.command()

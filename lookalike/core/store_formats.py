@@ -3,7 +3,13 @@
     npy       OUT/embeddings.npy (rows × columns, the stored dtype), OUT/ids.jsonl (one JSON string per row, in
               row order; a chunked store's lines are [id, parent_id, chunk])
     parquet   OUT/embeddings.parquet: columns id, embedding (fixed-size list of the stored dtype), n_tokens,
-              truncated (and parent_id, chunk for a chunked store); the store's config as schema metadata
+              truncated (and parent_id, chunk for a chunked store); the store's config as schema metadata.
+              Parquet has no fixed-size list of its own, so DuckDB reads `embedding` as FLOAT[]: cast it,
+              `embedding::FLOAT[384]`, for its array functions (export.json says the cast for this store).
+
+with_text: the source text beside each row (parquet: columns text and, for pairs, text_pair; npy: texts.jsonl),
+read again from the corpus the store was made from, which must still be the content it was (its fingerprint) and
+give the same ids in the same order; a chunked store's rows carry their record's whole text.
 
 Both come with OUT/export.json: the store's path, content key, config and row count. The store stays the source of
 truth: what is written is verified against it first (every shard's sha256), read one shard at a time (memory
@@ -33,13 +39,17 @@ def _shards(store: Store):
             yield f
 
 
-def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy") -> dict:
-    """Write the store at `store_path` to the folder `out` as `fmt` (npy or parquet); return what was written."""
+def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy", *, with_text: bool = False) -> dict:
+    """Write the store at `store_path` to the folder `out` as `fmt` (npy or parquet); return what was written.
+    with_text: the source text too (see the module's notes)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", field="format")
     store = open_store(store_path)
     folder = OwnedFolder(out)
     names = ["embeddings.npy", "ids.jsonl"] if fmt == "npy" else ["embeddings.parquet"]
+    if with_text and fmt == "npy":
+        names.append("texts.jsonl")
+    texts = _source_texts(store) if with_text else None
     folder.claim(*names, "export.json")
     if fmt == "parquet":
         try:
@@ -47,15 +57,70 @@ def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy") -> d
         except ImportError as exc:
             raise InputError("--format parquet needs pyarrow (pip install pyarrow)", field="format") from exc
     Path(out).mkdir(parents=True, exist_ok=True)
-    (_npy if fmt == "npy" else _parquet)(store, folder)
+    (_npy if fmt == "npy" else _parquet)(store, folder, texts)
     info = {"store": str(store.path), "store_key": store.key(), "format": fmt, "rows": len(store),
             "columns": store.dim, "dtype": store.precision, "chunked": store.chunked, "files": names,
-            "config": store.config}
+            "with_text": with_text, "config": store.config}
+    if fmt == "parquet":
+        value = {"float32": "FLOAT", "float16": "FLOAT", "int8": "TINYINT", "uint8": "UTINYINT",
+                 "binary": "TINYINT", "ubinary": "UTINYINT"}[store.precision]
+        info["duckdb"] = (f"SELECT id, embedding::{value}[{store.dim}] AS embedding FROM "
+                          f"'{Path(out) / 'embeddings.parquet'}'")
+        info["duckdb_why"] = ("Parquet stores a fixed-size list as a list, which DuckDB reads as "
+                              f"{value}[]; its array functions (array_cosine_similarity) need {value}[{store.dim}]")
     folder.write_json("export.json", info)
     return {k: v for k, v in info.items() if k != "config"} | {"out": str(out)}
 
 
-def _npy(store: Store, folder: OwnedFolder) -> None:
+def _source_texts(store: Store):
+    """An iterator over each row's (text, text_pair) in row order, read again from the store's corpus; InputError
+    when the corpus is gone, changed (fingerprint), or gives other ids."""
+    from ..data import CorpusSpec
+
+    cfg = store.config
+    if not cfg.get("corpus"):
+        raise InputError("--with-text needs the corpus the store was made from, and the store records none",
+                         path=store.path, field="config.corpus")
+    spec = CorpusSpec(cfg["corpus"], None if cfg.get("format", "auto") == "auto" else cfg["format"],
+                      text_field=cfg.get("text_field") or "text", pair_field=cfg.get("pair_field") or None,
+                      id_field=cfg.get("id_field") or None, split=cfg.get("split") or None,
+                      limit=None if cfg.get("limit", -1) == -1 else cfg["limit"], every=cfg.get("every") or None,
+                      offset=cfg.get("offset", 0))
+    if not spec.is_local:
+        raise InputError("--with-text: the corpus the store was made from is not here", path=spec.path)
+    if spec.fingerprint() != cfg.get("corpus_fingerprint"):
+        raise InputError("--with-text: the corpus changed since the store was made (its content fingerprint "
+                         "differs); its texts would not be the vectors' texts", path=spec.path)
+    return _texts_by_row(store, iter(spec.records()))
+
+
+def _texts_by_row(store: Store, records):
+    """(text, text_pair) of each row, the corpus's records matched in order: a row's record is its id (a chunked
+    store's: its parent id), and consecutive windows of one record share it."""
+    record = None
+    for f in _shards(store):
+        keys = f["parent_id" if store.chunked else "id"].asstr()[:]
+        for want in keys:
+            if record is None or record.id != want:
+                record = next(records, None)
+            if record is None or record.id != want:
+                raise InputError(f"--with-text: row id {want!r} is not the corpus's next record "
+                                 f"({None if record is None else record.id!r}); the corpus is not the one embedded",
+                                 path=store.path, field="id")
+            yield record.text, record.text_pair
+
+
+# characters str.splitlines (and some editors) take for line ends that JSON leaves as they are: escaped, so a line
+# of texts.jsonl / ids.jsonl is one record whatever reads it
+_LINE_ENDS = {c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _jsonl(value) -> str:
+    """One JSON line: UTF-8 as is, except every character some reader takes for a line end (escaped)."""
+    return json.dumps(value, ensure_ascii=False).translate(str.maketrans(_LINE_ENDS)) + "\n"
+
+
+def _npy(store: Store, folder: OwnedFolder, texts=None) -> None:
     """embeddings.npy written as a stream (the .npy header, then each shard's rows), never through a memory map:
     a full disk is then an ordinary write error naming the file (through a map it is a SIGBUS), and the free space
     the array needs is checked before its first byte."""
@@ -70,18 +135,22 @@ def _npy(store: Store, folder: OwnedFolder) -> None:
         npy_format.write_array_header_1_0(out, header)
         for f in _shards(store):
             out.write(np.ascontiguousarray(f["embedding"][:], dtype=dtype).tobytes())
+    if texts is not None:
+        with folder.writing("texts.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
+            for text, pair in texts:
+                out.write(_jsonl(text if pair is None else [text, pair]))
     with folder.writing("ids.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
         for f in _shards(store):
             ids = f["id"].asstr()[:]
             if store.chunked:
                 for x, p, c in zip(ids, f["parent_id"].asstr()[:], f["chunk"][:]):
-                    out.write(json.dumps([x, p, int(c)], ensure_ascii=False) + "\n")
+                    out.write(_jsonl([x, p, int(c)]))
             else:
                 for x in ids:
-                    out.write(json.dumps(x, ensure_ascii=False) + "\n")
+                    out.write(_jsonl(x))
 
 
-def _parquet(store: Store, folder: OwnedFolder) -> None:
+def _parquet(store: Store, folder: OwnedFolder, texts=None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -92,6 +161,9 @@ def _parquet(store: Store, folder: OwnedFolder) -> None:
               pa.field("n_tokens", pa.int32()), pa.field("truncated", pa.bool_())]
     if store.chunked:
         fields += [pa.field("parent_id", pa.string()), pa.field("chunk", pa.int32())]
+    pairs = bool(store.config.get("pair_field"))
+    if texts is not None:
+        fields += [pa.field("text", pa.string())] + ([pa.field("text_pair", pa.string())] if pairs else [])
     meta = {b"lookalike.store": json.dumps({"store": str(store.path), "key": store.key(),
                                              "config": store.config}).encode()}
     schema = pa.schema(fields, metadata=meta)
@@ -105,4 +177,9 @@ def _parquet(store: Store, folder: OwnedFolder) -> None:
                 if store.chunked:
                     cols += [pa.array(f["parent_id"].asstr()[:].tolist(), pa.string()),
                              pa.array(f["chunk"][:], pa.int32())]
+                if texts is not None:
+                    rows = [next(texts) for _ in range(len(emb))]
+                    cols.append(pa.array([t for t, _ in rows], pa.string()))
+                    if pairs:
+                        cols.append(pa.array([p for _, p in rows], pa.string()))
                 writer.write_table(pa.Table.from_arrays(cols, schema=schema))

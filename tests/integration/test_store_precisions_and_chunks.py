@@ -225,3 +225,53 @@ def test_write_index_of_a_binary_store_is_a_binary_index(minilm_export, reviews,
     brute = np.unpackbits(bits[:5, None, :] ^ bits[None, :, :], axis=2).sum(2)
     np.testing.assert_array_equal(dist, np.sort(brute, axis=1)[:, :3])
     assert (rows[:, 0] == np.arange(5)).all() or (dist[:, 0] == 0).all()
+
+
+def test_exports_load_in_duckdb_pandas_and_faiss_with_their_text(minilm_export, reviews, float_store, tmp_path):
+    """Interop as users meet it: the Parquet file in DuckDB (with the cast export.json gives, its array functions
+    work) and pandas, the .npy in faiss; --with-text carries each row's source text (a chunked store's rows their
+    record's text), and a corpus changed since the embed is refused, naming it."""
+    import duckdb
+    import faiss
+    import pandas as pd
+    import shutil
+
+    r = CliRunner().invoke(cli, ["export-store", str(float_store.path), str(tmp_path / "p"), "--format", "parquet",
+                                 "--with-text"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((tmp_path / "p" / "export.json").read_text())
+    texts = [rec.text for rec in reviews.records()]
+    df = pd.read_parquet(tmp_path / "p" / "embeddings.parquet")
+    assert df["text"].tolist() == texts and df["id"].tolist() == list(float_store.ids)
+    cast = info["duckdb"]
+    assert "embedding::FLOAT[384]" in cast
+    con = duckdb.connect()
+    top = con.sql(f"WITH t AS ({cast}) SELECT id FROM t ORDER BY array_cosine_similarity(embedding, "
+                  f"(SELECT embedding FROM t WHERE id = '3')) DESC LIMIT 1").fetchall()
+    assert top == [("3",)]
+    assert con.sql(f"SELECT count(*) FROM ({cast})").fetchall() == [(120,)]
+
+    r = CliRunner().invoke(cli, ["export-store", str(float_store.path), str(tmp_path / "n"), "--with-text"])
+    assert r.exit_code == 0, r.output
+    x = np.load(tmp_path / "n" / "embeddings.npy")
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x / np.linalg.norm(x, axis=1, keepdims=True))
+    assert index.search(x[:1] / np.linalg.norm(x[:1]), 1)[1][0, 0] == 0
+    assert [json.loads(line) for line in (tmp_path / "n" / "texts.jsonl").read_text().splitlines()] == texts
+
+    embed(minilm_export, reviews, tmp_path / "chunks", EmbedParams(pooling="auto", chunk_tokens=100))
+    chunks = open_store(tmp_path / "chunks")
+    r = CliRunner().invoke(cli, ["export-store", str(chunks.path), str(tmp_path / "c"), "--format", "parquet",
+                                 "--with-text"])
+    assert r.exit_code == 0, r.output
+    t = pd.read_parquet(tmp_path / "c" / "embeddings.parquet")
+    by_id = {rec.id: rec.text for rec in reviews.records()}
+    assert t["text"].tolist() == [by_id[p] for p in chunks.parent_ids] and len(t) > 120
+
+    copy = tmp_path / "corpus.tsv"  # a store made from a copy, then the copy edited
+    shutil.copy(reviews.path, copy)
+    embed(minilm_export, reviews.replace(path=str(copy)), tmp_path / "copied", EmbedParams(pooling="auto"))
+    copy.write_text(copy.read_text().replace("movie", "film", 1))
+    r = CliRunner().invoke(cli, ["export-store", str(tmp_path / "copied"), str(tmp_path / "x"), "--with-text"])
+    assert r.exit_code == 2 and "the corpus changed since the store was made" in r.output
+    assert str(copy) in r.output and "Traceback" not in r.output
