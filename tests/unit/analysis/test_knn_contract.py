@@ -454,3 +454,30 @@ def test_every_search_reports_its_progress(tmp_path):
     steps = []
     deep_knn_ood(store, x[:10] + 1, 2, bank_rows=25, progress=steps.append)
     assert sum(steps) == 90 - 9 and len(steps) > 1  # the bank without its held-out tenth
+
+
+@pytest.mark.parametrize("precision", ["binary", "ubinary", "float16"])
+def test_a_sampled_search_works_on_every_precision(tmp_path, precision):
+    """Binary stores are searched exactly by Hamming distance (the cosine of their ±1 vectors, 1 - 2h/d), ties by
+    row, and a drawn point's neighbours are the exhaustive search's; float16 stores likewise by cosine."""
+    rng = np.random.default_rng(8)
+    if precision == "float16":
+        x = rng.normal(size=(70, 6)).astype(np.float16)
+        vectors = x.astype(np.float32)
+    else:
+        bits = rng.integers(0, 2, size=(70, 16)).astype(np.uint8)
+        bits[10] = bits[3]  # a copy: a tie broken by row
+        packed = np.packbits(bits, axis=1)
+        x = (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
+        vectors = bits.astype(np.float32) * 2 - 1
+    store = make_store(tmp_path / "s", x, precision=precision, **({"bits": 16} if precision != "float16" else {}))
+    full = knn_self(store, 5)
+    drawn = knn_sampled(store, 5, 9, seed=2)
+    rows = sample_rows(70, 9, 2)
+    np.testing.assert_array_equal(drawn.neighbors, full.neighbors[rows])
+    np.testing.assert_array_equal(full.neighbors, _brute(vectors, 5)[1])
+    if precision != "float16":
+        assert drawn.meta["metric"] == "hamming (as the cosine of the ±1 vectors: 1 - 2h/d)"
+        h = (bits[rows][:, None, :] != bits[None, :, :]).sum(2)
+        np.testing.assert_allclose(drawn.similarity, 1 - 2 * np.take_along_axis(h, drawn.neighbors, 1) / 16,
+                                   atol=1e-6)
