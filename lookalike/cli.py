@@ -447,7 +447,7 @@ def export_store_cmd(store, out, fmt, with_text):
     DuckDB reads the Parquet embedding as FLOAT[]; cast it for its array functions: embedding::FLOAT[384].
     """
     status(f"export-store: verifying {store}")
-    _echo_json(export_store(store, out, fmt, with_text=with_text))
+    _echo_json(export_store(store, out, fmt, texts=jobs.source_texts if with_text else None))
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from .analysis.knn import KnnResult, is_knn_file, knn_cross, knn_sampled, knn_se
 from .analysis.ood import OodResult, deep_knn_ood, is_ood_file
 from .analysis.report import markdown_table
 from .analysis.scoring import ids_digest, load_errors
-from .analysis.tables import AGREE_METRICS, ModelArtifacts, agreement_table, table2_display
+from .analysis.tables import ModelArtifacts, agree_metrics, agreement_table, table2_display
 from .core.manifest import labels as manifest_labels
 from .core.manifest import load_manifest
 from .core.store import open_store
@@ -276,13 +276,11 @@ def agreement(knns: dict[str, Path], oods: dict[str, Path], errors: dict[str, Pa
         An Agreement: one row per model pair (every measure, its interval, chance level and verdict), the columns
         and the markdown tables.
     """
-    from .analysis.measures import MEASURES, measure_columns
+    from .analysis.measures import measure
 
     stores = stores or {}
     for m in measures:
-        if m not in MEASURES:
-            raise InputError(f"unknown measure {m!r} (known: {', '.join(MEASURES)})", field="measure")
-        need = MEASURES[m].needs
+        need = measure(m).needs
         given = stores if need == "store" else knns
         if m != "jaccard" and len(given) < 2:
             what = "embedding stores (--store NAME=STORE)" if need == "store" else "neighbour files (--knn NAME=FILE)"
@@ -305,27 +303,67 @@ def agreement(knns: dict[str, Path], oods: dict[str, Path], errors: dict[str, Pa
         arts[n].errors[task] = es
     sweep = len(ks) > 1
     rows, tables = [], []
-    extra = [m for m in measures if m != "jaccard"]
-    opened = {n: open_store(p) for n, p in stores.items()} if any(MEASURES[m].needs == "store" for m in extra) \
-        else {}
-    cka_done: dict = {}
+    extra = [measure(m) for m in measures if m != "jaccard"]
+    opened = {n: open_store(p) for n, p in stores.items()} if any(m.needs == "store" for m in extra) else {}
+    once: dict = {}  # a measure that does not depend on K, by (measure, pair): computed once
     for k in ks:
         k_rows, shown, shown_cols, heads = agreement_table(names, arts, k, k_ood or k, reps)
         for row in k_rows:
             a, b = row["model_i"], row["model_j"]
             for m in extra:
-                if MEASURES[m].needs == "store":
-                    if a in opened and b in opened:
-                        if (a, b) not in cka_done:  # CKA does not depend on K: computed once per pair
-                            cka_done[(a, b)] = {c: measure_columns(c, None, None, (opened[a], opened[b]), k, reps)
-                                                for c in ("cka", "cka_debiased") if c in extra}
-                        row.update(cka_done[(a, b)][m])
-                elif a in knns and b in knns:
-                    row.update(measure_columns(m, arts[a].knn["before"], arts[b].knn["before"], None, k, reps))
+                given = opened if m.needs == "store" else {n: arts[n].knn["before"] for n in knns}
+                if a not in given or b not in given:
+                    continue
+                if m.per_k:
+                    row.update(m.cells(given[a], given[b], k, reps, 0))
+                else:
+                    if (m.name, a, b) not in once:
+                        once[(m.name, a, b)] = m.cells(given[a], given[b], k, reps, 0)
+                    row.update(once[(m.name, a, b)])
         if extra:
-            shown, shown_cols, heads = table2_display(k_rows, AGREE_METRICS)
+            shown, shown_cols, heads = table2_display(k_rows, agree_metrics())
         rows += [{"k": k, **r} for r in k_rows] if sweep else k_rows
         tables.append((f"K={k}\n\n" if sweep else "") + markdown_table(shown, shown_cols, heads))
     cols = list(dict.fromkeys(c for r in rows for c in r))
     unchecked = [n for n in errors if sets[n].universe is None]
     return Agreement(rows, cols, tables, unchecked)
+
+
+# --------------------------------------------------------------------------- export-store --with-text
+
+def source_texts(store):
+    """An iterator over each row's (text, text_pair) in row order, read again from the store's corpus; InputError
+    when the corpus is gone, changed (fingerprint), or gives other ids."""
+    cfg = store.config
+    if not cfg.get("corpus"):
+        raise InputError("--with-text needs the corpus the store was made from, and the store records none",
+                         path=store.path, field="config.corpus")
+    spec = CorpusSpec(cfg["corpus"], None if cfg.get("format", "auto") == "auto" else cfg["format"],
+                      text_field=cfg.get("text_field") or "text", pair_field=cfg.get("pair_field") or None,
+                      id_field=cfg.get("id_field") or None, split=cfg.get("split") or None,
+                      limit=None if cfg.get("limit", -1) == -1 else cfg["limit"], every=cfg.get("every") or None,
+                      offset=cfg.get("offset", 0))
+    if not spec.is_local:
+        raise InputError("--with-text: the corpus the store was made from is not here", path=spec.path)
+    if spec.fingerprint() != cfg.get("corpus_fingerprint"):
+        raise InputError("--with-text: the corpus changed since the store was made (its content fingerprint "
+                         "differs); its texts would not be the vectors' texts", path=spec.path)
+    return _texts_by_row(store, iter(spec.records()))
+
+
+def _texts_by_row(store, records):
+    """(text, text_pair) of each row, the corpus's records matched in order: a row's record is its id (a chunked
+    store's: its parent id), and consecutive windows of one record share it."""
+    record = None
+    from .core.store_formats import _shards
+
+    for f in _shards(store):
+        keys = f["parent_id" if store.chunked else "id"].asstr()[:]
+        for want in keys:
+            if record is None or record.id != want:
+                record = next(records, None)
+            if record is None or record.id != want:
+                raise InputError(f"--with-text: row id {want!r} is not the corpus's next record "
+                                 f"({None if record is None else record.id!r}); the corpus is not the one embedded",
+                                 path=store.path, field="id")
+            yield record.text, record.text_pair

@@ -17,7 +17,8 @@ the bootstrap over points its Jaccard sibling uses. Chance levels: the measure a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -359,26 +360,6 @@ def cknna(a: KnnResult, b: KnnResult, k: int, groups: int = GROUPS) -> dict:
     return {"cknna": value, "cknna_lo": lo, "cknna_hi": hi, "n": n, "k": k}
 
 
-@dataclass
-class Measure:
-    """One representation measure: its name, what it reads, and how a report labels it."""
-
-    name: str
-    label: str
-    needs: str  # "knn" (neighbour files) or "store" (embedding stores)
-    what: str = field(default="")
-
-
-MEASURES = {
-    "jaccard": Measure("jaccard", "kNN Jaccard (the paper's)", "knn", "mean per-point Jaccard of K-neighbour sets"),
-    "mutual_knn": Measure("mutual_knn", "mutual-kNN", "knn", "mean per-point |A∩B| / k (Huh et al. 2024)"),
-    "cknna": Measure("cknna", "CKNNA", "knn", "CKA on mutual-neighbour pairs, unbiased HSIC (Huh et al. 2024)"),
-    "cka": Measure("cka", "linear CKA", "store", "linear CKA, biased HSIC (Kornblith et al. 2019)"),
-    "cka_debiased": Measure("cka_debiased", "linear CKA (debiased)", "store",
-                            "linear CKA with Song et al.'s unbiased HSIC"),
-}
-
-
 def cknna_chance(a: KnnResult, b: KnnResult, k: int, seed: int = 0) -> float:
     """CKNNA of `a` against `b` with b's points permuted (seeded): the level two unrelated models reach."""
     na, nb, sa, sb = _aligned(a, b, k)
@@ -389,28 +370,85 @@ def cknna_chance(a: KnnResult, b: KnnResult, k: int, seed: int = 0) -> float:
     return _cknna_value(na, inverse[nb[perm]], sa, sb[perm], n)
 
 
-def measure_columns(name: str, a: KnnResult | None, b: KnnResult | None, stores: tuple | None, k: int,
-                    reps: int, seed: int = 0) -> dict:
-    """The row cells of one measure for one model pair: value, 95% interval (`_lo`, `_hi`), chance level
-    (`_chance`), and how it was computed (`_basis`)."""
+def _mutual_knn_cells(a: KnnResult, b: KnnResult, k: int, reps: int, seed: int) -> dict:
     from .agreement import knn_basis
     from .uncertainty import mean_interval
 
-    if name == "mutual_knn":
-        per = mutual_knn(a, b, k)
-        lo, hi = mean_interval(per, reps) if reps > 0 else (math.nan, math.nan)
-        n = a.n_targets
-        return {"mutual_knn": float(per.mean()), "mutual_knn_lo": lo, "mutual_knn_hi": hi,
-                "mutual_knn_chance": k / (n - 1), "mutual_knn_basis": knn_basis(a, b)}
-    if name == "cknna":
-        r = cknna(a, b, k)
-        return {"cknna": r["cknna"], "cknna_lo": r["cknna_lo"], "cknna_hi": r["cknna_hi"],
-                "cknna_chance": cknna_chance(a, b, k, seed),
-                "cknna_basis": f"exhaustive: all {r['n']} points, jackknife over {GROUPS} groups"}
-    if name in ("cka", "cka_debiased"):
-        r = cka_stores(*stores, chance_seed=seed)
+    per = mutual_knn(a, b, k)
+    lo, hi = mean_interval(per, reps) if reps > 0 else (math.nan, math.nan)
+    return {"mutual_knn": float(per.mean()), "mutual_knn_lo": lo, "mutual_knn_hi": hi,
+            "mutual_knn_chance": k / (a.n_targets - 1), "mutual_knn_basis": knn_basis(a, b)}
+
+
+def _mutual_knn_difference(r: KnnResult, x: KnnResult, y: KnnResult, k: int, reps: int):
+    from .uncertainty import paired_mean_difference
+
+    return paired_mean_difference(mutual_knn(r, x, k), mutual_knn(r, y, k), reps)
+
+
+def _cknna_cells(a: KnnResult, b: KnnResult, k: int, reps: int, seed: int) -> dict:
+    r = cknna(a, b, k)
+    return {"cknna": r["cknna"], "cknna_lo": r["cknna_lo"], "cknna_hi": r["cknna_hi"],
+            "cknna_chance": cknna_chance(a, b, k, seed),
+            "cknna_basis": f"exhaustive: all {r['n']} points, jackknife over {GROUPS} groups"}
+
+
+def _cka_cells(name: str):
+    def cells(a, b, k: int, reps: int, seed: int) -> dict:
+        r = cka_stores(a, b, chance_seed=seed)
         return {name: r[name], f"{name}_lo": r[f"{name}_lo"], f"{name}_hi": r[f"{name}_hi"],
                 f"{name}_chance": r[f"{name}_chance"],
                 f"{name}_basis": f"exhaustive: all {r['n']} points, L2-normalised, jackknife over {r['groups']} "
                                  f"groups; chance: row-permuted partner on {r['chance']['rows']} points, seed {seed}"}
-    raise InputError(f"unknown measure {name!r} (known: {', '.join(MEASURES)})", field="measure")
+    return cells
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One representation measure, declared once: what it reads, how it is labelled, how its row cells (value,
+    `_lo`/`_hi` interval, `_chance`, `_basis`) and its paired difference against a reference are computed. `agree`,
+    the report's tables and its noise verdicts all read this registry; a new measure touches only it and its own
+    functions."""
+
+    name: str
+    label: str
+    needs: str  # "knn" (neighbour files) or "store" (embedding stores)
+    what: str = ""
+    cells: Callable | None = None  # (a, b, k, reps, seed) -> row cells; a, b: KnnResults or Stores, by `needs`
+    difference: Callable | None = None  # (ref, x, y, k, reps) -> (difference, lo, hi), paired
+    per_k: bool = True  # False: the value does not depend on K (computed once per pair)
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(column, heading) of its value, then of its chance level."""
+        return [(self.name, self.label), (f"{self.name}_chance", f"{self.label}: chance")]
+
+
+MEASURES = {
+    "jaccard": Measure("jaccard", "kNN Jaccard (the paper's)", "knn", "mean per-point Jaccard of K-neighbour sets"),
+    "mutual_knn": Measure("mutual_knn", "mutual-kNN", "knn", "mean per-point |A∩B| / k (Huh et al. 2024)",
+                          _mutual_knn_cells, _mutual_knn_difference),
+    "cknna": Measure("cknna", "CKNNA", "knn", "CKA on mutual-neighbour pairs, unbiased HSIC (Huh et al. 2024)",
+                     _cknna_cells, lambda r, x, y, k, reps: cknna_difference(r, x, y, k)),
+    "cka": Measure("cka", "linear CKA", "store", "linear CKA, biased HSIC (Kornblith et al. 2019)",
+                   _cka_cells("cka"), lambda r, x, y, k, reps: cka_difference(r, x, y, "cka"), per_k=False),
+    "cka_debiased": Measure("cka_debiased", "linear CKA (debiased)", "store",
+                            "linear CKA with Song et al.'s unbiased HSIC", _cka_cells("cka_debiased"),
+                            lambda r, x, y, k, reps: cka_difference(r, x, y, "cka_debiased"), per_k=False),
+}
+
+
+def measure(name: str) -> Measure:
+    """The registry's entry, or one line naming the known ones."""
+    if name not in MEASURES:
+        raise InputError(f"unknown measure {name!r} (known: {', '.join(MEASURES)})", field="measure")
+    return MEASURES[name]
+
+
+def measure_columns(name: str, a, b, stores: tuple | None, k: int, reps: int, seed: int = 0) -> dict:
+    """The row cells of one measure for one model pair (its registry entry's `cells`): value, 95% interval
+    (`_lo`, `_hi`), chance level (`_chance`), and how it was computed (`_basis`)."""
+    m = measure(name)
+    if m.cells is None:
+        raise InputError(f"{name} is the paper's Jaccard, computed by the agreement table itself", field="measure")
+    return m.cells(*(stores if m.needs == "store" else (a, b)), k, reps, seed)

@@ -262,15 +262,17 @@ def column_notes(columns) -> str:
     return ("Columns: " + "; ".join(parts) + ".") if parts else ""
 
 
-# `agree`'s columns: one representation phase, and error lists it cannot tell QA from classification
-AGREE_METRICS = [("errors_jaccard", "Prediction errors"), ("repr_mean", "Representation, mean"),
-                 ("repr_var", "Representation, var"), ("ood_jaccard", "Data distribution (OOD)"),
-                 ("errors_jaccard_chance", "errors: chance"), ("ood_jaccard_chance", "OOD: chance"),
-                 # the field's other measures (`agree --measure`), shown only when asked for
-                 ("mutual_knn", "mutual-kNN"), ("cknna", "CKNNA"), ("cka", "linear CKA"),
-                 ("cka_debiased", "linear CKA (debiased)"), ("mutual_knn_chance", "mutual-kNN: chance"),
-                 ("cknna_chance", "CKNNA: chance"), ("cka_chance", "CKA: chance"),
-                 ("cka_debiased_chance", "CKA (debiased): chance")]
+def agree_metrics() -> list[tuple[str, str]]:
+    """`agree`'s columns: one representation phase, error lists it cannot tell QA from classification, and every
+    measure of the registry (`analysis.measures.MEASURES`: their values, then their chance levels), shown when
+    asked for."""
+    from .measures import MEASURES
+
+    extra = [m for m in MEASURES.values() if m.cells is not None]
+    return ([("errors_jaccard", "Prediction errors"), ("repr_mean", "Representation, mean"),
+             ("repr_var", "Representation, var"), ("ood_jaccard", "Data distribution (OOD)"),
+             ("errors_jaccard_chance", "errors: chance"), ("ood_jaccard_chance", "OOD: chance")]
+            + [m.columns[0] for m in extra] + [m.columns[1] for m in extra])
 
 
 def table2_display(rows: list[dict], metrics=TABLE2_METRICS) -> tuple[list[dict], list[str], list[str]]:
@@ -296,7 +298,7 @@ def agreement_table(names, arts: dict[str, ModelArtifacts], k: int, k_ood: int, 
     """`lookalike agree`'s table: (rows for CSV/JSON, formatted cells, columns, headers). One representation
     phase, the QA error sets' containment, and the chance levels shown beside the Jaccards."""
     rows = table2_rows(names, arts, k, k_ood, reps, phases=False, subsets=True)
-    shown, shown_cols, heads = table2_display(rows, AGREE_METRICS)
+    shown, shown_cols, heads = table2_display(rows, agree_metrics())
     return rows, shown, shown_cols, heads
 
 
@@ -350,22 +352,25 @@ def noise_rows(names, arts: dict[str, ModelArtifacts], k: int = 10, k_ood: int =
     return out
 
 
-def _measure_difference(m: str, phase: str, R, X, Y, k: int, reps: int):
-    """(label, difference, lo, hi) of one of the field's measures between (R, X) and (R, Y), or None when the
-    artifacts it needs are missing."""
-    from .measures import MEASURES, cka_difference, cknna_difference, mutual_knn
+def _measure_inputs(m, phase: str, *arts) -> list | None:
+    """What measure `m` reads of each model at `phase` (neighbour files or opened stores), or None if one lacks it."""
+    from ..core.store import open_store
 
-    label = MEASURES[m].label
-    if m == "mutual_knn" and all(phase in a.knn for a in (R, X, Y)):
-        return (f"{label} (K={k})", *paired_mean_difference(mutual_knn(R.knn[phase], X.knn[phase], k),
-                                                            mutual_knn(R.knn[phase], Y.knn[phase], k), reps))
-    if m == "cknna" and all(phase in a.knn for a in (R, X, Y)):
-        return (f"{label} (K={k})", *cknna_difference(R.knn[phase], X.knn[phase], Y.knn[phase], k))
-    if m in ("cka", "cka_debiased") and all(phase in a.stores for a in (R, X, Y)):
-        from ..core.store import open_store
+    if m.needs == "knn":
+        return [a.knn[phase] for a in arts] if all(phase in a.knn for a in arts) else None
+    return [open_store(a.stores[phase]) for a in arts] if all(phase in a.stores for a in arts) else None
 
-        return (label, *cka_difference(*(open_store(a.stores[phase]) for a in (R, X, Y)), m))
-    return None
+
+def _measure_difference(name: str, phase: str, R, X, Y, k: int, reps: int):
+    """(label, difference, lo, hi) of a registry measure between (R, X) and (R, Y), or None when the artifacts it
+    needs are missing."""
+    from .measures import measure
+
+    m = measure(name)
+    inputs = _measure_inputs(m, phase, R, X, Y)
+    if inputs is None or m.difference is None:
+        return None
+    return (f"{m.label} (K={k})" if m.per_k else m.label, *m.difference(*inputs, k, reps))
 
 
 def subset_rows(names, arts: dict[str, ModelArtifacts]) -> list[dict]:
@@ -715,21 +720,18 @@ def _provenance(b: _Build) -> None:
 def measure_rows(names, arts: dict[str, ModelArtifacts], measures, k: int, reps: int) -> list[dict]:
     """The reference (first model) against each other model, per phase: every asked measure beyond the Jaccard
     with its interval, chance level and basis (analysis.measures)."""
-    from ..core.store import open_store
-    from .measures import MEASURES, measure_columns
+    from .measures import measure
 
-    extra = [m for m in measures if m != "jaccard"]
+    extra = [measure(m) for m in measures if m != "jaccard"]
     ref, rows = names[0], []
     for name in names[1:]:
         R, X = arts[ref], arts[name]
         for phase in PHASES:
             row: dict = {"reference": ref, "model": name, "phase": f"{phase} FT"}
             for m in extra:
-                if MEASURES[m].needs == "knn" and phase in R.knn and phase in X.knn:
-                    row.update(measure_columns(m, R.knn[phase], X.knn[phase], None, k, reps))
-                elif MEASURES[m].needs == "store" and phase in R.stores and phase in X.stores:
-                    stores = (open_store(R.stores[phase]), open_store(X.stores[phase]))
-                    row.update(measure_columns(m, None, None, stores, k, reps))
+                inputs = _measure_inputs(m, phase, R, X)
+                if inputs is not None:
+                    row.update(m.cells(*inputs, k, reps, 0))
             if len(row) > 3:
                 rows.append(row)
     return rows

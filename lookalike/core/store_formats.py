@@ -39,9 +39,11 @@ def _shards(store: Store):
             yield f
 
 
-def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy", *, with_text: bool = False) -> dict:
+def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy", *, texts=None) -> dict:
     """Write the store at `store_path` to the folder `out` as `fmt` (npy or parquet); return what was written.
-    with_text: the source text too (see the module's notes)."""
+    texts: a function giving, for the opened store, each row's (text, text_pair) in row order (`jobs.source_texts`:
+    `--with-text`); written beside the vectors (see the module's notes)."""
+    with_text = texts is not None
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", field="format")
     store = open_store(store_path)
@@ -49,7 +51,7 @@ def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy", *, w
     names = ["embeddings.npy", "ids.jsonl"] if fmt == "npy" else ["embeddings.parquet"]
     if with_text and fmt == "npy":
         names.append("texts.jsonl")
-    texts = _source_texts(store) if with_text else None
+    texts = texts(store) if with_text else None
     folder.claim(*names, "export.json")
     if fmt == "parquet":
         try:
@@ -70,44 +72,6 @@ def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy", *, w
                               f"{value}[]; its array functions (array_cosine_similarity) need {value}[{store.dim}]")
     folder.write_json("export.json", info)
     return {k: v for k, v in info.items() if k != "config"} | {"out": str(out)}
-
-
-def _source_texts(store: Store):
-    """An iterator over each row's (text, text_pair) in row order, read again from the store's corpus; InputError
-    when the corpus is gone, changed (fingerprint), or gives other ids."""
-    from ..data import CorpusSpec
-
-    cfg = store.config
-    if not cfg.get("corpus"):
-        raise InputError("--with-text needs the corpus the store was made from, and the store records none",
-                         path=store.path, field="config.corpus")
-    spec = CorpusSpec(cfg["corpus"], None if cfg.get("format", "auto") == "auto" else cfg["format"],
-                      text_field=cfg.get("text_field") or "text", pair_field=cfg.get("pair_field") or None,
-                      id_field=cfg.get("id_field") or None, split=cfg.get("split") or None,
-                      limit=None if cfg.get("limit", -1) == -1 else cfg["limit"], every=cfg.get("every") or None,
-                      offset=cfg.get("offset", 0))
-    if not spec.is_local:
-        raise InputError("--with-text: the corpus the store was made from is not here", path=spec.path)
-    if spec.fingerprint() != cfg.get("corpus_fingerprint"):
-        raise InputError("--with-text: the corpus changed since the store was made (its content fingerprint "
-                         "differs); its texts would not be the vectors' texts", path=spec.path)
-    return _texts_by_row(store, iter(spec.records()))
-
-
-def _texts_by_row(store: Store, records):
-    """(text, text_pair) of each row, the corpus's records matched in order: a row's record is its id (a chunked
-    store's: its parent id), and consecutive windows of one record share it."""
-    record = None
-    for f in _shards(store):
-        keys = f["parent_id" if store.chunked else "id"].asstr()[:]
-        for want in keys:
-            if record is None or record.id != want:
-                record = next(records, None)
-            if record is None or record.id != want:
-                raise InputError(f"--with-text: row id {want!r} is not the corpus's next record "
-                                 f"({None if record is None else record.id!r}); the corpus is not the one embedded",
-                                 path=store.path, field="id")
-            yield record.text, record.text_pair
 
 
 # characters str.splitlines (and some editors) take for line ends that JSON leaves as they are: escaped, so a line

@@ -213,3 +213,33 @@ def test_the_report_s_noise_table_carries_the_other_measures(tmp_path):
     assert metrics == ["representation before FT (K=6)", "mutual-kNN (K=6) before FT", "CKNNA (K=6) before FT",
                        "linear CKA before FT", "linear CKA (debiased) before FT"]
     assert all(r["verdict"] == "larger than the noise" and r["difference"] > 0 for r in rows)
+
+
+def test_a_measure_declared_once_reaches_agree_and_the_noise_table(tmp_path, monkeypatch):
+    """The registry is the one place a measure is declared: a toy measure added there (and nowhere else) gets
+    its column and chance column in `agree` and its paired difference in the report's noise table."""
+    from lookalike import jobs
+    from lookalike.analysis import measures
+    from lookalike.analysis.tables import ModelArtifacts, noise_rows
+
+    def cells(a, b, k, reps, seed):
+        v = float((a.neighbors[:, :k] == b.neighbors[:, :k]).mean())
+        return {"same_rank": v, "same_rank_lo": v - 0.01, "same_rank_hi": v + 0.01, "same_rank_chance": 0.0}
+
+    toy = measures.Measure("same_rank", "same neighbour at the same rank", "knn", "a toy", cells,
+                           lambda r, x, y, k, reps: (0.5, 0.4, 0.6))
+    monkeypatch.setitem(measures.MEASURES, "same_rank", toy)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(80, 5)).astype(np.float32)
+    files = {}
+    for name, v in (("ref", x), ("a", x + 0.1 * rng.normal(size=x.shape).astype(np.float32)),
+                    ("b", x + rng.normal(size=x.shape).astype(np.float32))):
+        knn_self(v, 5).save(tmp_path / f"{name}.knn.h5")
+        files[name] = tmp_path / f"{name}.knn.h5"
+    table = jobs.agreement(files, {}, {}, [5], reps=0, measures=("jaccard", "same_rank"))
+    assert "same_rank" in table.columns and "same_rank_chance" in table.columns
+    assert "same neighbour at the same rank" in table.markdown[0]
+    arts = {n: ModelArtifacts.load(knn={"before": f}) for n, f in files.items()}
+    rows = noise_rows(list(arts), arts, k=5, reps=50, measures=("same_rank",))
+    assert [r["metric"] for r in rows if "same neighbour" in r["metric"]] == \
+        ["same neighbour at the same rank (K=5) before FT"]
