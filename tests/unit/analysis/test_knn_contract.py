@@ -421,17 +421,21 @@ def test_the_ray_search_gets_the_store_and_the_drawn_rows(tmp_path, monkeypatch)
     store = make_store(tmp_path / "s", x)
     calls = []
 
+    moved = []
+
     def fake_ray_top_k(st_, q, rows, k, *, bank_rows, progress, **ray):
+        moved.append(progress is not None)
         calls.append((st_.path, q.shape, rows.tolist(), k, bank_rows, ray))
         return search_blocks(_bank_chunks(Vectors.of(st_).blocks(bank_rows), k + 1), q, k, query_rows=rows)
 
     monkeypatch.setattr(dist, "ray_top_k", fake_ray_top_k)
-    res = knn_sampled(store, 4, 9, bank_rows=13, ray={"workers": 2})
+    res = knn_sampled(store, 4, 9, bank_rows=13, ray={"workers": 2}, progress=lambda n: None)
     rows = sample_rows(50, 9, 0)
     assert calls == [(tmp_path / "s", (9, 3), rows.tolist(), 4, 13, {"workers": 2})]
+    assert moved == [True]  # a sampled search's bar moves on Ray too
     np.testing.assert_array_equal(res.neighbors, _brute(x, 4, rows)[1])
     calls.clear()
-    full = knn_self(store, 4, bank_rows=13, ray={"workers": 2})  # on Ray the exhaustive search reads from disk
+    full = knn_self(store, 4, bank_rows=13, ray={"workers": 2}, progress=lambda n: None)  # from disk on Ray
     assert len(calls) == 1 and calls[0][2] == list(range(50))
     np.testing.assert_array_equal(full.neighbors, _brute(x, 4)[1])
 
@@ -481,3 +485,79 @@ def test_a_sampled_search_works_on_every_precision(tmp_path, precision):
         h = (bits[rows][:, None, :] != bits[None, :, :]).sum(2)
         np.testing.assert_allclose(drawn.similarity, 1 - 2 * np.take_along_axis(h, drawn.neighbors, 1) / 16,
                                    atol=1e-6)
+
+
+def test_calls_with_the_defaults_use_the_documented_values():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(10_005, 2)).astype(np.float32)
+    assert knn_self(x[:50]).k == 10
+    drawn = knn_sampled(x)  # k=10, m=10000, seed 0
+    assert (drawn.k, drawn.sample["m"], drawn.sample["seed"]) == (10, 10_000, 0)
+    np.testing.assert_array_equal(drawn.ids.astype(int), sample_rows(10_005, 10_000, 0))
+    approx = knn_self(x[:1500], 5, index="hnsw")
+    assert approx.meta["recall_sample"] == 1000
+
+
+def test_the_meta_records_the_gpu_choice_actually_used(monkeypatch):
+    monkeypatch.setattr(knn_mod, "use_gpu", lambda gpu: gpu is not False)  # as on a machine with a GPU
+    x = np.random.default_rng(10).normal(size=(60, 4)).astype(np.float32)
+    assert knn_self(x, 3).meta["gpu"] is True and knn_self(x, 3, gpu=False).meta["gpu"] is False
+    assert knn_self(x, 3, index="hnsw", gpu=True).meta["gpu"] is False  # HNSW is CPU only in FAISS
+    assert knn_sampled(x, 3, 5, gpu=False).meta["gpu"] is False and knn_sampled(x, 3, 5).meta["gpu"] is True
+
+
+def test_distinct_vectors_and_few_distinct_vectors_take_their_own_paths(monkeypatch):
+    spy = _Spy(monkeypatch, "knn_self_streamed", "_all_pairs")
+    x = np.random.default_rng(11).normal(size=(40, 4)).astype(np.float32)
+    steps = []
+    res = knn_self(x, 3, gpu=False, block_rows=7, bank_rows=11, progress=steps.append)
+    assert sum(steps) == 40 and len(steps) > 1
+    np.testing.assert_array_equal(res.neighbors, _brute(x, 3)[1])
+    assert spy.kw("knn_self_streamed", "gpu") == [False] and spy.kw("knn_self_streamed", "block_rows") == [7]
+    assert spy.kw("knn_self_streamed", "bank_rows") == [11]
+    spy.calls.clear()
+    few = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)  # 30 rows, 3 distinct: every pair searched at once
+    steps = []
+    res = knn_self(few, 4, progress=steps.append)
+    assert [c[0] for c in spy.calls] == ["_all_pairs"] and sum(steps) == 30
+    np.testing.assert_array_equal(res.neighbors, _brute(few, 4)[1])
+
+
+def test_the_from_disk_search_never_holds_the_store_and_gives_int64_rows(tmp_path, monkeypatch):
+    x = _grid(30, 3, 12, 4)
+    store = make_store(tmp_path / "s", x)
+
+    def refuse(self, *a, **kw):
+        raise AssertionError("the whole store was loaded")
+
+    monkeypatch.setattr(Vectors, "normalized", refuse)
+    res = knn_self(store, 3, in_memory_bytes=0)
+    assert res.neighbors.dtype == np.int64 and res.similarity.dtype == np.float32
+    np.testing.assert_array_equal(res.neighbors, _brute(x, 3)[1])
+
+
+def test_index_settings_reach_the_index(monkeypatch):
+    spy = _Spy(monkeypatch, "build_index")
+    x = np.random.default_rng(13).normal(size=(200, 4)).astype(np.float32)
+    knn_self(x, 3, index="hnsw", ef_search=64, hnsw_m=8)
+    (_, _, kw), = spy.calls
+    assert kw["ef_search"] == 64 and kw["hnsw_m"] == 8
+
+
+def test_the_checksum_does_not_depend_on_the_arrays_dtypes():
+    r = KnnResult(np.array(["a", "b"]), np.array([[1], [0]], np.int64), np.array([[0.5], [0.25]], np.float32), 1)
+    narrow = KnnResult(r.ids, r.neighbors.astype(np.int32), r.similarity.astype(np.float64), 1)
+    assert narrow.content_sha256() == r.content_sha256()
+
+
+def test_a_neighbour_file_missing_a_dataset_is_refused(tmp_path):
+    def drop(f):
+        del f["similarity"]
+    e = _refusal(_damaged(tmp_path, drop, "nosim.h5"))
+    assert str(e).startswith(f"{tmp_path / 'nosim.h5'}: not a complete lookalike neighbour file (")
+    assert str(e).endswith("); re-run `lookalike knn`") and e.path == tmp_path / "nosim.h5"
+
+
+def test_sampled_seconds_are_the_elapsed_time(tmp_path):
+    res = knn_sampled(_grid(40, 3, 1, 0) + np.arange(40)[:, None], 3, 5)
+    assert 0 <= res.meta["seconds"] < 60
