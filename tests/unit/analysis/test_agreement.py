@@ -133,3 +133,10 @@ def test_a_collapsed_classifier_or_one_class_set_is_flagged_never_counted(tmp_pa
     assert not cells[1]["cls_errors_jaccard"].endswith("✗ not meaningful")
     noise = [r for r in noise_rows(["ref", "x", "y"], arts, reps=50) if "classification" in r["metric"]]
     assert noise and all(r["verdict"].startswith("not meaningful") for r in noise)
+
+
+def test_containment_of_an_empty_error_set_is_undefined_not_a_crash():
+    from lookalike.analysis.agreement import error_agreement
+
+    e = error_agreement({"a", "b"}, set())
+    assert math.isnan(e["frac_b_in_a"]) and e["frac_a_in_b"] == 0.0 and e["b_subset_of_a"] and not e["a_subset_of_b"]

@@ -59,7 +59,7 @@ def _data(seed=0):
     rng = np.random.default_rng(seed)
     train = rng.normal(size=(80, 6)).astype(np.float32)
     val = rng.normal(size=(20, 6)).astype(np.float32)
-    in_test = np.concatenate([rng.normal(size=(14, 6)), val[:2]]).astype(np.float32)  # copies: on val's scores
+    in_test = np.concatenate([rng.normal(size=(14, 6)), val]).astype(np.float32)  # copies: on val's scores
     test = np.concatenate([rng.normal(size=(12, 6)) + 2, in_test[:3]]).astype(np.float32)  # and on in-test's
     val[-3:] = val[0]  # ties at the threshold's place
     return train, test, val, in_test
@@ -81,6 +81,7 @@ def test_scores_thresholds_and_metrics_are_the_definition(bank_rows, with_val):
         assert res.metrics[k]["in_test_tpr_at_val_threshold"] == m["in_test_tpr_at_val_threshold"]
         assert res.metrics[k]["auroc"] == pytest.approx(m["auroc"], abs=1e-12)
     assert res.ks == [1, 3, 5] and res.tpr == 0.8 and list(res.test_ids) == [str(i) for i in range(15)]
+    assert deep_knn_ood(train, test).ks == [10]  # the paper's k by default
 
 
 def test_the_held_out_split_is_the_documented_draw():
@@ -200,9 +201,11 @@ def test_a_file_round_trips_and_records_the_method(tmp_path):
     (tmp_path / "legacy.json").write_text(json.dumps({"kind": "lookalike.ood"}))
     r.save(tmp_path / "legacy.json")
     assert load_ood(tmp_path / "legacy.json").ks == [5]
-    (tmp_path / "mine.json").write_text("{}")
-    with pytest.raises(Exception, match="was not written by lookalike"):
-        r.save(tmp_path / "mine.json")
+    for mine in ("{}", "not json at all"):  # a user's JSON, or not JSON: never taken for an earlier OOD file
+        (tmp_path / "mine.json").write_text(mine)
+        with pytest.raises(Exception, match="was not written by lookalike"):
+            r.save(tmp_path / "mine.json")
+        assert (tmp_path / "mine.json").read_text() == mine
     (tmp_path / "folder").mkdir()
     with pytest.raises(Exception) as err:
         r.save(tmp_path / "folder")
@@ -269,14 +272,17 @@ def test_meta_of_a_store_run(tmp_path):
     assert list(res.test_ids) == [f"t{i}" for i in range(15)]
 
 
-def test_a_binary_bank_says_its_distance(tmp_path):
+@pytest.mark.parametrize("precision", ["binary", "ubinary"])
+def test_a_binary_bank_says_its_distance(tmp_path, precision):
     rng = np.random.default_rng(0)
-    bits = rng.integers(-128, 128, size=(40, 2)).astype(np.int8)
-    bank = make_store(tmp_path / "bank", bits[:30], precision="binary")
-    test = make_store(tmp_path / "test", bits[30:], ids=[f"t{i}" for i in range(10)], precision="binary")
+    bits = rng.integers(0, 256, size=(40, 2)).astype(np.uint8)
+    if precision == "binary":
+        bits = (bits.astype(np.int16) - 128).astype(np.int8)
+    bank = make_store(tmp_path / "bank", bits[:30], precision=precision)
+    test = make_store(tmp_path / "test", bits[30:], ids=[f"t{i}" for i in range(10)], precision=precision)
     res = deep_knn_ood(bank, test, 2)
     assert res.meta["distance"] == "euclidean on the L2-normalised ±1 vectors of the bits: 2*sqrt(hamming/d)"
-    assert res.meta["precision"] == "binary"
+    assert res.meta["precision"] == precision
 
 
 def test_overlap_with_the_bank_is_refused_or_recorded(tmp_path):
@@ -343,13 +349,14 @@ def test_the_ray_search_gets_the_store_the_points_and_the_held_out_rows(tmp_path
     calls = []
 
     def fake_ray_top_k(store, q, rows, k, *, bank_rows, exact_rows, drop, progress, **ray):
+        assert progress is not None  # the bar moves on Ray too
         calls.append((store.path, len(q), rows, k, bank_rows, exact_rows, None if drop is None else drop.tolist(),
                       ray))
         return search_blocks(_bank_chunks(_bank_blocks(Vectors.of(store), drop, bank_rows), k), q, k,
                              exact_rows=False)
 
     monkeypatch.setattr(dist, "ray_top_k", fake_ray_top_k)
-    res = deep_knn_ood(bank, test, [2, 4], in_test=in_test, bank_rows=9, ray={"workers": 2})
+    res = deep_knn_ood(bank, test, [2, 4], in_test=in_test, bank_rows=9, ray={"workers": 2}, progress=lambda n: None)
     local = deep_knn_ood(bank, test, [2, 4], in_test=in_test, bank_rows=9)
     (path, nq, rows, k, bank_rows, exact_rows, drop, ray), = calls
     perm = np.random.default_rng(0).permutation(80)
@@ -373,3 +380,14 @@ def test_the_gpu_choice_reaches_the_search(monkeypatch):
     train, test, _, _ = _data(6)
     deep_knn_ood(train, test, 2, gpu=False)
     assert seen == [(False, None)]
+
+
+def test_one_shared_id_is_overlap(tmp_path):
+    from lookalike.analysis.ood import _shared_ids
+
+    train, test, _, _ = _data(7)
+    bank = make_store(tmp_path / "bank", train, **CONFIG)
+    one = make_store(tmp_path / "one", test, ids=["p5"] + [f"q{i}" for i in range(14)], **CONFIG)
+    assert _shared_ids(one, bank) == ["p5"]
+    with pytest.raises(InputError, match="holds 1 of the bank's points .e.g. id 'p5'"):
+        deep_knn_ood(bank, one, 2)

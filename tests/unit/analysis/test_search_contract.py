@@ -131,3 +131,11 @@ def test_block_searches_get_the_callers_choices(monkeypatch):
     x = np.random.default_rng(5).normal(size=(20, 3)).astype(np.float32)
     search_blocks([(0, x[:10]), (10, x[10:])], x[:4], 3, gpu=False, block_rows=3, exact_rows=False)
     assert seen == [("build", "flat", False), ("search", 3, False, True)] * 2
+
+
+def test_build_index_defaults_are_a_flat_index_and_the_seed_0_draw():
+    x = np.random.default_rng(6).normal(size=(1000, 3)).astype(np.float32)
+    assert type(build_index(x)).__name__ == "IndexFlatIP"
+    a, b = build_index(x, "ivf", nlist=2), build_index(x, "ivf", nlist=2, seed=0)
+    np.testing.assert_array_equal(faiss.vector_to_array(faiss.downcast_index(a.quantizer).codes),
+                                  faiss.vector_to_array(faiss.downcast_index(b.quantizer).codes))
