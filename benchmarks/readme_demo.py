@@ -50,8 +50,9 @@ def render(d: dict) -> str:
                 f"({round3(r['percent_change'])}%)")
 
     lines = [f"What it printed on {d['when'][:10]} ({d['seconds']:.0f} s; {d['machine']}; load average "
-             f"{d['load_before']:.1f} before, {d['load_after']:.1f} after). Table 2 against {ref}, each Jaccard with "
-             "its bootstrap 95% interval (✗: not meaningful by the report's rule), and Table 3:", "",
+             f"{d['load_before']:.1f} before, {d['load_after']:.1f} after; vectors with "
+             f"{'CLS' if d.get('pooling', 'cls') == 'cls' else d['pooling']} pooling). Table 2 against {ref}, each "
+             "Jaccard with its bootstrap 95% interval (✗: not meaningful by the report's rule), and Table 3:", "",
              f"| {ref} vs | representation before FT (K={d['k']}) | after FT (K={d['k']}) | OOD sets "
              f"(k={d['k_ood']}) | prediction errors | attack: accuracy before → after |",
              "|---|---|---|---|---|---|"]
@@ -74,6 +75,13 @@ def render(d: dict) -> str:
                          for n, r in ood.items() if n != ref) + ".")
     if d.get("differences"):
         facts.append(noise_headline(d["differences"], ref))
+    if d.get("attack_setting"):
+        facts.append(d["attack_setting"])
+    measures = [r for r in d.get("representation_measures", []) if r.get("phase") == "after FT"]
+    if measures:
+        facts.append("The field's other measures, after fine-tuning: " + "; ".join(
+            f"{r['model']}: CKA {_cell(r, 'cka')}, mutual-kNN {_cell(r, 'mutual_knn')}, CKNNA {_cell(r, 'cknna')}"
+            for r in measures if "cka" in r) + ".")
     if d.get("step_seconds"):
         facts.append("Per-step time: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["step_seconds"].items()) + ".")
     lines.append(" ".join(facts))
@@ -95,7 +103,8 @@ def run(keep: bool) -> dict:
                    env={**os.environ, "LOOKALIKE_CACHE": str(work / "cache")})
     seconds = time.perf_counter() - t
     s = json.loads((work / "demo" / "report" / "summary.json").read_text())
-    keys = ("table2", "table3", "cls_metrics", "ood_detail", "differences", "step_seconds", "k", "k_ood")
+    keys = ("table2", "table3", "cls_metrics", "ood_detail", "differences", "step_seconds", "k", "k_ood",
+            "attack_setting", "pooling", "representation_measures")
     d = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
          "machine": machine_provenance().split(". Software")[0].removeprefix("Machine: "),
          "load_before": before, "load_after": os.getloadavg()[0], "names": s["models"],

@@ -804,7 +804,9 @@ def write_report(names, arts: dict[str, ModelArtifacts], spec: ReportSpec, out: 
     rep = Report(spec.title)
     for text in ([spec.description] if spec.description else []) + spec.notes:
         rep.text(text)
-    build = _Build(list(names), arts, spec, out, rep, {"models": names, "k": spec.k, "k_ood": spec.k_ood})
+    build = _Build(list(names), arts, spec, out, rep, {"models": names, "k": spec.k, "k_ood": spec.k_ood,
+                                                       "attack_setting": spec.attack_setting,
+                                                       "pooling": spec.pooling})
     for section in SECTIONS:
         section(build)
     rep.write(out)
