@@ -47,7 +47,8 @@ def render(d: dict) -> str:
         if not r:
             return "—"
         return (f"{round3(r['original_accuracy'])} → {round3(r['accuracy_after_attack'])} "
-                f"({round3(r['percent_change'])}%)")
+                f"(−{round3(r['percent_change'])}%)" if r["percent_change"] > 0 else
+                f"{round3(r['original_accuracy'])} → {round3(r['accuracy_after_attack'])}")
 
     lines = [f"What it printed on {d['when'][:10]} ({d['seconds']:.0f} s; {d['machine']}; load average "
              f"{d['load_before']:.1f} before, {d['load_after']:.1f} after; vectors with "
@@ -75,8 +76,9 @@ def render(d: dict) -> str:
                          for n, r in ood.items() if n != ref) + ".")
     if d.get("differences"):
         facts.append(noise_headline(d["differences"], ref))
-    if d.get("attack_setting"):
-        facts.append(d["attack_setting"])
+    mlm = (d.get("attack_setting") or "").partition("MLM: ")[2]
+    if mlm:  # the attack's masked LM and how well it fills masks (paths of the run left out)
+        facts.append("The attack's MLM: " + mlm)
     measures = [r for r in d.get("representation_measures", []) if r.get("phase") == "after FT"]
     if measures:
         facts.append("The field's other measures, after fine-tuning: " + "; ".join(
@@ -105,8 +107,12 @@ def run(keep: bool) -> dict:
     s = json.loads((work / "demo" / "report" / "summary.json").read_text())
     keys = ("table2", "table3", "cls_metrics", "ood_detail", "differences", "step_seconds", "k", "k_ood",
             "attack_setting", "pooling", "representation_measures")
+    from lookalike.core.cpu import cpu_info
+
+    cpu = cpu_info()
     d = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
-         "machine": machine_provenance().split(". Software")[0].removeprefix("Machine: "),
+         "machine": f"{cpu['model']}, {os.cpu_count()} cores, int8 class {cpu['int8_class']}",
+         "machine_full": machine_provenance(),
          "load_before": before, "load_after": os.getloadavg()[0], "names": s["models"],
          **{k: s[k] for k in keys if k in s}}
     RESULTS.write_text(json.dumps(d, indent=2, default=float) + "\n")

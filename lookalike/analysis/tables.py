@@ -234,7 +234,7 @@ COLUMN_NOTES = {
     "a_subset_of_b": "every error of model i is also model j's", "frac_a_in_b": "|E_i ∩ E_j| / |E_i|",
     "frac_b_in_a": "|E_i ∩ E_j| / |E_j|",
     "best_exact": "exact match at the best no-answer threshold (official SQuAD v2)",
-    "percent_change": "(after − before) / before × 100",
+    "percent_change": "the accuracy lost to the attack, (before − after) / before × 100",
     "attack_success_rate": "attacked examples (correct before) that the attack flipped",
     "avg_perturbed_words_pct": "mean share of words changed in successful attacks",
     "speedup_vs_first": "the first model's p50 latency / this model's",

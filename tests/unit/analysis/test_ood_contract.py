@@ -360,7 +360,7 @@ def test_the_ray_search_gets_the_store_the_points_and_the_held_out_rows(tmp_path
     local = deep_knn_ood(bank, test, [2, 4], in_test=in_test, bank_rows=9)
     (path, nq, rows, k, bank_rows, exact_rows, drop, ray), = calls
     perm = np.random.default_rng(0).permutation(80)
-    assert (path, nq, rows, k, bank_rows, exact_rows, ray) == (tmp_path / "bank", 8 + 15 + 16, None, 4, 9, False,
+    assert (path, nq, rows, k, bank_rows, exact_rows, ray) == (tmp_path / "bank", 8 + 15 + len(in_test), None, 4, 9, False,
                                                               {"workers": 2})
     assert drop == sorted(perm[:8].tolist())
     for k in (2, 4):
