@@ -68,16 +68,9 @@ def st_run(folder: Path, texts):
 
 
 def fastembed_run(plain: Path, texts):
-    from fastembed import TextEmbedding
-    from fastembed.common.model_description import ModelSource, PoolingType
+    from bench_engine import fastembed_model
 
-    name = "lookalike/minilm-cls-plain"
-    if name not in [m["model"] for m in TextEmbedding.list_supported_models()]:
-        TextEmbedding.add_custom_model(model=name, pooling=PoolingType.CLS, normalization=False,
-                                       sources=ModelSource(hf=name), dim=384, model_file="model.onnx",
-                                       output_name="last_hidden_state")
-    te = TextEmbedding(name, specific_model_path=str(plain), threads=os.cpu_count())
-    te.model.tokenizer.enable_truncation(max_length=MAX_LENGTH)
+    te = fastembed_model(plain, MAX_LENGTH)
     list(te.embed(texts[:8], batch_size=8))
 
     def go():

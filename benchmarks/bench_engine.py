@@ -49,7 +49,7 @@ def sentence_transformers_encode(model_dir, texts, max_length, batch_size):
     return {"seconds": t.seconds}
 
 
-def fastembed_encode(export_dir, texts, max_length, batch_size):
+def fastembed_model(export_dir, max_length):
     """fastembed 0.9.1 on a local (plain, unfused) export with CLS pooling: its documented custom-model route."""
     from fastembed import TextEmbedding
     from fastembed.common.model_description import ModelSource, PoolingType
@@ -61,6 +61,11 @@ def fastembed_encode(export_dir, texts, max_length, batch_size):
                                        output_name="last_hidden_state")
     te = TextEmbedding(name, specific_model_path=str(export_dir), threads=os.cpu_count())
     te.model.tokenizer.enable_truncation(max_length=max_length)
+    return te
+
+
+def fastembed_encode(export_dir, texts, max_length, batch_size):
+    te = fastembed_model(export_dir, max_length)
     list(te.embed(texts[:8], batch_size=8))  # warm-up
     with Timer() as t:
         out = list(te.embed(texts, batch_size=batch_size))

@@ -69,3 +69,18 @@ def make_store(path, x, ids=None, shard_rows: int = 16, precision: str = "float3
         w.append(ids, x, np.full(len(x), 3), np.zeros(len(x), bool))
         w.finalize()
     return open_store(path)
+
+
+class PanicException(BaseException):
+    """The name PyO3 gives a Rust panic (a BaseException): what lookalike must name by record."""
+
+
+def panicking_encode(batching, needle: str, message: str):
+    """batching._encode, but a Rust panic (simulated) whenever an input holds `needle`."""
+    real = batching._encode
+
+    def encode(backend, inputs, with_types):
+        if any(needle in (x if isinstance(x, str) else x[0]) for x in inputs):
+            raise PanicException(message)
+        return real(backend, inputs, with_types)
+    return encode

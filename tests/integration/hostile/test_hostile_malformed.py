@@ -227,17 +227,10 @@ def test_a_panic_in_the_tokenizer_library_is_one_line_naming_the_record(tiny_exp
     from lookalike.engine.runtime import OnnxModel
     from lookalike.errors import InputError
 
-    class PanicException(BaseException):
-        pass
+    from support import panicking_encode
 
-    real = batching._encode
-
-    def encode(backend, inputs, with_types):
-        if any("catastrophic" in (x if isinstance(x, str) else x[0]) for x in inputs):
-            raise PanicException("called `Result::unwrap()` on an `Err` value: Error(RetryLimitInMatch)\nmore")
-        return real(backend, inputs, with_types)
-
-    monkeypatch.setattr(batching, "_encode", encode)
+    monkeypatch.setattr(batching, "_encode", panicking_encode(
+        batching, "catastrophic", "called `Result::unwrap()` on an `Err` value: Error(RetryLimitInMatch)\nmore"))
     tok = OnnxModel(tiny_exports["bert2"], device="cpu").encoder
     recs = [Record("fine", "a fine text"), Record("bad-7", "a catastrophic text"), Record("ok", "more")]
     with pytest.raises(InputError, match="record bad-7.*RetryLimitInMatch"):

@@ -15,6 +15,7 @@ from lookalike.data import Record
 from lookalike.engine import batching
 from lookalike.engine.batching import Encoded, batch_cost_for, cut_batches, token_budget_batches, tokenize
 from lookalike.errors import InputError
+from support import PanicException, panicking_encode
 
 TEXTS = ["a short one", "the quick brown fox jumps over the lazy dog " * 3, "x", "",
          "one two three four five six seven eight nine ten eleven"]
@@ -92,19 +93,9 @@ def test_backends_are_made_once_per_length_and_side(fast_tok):
     assert tok.backend_tokenizer.truncation == own  # the caller's tokenizer keeps its own settings
 
 
-class PanicException(BaseException):  # the name PyO3 gives a Rust panic
-    pass
-
-
 def test_a_tokenizer_panic_names_the_record(fast_tok, monkeypatch):
-    real = batching._encode
-
-    def encode(backend, inputs, with_types):
-        if any("BAD" in (x if isinstance(x, str) else x[0]) for x in inputs):
-            raise PanicException("regex retry limit exceeded\nsecond line")
-        return real(backend, inputs, with_types)
-
-    monkeypatch.setattr(batching, "_encode", encode)
+    monkeypatch.setattr(batching, "_encode",
+                        panicking_encode(batching, "BAD", "regex retry limit exceeded\nsecond line"))
     records = [Record("r0", "fine"), Record("r1", "fine too"), Record("r2", "BAD text"), Record("r3", "ok")]
     with pytest.raises(InputError) as err:
         tokenize(fast_tok, records, 16)
