@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -127,6 +128,7 @@ def main() -> None:
         c["spin_off_over_on"] = round(r[f"lookalike spin=0 threads={cores}"] / default, 3)
     out["load_after"] = os.getloadavg()
     save("contention-cpu", out)
+    shutil.rmtree(work, ignore_errors=True)  # the exports and their cache
 
 
 if __name__ == "__main__":

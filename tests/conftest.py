@@ -26,6 +26,12 @@ def _remove_cache(folder: str = os.environ["LOOKALIKE_CACHE"], pid: int = os.get
 
 atexit.register(_remove_cache)
 
+
+def pytest_sessionfinish(session, exitstatus):
+    """Also at the session's end: a process that ends with os._exit (a forked mutation-testing child that imported
+    this file itself) runs no atexit handlers, and left one folder per run (thousands, under mutmut)."""
+    _remove_cache()
+
 import pytest
 from hypothesis import HealthCheck, settings
 
