@@ -187,14 +187,15 @@ def resolve_pooling(manifest: ExportManifest, params: EmbedParams, st: dict | No
         if st:
             _note(notes, f"{manifest.source_model}: the model's own pooling ({own}"
                   f"{', then ' + ', '.join(st['unsupported']) if st.get('unsupported') else ''}) is not one "
-                  "lookalike's graph has; --pooling auto uses cls", logging.WARNING)
+                  "lookalike's graph has; --pooling auto (experiment files: embed: {pooling: auto}) uses cls",
+                  logging.WARNING)
             return "cls", params.normalize, f"auto: cls (the model's own, {own}, is not supported)"
         return "cls", params.normalize, "auto: cls (the model declares no pooling of its own)"
     if st and (st["pooling"], bool(st.get("normalize")), bool(st.get("dense"))) != (params.pooling, params.normalize,
                                                                                  False):
         _note(notes, f"{manifest.source_model}: this model's own embeddings are {own} (sentence-transformers); "
               f"this run uses {params.pooling}{' + normalize' if params.normalize else ''}, as asked; --pooling auto "
-              "gives the model's own")
+              "(experiment files: embed: {pooling: auto}) gives the model's own")
     return params.pooling, params.normalize, None
 
 

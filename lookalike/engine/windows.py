@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,9 +17,12 @@ import numpy as np
 
 from ..core.precision import calibration_ranges
 from ..errors import InputError, ModelError
+from ..notes import NOTICE
 from .batching import Batch, Encoded, TokenizerPool, token_budget_batches, tokenize
 from .plan import EmbedPlan
 from .runtime import OnnxModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,6 +142,10 @@ def fix_ranges(plan: EmbedPlan, model: OnnxModel, corpus, out_dir, sample=None) 
             runner = WindowEmbedder(model, float_plan)
             return np.concatenate([runner.infer(runner.prepare(s, w))[0] for s, w in float_plan.windows(first, 0)])
     x = sample(n)
+    if len(x) < n:  # as sentence-transformers warns: ranges from few rows may clip the rows that come later
+        log.log(NOTICE, "int8 ranges fixed from the %d rows the corpus has, fewer than the %d calibration rows asked "
+                "(--calibration-rows); a later corpus's vectors outside them are clipped: give --ranges-from a "
+                "larger store to share its ranges", len(x), n)
     return plan.with_ranges(calibration_ranges(x), f"the first {len(x)} rows")
 
 

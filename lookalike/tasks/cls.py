@@ -66,7 +66,7 @@ def say_label_counts(labels: list, corpus: CorpusSpec, selection: str) -> None:
     from collections import Counter
 
     counts = Counter(labels)
-    log.log(NOTICE, "training on %s records of %s; labels: %s", selection, corpus.path,
+    log.log(NOTICE, "training on records of %s (%s); labels: %s", corpus.path, selection,
             ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))))
     if len(counts) < 2:
         log.warning("only one label (%s) in the training records: the classifier cannot learn to tell classes "
@@ -89,9 +89,7 @@ def check_learned(net, tok, records, to_id: dict, id2label: dict, loss: float, m
 
     out: dict = {}
     n_classes = len(id2label)
-    if abs(loss - math.log(n_classes)) < 0.05 * math.log(n_classes):
-        log.warning("train loss %.3f is ln(%d) = %.3f, what guessing gives: the classifier has not learned (raise "
-                    "--learning-rate or --epochs, or give more records)", loss, n_classes, math.log(n_classes))
+    guessing = abs(loss - math.log(n_classes)) < 0.05 * math.log(n_classes)
     if eval_data is not None:
         held = list(CorpusSpec.coerce(eval_data).for_labels().records())
         where = "held-out"
@@ -119,6 +117,17 @@ def check_learned(net, tok, records, to_id: dict, id2label: dict, loss: float, m
     out["n_scored"] = len(held)
     out["predicted_labels"] = {id2label[k]: v for k, v in sorted(counts.items())}
     log.log(NOTICE, "%s accuracy %.3f on %d records", where, acc, len(held))
+    majority = max(Counter(gold).values()) / len(gold) if gold else 0.0
+    if guessing:  # said with the accuracy beside it, so the two lines never contradict each other
+        if acc <= majority + 0.05:
+            log.warning("train loss %.3f is ln(%d) = %.3f, what guessing gives, and %s accuracy %.3f is what always "
+                        "answering the commonest label gives (%.3f): the classifier has not learned (raise "
+                        "--learning-rate or --epochs, or give more records)", loss, n_classes, math.log(n_classes),
+                        where, acc, majority)
+        else:
+            log.log(NOTICE, "train loss %.3f is near ln(%d) = %.3f although %s accuracy is %.3f: the classifier "
+                    "ranks the classes but is barely confident (more epochs would sharpen it)", loss, n_classes,
+                    math.log(n_classes), where, acc)
     if len(held) >= 20 and n_top >= 0.95 * len(held) and len(set(gold)) > 1:
         log.warning("the classifier predicts %r for %d of %d %s records: it has collapsed onto one class (raise "
                     "--learning-rate or --epochs, or give more records)", id2label[top], n_top, len(held), where)

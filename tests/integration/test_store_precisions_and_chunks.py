@@ -275,3 +275,13 @@ def test_exports_load_in_duckdb_pandas_and_faiss_with_their_text(minilm_export, 
     r = CliRunner().invoke(cli, ["export-store", str(tmp_path / "copied"), str(tmp_path / "x"), "--with-text"])
     assert r.exit_code == 2 and "the corpus changed since the store was made" in r.output
     assert str(copy) in r.output and "Traceback" not in r.output
+
+
+def test_int8_ranges_from_fewer_rows_than_asked_are_said(minilm_export, reviews, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        embed(minilm_export, reviews, tmp_path / "s", EmbedParams(pooling="auto", dtype="int8"))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("int8 ranges fixed from the 120 rows the corpus has, fewer than the 1000 calibration rows" in m
+               for m in said), said

@@ -54,3 +54,4 @@ def test_subword_combinations_are_the_exact_top_k_by_perplexity():
         got = top_subword_combinations(logprobs, cands, k)
         assert [c for c, _ in got] == [c for _, c in brute]
         np.testing.assert_allclose([p for _, p in got], [p for p, _ in brute], rtol=1e-9)
+
