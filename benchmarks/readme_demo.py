@@ -84,6 +84,13 @@ def render(d: dict) -> str:
         facts.append("The field's other measures, after fine-tuning: " + "; ".join(
             f"{r['model']}: CKA {_cell(r, 'cka')}, mutual-kNN {_cell(r, 'mutual_knn')}, CKNNA {_cell(r, 'cknna')}"
             for r in measures if "cka" in r) + ".")
+        widest = max((r for r in measures if "cka" in r and "mutual_knn" in r),
+                     key=lambda r: r["cka"] - r["mutual_knn"], default=None)
+        if widest is not None:  # when the measures disagree, and why, on this run's own numbers
+            facts.append(f"They disagree most for {widest['model']}: CKA, global and dominated by the directions of "
+                         f"largest variance, is {round3(widest['cka'])}, while mutual-kNN, which asks who is near "
+                         f"whom, is {round3(widest['mutual_knn'])}: the main axes of the space survive the "
+                         "compression better than each point's neighbourhood.")
     if d.get("step_seconds"):
         facts.append("Per-step time: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["step_seconds"].items()) + ".")
     lines.append(" ".join(facts))
