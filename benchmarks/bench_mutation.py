@@ -261,6 +261,7 @@ def run(modules: list[str], workers: int) -> dict:
         with open(work / "setup.cfg", "a") as fh:
             fh.write("\n[mutmut]\nsource_paths = lookalike/\n"
                      "only_mutate =\n" + "".join(f"    lookalike/{m}\n" for m in modules) +
+                     "also_copy =\n    benchmarks/\n    README.md\n"  # tests that read the README and its script
                      "pytest_add_cli_args_test_selection = tests/unit\n"
                      "pytest_add_cli_args = -p no:cacheprovider -q\n"
                      "timeout_multiplier = 5.0\n")  # a mutant that hangs the tests is caught in seconds
