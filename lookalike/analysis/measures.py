@@ -443,12 +443,3 @@ def measure(name: str) -> Measure:
     if name not in MEASURES:
         raise InputError(f"unknown measure {name!r} (known: {', '.join(MEASURES)})", field="measure")
     return MEASURES[name]
-
-
-def measure_columns(name: str, a, b, stores: tuple | None, k: int, reps: int, seed: int = 0) -> dict:
-    """The row cells of one measure for one model pair (its registry entry's `cells`): value, 95% interval
-    (`_lo`, `_hi`), chance level (`_chance`), and how it was computed (`_basis`)."""
-    m = measure(name)
-    if m.cells is None:
-        raise InputError(f"{name} is the paper's Jaccard, computed by the agreement table itself", field="measure")
-    return m.cells(*(stores if m.needs == "store" else (a, b)), k, reps, seed)

@@ -194,11 +194,7 @@ class Embedder:
         if "last_hidden_state" not in self.model.output_names:
             raise InputError("this export has no token outputs (last_hidden_state); token embeddings need a "
                              "feature-extraction export", field="output_value")
-        texts = _text_list(texts, "texts")
-        if pairs is not None:
-            pairs = _text_list(pairs, "pairs")
-            if len(pairs) != len(texts):
-                raise InputError(f"{len(texts)} texts but {len(pairs)} pairs")
+        texts, pairs = _checked_inputs(texts, pairs)
         plan = self._plan(batch_tokens=batch_tokens, max_length=max_length, prompt=prompt, prompt_name=prompt_name)
         head = plan.prompt or ""
         records = [Record(str(i), head + t, None if pairs is None else pairs[i]) for i, t in enumerate(texts)]
@@ -209,16 +205,7 @@ class Embedder:
 
     def _encode(self, texts, pairs, *, batch_tokens, pooling, normalize, max_length, dtype, prompt, prompt_name,
                 truncate_dim, progress, ranges) -> np.ndarray:
-        texts = _text_list(texts, "texts")
-        if pairs is not None:
-            pairs = _text_list(pairs, "pairs")
-            if len(pairs) != len(texts):
-                raise InputError(f"{len(texts)} texts but {len(pairs)} pairs")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InputError(f"text {i} is a {type(t).__name__}, not a str")
-            if pairs is not None and not isinstance(pairs[i], str):
-                raise InputError(f"pair {i} is a {type(pairs[i]).__name__}, not a str")
+        texts, pairs = _checked_inputs(texts, pairs)
         precision = dtype or self.defaults.dtype
         float_run = precision in QUANTISED  # int8/uint8: float vectors first, then one set of ranges for all
         plan = self._plan(batch_tokens=batch_tokens, pooling=pooling, normalize=normalize, max_length=max_length,
@@ -284,6 +271,21 @@ def _st_names(texts, batch_tokens, progress, normalize, dtype, st: dict, embedde
                          "'token_embeddings' (each text's token vectors)", field="output_value")
     to_tensor = bool(st.get("convert_to_tensor"))
     return texts, batch_tokens, progress, normalize, dtype, to_tensor
+
+
+def _checked_inputs(texts, pairs) -> tuple[list, list | None]:
+    """`encode`'s texts (and pairs) as lists of str of one length; InputError naming the first that is not."""
+    texts = _text_list(texts, "texts")
+    if pairs is not None:
+        pairs = _text_list(pairs, "pairs")
+        if len(pairs) != len(texts):
+            raise InputError(f"{len(texts)} texts but {len(pairs)} pairs")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"text {i} is a {type(t).__name__}, not a str")
+        if pairs is not None and not isinstance(pairs[i], str):
+            raise InputError(f"pair {i} is a {type(pairs[i]).__name__}, not a str")
+    return texts, pairs
 
 
 def _text_list(values, name: str) -> list:

@@ -180,3 +180,10 @@ def test_token_embeddings_are_sentence_transformers_own(st_model, st_export):
     assert all(isinstance(t, torch.Tensor) for t in tensors)
     with pytest.raises(InputError, match="'sentence_embedding' .* or 'token_embeddings'"):
         m.encode(texts, output_value="tokens")
+
+
+def test_token_embeddings_check_their_inputs_as_encode_does(st_export):
+    m = Embedder(st_export, pooling="auto")
+    for bad, needle in (([1, "a"], "text 0 is a int, not a str"), (["a", "b"], "2 texts but 1 pairs")):
+        with pytest.raises(InputError, match=needle):
+            m.encode(bad, ["x"] if needle.startswith("2") else None, output_value="token_embeddings")
