@@ -472,3 +472,13 @@ def progress_bar(enabled: bool | None, *, total: int | None = None, initial: int
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr)
+
+
+# characters str.splitlines (and some editors) take for line ends that JSON leaves as they are: escaped, so a line
+# of texts.jsonl / ids.jsonl is one record whatever reads it
+_LINE_ENDS = {c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def jsonl_line(value) -> str:
+    """One JSON line: UTF-8 as is, except every character some reader takes for a line end (escaped)."""
+    return json.dumps(value, ensure_ascii=False).translate(str.maketrans(_LINE_ENDS)) + "\n"

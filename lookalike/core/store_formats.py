@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..files import jsonl_line as _jsonl
 from ..files import require_space
 from ..outputs import OwnedFolder
 from .shards import open_h5
@@ -72,16 +73,6 @@ def export_store(store_path: str | Path, out: str | Path, fmt: str = "npy", *, t
                               f"{value}[]; its array functions (array_cosine_similarity) need {value}[{store.dim}]")
     folder.write_json("export.json", info)
     return {k: v for k, v in info.items() if k != "config"} | {"out": str(out)}
-
-
-# characters str.splitlines (and some editors) take for line ends that JSON leaves as they are: escaped, so a line
-# of texts.jsonl / ids.jsonl is one record whatever reads it
-_LINE_ENDS = {c: f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
-
-
-def _jsonl(value) -> str:
-    """One JSON line: UTF-8 as is, except every character some reader takes for a line end (escaped)."""
-    return json.dumps(value, ensure_ascii=False).translate(str.maketrans(_LINE_ENDS)) + "\n"
 
 
 def _npy(store: Store, folder: OwnedFolder, texts=None) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from ..core.precision import QUANTISED, calibration_ranges, check_ranges, quantize, stored_dtype
 from ..data import Record
 from ..errors import InputError
-from ..files import progress_bar
+from ..files import jsonl_line, progress_bar
 from ..params import Device, EmbedParams, Pooling, Precision
 from .plan import make_plan
 from .runtime import OnnxModel
@@ -319,7 +319,6 @@ def embed_to_store(model, data, out: str | Path, *, device: Device = "auto", thr
         embed_to_store("minilm", ["a great movie", "terrible acting"], "runs/two", pooling="auto")
     """
     import dataclasses
-    import json
     import shutil
     import tempfile
 
@@ -348,7 +347,7 @@ def embed_to_store(model, data, out: str | Path, *, device: Device = "auto", thr
         path = folder / "texts.jsonl"
         with open(path, "w", encoding="utf-8") as f:
             for i, (rid, text) in enumerate(rows):
-                f.write(json.dumps({"id": str(i) if rid is None else rid, "text": text}, ensure_ascii=False) + "\n")
+                f.write(jsonl_line({"id": str(i) if rid is None else rid, "text": text}))
         spec = CorpusSpec(str(path), format="jsonl", id_field="id",
                           **{k: v for k, v in corpus_opts.items() if k not in ("text_field", "id_field", "format")})
         return embed(export_dir, spec, out, params, device=device, threads=threads, progress=progress)

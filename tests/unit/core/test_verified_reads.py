@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lookalike.analysis.knn import knn_self
 from lookalike.analysis.scoring import load_errors
@@ -47,3 +49,15 @@ def test_a_partial_na_prob_file_is_refused(shared_data, tmp_path):
     probs = {q: 0.5 for q in ids[:10]}
     with pytest.raises(InputError, match=f"covers 10 of the {len(ids)} predicted questions"):
         evaluate(data, preds, na_probs=probs)
+
+
+@given(st.recursive(st.text() | st.integers() | st.none(), lambda c: st.lists(c, max_size=3), max_leaves=6))
+def test_a_jsonl_line_is_one_line_for_every_reader(value):
+    """Every JSON line lookalike writes (ids.jsonl, texts.jsonl, a list's corpus copy) stays one line for readers
+    that split on Unicode line ends too (str.splitlines), and reads back as the value."""
+    import json
+
+    from lookalike.files import jsonl_line
+
+    line = jsonl_line(value)
+    assert line.endswith("\n") and len(line.splitlines()) == 1 and json.loads(line) == value
