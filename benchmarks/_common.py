@@ -62,6 +62,23 @@ def torch_loop(model_dir, texts: list[str], max_length: int, batch_size: int, so
             "sorted": sort, "fp16": half}
 
 
+def work_dir(prefix: str, keep: bool = False) -> Path:
+    """A fresh folder under the temp dir for one benchmark's files, removed when the process exits (unless `keep`).
+
+    Benchmarks write exports, stores and corpora by the gigabyte; none of it outlives the run unless asked.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if keep:
+        print(f"keeping {path}", flush=True)
+    else:
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def write_corpus(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -90,10 +107,66 @@ def peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def load_average() -> dict:
+    """The machine's load as `uptime` prints it (1, 5 and 15 minute averages) and the CPUs it is shared over."""
+    one, five, fifteen = os.getloadavg()
+    return {"1min": round(one, 2), "5min": round(five, 2), "15min": round(fifteen, 2), "cpus": os.cpu_count()}
+
+
+def wait_for_idle(max_load: float, timeout_s: float = 600.0) -> dict:
+    """Wait (up to `timeout_s`) until the 1-minute load is below `max_load`; return the load at the start.
+
+    The result says whether the machine was idle (`idle`: load < max_load) so a timing taken on a busy machine is
+    recorded as such instead of passing for an idle one.
+    """
+    deadline = time.monotonic() + timeout_s
+    while os.getloadavg()[0] >= max_load and time.monotonic() < deadline:
+        print(f"waiting for the machine to be idle: load {os.getloadavg()[0]:.2f} >= {max_load}", flush=True)
+        time.sleep(15)
+    load = load_average()
+    return {**load, "max_load": max_load, "idle": load["1min"] < max_load}
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds every process on the machine has spent busy since boot (/proc/stat; None off Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class OthersLoad:
+    """How busy the rest of the machine was while a block ran: CPUs' worth of work not this process's.
+
+    The load average cannot say it after a run (the run's own work is in it); this can: busy CPU time of the
+    whole machine (/proc/stat) minus this process's and its children's (getrusage), over the wall time.
+    """
+
+    def __enter__(self):
+        self.t, self.busy, self.own = time.perf_counter(), _busy_cpu_seconds(), _own_cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t
+        busy = _busy_cpu_seconds()
+        own = _own_cpu_seconds() - self.own
+        others = None if busy is None or self.busy is None else max(0.0, busy - self.busy - own) / wall
+        self.result = {"wall_s": round(wall, 1), "own_cpus": round(own / wall, 2),
+                       "others_cpus": None if others is None else round(others, 2)}
+
+
 def save(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-              **result}
+              "load_at_save": load_average(), **result}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from _common import SHARED, Timer, save  # noqa: E402
+from _common import SHARED, Timer, save, work_dir  # noqa: E402
 
 
 def main():
@@ -36,7 +35,7 @@ def main():
 
     torch.set_num_threads(os.cpu_count() or 1)
     texts = [r.text for r in read_corpus(SHARED / "imdb" / "imdb_1k.tsv", limit=args.n)]
-    work = Path(tempfile.mkdtemp(prefix="lookalike-attackq-"))
+    work = work_dir("lookalike-attackq-")
     net = transformers.AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
     tok = transformers.AutoTokenizer.from_pretrained(minilm_path())
     tok.model_max_length = 256

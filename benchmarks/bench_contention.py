@@ -18,7 +18,6 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import real_corpus, save  # noqa: E402
+from _common import real_corpus, save, work_dir  # noqa: E402
 
 MAX_LENGTH, BATCH = 256, 32
 
@@ -89,7 +88,7 @@ def main() -> None:
     from lookalike.exporters import export
 
     texts = [r["text"] for r in real_corpus(args.limit)]
-    work = Path(tempfile.mkdtemp(prefix="lookalike-contention-"))
+    work = work_dir("lookalike-contention-")
     os.environ["LOOKALIKE_CACHE"] = str(work / "cache")
     fused, plain = work / "fused", work / "plain"
     export("minilm", fused, st_folder=True)

@@ -24,14 +24,13 @@ import gzip
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, save  # noqa: E402
+from _common import SHARED, save, work_dir  # noqa: E402
 
 KS = (1, 5, 10, 20, 50, 100)
 
@@ -155,7 +154,7 @@ def main():
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams
 
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lookalike-bank-"))
+    work = Path(args.work) if args.work else work_dir("lookalike-bank-")
     work.mkdir(parents=True, exist_ok=True)
     os.environ["LOOKALIKE_CACHE"] = str(work / "cache")
     t0 = time.perf_counter()

@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 
 def folder_bytes(path: Path) -> int:
@@ -25,7 +24,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=None, help="demo --docs [the demo's default]")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="lookalike-demo-disk-"))
+    work = work_dir("lookalike-demo-disk-")
     cmd = [sys.executable, "-m", "lookalike.cli", "-q", "demo", str(work / "demo")]
     if args.docs:
         cmd += ["--docs", str(args.docs)]

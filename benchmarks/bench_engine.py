@@ -6,6 +6,10 @@ plain loop; (d) lookalike's engine fp32 (fused, the default export, and unfused)
 ceiling, and peak RSS when embedding 10x more rows. Results: benchmarks/results/engine-<device>.json.
 
     python benchmarks/bench_engine.py [--limit N] [--max-length 256] [--repeats 2] [--skip-memory]
+    python benchmarks/bench_engine.py --st-onnx --fastembed --repeats 3 --skip-memory --out engine-peers-cpu
+
+The machine's load (`uptime`'s 1/5/15-minute averages) is recorded before and after; with `--max-load` the run
+first waits for the 1-minute load to fall below it, and the file says whether it did (`load_before.idle`).
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import Timer, real_corpus, save, torch_loop, write_corpus  # noqa: E402
+from _common import (OthersLoad, Timer, load_average, real_corpus, save, torch_loop,  # noqa: E402
+                     wait_for_idle, work_dir, write_corpus)
 
 # peak RSS from VmHWM: ru_maxrss would report this (large) parent's peak, inherited through fork + exec
 MEMORY_CHILD = """
@@ -157,8 +161,13 @@ def main():
     ap.add_argument("--memory-only", action="store_true", help="re-measure only peak RSS into engine-cpu.json")
     ap.add_argument("--st-onnx", action="store_true",
                     help="add sentence-transformers' ONNX, ONNX-O3 and ONNX-int8 backends as peers")
+    ap.add_argument("--fastembed", action="store_true", help="add fastembed (pip install -e '.[bench]') as a peer")
+    ap.add_argument("--max-load", type=float, default=None,
+                    help="wait (up to 10 min) for the 1-minute load to fall below this before measuring")
     ap.add_argument("--out", default="engine-cpu", help="results file name under benchmarks/results/")
     args = ap.parse_args()
+    if args.fastembed and not importlib.util.find_spec("fastembed"):
+        ap.error("--fastembed: fastembed is not installed (pip install -e '.[bench]')")
     if args.memory_only:
         return memory_only(args)
 
@@ -173,7 +182,7 @@ def main():
 
     ceiling = matmul_ceiling_gflops()  # first, on a quiet process (spinning thread pools skew it)
     torch.set_num_threads(os.cpu_count() or 1)
-    work = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
+    work = work_dir("lookalike-bench-")
     rows = real_corpus(args.limit)
     texts = [r["text"] for r in rows]
     corpus = write_corpus(rows, work / "corpus.jsonl")
@@ -239,7 +248,7 @@ def main():
                 src, texts, args.max_length, args.batch_size)["seconds"]
         # optimum users export without fusions
         todo["optimum_ort_loop"] = lambda: optimum_loop(plain, texts, args.max_length, args.batch_size)["seconds"]
-        if importlib.util.find_spec("fastembed"):  # pip install -e ".[bench]"
+        if args.fastembed:
             todo["fastembed"] = lambda: fastembed_encode(plain, texts, args.max_length, args.batch_size)["seconds"]
         if args.st_onnx and importlib.util.find_spec("sentence_transformers"):
             st_dir, st_files = st_onnx_folder(src, work)
@@ -248,10 +257,16 @@ def main():
                                                                    args.batch_size)["seconds"])(file_name)
     for name in todo:
         runs[name] = {"seconds_each_round": []}
-    for _ in range(args.repeats):
-        for name, fn in todo.items():
-            runs[name]["seconds_each_round"].append(fn())
-            print(name, round(runs[name]["seconds_each_round"][-1], 2), flush=True)
+    results["load_before"] = wait_for_idle(args.max_load) if args.max_load else load_average()
+    with OthersLoad() as during:
+        for _ in range(args.repeats):
+            for name, fn in todo.items():
+                runs[name]["seconds_each_round"].append(fn())
+                print(name, round(runs[name]["seconds_each_round"][-1], 2), flush=True)
+    results["load_during"] = during.result
+    # the 1-minute average right after holds this run's own work; it settles below the bound within minutes on a
+    # machine nobody else is using (and `load_after.idle` says whether it did)
+    results["load_after"] = wait_for_idle(args.max_load, timeout_s=300) if args.max_load else load_average()
     lengths = open_store(work / "store-lookalike_fp32").n_tokens
     real_tokens = int(lengths.sum())
     flops = float(sum(flops_per_token(models["lookalike_fp32"].manifest, int(L)) * int(L) for L in lengths))
@@ -309,7 +324,7 @@ def memory_only(args):
 
     path = RESULTS / "engine-cpu.json"
     results = json.loads(path.read_text())
-    work = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
+    work = work_dir("lookalike-bench-")
     export(str(minilm_path()), work / "int8", quantize="int8", per_channel=True)
     results["memory"] = measure_memory(work / "int8", real_corpus(args.limit), work)
     results["memory_when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

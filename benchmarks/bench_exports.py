@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 VARIANTS = {"fp32": {}, "fp32 --no-optimize": {"optimize": False}, "int8-per-tensor": {"quantize": "int8"},
             "int8-per-channel": {"quantize": "int8", "per_channel": True}, "fp16": {"fp16": True},
@@ -28,7 +27,7 @@ def main():
     from lookalike.exporters import export
     from lookalike.models import minilm_path
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-exports-"))
+    work = work_dir("lookalike-exports-")
     rows = {}
     for name, kw in VARIANTS.items():
         m = export(str(minilm_path()), work / name.replace(" --", "-"), **kw)

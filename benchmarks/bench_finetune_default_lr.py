@@ -10,19 +10,18 @@ import json
 import math
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"
 
 
 def main():
-    out = Path(tempfile.mkdtemp(prefix="lookalike-ft-lr-")) / "model"
+    out = work_dir("lookalike-ft-lr-") / "model"
     cmd = [sys.executable, "-m", "lookalike.cli", "-q", "finetune", "minilm", str(DATA / "imdb_train_5k.tsv"),
            str(out), "--task", "cls", "--max-length", "128", "--limit", "1000", "--epochs", "1",
            "--eval", str(DATA / "imdb_test_2k.tsv")]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 SHAPES = ((4, 256), (8, 128), (16, 64))
 
@@ -88,7 +87,7 @@ def main():
     from lookalike.exporters import export
     from lookalike.models import minilm_path
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-fusions-"))
+    work = work_dir("lookalike-fusions-")
     src = str(minilm_path())
     export(src, work / "plain", optimize=False)
     export(src, work / "lookalike")  # the default

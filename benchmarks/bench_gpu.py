@@ -24,14 +24,13 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import torch_loop  # noqa: E402
+from _common import torch_loop, work_dir  # noqa: E402
 
 SHAPES = {
     "minilm-shape": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
@@ -273,7 +272,7 @@ def main():
     from lookalike.params import EmbedParams
 
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="lookalike-gpu-"))
+    work = work_dir("lookalike-gpu-")
     base = [json.loads(line) for line in args.corpus.read_text().splitlines() if line.strip()]
     rows = [{"id": f"{k}-{r['id']}", "text": r["text"]} for k in range(args.corpus_repeat) for r in base]
     texts = [r["text"] for r in rows]

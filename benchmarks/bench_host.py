@@ -15,14 +15,13 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, save, write_corpus  # noqa: E402
+from _common import SHARED, save, work_dir, write_corpus  # noqa: E402
 
 
 class NullModel:
@@ -70,7 +69,7 @@ def main():
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-host-"))
+    work = work_dir("lookalike-host-")
     os.environ["LOOKALIKE_CACHE"] = str(work / "cache")  # never read a user's shared caches here
     rows = corpus_rows(args.limit)
     export(str(minilm_path()), work / "fp32")

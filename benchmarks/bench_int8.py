@@ -10,20 +10,19 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 
 def main():
-    os.environ["LOOKALIKE_CACHE"] = tempfile.mkdtemp(prefix="lookalike-int8-")  # measure, never reuse a choice
+    os.environ["LOOKALIKE_CACHE"] = str(work_dir("lookalike-int8-"))  # measure, never reuse a choice
     from lookalike.core.cpu import cpu_info
     from lookalike.exporters import export
     from lookalike.models import minilm_path
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-int8-"))
+    work = work_dir("lookalike-int8-")
     m = export(str(minilm_path()), work / "int8", quantize="int8")
     rep = m["int8"]
     name = "int8-" + re.sub(r"[^a-z0-9]+", "-", cpu_info()["int8_class"].lower()).strip("-")

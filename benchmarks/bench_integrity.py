@@ -15,14 +15,13 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, save  # noqa: E402
+from _common import SHARED, save, work_dir  # noqa: E402
 
 
 def best(fn, repeat=3) -> float:
@@ -54,7 +53,7 @@ def main():
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-integrity-"))
+    work = work_dir("lookalike-integrity-")
     rng = np.random.default_rng(0)
     # a store of the size the engine writes for `rows` records (10 shards of 10,000)
     with StoreWriter(work / "store", {"model_sha256": "x", "pooling": "cls", "max_length": 256, "dtype": "float32",
@@ -246,5 +245,5 @@ def round_three(work: Path, corpus: Path, corpus_rows: int, store_bytes: int, ar
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("LOOKALIKE_CACHE", tempfile.mkdtemp(prefix="lookalike-cache-"))
+    os.environ.setdefault("LOOKALIKE_CACHE", str(work_dir("lookalike-cache-")))
     main()

@@ -19,12 +19,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from _common import ROOT, SHARED, save
+from _common import ROOT, SHARED, save, work_dir
 
 MODULES = ("engine/batching.py", "analysis/agreement.py", "core/precision.py", "analysis/knn.py", "analysis/search.py",
            "analysis/ood.py")
@@ -256,7 +255,7 @@ def explain(name: str, diff: list[str]) -> str:
 
 
 def run(modules: list[str], workers: int) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="lookalike-mutation-"))
+    work = work_dir("lookalike-mutation-")
     try:
         copy_tree(work)
         with open(work / "setup.cfg", "a") as fh:

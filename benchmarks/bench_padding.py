@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import real_corpus, save  # noqa: E402
+from _common import real_corpus, save, work_dir  # noqa: E402
 from bench_host import corpus_rows  # noqa: E402
 
 
@@ -90,14 +90,13 @@ def main():
 
 def time_cuts(bench, rounds: int) -> dict:
     """Embedding the records with MiniLM at the CPU budget, greedy and DP cuts in interleaved rounds."""
-    import tempfile
 
     import lookalike.engine.windows as windows
     from lookalike.engine import Embedder
     from lookalike.exporters import export
     from lookalike.models import minilm_path
 
-    folder = Path(tempfile.mkdtemp(prefix="lookalike-padding-")) / "fp32"
+    folder = work_dir("lookalike-padding-") / "fp32"
     export(str(minilm_path()), folder)
     model = Embedder(folder, max_length=256)
     texts = [r.text for r in bench]

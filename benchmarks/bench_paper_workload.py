@@ -15,12 +15,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, save  # noqa: E402
+from _common import SHARED, save, work_dir  # noqa: E402
 
 
 def main():
@@ -38,7 +37,7 @@ def main():
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-paper-"))
+    work = work_dir("lookalike-paper-")
     os.environ["LOOKALIKE_CACHE"] = str(work / "cache")
     corpus = CorpusSpec(SHARED / "squad2" / "cs224n-dev-v2.0.json", limit=args.limit)
     family = {"fp32": {}, "int8": {"quantize": "int8"}, "L3": {"keep_layers": [1, 3, 5]}, "L2": {"keep_layers": [2, 5]}}

@@ -12,13 +12,12 @@ from __future__ import annotations
 import codecs
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 
 def main():
@@ -31,7 +30,7 @@ def main():
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-pooling-"))
+    work = work_dir("lookalike-pooling-")
     docs, code = stdlib_corpora(1500, 300)
     held = docs[::5]
     sets = {"train": write_jsonl([d for i, d in enumerate(docs) if i % 5], work / "train.jsonl"),

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from _common import real_corpus, save, write_corpus  # noqa: E402
+from _common import real_corpus, save, work_dir, write_corpus  # noqa: E402
 
 
 def main():
@@ -26,7 +25,7 @@ def main():
     from lookalike.models import minilm_path
     from lookalike.params import EmbedParams
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-ray-"))
+    work = work_dir("lookalike-ray-")
     corpus = write_corpus(real_corpus(), work / "corpus.jsonl")
     export(str(minilm_path()), work / "int8", quantize="int8", per_channel=True)
     spec, params = CorpusSpec(corpus, id_field="id"), EmbedParams(max_length=128, shard_rows=250)

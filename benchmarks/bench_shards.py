@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import peak_rss_mb, save
+from _common import peak_rss_mb, save, work_dir
 
 from lookalike.core import shards as shards_mod
 from lookalike.core.store import StoreWriter, open_store
@@ -62,7 +61,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--old", type=int, default=5_000)
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="lookalike-bench-shards-"))
+    root = work_dir("lookalike-bench-shards-")
     try:
         journal = run(root / "journal", args.n, whole_rewrite=False)
         print("journal:", journal)

@@ -17,13 +17,12 @@ import argparse
 import glob
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED, save  # noqa: E402
+from _common import ROOT, SHARED, save, work_dir  # noqa: E402
 
 
 def main():
@@ -63,7 +62,7 @@ def main():
     rows = np.arange(len(dev.ids))
     out["same_article_control"] = summary(deep_knn_ood(X["dev"][rows % 2 == 0], X["news"], [1, 10, 50],
                                                        in_test=X["dev"][rows % 2 == 1]))
-    work = Path(tempfile.mkdtemp(prefix="lookalike-ood-diag-"))
+    work = work_dir("lookalike-ood-diag-")
     encoders = {"after": glob.glob(str(steps / "export" / "MiniLM-L6-encoder-*" / "model"))[0],
                 "before": glob.glob(str(steps / "export" / "MiniLM-L6-base-*" / "model"))[0]}
     samples = {"train": CorpusSpec(SHARED / "squad2" / "train-v2.0-first10.json", every=4),

@@ -12,12 +12,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 
 def wall(cmd: list[str], cwd: Path) -> float:
@@ -37,7 +36,7 @@ def main():
         import os
 
         os.environ["PYTHONPATH"] = str(Path(args.code).resolve())
-    work = Path(tempfile.mkdtemp(prefix="lookalike-startup-"))
+    work = work_dir("lookalike-startup-")
     exe = [sys.executable, "-m", "lookalike.cli"]
     subprocess.run(exe + ["-q", "export", "minilm", "m"], cwd=work, check=True, capture_output=True)
     (work / "c.txt").write_text("a great movie\nterrible acting\n")

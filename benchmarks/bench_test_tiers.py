@@ -9,20 +9,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import save  # noqa: E402
+from _common import save, work_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():
     tiers = {}
-    base = Path(tempfile.mkdtemp(prefix="lookalike-tiers-"))
+    base = work_dir("lookalike-tiers-")
     for tier in ("unit", "integration", "e2e"):
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={base / tier}",

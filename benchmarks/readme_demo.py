@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from _common import work_dir  # noqa: E402
 RESULTS = HERE / "results" / "demo-readme.json"
 BEGIN, END = "<!-- demo:begin (benchmarks/readme_demo.py writes this block) -->", "<!-- demo:end -->"
 
@@ -105,7 +105,7 @@ def readme_block(text: str) -> str:
 def run(keep: bool) -> dict:
     from lookalike.analysis.tables import machine_provenance
 
-    work = Path(tempfile.mkdtemp(prefix="lookalike-readme-demo-"))
+    work = work_dir("lookalike-readme-demo-", keep=keep)
     before = os.getloadavg()[0]
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "lookalike.cli", "-q", "demo", str(work / "demo")], check=True,
@@ -123,8 +123,6 @@ def run(keep: bool) -> dict:
          "load_before": before, "load_after": os.getloadavg()[0], "names": s["models"],
          **{k: s[k] for k in keys if k in s}}
     RESULTS.write_text(json.dumps(d, indent=2, default=float) + "\n")
-    if not keep:
-        shutil.rmtree(work, ignore_errors=True)
     return d
 
 
