@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# TOKENIZERS_PARALLELISM is left as the user has it (unset: the Rust tokenizer batches in parallel, every
+# library's default); `lookalike_fp32_serial_tokenizer` sets it to false for its own run
 
 from _common import (OthersLoad, Timer, load_average, real_corpus, save, torch_loop,  # noqa: E402
                      wait_for_idle, work_dir, write_corpus)
@@ -199,7 +200,8 @@ def main():
     results = {"corpus_records": len(rows), "max_length": args.max_length, "batch_size_peers": args.batch_size,
                "model": "all-MiniLM-L6-v2 (packaged)", "gemm_ceiling_gflops": ceiling,
                "gemm_at_model_shapes_gflops": shape_rates,
-               "repeats": args.repeats, "statistic": "best round of each run (runs interleaved round-robin)"}
+               "repeats": args.repeats, "statistic": "best round of each run (runs interleaved round-robin)",
+               "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "unset (parallel)")}
     runs = {}
 
     # Every throughput run is a closure returning seconds; they run round-robin, `--repeats` rounds, so a noisy

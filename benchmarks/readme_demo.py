@@ -51,7 +51,8 @@ def render(d: dict) -> str:
                 f"{round3(r['original_accuracy'])} → {round3(r['accuracy_after_attack'])}")
 
     lines = [f"What it printed on {d['when'][:10]} ({d['seconds']:.0f} s; {d['machine']}; load average "
-             f"{d['load_before']:.1f} before, {d['load_after']:.1f} after; vectors with "
+             f"{d['load_before']:.1f} before, {d['load_after']:.1f} after; `benchmarks/results/demo-readme.json`; "
+             "vectors with "
              f"{'CLS' if d.get('pooling', 'cls') == 'cls' else d['pooling']} pooling). Table 2 against {ref}, each "
              "Jaccard with its bootstrap 95% interval (✗: not meaningful by the report's rule), and Table 3:", "",
              f"| {ref} vs | representation before FT (K={d['k']}) | after FT (K={d['k']}) | OOD sets "
@@ -92,7 +93,7 @@ def render(d: dict) -> str:
                          f"whom, is {round3(widest['mutual_knn'])}: the main axes of the space survive the "
                          "compression better than each point's neighbourhood.")
     if d.get("step_seconds"):
-        facts.append("Per-step time: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["step_seconds"].items()) + ".")
+        facts.append("Per-step time (`demo-readme.json`): " + ", ".join(f"{k} {v:.0f} s" for k, v in d["step_seconds"].items()) + ".")
     lines.append(" ".join(facts))
     return "\n".join(lines)
 
