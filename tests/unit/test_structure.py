@@ -211,3 +211,32 @@ def test_a_row_longer_than_the_budget_goes_alone_and_nothing_is_lost():
     assert cut_batches(np.array([], dtype=np.int64), 100, 512, 0.0).tolist() == [0]
     # max_batch caps rows even when the budget would take more
     assert np.diff(cut_batches(np.full(10, 1, dtype=np.int64), 10_000, 3, 0.0)).max() <= 3
+
+
+EXPORTING_FIXTURES = {"tiny_models", "tiny_exports", "small_store"}
+EXPORTING_CALLS = {"Embedder", "OnnxModel", "export", "embed", "embed_to_store"}
+
+
+def unit_tier_exports(root: Path) -> list[str]:
+    """Where a file under `root` asks for an exported model: a fixture that builds one, or a call that makes or loads
+    one. The unit tier is pure code ("no export", README); whatever needs a model belongs in tests/integration."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found += [f"{path.name}:{node.lineno} {node.name}({a.arg})" for a in node.args.args
+                          if a.arg in EXPORTING_FIXTURES]
+            elif isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in EXPORTING_CALLS:
+                    found.append(f"{path.name}:{node.lineno} {name}(...)")
+    return found
+
+
+def test_the_unit_tier_exports_no_model(tmp_path):
+    assert unit_tier_exports(Path(__file__).resolve().parent) == []
+    (tmp_path / "test_a.py").write_text("def test_x(tiny_exports):\n    pass\n")
+    (tmp_path / "test_b.py").write_text("def test_y(d):\n    from lookalike import Embedder\n    Embedder(d).encode([])\n")
+    (tmp_path / "test_c.py").write_text("def test_z(d):\n    import lookalike.exporters as e\n    e.export(d, d)\n")
+    assert unit_tier_exports(tmp_path) == ["test_a.py:1 test_x(tiny_exports)", "test_b.py:3 Embedder(...)",
+                                           "test_c.py:3 export(...)"]

@@ -77,12 +77,19 @@ def test_streamed_cka_equals_the_gram_definitions(n, p, q):
 
 
 def test_cka_on_real_vectors_equals_the_gram_definition(minilm_dir, shared_data):
-    """Real MiniLM vectors (384-d) against a random projection of them to 128-d: the paper's case of widths."""
-    from lookalike import Embedder
+    """Real MiniLM vectors (384-d: the learned input embeddings of 50 distinct words of IMDB reviews, read from the
+    packaged weights, no export) against a random projection of them to 128-d: the paper's case of widths."""
+    from safetensors.numpy import load_file
+
     from lookalike.data import read_corpus
 
-    texts = [r.text for r in read_corpus(shared_data / "imdb" / "imdb_1k.tsv", limit=50)]
-    x = Embedder(str(minilm_dir), max_length=64).encode(texts)
+    vocab = {w: i for i, w in enumerate((minilm_dir / "vocab.txt").read_text().splitlines())}
+    words = [w for r in read_corpus(shared_data / "imdb" / "imdb_1k.tsv", limit=200) for w in r.text.lower().split()]
+    ids = list(dict.fromkeys(vocab[w] for w in words if w in vocab))[:50]
+    table = load_file(str(minilm_dir / "model.safetensors"))
+    (name,) = [k for k in table if k.endswith("word_embeddings.weight")]
+    x = table[name][ids].astype(np.float32)
+    assert x.shape == (50, 384)
     y = (x @ np.random.default_rng(0).normal(size=(384, 128))).astype(np.float32) ** 2
     got = cka_from_blocks([(x[:20], y[:20]), (x[20:], y[20:])], groups=5, n=50)
     assert got["cka"] == pytest.approx(dense_cka(x, y, dense_hsic_biased), rel=1e-6)
