@@ -67,9 +67,9 @@ def load(result: dict) -> str:
     parts = []
     before, after = _one_min(result.get("load_before")), _one_min(result.get("load_after"))
     if before is not None:
-        parts.append(f"{before:.1f} before")
+        parts.append(f"{before:.2f} before")
     if after is not None:
-        parts.append(f"{after:.1f} after")
+        parts.append(f"{after:.2f} after")
     during = result.get("load_during")
     if isinstance(during, dict) and during.get("others_cpus") is not None:
         parts.append(f"other processes {during['others_cpus']:.2f} CPUs during")
@@ -77,7 +77,7 @@ def load(result: dict) -> str:
     if isinstance(conditions, dict) and any("busy" in k for k in conditions):
         parts.append("idle and other-core-busy conditions")
     if not parts and _one_min(result.get("load_at_save")) is not None:
-        parts.append(f"{_one_min(result['load_at_save']):.1f} at the end (its own work included)")
+        parts.append(f"{_one_min(result['load_at_save']):.2f} at the end (its own work included)")
     return "; ".join(parts) or "not recorded"
 
 

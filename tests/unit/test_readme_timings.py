@@ -67,9 +67,9 @@ def test_the_check_flags_exactly_the_uncited_blocks(provenance, text, flagged):
 
 
 @pytest.mark.parametrize("result, expected", [
-    ({"load_before": [0.42, 0.9, 1.1], "load_after": {"1min": 0.3}}, "0.4 before; 0.3 after"),
+    ({"load_before": [0.42, 0.9, 1.1], "load_after": {"1min": 0.3}}, "0.42 before; 0.30 after"),
     ({"load_during": {"others_cpus": 0.05}}, "other processes 0.05 CPUs during"),
-    ({"load_at_save": {"1min": 1.96}}, "2.0 at the end (its own work included)"),
+    ({"load_at_save": {"1min": 1.96}}, "1.96 at the end (its own work included)"),
     ({}, "not recorded"),
 ])
 def test_load_is_quoted_as_recorded(provenance, result, expected):
