@@ -147,7 +147,9 @@ class OthersLoad:
     """How busy the rest of the machine was while a block ran: CPUs' worth of work not this process's.
 
     The load average cannot say it after a run (the run's own work is in it); this can: busy CPU time of the
-    whole machine (/proc/stat) minus this process's and its children's (getrusage), over the wall time.
+    whole machine (/proc/stat, hypervisor steal included) minus this process's and its waited-for children's
+    (getrusage), over the wall time. A child still running at the end, or a daemon it left (Ray's), counts as
+    another process.
     """
 
     def __enter__(self):
