@@ -267,8 +267,11 @@ def run(modules: list[str], workers: int) -> dict:
                      "timeout_multiplier = 5.0\n")  # a mutant that hangs the tests is caught in seconds
         # one thread per test process: the timeout is CPU time, which spinning OpenMP threads would inflate into
         # false "timeouts" (detections that are not)
+        # every mutant's pytest makes a numbered basetemp; a child mutmut kills on timeout never cleans its own, so
+        # they go under the work folder (removed at exit) instead of piling up in /tmp/pytest-of-<user>
+        (work / "tmp").mkdir()
         env = {**os.environ, "LOOKALIKE_SHARED_DATA": str(SHARED), "OMP_NUM_THREADS": "1",
-               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TMPDIR": str(work / "tmp")}
         t = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)], cwd=work,
                            env=env, capture_output=True, text=True)
