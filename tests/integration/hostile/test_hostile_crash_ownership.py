@@ -32,14 +32,20 @@ def _commands(small_store, small_knn, tiny_exports, shared_data, out: Path):
                       "cls", "--limit", "12", "--max-length", "32"), out / "pred"
 
 
-@pytest.mark.parametrize("boundary", BOUNDARIES)
-def test_a_kill_at_every_boundary_is_resumed_not_refused(small_store, small_knn, tiny_exports, shared_data,
-                                                         tmp_path, boundary):
-    clean = {name: (args, folder) for name, args, folder in
-             _commands(small_store, small_knn, tiny_exports, shared_data, tmp_path / "clean")}
-    for name, (args, folder) in clean.items():
+@pytest.fixture(scope="module")
+def clean(small_store, small_knn, tiny_exports, shared_data, tmp_path_factory) -> dict[str, tuple]:
+    """Each command run once, uninterrupted: what every killed-and-resumed run must end like."""
+    runs = {name: (args, folder) for name, args, folder in
+            _commands(small_store, small_knn, tiny_exports, shared_data, tmp_path_factory.mktemp("clean"))}
+    for name, (args, folder) in runs.items():
         r = run_cli(*args)
         assert r.rc == 0, (name, r.err)
+    return runs
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_a_kill_at_every_boundary_is_resumed_not_refused(clean, small_store, small_knn, tiny_exports, shared_data,
+                                                         tmp_path, boundary):
     for name, args, folder in _commands(small_store, small_knn, tiny_exports, shared_data, tmp_path / "killed"):
         killed = run_cli(*args, env={CRASH_ENV: boundary})
         assert killed.rc == -signal.SIGKILL, (name, boundary, killed.rc, killed.err)
