@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import real_corpus, save, work_dir  # noqa: E402
+from _common import load_average, real_corpus, save, work_dir  # noqa: E402
 
 MAX_LENGTH, BATCH = 256, 32
 
@@ -96,13 +95,13 @@ def main() -> None:
     cores = os.cpu_count() or 2
     out = {"records": len(texts), "max_length": MAX_LENGTH, "rounds": args.rounds, "statistic": "best round",
            "cores": cores, "busy": f"{cores - 1} busy-loop process(es): every core but one taken",
-           "load_before": os.getloadavg(), "conditions": {}}
+           "load_before": load_average(), "conditions": {}}
     for condition in ("idle", "busy"):
         hogs = [mp.Process(target=_spin, daemon=True) for _ in range(cores - 1)] if condition == "busy" else []
         for h in hogs:
             h.start()
         time.sleep(2 if hogs else 0)
-        load = os.getloadavg()[0]
+        load = load_average()["1min"]
         try:
             runs = {f"lookalike spin={s} threads={t}": lookalike_run(fused, texts, s, t)
                     for s in ("1", "0") for t in (cores, 1)}
@@ -125,9 +124,8 @@ def main() -> None:
                                                                              / r[peer], 2)
                        for s in ("1", "0") for peer in ("sentence-transformers onnx", "fastembed")}
         c["spin_off_over_on"] = round(r[f"lookalike spin=0 threads={cores}"] / default, 3)
-    out["load_after"] = os.getloadavg()
+    out["load_after"] = load_average()
     save("contention-cpu", out)
-    shutil.rmtree(work, ignore_errors=True)  # the exports and their cache
 
 
 if __name__ == "__main__":

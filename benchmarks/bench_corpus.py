@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import save
+from _common import load_average, save
 from bench_scale import _MEASURED, corpus, run
 
 K = 10
@@ -220,7 +220,7 @@ def main() -> None:
     os.environ["LOOKALIKE_CACHE"] = str(w / "cache")
     partial = w / "partial.json"
     out = json.loads(partial.read_text()) if partial.exists() else {"n": args.n, "k": K, "m": args.m}
-    out.setdefault("load_before", os.getloadavg())
+    out.setdefault("load_before", load_average())
     print("df:", shutil.disk_usage(w).free // 2**30, "GiB free", flush=True)
     if args.stage in ("embed", "all"):
         embed_stage(w, args.n, out)
@@ -228,7 +228,7 @@ def main() -> None:
     if args.stage in ("big", "all"):
         big_stage(w, out, args.m, args.repeats)
         partial.write_text(json.dumps(out))
-    out["load_after"] = os.getloadavg()
+    out["load_after"] = load_average()
     out["load_note"] = "1-minute load averages; other work on this 2-core machine slows every step alike"
     save("corpus-scale-cpu", out)
 

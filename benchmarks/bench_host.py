@@ -157,7 +157,6 @@ def main():
                       "null_model": "answers every batch with zeros: the pipeline without inference",
                       "sort_window": params.sort_window, "shard_rows": params.shard_rows,
                       "runs": runs, "ratios": ratios, "stores_identical_to_text_inline": same})
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

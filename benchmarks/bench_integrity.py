@@ -143,7 +143,6 @@ def main():
     results["round_three"] = round_three(work, corpus, corpus_rows, store_bytes, args)
     print(results)
     save("integrity-cpu", results)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def knn_duplicates(n: int, dim: int) -> dict:

@@ -256,32 +256,29 @@ def explain(name: str, diff: list[str]) -> str:
 
 def run(modules: list[str], workers: int) -> dict:
     work = work_dir("lookalike-mutation-")
-    try:
-        copy_tree(work)
-        with open(work / "setup.cfg", "a") as fh:
-            fh.write("\n[mutmut]\nsource_paths = lookalike/\n"
-                     "only_mutate =\n" + "".join(f"    lookalike/{m}\n" for m in modules) +
-                     "also_copy =\n    benchmarks/\n    README.md\n"  # tests that read the README and its script
-                     "pytest_add_cli_args_test_selection = tests/unit\n"
-                     "pytest_add_cli_args = -p no:cacheprovider -q\n"
-                     "timeout_multiplier = 5.0\n")  # a mutant that hangs the tests is caught in seconds
-        # one thread per test process: the timeout is CPU time, which spinning OpenMP threads would inflate into
-        # false "timeouts" (detections that are not)
-        # every mutant's pytest makes a numbered basetemp; a child mutmut kills on timeout never cleans its own, so
-        # they go under the work folder (removed at exit) instead of piling up in /tmp/pytest-of-<user>
-        (work / "tmp").mkdir()
-        env = {**os.environ, "LOOKALIKE_SHARED_DATA": str(SHARED), "OMP_NUM_THREADS": "1",
-               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TMPDIR": str(work / "tmp")}
-        t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)], cwd=work,
-                           env=env, capture_output=True, text=True)
-        seconds = time.perf_counter() - t
-        if r.returncode != 0:
-            raise SystemExit(f"mutmut failed ({r.returncode}): {(r.stdout + r.stderr)[-3000:]}")
-        out = collect(work, modules)
-        return {"seconds": round(seconds, 1), "modules": out}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    copy_tree(work)
+    with open(work / "setup.cfg", "a") as fh:
+        fh.write("\n[mutmut]\nsource_paths = lookalike/\n"
+                 "only_mutate =\n" + "".join(f"    lookalike/{m}\n" for m in modules) +
+                 "also_copy =\n    benchmarks/\n    README.md\n"  # tests that read the README and its script
+                 "pytest_add_cli_args_test_selection = tests/unit\n"
+                 "pytest_add_cli_args = -p no:cacheprovider -q\n"
+                 "timeout_multiplier = 5.0\n")  # a mutant that hangs the tests is caught in seconds
+    # one thread per test process: the timeout is CPU time, which spinning OpenMP threads would inflate into
+    # false "timeouts" (detections that are not)
+    # every mutant's pytest makes a numbered basetemp; a child mutmut kills on timeout never cleans its own, so
+    # they go under the work folder (removed at exit) instead of piling up in /tmp/pytest-of-<user>
+    (work / "tmp").mkdir()
+    env = {**os.environ, "LOOKALIKE_SHARED_DATA": str(SHARED), "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TMPDIR": str(work / "tmp")}
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)], cwd=work,
+                       env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if r.returncode != 0:
+        raise SystemExit(f"mutmut failed ({r.returncode}): {(r.stdout + r.stderr)[-3000:]}")
+    out = collect(work, modules)
+    return {"seconds": round(seconds, 1), "modules": out}
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,7 +65,6 @@ def main():
     results["speedup_end_to_end"] = results["text_seconds_total"] / results["cache_seconds_total"]
     save("paper-workload-cpu", {"corpus": str(corpus.path), "records": args.limit, "max_length": args.max_length,
                                 "models": list(family), **results})
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SHARED, save
+from _common import SHARED, load_average, save
 
 K = 10
 SEEDS = 20
@@ -114,7 +114,7 @@ def main() -> None:
     args = ap.parse_args()
     w = args.work
     w.mkdir(parents=True, exist_ok=True)
-    out: dict = {"n": args.n, "k": K, "m": args.m, "work": str(w), "load_before": os.getloadavg()}
+    out: dict = {"n": args.n, "k": K, "m": args.m, "work": str(w), "load_before": load_average()}
     cache = w / "cache"
     env = {"LOOKALIKE_CACHE": str(cache)}
     os.environ.update(env)
@@ -184,7 +184,7 @@ def main() -> None:
     print("ray", out["ray"])
     out["disk_mb"] = {p.name: round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20, 1)
                       for p in w.iterdir() if p.is_dir() and p.name.startswith("store-")}
-    out["load_after"] = os.getloadavg()
+    out["load_after"] = load_average()
     out["load_note"] = ("1-minute load average before and after: other work on this 2-core machine slows every "
                         "stage alike; compare the ratios, not the seconds, across machines")
     save("scale-cpu", out)

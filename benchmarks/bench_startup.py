@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,6 @@ def main():
     save(args.name, {"runs": runs, "targets": targets, "code": args.code or "this checkout",
                          "note": "embed loads the export's tokenizer.json with the tokenizers library (no transformers "
                                  "or torch import); fresh processes, page cache warm"})
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
