@@ -79,6 +79,18 @@ def work_dir(prefix: str, keep: bool = False) -> Path:
     return path
 
 
+def marked_block(text: str, begin: str, end: str) -> str:
+    """The README block a script writes: what lies between its two marker comments."""
+    a, b = text.index(begin) + len(begin), text.index(end)
+    return text[a:b].strip("\n")
+
+
+def with_marked_block(text: str, begin: str, end: str, body: str) -> str:
+    """`text` with the block between the markers replaced by `body`."""
+    a, b = text.index(begin) + len(begin), text.index(end)
+    return text[:a] + "\n" + body + "\n" + text[b:]
+
+
 def write_corpus(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import marked_block, with_marked_block  # noqa: E402
+
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
 BEGIN = "<!-- provenance:begin (benchmarks/provenance.py writes this block) -->"
@@ -166,8 +169,7 @@ def uncited(text: str, known: set[str]) -> list[str]:
 
 
 def readme_block(text: str) -> str:
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
-    return text[a:b].strip("\n")
+    return marked_block(text, BEGIN, END)
 
 
 def main() -> None:
@@ -182,9 +184,7 @@ def main() -> None:
     if not args.write:
         print(table())
         return
-    text = README.read_text()
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
-    README.write_text(text[:a] + "\n" + table() + "\n" + text[b:])
+    README.write_text(with_marked_block(README.read_text(), BEGIN, END, table()))
     print(f"wrote {len(rows())} rows into {README}", file=sys.stderr)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from _common import work_dir  # noqa: E402
+from _common import marked_block, with_marked_block, work_dir  # noqa: E402
 RESULTS = HERE / "results" / "demo-readme.json"
 BEGIN, END = "<!-- demo:begin (benchmarks/readme_demo.py writes this block) -->", "<!-- demo:end -->"
 
@@ -99,8 +99,7 @@ def render(d: dict) -> str:
 
 
 def readme_block(text: str) -> str:
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
-    return text[a:b].strip("\n")
+    return marked_block(text, BEGIN, END)
 
 
 def run(keep: bool) -> dict:
@@ -137,9 +136,7 @@ def main() -> None:
         run(args.keep)
     if args.write:
         readme = ROOT / "README.md"
-        text = readme.read_text()
-        a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
-        readme.write_text(text[:a] + "\n" + render(json.loads(RESULTS.read_text())) + "\n" + text[b:])
+        readme.write_text(with_marked_block(readme.read_text(), BEGIN, END, render(json.loads(RESULTS.read_text()))))
     if not (args.run or args.write):
         ap.print_help()
 
